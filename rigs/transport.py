@@ -1,0 +1,219 @@
+"""Byte transports the drivers get injected, and recording/replay by composition.
+
+A driver never opens a port in ``__init__``: it is handed a :class:`ByteTransport` (a pyserial
+object from :func:`serial_transport` fits) and opens it in ``open()``.  :class:`RecordingTransport`
+wraps *any* transport and keeps a timestamped transcript; :class:`ScriptedTransport` is the test
+double that replays a transcript and fails on the first byte that differs or on bytes left unread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, runtime_checkable
+
+import serial
+
+from rigs.errors import ConfigError, NoResponse, TransportError, hexdump
+
+Direction = Literal["tx", "rx"]
+
+URL_FORMS = (
+    "/dev/ttyUSB0 (a device path), rfc2217://host:port, socket://host:port, loop://"
+)
+
+
+@runtime_checkable
+class ByteTransport(Protocol):
+    """The subset of pyserial's ``Serial`` the drivers rely on."""
+
+    timeout: float | None
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write(self, data: bytes) -> int | None: ...
+
+    def read(self, size: int = 1) -> bytes: ...
+
+    def reset_input_buffer(self) -> None: ...
+
+
+def serial_transport(url: str, *, baudrate: int = 115200, timeout: float = 0.05,
+                     where: str = "port") -> ByteTransport:
+    """Build (not open) a pyserial transport for *url*; a malformed URL names the expected forms."""
+    if not url or not (url.startswith("/") or "://" in url):
+        raise ConfigError(f"{where}: {url!r} is not a serial URL; expected {URL_FORMS}")
+    try:
+        port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, do_not_open=True)
+    except (ValueError, serial.SerialException) as exc:
+        raise ConfigError(f"{where}: cannot use {url!r} ({exc}); expected {URL_FORMS}") from exc
+    return port  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Record:
+    t: float  # seconds since the recorder started (time.monotonic based)
+    direction: Direction
+    data: bytes
+
+
+@dataclass
+class Transcript:
+    """Ordered, thread-safe list of :class:`Record`; drivers render it (masked) for evidence."""
+
+    records: list[Record] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def add(self, direction: Direction, data: bytes) -> None:
+        if data:
+            with self._lock:
+                self.records.append(Record(time.monotonic() - self._t0, direction, bytes(data)))
+
+    def snapshot(self) -> list[Record]:
+        with self._lock:
+            return list(self.records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.records.clear()
+            self._t0 = time.monotonic()
+
+
+class RecordingTransport:
+    """Wraps a transport; every byte written or read lands in :attr:`transcript`."""
+
+    def __init__(self, inner: ByteTransport, transcript: Transcript | None = None) -> None:
+        self.inner = inner
+        self.transcript = transcript if transcript is not None else Transcript()
+
+    @property
+    def timeout(self) -> float | None:
+        return self.inner.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.inner.timeout = value
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.inner.is_open)
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def write(self, data: bytes) -> int | None:
+        n = self.inner.write(data)
+        self.transcript.add("tx", data)
+        return n
+
+    def read(self, size: int = 1) -> bytes:
+        data = self.inner.read(size)
+        self.transcript.add("rx", data)
+        return data
+
+    def reset_input_buffer(self) -> None:
+        self.inner.reset_input_buffer()
+
+
+class ScriptedTransport:
+    """Test double: plays a device from a script of ``("tx", bytes)`` / ``("rx", bytes)`` steps.
+
+    ``tx`` steps are what the driver must write, in order and exactly; ``rx`` steps are what the
+    device answers, made readable once every earlier ``tx`` step has been written.  A callable
+    ``rx`` step is called with the bytes of the previous tx step (for echoing sequence numbers).
+    :meth:`assert_done` fails if the driver did not write everything expected.
+    """
+
+    def __init__(self, script: list[tuple[Direction, bytes | Callable[[bytes], bytes]]],
+                 name: str = "scripted") -> None:
+        self.name = name
+        self._script = deque(script)
+        self._rx = bytearray()
+        self._pending_tx = bytearray()
+        self._last_tx = b""
+        self._cond = threading.Condition()
+        self.timeout: float | None = 0.05
+        self._open = False
+        self.written = bytearray()
+        self._release_rx()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def open(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def _release_rx(self) -> None:
+        while self._script and self._script[0][0] == "rx":
+            _, data = self._script.popleft()
+            self._rx += data(self._last_tx) if callable(data) else data
+
+    def write(self, data: bytes) -> int:
+        if not self._open:
+            raise TransportError(f"{self.name}: write() needs an open transport; state is CLOSED")
+        with self._cond:
+            self.written += data
+            self._pending_tx += data
+            while self._pending_tx:
+                if not self._script or self._script[0][0] != "tx":
+                    raise AssertionError(
+                        f"{self.name}: unexpected write {hexdump(bytes(self._pending_tx))}; "
+                        f"script expects {'nothing more' if not self._script else 'a read first'}")
+                expected = self._script[0][1]
+                assert isinstance(expected, bytes)
+                n = min(len(expected), len(self._pending_tx))
+                if bytes(self._pending_tx[:n]) != expected[:n]:
+                    raise AssertionError(
+                        f"{self.name}: wrote {hexdump(bytes(self._pending_tx))}, "
+                        f"expected {hexdump(expected)}")
+                if n < len(expected):
+                    return len(data)  # partial write of the expected step; wait for the rest
+                del self._pending_tx[:n]
+                self._script.popleft()
+                self._last_tx = expected
+                self._release_rx()
+            self._cond.notify_all()
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        if not self._open:
+            raise TransportError(f"{self.name}: read() needs an open transport; state is CLOSED")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        with self._cond:
+            while not self._rx:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return b""
+                if not self._cond.wait(timeout=left if left is not None else 1.0) and deadline is None:
+                    raise NoResponse(f"{self.name}: read() with no timeout and nothing scripted")
+            out = bytes(self._rx[:size])
+            del self._rx[:size]
+            return out
+
+    def reset_input_buffer(self) -> None:
+        with self._cond:
+            self._rx.clear()
+
+    def assert_done(self) -> None:
+        """Everything scripted was written and everything the device sent was read."""
+        with self._cond:
+            left = [(d, hexdump(x) if isinstance(x, bytes) else "<callable>") for d, x in self._script]
+            if left or self._pending_tx:
+                raise AssertionError(f"{self.name}: script not finished; still expected {left}")
+            if self._rx:
+                raise AssertionError(f"{self.name}: driver left unread {hexdump(bytes(self._rx))}")
