@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rigs.errors import ConfigError
 
@@ -62,16 +70,28 @@ class TerminalConfig(_Section):
                                               description="Role name → credentials.")
 
 
+class BankCard(_Section):
+    reader: str = Field(description="PC/SC reader name holding this test card.")
+    pin: str | None = Field(None, repr=False, description="The test card's PIN (card sheet).")
+
+    @field_validator("pin")
+    @classmethod
+    def _pin_digits(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isdigit() and 4 <= len(value) <= 12):
+            raise ValueError("a PIN is 4 to 12 digits")
+        return value
+
+
 class CardsConfig(_Section):
     probe: SerialUrl = Field(description=f"Serial URL of the slot probe: {SERIAL_FORMS}")
-    readers: dict[str, str] = Field(description="Card name → PC/SC reader name (card bank).")
+    bank: dict[str, BankCard] = Field(description="Card name → its reader in the card bank.")
     pcsc_socket: str | None = Field(None, description="PCSCLITE_CSOCK_NAME of a private pcscd.")
 
-    @field_validator("readers")
+    @field_validator("bank")
     @classmethod
-    def _readers_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+    def _bank_not_empty(cls, value: dict[str, BankCard]) -> dict[str, BankCard]:
         if not value:
-            raise ValueError("at least one card → reader entry is needed")
+            raise ValueError("the card bank needs at least one card")
         return value
 
 
@@ -106,7 +126,7 @@ class NetworkConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _two_nics(self) -> "NetworkConfig":
+    def _two_nics(self) -> NetworkConfig:
         if self.terminal_if == self.host_if:
             raise ValueError(f"terminal_if and host_if are both {self.terminal_if!r}; "
                              "the injector bridges two different NICs")

@@ -35,7 +35,7 @@ class Driver:
     def close(self) -> None:
         self.state = SessionState.CLOSED
 
-    def __enter__(self) -> "Driver":
+    def __enter__(self) -> Driver:
         self.open()
         return self
 

@@ -1,0 +1,81 @@
+"""``python -m sim up | down | serve`` — bring the virtual bench up and down.
+
+``up`` cleans what an earlier run left behind (and says so), starts the supervisor detached, waits
+until every device answers, and prints the bench file the rig loads.  ``down`` stops it and removes
+everything it made.  ``serve`` is the supervisor itself (``up`` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from protocols.errors import RigError
+
+DEFAULT_WORKDIR = Path("reports/bench")
+DEFAULT_BENCH_FILE = Path("reports/bench.yaml")
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise RigError("the virtual bench needs root (network namespaces, veth pairs, pcscd in a "
+                       "private mount namespace); run as root, e.g. with sudo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("up", "down", "serve"):
+        p = sub.add_parser(name)
+        p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                       help="state, logs, ledger, NVRAM (default: %(default)s)")
+        if name != "down":
+            p.add_argument("--bench-file", type=Path, default=DEFAULT_BENCH_FILE,
+                           help="where to write the bench YAML (default: %(default)s)")
+            p.add_argument("--watch-pid", type=int, default=None,
+                           help="tear the bench down when this process exits")
+    sub.choices["serve"].add_argument("--ready-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    from sim import bench
+
+    workdir = args.workdir.resolve()
+    try:
+        _need_root()
+        if args.cmd == "up":
+            for line in bench.cleanup_leftovers(workdir):
+                print(f"sim up: cleaned up after an earlier run: {line}")
+            path = bench.start_detached(workdir, args.bench_file.resolve(),
+                                        watch_pid=args.watch_pid)
+            print(f"sim up: virtual bench ready; bench file {path}")
+        elif args.cmd == "down":
+            said = bench.cleanup_leftovers(workdir)
+            for line in said:
+                print(f"sim down: {line}")
+            print("sim down: nothing of the virtual bench is left" if said else
+                  "sim down: no virtual bench was running")
+        else:
+            logging.basicConfig(level=logging.INFO,  # the daemon's own entry point, not a library
+                                format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            ready_fd = args.ready_fd
+
+            def ready(line: str) -> None:
+                nonlocal ready_fd
+                if ready_fd >= 0:
+                    os.write(ready_fd, (line.replace("\n", " ") + "\n").encode())
+                    os.close(ready_fd)
+                    ready_fd = -1
+
+            bench.VirtualBench(workdir, args.bench_file.resolve(),
+                               watch_pid=args.watch_pid).run(ready)
+    except RigError as exc:
+        print(f"sim {args.cmd}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

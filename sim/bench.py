@@ -1,0 +1,537 @@
+"""The virtual bench supervisor: brings every simulated device up behind its real interface,
+wires them to each other as a physical bench is wired, and takes everything down again.
+
+One process (``python -m sim serve``, started detached by ``python -m sim up``) owns:
+
+- the network namespaces (``sim.netns``), the acquirer host process in ``acq``;
+- a private pcscd with vpcd readers and the virtual EMV cards (``sim.pcsc``, ``sim.card``);
+- the SCPI power supply and relay unit servers on 127.0.0.1 (``sim.scpi``);
+- the ECR pty and the probe-link pty, kept open across terminal power cycles;
+- the terminal firmware process, started in ``dut`` when the supply output comes on at or above
+  brown-out and SIGKILLed the moment it goes off or sags below brown-out;
+- the harness between the firmware and the bench (rail voltage, paper sensor, card slot).
+
+Everything it starts is recorded in ``state.json`` so a run that was killed can be cleaned up by
+the next one.  All decisions about the terminal's power are taken on one thread, the main loop,
+which is also the thread that forks children (their death signal is tied to it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from protocols.errors import NoResponse, SimError
+from sim import netns
+from sim.procs import ProcRecord, StateFile, kill, records_from_json, records_to_json, spawn
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+BROWNOUT_VOLTS = 6.00
+NOMINAL_VOLTS = 7.40
+LOW_BATTERY_VOLTS = 6.80
+HOST_PORT = 8583
+STATE_NAME = "state.json"
+READY_BOUND = 30.0
+
+
+@dataclass
+class BenchPaths:
+    workdir: Path
+
+    @property
+    def state(self) -> Path:
+        return self.workdir / STATE_NAME
+
+    @property
+    def terminal_state(self) -> Path:
+        return self.workdir / "terminal"
+
+    @property
+    def ledger(self) -> Path:
+        return self.workdir / "host.sqlite"
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+
+@dataclass
+class Harness:
+    """The firmware's end of the wiring: a socket carrying JSON lines (docs/internals.md)."""
+
+    sock: socket.socket
+    buffer: bytearray = field(default_factory=bytearray)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        with self.lock:
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:  # the terminal just lost power: nothing is listening
+                log.debug("harness send %s dropped: %s", msg.get("t"), exc)
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self.buffer += data
+        out = []
+        while b"\n" in self.buffer:
+            line, _, rest = bytes(self.buffer).partition(b"\n")
+            self.buffer[:] = rest
+            try:
+                msg = json.loads(line)
+            except ValueError as exc:
+                raise SimError(f"harness: terminal sent a line that is not JSON ({exc}): "
+                               f"{line[:80]!r}") from None
+            if not isinstance(msg, dict) or "t" not in msg:
+                raise SimError(f"harness: message without a type 't': {line[:80]!r}")
+            out.append(msg)
+        return out
+
+
+class VirtualBench:
+    """Owns the simulated devices; :meth:`run` is the daemon's life."""
+
+    def __init__(self, workdir: Path, bench_file: Path, *, watch_pid: int | None = None,
+                 topology: netns.Topology | None = None, python: str = sys.executable) -> None:
+        self.paths = BenchPaths(workdir)
+        self.bench_file = bench_file
+        self.watch_pid = watch_pid
+        self.topo = topology or netns.Topology.default()
+        self.python = python
+        self.records: list[ProcRecord] = []
+        self.sel = selectors.DefaultSelector()
+        self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self.stopping = False
+        self.firmware: subprocess.Popen[bytes] | None = None
+        self.firmware_record: ProcRecord | None = None
+        self.harness: Harness | None = None
+        self.rail_volts = 0.0
+        self.paper_present = True
+        self._closers: list[Callable[[], None]] = []
+
+    # -- thread-safe entry points (SCPI server threads, signal handlers) ---------------------
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run *fn* on the main loop thread."""
+        self.calls.put(fn)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # -- bring-up --------------------------------------------------------------------------
+    def build(self) -> dict[str, Any]:
+        """Create every part; returns the bench YAML document. On failure undoes what it made."""
+        from sim.pcsc import PcscDaemon
+        from sim.probe import SimProbe
+        from sim.psu import SimPowerSupply
+        from sim.relay import SimRelayUnit
+        from sim.scpi import ScpiTcpServer
+
+        self.paths.workdir.mkdir(parents=True, exist_ok=True)
+        self.paths.terminal_state.mkdir(exist_ok=True)
+        netns.create(self.topo)
+        self._closers.append(lambda: netns.destroy(self.topo))
+
+        # Acquirer host in its namespace.
+        host_addr = f"{self.topo.host_ip}:{HOST_PORT}"
+        self._start("host", ["ip", "netns", "exec", self.topo.acq_ns, self.python, "-m", "sim.host",
+                             "--listen", host_addr, "--db", str(self.paths.ledger),
+                             "--terminals", str(REPO / "fixtures/host/terminals.yaml"),
+                             "--cards-dir", str(REPO / "fixtures/cards")])
+
+        # Cards: a private pcscd with two vpcd readers, one virtual card in each.
+        self.pcscd = PcscDaemon(self.paths.workdir / "pcscd")
+        self.pcscd.start()
+        self._closers.append(self.pcscd.stop)
+        self._record(ProcRecord("pcscd", self.pcscd.pid, _start_time(self.pcscd.pid), ["pcscd"]))
+        readers = {}
+        for slot, card in enumerate(("good", "mute")):
+            self._start(f"card-{card}", self.pcscd.card_command(
+                self.python, slot, REPO / f"fixtures/cards/{card}.yaml"))
+            readers[card] = self.pcscd.reader_name(slot)
+
+        # ECR pty and probe-link pty: the rig opens the slave paths.
+        self.ecr_master, ecr_path = self._pty("ecr")
+        self.probe_master, probe_path = self._pty("probe")
+        self.probe = SimProbe()
+        self.sel.register(self.probe_master, selectors.EVENT_READ, self._on_probe_bytes)
+        self.sel.register(self.ecr_master, selectors.EVENT_READ, self._on_ecr_while_off)
+
+        # Power supply and relay unit: SCPI over TCP on loopback.
+        self.psu = SimPowerSupply()
+        self.relay = SimRelayUnit()
+        self.psu_server = ScpiTcpServer(self.psu, name="psu",
+                                        after=lambda dev: self.call_soon(self._on_psu_changed))
+        self.relay_server = ScpiTcpServer(self.relay, name="relay",
+                                          after=lambda dev: self.call_soon(self._on_relay_changed))
+        for server in (self.psu_server, self.relay_server):
+            server.start()
+            self._closers.append(server.stop)
+
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        if self.watch_pid is not None:
+            self._watch_fd = os.pidfd_open(self.watch_pid)
+            self.sel.register(self._watch_fd, selectors.EVENT_READ, self._on_watched_exit)
+
+        doc = {
+            "bench": {"name": "virtual", "kind": "virtual"},
+            "terminal": {
+                "port": ecr_path, "baudrate": 115200,
+                "terminal_id": "10000001", "merchant_id": "898100012340001",
+                "nominal_volts": NOMINAL_VOLTS, "low_battery_volts": LOW_BATTERY_VOLTS,
+                "boot_timeout": 15.0,
+                "operators": {"operator": {"id": "01", "password": "0000"},
+                              "admin": {"id": "00", "password": "123456"}},
+            },
+            "cards": {
+                "probe": probe_path,
+                "pcsc_socket": self.pcscd.client_socket,
+                "bank": {name: _bank_entry(name, reader) for name, reader in readers.items()},
+            },
+            "power": {
+                "resource": f"TCPIP0::127.0.0.1::{self.psu_server.port}::SOCKET",
+                "dialect": "keysight-e36xx", "channel": 1,
+                "limits": {"max_volts": 8.40, "max_amps": 2.00}, "current_limit": 2.00,
+            },
+            "switch": {
+                "resource": f"TCPIP0::127.0.0.1::{self.relay_server.port}::SOCKET",
+                "channels": {"paper_sensor": 1},
+            },
+            "network": {"terminal_if": self.topo.rig_term_if, "host_if": self.topo.rig_host_if,
+                        "netns": self.topo.rig_ns},
+            "host": {"address": host_addr, "ledger": str(self.paths.ledger)},
+        }
+        return doc
+
+    def _pty(self, name: str) -> tuple[int, str]:
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no line discipline before the rig opens it
+        os.set_blocking(master, False)
+        path = os.ttyname(slave)
+        link = self.paths.workdir / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(path)
+        fds = (master, slave)
+        self._closers.append(lambda: [os.close(fd) for fd in fds])
+        return master, path
+
+    def _start(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()
+               ) -> subprocess.Popen[bytes]:
+        proc, record = spawn(name, argv, log_file=self.paths.log(name), pass_fds=pass_fds,
+                             cwd=REPO)
+        self._record(record)
+        rec = record
+        self._closers.append(lambda: kill(rec, grace=2.0))
+        return proc
+
+    def _record(self, record: ProcRecord) -> None:
+        self.records.append(record)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        StateFile(self.paths.state).write({
+            "supervisor": {"pid": os.getpid(), "started": _start_time(os.getpid())},
+            "processes": records_to_json([r for r in self.records if r.alive()]),
+            "topology": self.topo.as_dict(),
+            "bench_file": str(self.bench_file),
+        })
+
+    # -- the terminal's power ----------------------------------------------------------------
+    def _on_psu_changed(self) -> None:
+        volts = float(self.psu.rail_volts)
+        if volts == self.rail_volts:
+            return
+        self.rail_volts = volts
+        if volts < BROWNOUT_VOLTS:
+            self._power_down(f"rail at {volts:.2f} V < brown-out {BROWNOUT_VOLTS:.2f} V")
+        elif self.firmware is None:
+            self._power_up()
+        elif self.harness is not None:
+            self.harness.send({"t": "rail", "volts": round(volts, 3)})
+
+    def _power_up(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sel.unregister(self.ecr_master)  # the firmware reads the ECR line from now on
+        argv = ["ip", "netns", "exec", self.topo.dut_ns, self.python, "-m", "sim.terminal",
+                "--ecr-fd", str(self.ecr_master), "--harness-fd", str(theirs.fileno()),
+                "--state-dir", str(self.paths.terminal_state),
+                "--profile", str(REPO / "fixtures/terminal/profile.yaml"),
+                "--host", f"{self.topo.host_ip}:{HOST_PORT}"]
+        os.set_blocking(self.ecr_master, True)
+        try:
+            self.firmware, self.firmware_record = spawn(
+                "terminal", argv, log_file=self.paths.log("terminal"),
+                pass_fds=(self.ecr_master, theirs.fileno()), cwd=REPO)
+        finally:
+            os.set_blocking(self.ecr_master, False)
+            theirs.close()
+        self._record(self.firmware_record)
+        self.harness = Harness(ours)
+        ours.setblocking(False)
+        self.sel.register(ours, selectors.EVENT_READ, self._on_harness)
+        self.psu.set_load("booting")
+        log.info("terminal powered up at %.2f V (pid %d)", self.rail_volts, self.firmware.pid)
+        self.harness.send({"t": "rail", "volts": round(self.rail_volts, 3)})
+        self.harness.send({"t": "paper", "present": self.paper_present})
+        for msg in self.probe.on_terminal_powered(time.monotonic()).harness_out:
+            self.harness.send(msg)
+
+    def _power_down(self, why: str) -> None:
+        if self.firmware is None:
+            return
+        assert self.firmware_record is not None
+        kill(self.firmware_record)  # SIGKILL at once: no goodbye, as when the battery is pulled
+        self.firmware.wait(timeout=5)
+        log.info("terminal lost power (%s)", why)
+        self.firmware = None
+        self.firmware_record = None
+        if self.harness is not None:
+            self.sel.unregister(self.harness.sock)
+            self.harness.sock.close()
+            self.harness = None
+        self.sel.register(self.ecr_master, selectors.EVENT_READ, self._on_ecr_while_off)
+        self.psu.set_load("off")
+        out = self.probe.on_terminal_unpowered(time.monotonic())
+        self._write_probe(out.link_out)
+        self._save_state()
+
+    def _on_firmware_exit(self) -> None:
+        if self.firmware is not None and self.firmware.poll() is not None:
+            code = self.firmware.returncode
+            log.error("terminal firmware exited by itself with code %s (see terminal.log)", code)
+            self._power_down(f"firmware exited with code {code}")
+
+    # -- paper sensor ------------------------------------------------------------------------
+    def _on_relay_changed(self) -> None:
+        present = not self.relay.closed(1)  # ch1 closed shunts the paper sensor: "paper out"
+        if present != self.paper_present:
+            self.paper_present = present
+            if self.harness is not None:
+                self.harness.send({"t": "paper", "present": present})
+
+    # -- the probe and the harness -----------------------------------------------------------
+    def _on_probe_bytes(self) -> None:
+        try:
+            data = os.read(self.probe_master, 4096)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: nobody has the slave open right now
+            return
+        out = self.probe.feed_link(data, time.monotonic())
+        self._write_probe(out.link_out)
+        if self.harness is not None:
+            for msg in out.harness_out:
+                self.harness.send(msg)
+
+    def _write_probe(self, data: bytes) -> None:
+        if data:
+            try:
+                os.write(self.probe_master, data)
+            except OSError as exc:
+                log.warning("probe link write of %d bytes failed: %s", len(data), exc)
+
+    def _on_ecr_while_off(self) -> None:
+        try:  # an unpowered terminal's UART loses what the rig sends
+            os.read(self.ecr_master, 4096)
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_harness(self) -> None:
+        assert self.harness is not None
+        try:
+            data = self.harness.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_firmware_exit()
+            return
+        for msg in self.harness.feed(data):
+            if msg["t"] == "load":
+                self.psu.set_load(str(msg.get("state", "idle")))
+                self._on_psu_changed()
+            else:
+                out = self.probe.feed_harness(msg, time.monotonic())
+                self._write_probe(out.link_out)
+                for reply in out.harness_out:
+                    self.harness.send(reply)
+
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    def _on_watched_exit(self) -> None:
+        log.warning("process %s that owns this bench has exited: tearing the bench down",
+                    self.watch_pid)
+        self.stopping = True
+
+    # -- life --------------------------------------------------------------------------------
+    def run(self, ready: Callable[[str], None]) -> None:
+        """Build, announce readiness, serve until SIGTERM/SIGINT or the watched process ends."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self.call_soon(self._stop))
+        try:
+            doc = self.build()
+            self.bench_file.parent.mkdir(parents=True, exist_ok=True)
+            self.bench_file.write_text(
+                "# Written by `python -m sim up`: the virtual bench, valid while it runs.\n"
+                + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+            ready(f"ok {self.bench_file}")
+            self._loop()
+        except BaseException as exc:
+            ready(f"error {exc}")
+            raise
+        finally:
+            self.teardown()
+
+    def _stop(self) -> None:
+        self.stopping = True
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            for key, _ in self.sel.select(timeout=0.05):
+                key.data()
+            if self.firmware is not None and self.firmware.poll() is not None:
+                self._on_firmware_exit()
+            out = self.probe.poll(time.monotonic())
+            self._write_probe(out.link_out)
+            if self.harness is not None:
+                for msg in out.harness_out:
+                    self.harness.send(msg)
+
+    def teardown(self) -> list[str]:
+        done = []
+        if self.firmware_record is not None:
+            kill(self.firmware_record)
+            done.append("terminal firmware")
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception as exc:  # keep tearing down; report every failure
+                log.error("teardown step %s failed: %s", getattr(closer, "__name__", closer), exc)
+        self._closers.clear()
+        StateFile(self.paths.state).remove()
+        self.bench_file.unlink(missing_ok=True)
+        return done
+
+
+def _bank_entry(name: str, reader: str) -> dict[str, str]:
+    entry = {"reader": reader}
+    pin = _card_pin(name)
+    if pin is not None:
+        entry["pin"] = pin
+    return entry
+
+
+def _card_pin(name: str) -> str | None:
+    """The test card's PIN, as a lab's card sheet gives it (from the card profile)."""
+    path = REPO / f"fixtures/cards/{name}.yaml"
+    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    pin = data.get("pin") if isinstance(data, dict) else None
+    return str(pin) if pin is not None else None
+
+
+def _start_time(pid: int) -> int | None:
+    from sim.procs import start_time
+
+    return start_time(pid)
+
+
+# -- used by `python -m sim up/down` ------------------------------------------------------------
+def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> list[str]:
+    """End what an earlier bench left behind (by recorded PID) and remove its namespaces."""
+    said: list[str] = []
+    state = StateFile(workdir / STATE_NAME).read()
+    if state:
+        sup = state.get("supervisor") or {}
+        if isinstance(sup, dict) and sup.get("pid"):
+            rec = ProcRecord("supervisor", int(sup["pid"]), sup.get("started"), [])
+            if kill(rec, grace=15.0):
+                said.append(f"stopped bench supervisor pid {rec.pid}")
+        for rec in records_from_json(state.get("processes")):
+            if kill(rec):
+                said.append(f"killed leftover {rec.name} pid {rec.pid}")
+        StateFile(workdir / STATE_NAME).remove()
+    topo = topology or netns.Topology.default()
+    for item in netns.destroy(topo):
+        said.append(f"removed leftover {item}")
+    try:
+        from sim.pcsc import cleanup_leftovers as pcsc_leftovers
+    except ImportError:
+        pcsc_leftovers = None
+    if pcsc_leftovers is not None:
+        said.extend(pcsc_leftovers(workdir / "pcscd"))
+    return said
+
+
+def start_detached(workdir: Path, bench_file: Path, *, watch_pid: int | None,
+                   bound: float = READY_BOUND, python: str = sys.executable) -> str:
+    """Start the supervisor in its own session and wait (bounded) until it says it is ready."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    r, w = os.pipe()
+    argv = [python, "-m", "sim", "serve", "--workdir", str(workdir), "--bench-file",
+            str(bench_file), "--ready-fd", str(w)]
+    if watch_pid is not None:
+        argv += ["--watch-pid", str(watch_pid)]
+    with open(workdir / "supervisor.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                pass_fds=(w,), cwd=REPO, start_new_session=True)
+    os.close(w)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(r, selectors.EVENT_READ)
+        deadline = time.monotonic() + bound
+        buf = b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(timeout=left):
+                proc.kill()
+                raise NoResponse(f"virtual bench not ready within {bound:.0f} s "
+                                 f"(see {workdir}/supervisor.log)")
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(r)
+    line = buf.decode(errors="replace").strip()
+    if not line.startswith("ok"):
+        proc.wait(timeout=bound)
+        tail = _tail(workdir / "supervisor.log")
+        raise SimError(f"virtual bench failed to start: {line or 'supervisor exited'}\n{tail}")
+    return line[3:]
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
