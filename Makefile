@@ -1,0 +1,35 @@
+# The two commands of the README.  Each installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOXVENV := .venv-tox
+TOX := $(TOXVENV)/bin/tox
+
+.PHONY: run test system bench-up bench-down clean
+
+## make run: the scenario suite on the virtual bench, an HTML report and a summary
+run: $(TOX) node_modules/.installed
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh --report
+	$(TOX) -e run
+
+## make test: unit and integration tests, lint and types, then the feature suite on the virtual bench
+test: $(TOX)
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(TOX) -e test
+
+$(TOX):
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(PYTHON) -m venv $(TOXVENV)
+	$(TOXVENV)/bin/pip install --quiet --disable-pip-version-check 'tox>=4.11,<5'
+
+node_modules/.installed: package.json
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh --report
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-up: $(TOX)
+	$(TOX) -e bench -- up
+bench-down: $(TOX)
+	$(TOX) -e bench -- down
+
+clean:
+	rm -rf reports .tox $(TOXVENV) node_modules

@@ -1,0 +1,8 @@
+"""Root conftest: the rig's pytest plugin and the step libraries (never star-imported)."""
+
+pytest_plugins = [
+    "rigs.plugin",
+    "steps.terminal_steps",
+    "steps.purchase_steps",
+    "steps.fault_steps",
+]
