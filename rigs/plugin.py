@@ -94,7 +94,7 @@ def bench_config(request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
 
 
 @pytest.fixture(scope="session")
-def bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iterator[Bench]:
+def rig_bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iterator[Bench]:
     """The opened bench, nominal at the start."""
     workdir = Path(request.config.getoption("--bench-workdir")).resolve().parent / "rig"
     b = Bench(bench_config, workdir=workdir)
@@ -111,8 +111,9 @@ def _slug(text: str) -> str:
 
 
 @pytest.fixture
-def nominal_bench(bench: Bench, request: pytest.FixtureRequest) -> Iterator[Bench]:
+def bench(rig_bench: Bench, request: pytest.FixtureRequest) -> Iterator[Bench]:
     """The bench for one scenario: skipped if it lacks an instrument, restored afterwards."""
+    bench = rig_bench
     tags = {m.name for m in request.node.iter_markers()}
     missing = bench.missing(tags)
     if missing:
@@ -129,9 +130,9 @@ def nominal_bench(bench: Bench, request: pytest.FixtureRequest) -> Iterator[Benc
 @pytest.hookimpl(tryfirst=True)
 def pytest_bdd_after_scenario(request: pytest.FixtureRequest, feature: Any, scenario: Any) -> None:
     """Attach the scenario's evidence while its report is still open."""
-    if "nominal_bench" not in request.fixturenames:
+    if "bench" not in request.fixturenames:
         return
-    bench: Bench = request.getfixturevalue("nominal_bench")
+    bench: Bench = request.getfixturevalue("bench")
     try:
         evidence = bench.end_scenario()
     except RigError as exc:
