@@ -1,0 +1,17 @@
+@troubleshooting @network
+Feature: Network dropped during sign-in
+  When the network cable is pulled while the terminal signs in, the terminal shows a
+  communication error; with the cable back, the sign-in succeeds.
+
+  Background:
+    Given the terminal is powered on and idle
+    And the operator is logged in
+
+  @fault
+  Scenario: Sign-in fails while the cable is pulled and succeeds once it is back
+    When the network cable is pulled while the terminal connects to sign in
+    Then the sign-in fails with a communication error shown on the display
+    And no sign-in request reached the acquirer
+    When the network cable is plugged back in
+    And the operator signs the terminal in with the acquirer
+    Then the sign-in succeeds
