@@ -256,8 +256,16 @@ class VirtualBench:
         })
 
     # -- the terminal's power ----------------------------------------------------------------
+    def _set_load(self, state: str | None) -> None:
+        with self.psu_server.lock:
+            try:
+                self.psu.load_state = state
+            except SimError as exc:
+                log.error("terminal reported a load the supply does not model: %s", exc)
+
     def _on_psu_changed(self) -> None:
-        volts = float(self.psu.rail_volts)
+        with self.psu_server.lock:
+            volts = float(self.psu.rail_volts)
         if volts == self.rail_volts:
             return
         self.rail_volts = volts
@@ -288,7 +296,7 @@ class VirtualBench:
         self.harness = Harness(ours)
         ours.setblocking(False)
         self.sel.register(ours, selectors.EVENT_READ, self._on_harness)
-        self.psu.set_load("booting")
+        self._set_load("booting")
         log.info("terminal powered up at %.2f V (pid %d)", self.rail_volts, self.firmware.pid)
         self.harness.send({"t": "rail", "volts": round(self.rail_volts, 3)})
         self.harness.send({"t": "paper", "present": self.paper_present})
@@ -309,7 +317,7 @@ class VirtualBench:
             self.harness.sock.close()
             self.harness = None
         self.sel.register(self.ecr_master, selectors.EVENT_READ, self._on_ecr_while_off)
-        self.psu.set_load("off")
+        self._set_load(None)
         out = self.probe.on_terminal_unpowered(time.monotonic())
         self._write_probe(out.link_out)
         self._save_state()
@@ -322,7 +330,8 @@ class VirtualBench:
 
     # -- paper sensor ------------------------------------------------------------------------
     def _on_relay_changed(self) -> None:
-        present = not self.relay.closed(1)  # ch1 closed shunts the paper sensor: "paper out"
+        with self.relay_server.lock:
+            present = not self.relay.closed(1)  # ch1 closed shunts the paper sensor: "paper out"
         if present != self.paper_present:
             self.paper_present = present
             if self.harness is not None:
@@ -368,8 +377,8 @@ class VirtualBench:
             return
         for msg in self.harness.feed(data):
             if msg["t"] == "load":
-                self.psu.set_load(str(msg.get("state", "idle")))
-                self._on_psu_changed()
+                self._set_load(str(msg.get("state", "idle")))
+                self._on_psu_changed()  # in constant current the rail follows the load
             else:
                 out = self.probe.feed_harness(msg, time.monotonic())
                 self._write_probe(out.link_out)

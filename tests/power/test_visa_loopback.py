@@ -1,0 +1,117 @@
+"""The real path: rig drivers → VisaScpiTransport (pyvisa-py) → TCP loopback → ScpiTcpServer →
+the simulated instruments.  Port 0, servers torn down in fixtures, every wait bounded."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from rigs.errors import LimitError, NoResponse, TransportError
+from rigs.power import ScpiPowerSupply
+from rigs.scpi import VisaScpiTransport
+from rigs.switch import ScpiRelayUnit
+from sim.psu import SimPowerSupply
+from sim.relay import SimRelayUnit
+from sim.scpi import ScpiDevice, ScpiTcpServer
+
+
+@pytest.fixture
+def psu_bench() -> Iterator[tuple[SimPowerSupply, ScpiTcpServer, list[float]]]:
+    sim = SimPowerSupply(max_volts=30.0, max_amps=3.0)
+    rail_changes: list[float] = []
+    last = [sim.rail_volts]
+
+    def supervisor(device: ScpiDevice) -> None:  # what sim/bench.py does, minus the process
+        if sim.rail_volts != last[0]:
+            last[0] = sim.rail_volts
+            rail_changes.append(sim.rail_volts)
+
+    server = ScpiTcpServer(sim, after=supervisor, name="psu")
+    server.start()
+    try:
+        yield sim, server, rail_changes
+    finally:
+        server.stop(timeout=2.0)
+
+
+@pytest.fixture
+def relay_bench() -> Iterator[tuple[SimRelayUnit, ScpiTcpServer]]:
+    sim = SimRelayUnit()
+    server = ScpiTcpServer(sim, name="relay")
+    server.start()
+    try:
+        yield sim, server
+    finally:
+        server.stop(timeout=2.0)
+
+
+def test_power_supply_over_pyvisa(
+        psu_bench: tuple[SimPowerSupply, ScpiTcpServer, list[float]]) -> None:
+    sim, server, rail_changes = psu_bench
+    psu = ScpiPowerSupply("psu", VisaScpiTransport(server.resource, timeout_ms=1000),
+                          max_volts=8.4, max_amps=2.0)
+    psu.open()
+    try:
+        assert psu.idn == sim.idn
+        psu.restore_nominal(7.4)
+        assert rail_changes == [7.4]
+        with server.lock:
+            sim.load_state = "printing"
+        assert psu.measure_current() == pytest.approx(1.2)
+        assert psu.is_nominal(7.4)
+        psu.set_current_limit(1.0)  # the printer now wants more than the supply gives
+        assert psu.measure_voltage() == pytest.approx(6.1666667, abs=1e-6)
+        assert not psu.is_nominal(7.4)
+        psu.sag_to(5.9)
+        with pytest.raises(LimitError):
+            psu.sag_to(8.5)
+        assert sim.volts == 5.9  # the refused setpoint never reached the instrument
+        psu.output_off()
+        assert psu.output is False
+        assert rail_changes[-1] == 0.0
+        psu.check_errors()
+    finally:
+        psu.close()
+
+
+def test_failed_query_is_no_response_with_bound(
+        psu_bench: tuple[SimPowerSupply, ScpiTcpServer, list[float]]) -> None:
+    _, server, _ = psu_bench
+    transport = VisaScpiTransport(server.resource, timeout_ms=150)
+    transport.open()
+    try:
+        with pytest.raises(NoResponse, match=r"query\('VOLT\? 99'\) got no answer within 150 ms"):
+            transport.query("VOLT? 99")
+        assert transport.query("SYST:ERR?") == '-222,"Data out of range"'
+    finally:
+        transport.close()
+
+
+def test_nothing_listening_is_transport_error() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    transport = VisaScpiTransport(f"TCPIP0::127.0.0.1::{port}::SOCKET", timeout_ms=300)
+    with pytest.raises(TransportError, match=rf"127.0.0.1::{port}::SOCKET"):
+        transport.open()
+        try:
+            transport.query("*IDN?")
+        finally:
+            transport.close()
+
+
+def test_relay_over_pyvisa(relay_bench: tuple[SimRelayUnit, ScpiTcpServer]) -> None:
+    sim, server = relay_bench
+    unit = ScpiRelayUnit("sw", VisaScpiTransport(server.resource, timeout_ms=1000))
+    unit.open()
+    try:
+        assert unit.is_nominal()
+        unit.close_channel(1)
+        assert sim.closed(1) and unit.is_closed(1)
+        assert not unit.is_nominal()
+        unit.restore_nominal()
+        assert not sim.closed(1) and unit.is_nominal()
+    finally:
+        unit.close()
