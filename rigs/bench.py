@@ -247,6 +247,10 @@ class Bench:
             self.network.start_capture(path)
             self._capture = path
 
+    def host_entries_this_scenario(self) -> list[Any]:
+        """The acquirer ledger's entries since the scenario began."""
+        return self.need("host").entries(since_id=self._ledger_mark)  # type: ignore[no-any-return]
+
     def end_scenario(self) -> list[Evidence]:
         """Stop the capture and collect what the scenario's report should carry (all masked)."""
         out = [Evidence("ECR transcript", "text", self.terminal.transcript_text())]
@@ -268,7 +272,7 @@ class Bench:
                 out.append(Evidence("ISO 8583 messages (decoded, masked)", "text",
                                     render_messages(decode_pcap(pcap, port=port))))
         if self.host is not None:
-            entries = self.host.entries(since_id=self._ledger_mark)
+            entries = self.host_entries_this_scenario()
             out.append(Evidence("acquirer ledger (this scenario)", "text",
                                 "\n".join(str(e) for e in entries) or "(no entries)"))
         return out

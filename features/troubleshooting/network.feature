@@ -9,7 +9,8 @@ Feature: Network dropped during sign-in
 
   @fault
   Scenario: Sign-in fails while the cable is pulled and succeeds once it is back
-    When the network cable is pulled while the terminal connects to sign in
+    When the network cable between the terminal and the acquirer is pulled
+    And the operator signs the terminal in with the acquirer
     Then the sign-in fails with a communication error shown on the display
     And no sign-in request reached the acquirer
     When the network cable is plugged back in

@@ -1,4 +1,4 @@
-@troubleshooting @card
+@troubleshooting @card @power
 Feature: Terminal not signed in
   After a restart the terminal has no working keys: it refuses transactions and asks the operator
   to sign in (签到) with the acquirer; once signed in, purchases go through.

@@ -1,0 +1,42 @@
+"""What a cardholder does at the terminal, as the rig's robot does it: answer the terminal's
+prompts (insert the card, type the PIN) until the terminal gives its result."""
+
+from __future__ import annotations
+
+import time
+
+from rigs.bench import Bench
+from rigs.errors import NoResponse
+from rigs.terminal import Outcome
+
+PROMPTS = ("INSERT_CARD", "ENTER_PIN")
+
+
+def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
+                timeout: float = 60.0) -> Outcome:
+    """Start a purchase and play the cardholder until the terminal answers (bounded)."""
+    terminal = bench.terminal
+    cards = bench.need("cards")
+    since = len(terminal.events)
+    terminal.start_purchase(amount_minor)
+    deadline = time.monotonic() + timeout
+    answered: set[str] = set()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NoResponse(f"purchase of {amount_minor} minor units: no result within "
+                             f"{timeout:.0f} s; prompts answered: {sorted(answered) or 'none'}")
+        got = terminal.wait_for_prompt_or_outcome(PROMPTS, timeout=left, since=since)
+        if isinstance(got, Outcome):
+            if cards.inserted is not None:
+                cards.remove()  # the cardholder takes the card back
+            return got
+        since = got.index + 1
+        if got.code == "INSERT_CARD" and "INSERT_CARD" not in answered:
+            cards.insert(card)
+        elif got.code == "ENTER_PIN" and "ENTER_PIN" not in answered:
+            if pin is None:
+                terminal.cancel()
+            else:
+                terminal.enter_pin(pin)
+        answered.add(got.code)

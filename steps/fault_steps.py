@@ -1,0 +1,99 @@
+"""Steps that inject faults through the instruments: paper, supply voltage, network cable.
+
+Every When here returns the index of the terminal's event log at the moment of the fault
+(``fault_mark``), so the Then that follows only accepts what the terminal said afterwards.
+Clearing happens in the scenario's steps where the procedure says so, and in any case when the
+scenario ends (the bench is restored to nominal and checked).
+"""
+
+from __future__ import annotations
+
+from pytest_bdd import then, when
+
+from rigs.bench import Bench
+
+EVENT_BOUND = 5.0
+
+
+# -- printer paper (relay across the paper sensor) ---------------------------------------------
+@when("the printer runs out of paper", target_fixture="fault_mark")
+@when("打印机缺纸", target_fixture="fault_mark")
+def paper_runs_out(bench: Bench) -> int:
+    mark = len(bench.terminal.events)
+    bench.need("switch").close_channel(bench.paper_channel())
+    return mark
+
+
+@when("paper is loaded into the printer", target_fixture="fault_mark")
+@when("装入打印纸", target_fixture="fault_mark")
+def paper_loaded(bench: Bench) -> int:
+    mark = len(bench.terminal.events)
+    bench.need("switch").open_channel(bench.paper_channel())
+    return mark
+
+
+@then("the terminal reports that the printer is out of paper")
+@then("终端提示打印机缺纸")
+def reports_paper_out(bench: Bench, fault_mark: int) -> None:
+    bench.terminal.wait_for_event("PAPER_OUT", timeout=EVENT_BOUND, since=fault_mark)
+    assert not bench.terminal.status().paper_present, "status still says paper is present"
+
+
+@then("the terminal reports that paper is present")
+@then("终端提示纸张已装好")
+def reports_paper_ok(bench: Bench, fault_mark: int) -> None:
+    bench.terminal.wait_for_event("PAPER_OK", timeout=EVENT_BOUND, since=fault_mark)
+    assert bench.terminal.status().paper_present, "status still says there is no paper"
+
+
+# -- battery (the supply stands in for the battery pack) -------------------------------------------
+@when("the battery sags to the low-battery threshold", target_fixture="fault_mark")
+@when("电池电压降到低电量阈值", target_fixture="fault_mark")
+def battery_sags(bench: Bench) -> int:
+    mark = len(bench.terminal.events)
+    bench.need("power").sag_to(bench.config.terminal.low_battery_volts)
+    return mark
+
+
+@when("the battery is back at its nominal voltage", target_fixture="fault_mark")
+@when("电池电压恢复正常", target_fixture="fault_mark")
+def battery_nominal(bench: Bench) -> int:
+    mark = len(bench.terminal.events)
+    bench.need("power").set_voltage(bench.config.terminal.nominal_volts)
+    return mark
+
+
+@then("the terminal warns that the battery is low")
+@then("终端提示电量低")
+def warns_low_battery(bench: Bench, fault_mark: int) -> None:
+    bench.terminal.wait_for_event("LOW_BATTERY", timeout=EVENT_BOUND, since=fault_mark)
+    status = bench.terminal.status()
+    assert status.battery_low, f"status says battery fine at {status.supply_volts:.2f} V"
+
+
+@then("the terminal no longer warns about the battery")
+@then("终端不再提示电量低")
+def battery_warning_gone(bench: Bench, fault_mark: int) -> None:
+    bench.terminal.wait_for_event("BATTERY_OK", timeout=EVENT_BOUND, since=fault_mark)
+    assert not bench.terminal.status().battery_low, "status still says battery low"
+
+
+# -- network cable (in-line injector) -----------------------------------------------------------
+@when("the network cable between the terminal and the acquirer is pulled")
+@when("拔掉终端与收单机构之间的网线")
+def cable_pulled(bench: Bench) -> None:
+    bench.need("network").pull_cable()
+
+
+@when("the network cable is plugged back in")
+@when("重新插上网线")
+def cable_back(bench: Bench) -> None:
+    bench.need("network").restore()
+
+
+@then("no sign-in request reached the acquirer")
+@then("收单机构没有收到签到请求")
+def no_sign_in_at_host(bench: Bench) -> None:
+    seen = [e for e in bench.host_entries_this_scenario() if e.mti == "0800"]
+    assert not seen, f"the acquirer received {len(seen)} sign-in(s) although the cable was pulled"
+    assert bench.need("network").stats()["dropped"] > 0, "the injector dropped nothing"
