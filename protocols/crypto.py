@@ -1,0 +1,221 @@
+"""Payment crypto for the UnionPay POS dialect (pycryptodome): DES/3DES, KCV, PIN block, MAC,
+working keys under the terminal master key.
+
+Choices (docs/iso8583.md):
+- PIN block: ISO 9564-1 format 0 (ANSI X9.8), encrypted with the PIK in 3DES ECB.
+- MAC: ANSI X9.19 / ISO 9797-1 MAC algorithm 3 with padding method 1 (zeros): single-DES
+  CBC-MAC with K1 over all blocks, then decrypt with K2 and encrypt with K1 on the last block;
+  8-byte result in field 64.  MAC input (MAB) = MTI .. last field before 64.  With a single-length
+  key (or K1 == K2) this is plain DES CBC-MAC (ANSI X9.9).
+- Working keys in field 62 of 0810: for each of PIK then MAK: key encrypted under the TMK in
+  3DES ECB, followed by a 4-byte check value (first 4 bytes of the clear key's encryption of
+  eight zero bytes).
+
+Nothing here logs; keys and PINs never appear in exception messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from Crypto.Cipher import DES, DES3
+
+from protocols.errors import ProtocolError, RigError
+
+__all__ = [
+    "CryptoError",
+    "KeyCheckError",
+    "WrappedKey",
+    "decode_working_keys",
+    "encode_working_keys",
+    "kcv",
+    "mac_x919",
+    "pin_block",
+    "pin_block_clear",
+    "tdes_cbc_decrypt",
+    "tdes_cbc_encrypt",
+    "tdes_ecb_decrypt",
+    "tdes_ecb_encrypt",
+    "unwrap_key",
+    "verify_mac",
+    "verify_pin_block",
+    "wrap_key",
+]
+
+BLOCK = 8
+ZERO_IV = bytes(BLOCK)
+
+
+class CryptoError(RigError):
+    """Bad key length, bad block length, malformed clear PIN block (never shows key or PIN)."""
+
+
+class KeyCheckError(ProtocolError):
+    """A key's check value does not match: wrong master key, or a corrupted field 62."""
+
+
+def _check_key(key: bytes, op: str) -> None:
+    if len(key) not in (8, 16, 24):
+        raise CryptoError(f"{op}: key must be 8, 16 or 24 bytes; got {len(key)} bytes")
+
+
+def _check_blocks(data: bytes, op: str) -> None:
+    if len(data) % BLOCK:
+        raise CryptoError(f"{op}: data must be a multiple of {BLOCK} bytes; got {len(data)}")
+
+
+def _cipher(key: bytes, mode: int, iv: bytes | None = None) -> object:
+    """DES for single-length keys and degenerate 3DES keys (K1 == K2 [== K3]), else 3DES."""
+    k1 = key[:8]
+    degenerate = len(key) == 8 or (key[8:16] == k1 and (len(key) == 16 or key[16:24] == k1))
+    if degenerate:
+        return DES.new(k1, mode) if iv is None else DES.new(k1, mode, iv=iv)
+    return DES3.new(key, mode) if iv is None else DES3.new(key, mode, iv=iv)
+
+
+def tdes_ecb_encrypt(key: bytes, data: bytes) -> bytes:
+    _check_key(key, "tdes_ecb_encrypt()")
+    _check_blocks(data, "tdes_ecb_encrypt()")
+    return _cipher(key, DES.MODE_ECB).encrypt(data)  # type: ignore[attr-defined,no-any-return]
+
+
+def tdes_ecb_decrypt(key: bytes, data: bytes) -> bytes:
+    _check_key(key, "tdes_ecb_decrypt()")
+    _check_blocks(data, "tdes_ecb_decrypt()")
+    return _cipher(key, DES.MODE_ECB).decrypt(data)  # type: ignore[attr-defined,no-any-return]
+
+
+def tdes_cbc_encrypt(key: bytes, data: bytes, iv: bytes = ZERO_IV) -> bytes:
+    _check_key(key, "tdes_cbc_encrypt()")
+    _check_blocks(data, "tdes_cbc_encrypt()")
+    return _cipher(key, DES.MODE_CBC, iv).encrypt(data)  # type: ignore[attr-defined,no-any-return]
+
+
+def tdes_cbc_decrypt(key: bytes, data: bytes, iv: bytes = ZERO_IV) -> bytes:
+    _check_key(key, "tdes_cbc_decrypt()")
+    _check_blocks(data, "tdes_cbc_decrypt()")
+    return _cipher(key, DES.MODE_CBC, iv).decrypt(data)  # type: ignore[attr-defined,no-any-return]
+
+
+def kcv(key: bytes, length: int = 3) -> bytes:
+    """Key check value: the first *length* bytes of the key's encryption of eight zero bytes."""
+    return tdes_ecb_encrypt(key, bytes(BLOCK))[:length]
+
+
+# --------------------------------------------------------------------------------------------
+# PIN block, ISO 9564-1 format 0
+
+
+def _pan_field(pan: str) -> bytes:
+    digits = pan.strip().rstrip("Ff")
+    if not digits.isdigit() or len(digits) < 13:
+        raise CryptoError(f"pin block: PAN must be 13..19 digits; got {len(digits)} characters")
+    return bytes.fromhex("0000" + digits[-13:-1])
+
+
+def pin_block_clear(pin: str, pan: str) -> bytes:
+    """The clear format-0 block: (0 | len | PIN | F…) XOR (0000 | 12 rightmost PAN digits
+    excluding the check digit)."""
+    if not pin.isdigit() or not 4 <= len(pin) <= 12:
+        raise CryptoError(f"pin_block(): PIN must be 4..12 digits; got {len(pin)} characters")
+    pin_field = bytes.fromhex(f"0{len(pin):X}{pin}".ljust(16, "F"))
+    return bytes(a ^ b for a, b in zip(pin_field, _pan_field(pan), strict=True))
+
+
+def pin_block(pin: str, pan: str, pik: bytes) -> bytes:
+    """Format-0 PIN block encrypted with the PIK (3DES ECB): field 52."""
+    return tdes_ecb_encrypt(pik, pin_block_clear(pin, pan))
+
+
+def _pin_from_block(block: bytes, pan: str, pik: bytes) -> str | None:
+    if len(block) != BLOCK:
+        return None
+    clear = tdes_ecb_decrypt(pik, block)
+    pin_field = bytes(a ^ b for a, b in zip(clear, _pan_field(pan), strict=True)).hex().upper()
+    if pin_field[0] != "0":
+        return None
+    n = int(pin_field[1], 16)
+    if not 4 <= n <= 12:
+        return None
+    pin, fill = pin_field[2:2 + n], pin_field[2 + n:]
+    if not pin.isdigit() or fill != "F" * len(fill):
+        return None
+    return pin
+
+
+def verify_pin_block(block: bytes, pan: str, pik: bytes, expected_pin: str) -> bool:
+    """True when *block* decrypts (PIK) to a well-formed format-0 block carrying *expected_pin*."""
+    return _pin_from_block(block, pan, pik) == expected_pin
+
+
+# --------------------------------------------------------------------------------------------
+# MAC, ANSI X9.19
+
+
+def mac_x919(mak: bytes, data: bytes) -> bytes:
+    """ISO 9797-1 MAC algorithm 3 (ANSI X9.19 retail MAC), zero padding, 8-byte result."""
+    if len(mak) not in (8, 16):
+        raise CryptoError(f"mac_x919(): MAK must be 8 or 16 bytes; got {len(mak)} bytes")
+    k1, k2 = mak[:8], mak[8:16] or mak[:8]
+    padded = bytes(data) + bytes(-len(data) % BLOCK) if data else bytes(BLOCK)
+    chained = DES.new(k1, DES.MODE_CBC, iv=ZERO_IV).encrypt(padded)[-BLOCK:]
+    if k2 == k1:
+        return chained
+    return DES.new(k1, DES.MODE_ECB).encrypt(DES.new(k2, DES.MODE_ECB).decrypt(chained))
+
+
+def verify_mac(mak: bytes, data: bytes, mac: bytes) -> bool:
+    return len(mac) == BLOCK and mac_x919(mak, data) == mac
+
+
+# --------------------------------------------------------------------------------------------
+# Working keys under the master key
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A key encrypted under a master key plus its 4-byte check value (of the clear key)."""
+
+    cipher: bytes = field(repr=False)
+    check: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.cipher + self.check
+
+
+def wrap_key(key: bytes, master: bytes) -> WrappedKey:
+    _check_key(key, "wrap_key()")
+    return WrappedKey(tdes_ecb_encrypt(master, key), kcv(key, 4))
+
+
+def unwrap_key(wrapped: WrappedKey, master: bytes, what: str = "key") -> bytes:
+    """Decrypt under *master* and verify the check value (KeyCheckError names *what*)."""
+    key = tdes_ecb_decrypt(master, wrapped.cipher)
+    actual = kcv(key, 4)
+    if actual != wrapped.check:
+        raise KeyCheckError(
+            f"unwrap_key(): {what} check value mismatch: field says {wrapped.check.hex()}, "
+            f"decrypted key gives {actual.hex()} (wrong master key or corrupted key field)")
+    return key
+
+
+def encode_working_keys(pik: bytes, mak: bytes, master: bytes) -> bytes:
+    """Field 62 of 0810: PIK cipher + check (4) then MAK cipher + check (4)."""
+    if len(pik) != len(mak):
+        raise CryptoError(f"encode_working_keys(): PIK and MAK lengths differ "
+                          f"({len(pik)} vs {len(mak)} bytes)")
+    return wrap_key(pik, master).to_bytes() + wrap_key(mak, master).to_bytes()
+
+
+def decode_working_keys(data: bytes, master: bytes) -> tuple[bytes, bytes]:
+    """Inverse of :func:`encode_working_keys`: 24 bytes (single DES) or 40 bytes (3DES)."""
+    sizes = {24: 8, 40: 16}
+    klen = sizes.get(len(data))
+    if klen is None:
+        raise KeyCheckError(f"decode_working_keys(): field 62 is {len(data)} bytes; expected "
+                            f"24 (single-length keys) or 40 (double-length keys)")
+    step = klen + 4
+    pik = unwrap_key(WrappedKey(data[:klen], data[klen:step]), master, "PIK")
+    mak = unwrap_key(WrappedKey(data[step:step + klen], data[step + klen:2 * step]), master,
+                     "MAK")
+    return pik, mak

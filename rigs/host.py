@@ -1,0 +1,312 @@
+"""The rig's view of the acquirer host: its ledger (virtual bench) and the ISO 8583 messages
+seen on the wire (any bench, from a pcap).  Evidence only: everything returned is masked.
+
+- :class:`SqliteAcquirerLedger` reads the simulator's SQLite ledger read-only (schema in
+  docs/iso8583.md); the rig never imports ``sim``.
+- :func:`decode_pcap` reassembles the TCP streams to/from the acquirer port, unframes and decodes
+  every message; bad bytes become an entry saying what failed, never an exception.
+- :func:`render_messages` turns that list into text for a report attachment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols.errors import ProtocolError, RigError
+from protocols.iso8583 import LengthFramer, decode_message, describe, response_text, unframe
+from protocols.masking import scrub
+from rigs.driver import Driver
+from rigs.errors import DeviceStateError, TransportError
+
+logger = logging.getLogger(__name__)
+
+LEDGER_TABLE = "messages"
+LEDGER_COLUMNS = (
+    "id", "received_at", "received_ts", "mti", "response_mti", "proc_code", "terminal_id",
+    "merchant_id", "stan", "batch_no", "rrn", "auth_code", "amount_minor", "currency",
+    "pan_masked", "pan_hash", "entry_mode", "response_code",
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One request the host answered (PAN masked; pan_hash is a salted hash for matching)."""
+
+    id: int
+    received_at: str
+    received_ts: float
+    mti: str
+    response_mti: str | None
+    proc_code: str | None
+    terminal_id: str | None
+    merchant_id: str | None
+    stan: str | None
+    batch_no: str | None
+    rrn: str | None
+    auth_code: str | None
+    amount_minor: int | None
+    currency: str | None
+    pan_masked: str | None
+    pan_hash: str | None
+    entry_mode: str | None
+    response_code: str | None
+
+    @property
+    def approved(self) -> bool:
+        return self.response_code == "00"
+
+
+class SqliteAcquirerLedger(Driver):
+    """Read-only view of the host simulator's ledger file (URI ``mode=ro``, bounded busy wait)."""
+
+    def __init__(self, name: str, path: str | Path, *, busy_timeout: float = 2.0) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise TransportError(f"{self!r}: open(): ledger file {self.path} does not exist "
+                                 f"(is the host simulator running with --db {self.path}?)")
+        try:
+            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
+                                       timeout=self.busy_timeout, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise TransportError(f"{self!r}: open(): cannot open {self.path} read-only "
+                                 f"({exc})") from exc
+        super().open()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        super().close()
+
+    def _query(self, op: str, where: str = "", params: tuple[Any, ...] = (),
+               tail: str = "ORDER BY id") -> list[LedgerEntry]:
+        self.require_open(op)
+        assert self._db is not None
+        sql = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM {LEDGER_TABLE} {where} {tail}"
+        try:
+            rows = self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise TransportError(f"{self!r}: {op}(): query on {self.path} failed ({exc}); busy "
+                                 f"timeout {self.busy_timeout} s") from exc
+        out = []
+        for row in rows:
+            values = dict(zip(LEDGER_COLUMNS, row, strict=True))
+            if values["pan_masked"]:
+                values["pan_masked"] = scrub(values["pan_masked"])
+            out.append(LedgerEntry(**values))
+        return out
+
+    def entries(self, since_id: int | None = None) -> list[LedgerEntry]:
+        """All rows, or those after *since_id* (use ``last().id`` as a scenario's start mark)."""
+        if since_id is None:
+            return self._query("entries")
+        return self._query("entries", "WHERE id > ?", (since_id,))
+
+    def find(self, *, stan: str | int | None = None, terminal_id: str | None = None,
+             mti: str | None = None) -> list[LedgerEntry]:
+        clauses, params = [], []
+        if stan is not None:
+            clauses.append("stan = ?")
+            params.append(f"{int(stan):06d}")
+        if terminal_id is not None:
+            clauses.append("terminal_id = ?")
+            params.append(terminal_id)
+        if mti is not None:
+            clauses.append("mti = ?")
+            params.append(mti)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._query("find", where, tuple(params))
+
+    def last(self) -> LedgerEntry | None:
+        rows = self._query("last", tail="ORDER BY id DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def mark(self) -> int:
+        """Id of the newest row (0 when empty), for ``entries(since_id=mark)``."""
+        last = self.last()
+        return last.id if last else 0
+
+    def is_nominal(self) -> bool:
+        """The ledger file is readable and has the expected table."""
+        if self._db is None:
+            return False
+        try:
+            self._db.execute(f"SELECT COUNT(*) FROM {LEDGER_TABLE}").fetchone()
+        except sqlite3.Error as exc:
+            logger.warning("%r: ledger not readable: %s", self, exc)
+            return False
+        return True
+
+    def restore_nominal(self) -> None:
+        """Reopen the file (the host may have recreated it)."""
+        self.close()
+        self.open()
+        if not self.is_nominal():
+            raise DeviceStateError(f"{self!r}: restore_nominal(): {self.path} has no "
+                                   f"'{LEDGER_TABLE}' table")
+
+    def text(self, since_id: int | None = None) -> str:
+        """Rows as text for a report attachment (masked)."""
+        lines = ["id  time                     mti  code  tid       stan    amount  pan"]
+        for e in self.entries(since_id):
+            lines.append(f"{e.id:<3} {e.received_at:<24} {e.mti} {e.response_code or '--':<5}"
+                         f" {e.terminal_id or '-':<9} {e.stan or '-':<7} "
+                         f"{'' if e.amount_minor is None else e.amount_minor:>7}  "
+                         f"{e.pan_masked or ''}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# pcap decoding
+
+_SEQ_MOD = 1 << 32
+
+
+@dataclass
+class _Flow:
+    src: str
+    dst: str
+    to_host: bool
+    base: int | None = None
+    segments: dict[int, tuple[float, bytes]] | None = None
+
+
+def _flow_entries(flow: _Flow) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    segs = sorted((flow.segments or {}).items())
+    framer = LengthFramer()
+    offset = 0
+    direction = "terminal→host" if flow.to_host else "host→terminal"
+    base = {"direction": direction, "src": flow.src, "dst": flow.dst}
+    for rel, (when, data) in segs:
+        if rel + len(data) <= offset:
+            continue  # retransmission of bytes already taken
+        if rel > offset:
+            out.append({**base, "time": when, "error": f"TCP stream gap: {rel - offset} bytes "
+                        f"missing at stream offset {offset}"})
+            break
+        new = data[offset - rel:]
+        offset += len(new)
+        try:
+            frames = framer.feed(new)
+        except ProtocolError as exc:
+            out.append({**base, "time": when, "error": f"framing at stream offset "
+                        f"{offset - len(new)}: {exc}"})
+            break
+        for fr in frames:
+            out.append(_decode_frame(fr, base, when))
+    if framer.pending and not (out and "error" in out[-1]):
+        last_time = segs[-1][1][0] if segs else 0.0
+        out.append({**base, "time": last_time,
+                    "error": f"stream ends inside a frame ({framer.pending} bytes pending)"})
+    return out
+
+
+def _decode_frame(fr: bytes, base: dict[str, Any], when: float) -> dict[str, Any]:
+    entry: dict[str, Any] = {**base, "time": when, "length": len(fr)}
+    try:
+        tpdu, header, payload = unframe(fr)
+        entry["tpdu"] = tpdu.to_bytes().hex(" ")
+        entry["header"] = header.to_bytes().hex(" ")
+        doc = decode_message(payload)
+    except RigError as exc:
+        entry["error"] = scrub(str(exc))
+        return entry
+    fields = describe(doc)
+    entry["mti"] = doc.get("t")
+    entry["stan"] = doc.get("11")
+    entry["terminal_id"] = doc.get("41")
+    if "39" in doc:
+        entry["response_code"] = doc["39"]
+        entry["response_text"] = response_text(doc["39"])
+    entry["fields"] = fields
+    return entry
+
+
+def decode_pcap(path: str | Path, port: int = 8583) -> list[dict[str, Any]]:
+    """Every ISO 8583 message in the TCP streams to/from *port*, in time order, masked.
+
+    Each entry: direction, src, dst, time (POSIX seconds), length, tpdu, header, mti, stan,
+    terminal_id, response_code/response_text (responses), fields (``describe()`` output) — or
+    ``error`` saying what failed (field, byte position, hex of non-sensitive bytes).
+    """
+    from scapy.error import Scapy_Exception
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.utils import rdpcap
+
+    try:
+        packets = rdpcap(str(path))
+    except (OSError, ValueError, EOFError, Scapy_Exception) as exc:
+        return [{"time": 0.0, "direction": "?", "index": 0,
+                 "error": f"cannot read pcap {path}: {exc}"}]
+    flows: dict[tuple[str, int, str, int], _Flow] = {}
+    for pkt in packets:
+        if TCP not in pkt:
+            continue
+        tcp = pkt[TCP]
+        if port not in (tcp.sport, tcp.dport):
+            continue
+        ip = pkt[IP] if IP in pkt else (pkt[IPv6] if IPv6 in pkt else None)
+        if ip is None:
+            continue
+        key = (str(ip.src), int(tcp.sport), str(ip.dst), int(tcp.dport))
+        flow = flows.get(key)
+        if flow is None:
+            flow = flows[key] = _Flow(f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
+                                      to_host=tcp.dport == port, segments={})
+        seq = int(tcp.seq)
+        flags = int(tcp.flags)
+        if flags & 0x02:  # SYN: data starts at ISN + 1
+            flow.base = (seq + 1) % _SEQ_MOD
+            continue
+        payload = bytes(tcp.payload)
+        if not payload:
+            continue
+        if flow.base is None:
+            flow.base = seq
+        rel = (seq - flow.base) % _SEQ_MOD
+        assert flow.segments is not None
+        if rel not in flow.segments or len(payload) > len(flow.segments[rel][1]):
+            flow.segments[rel] = (float(pkt.time), payload)
+    entries: list[dict[str, Any]] = []
+    for flow in flows.values():
+        entries.extend(_flow_entries(flow))
+    entries.sort(key=lambda e: e["time"])
+    for i, e in enumerate(entries):
+        e["index"] = i
+    return entries
+
+
+def render_messages(messages: list[dict[str, Any]]) -> str:
+    """Text for an Allure attachment: one block per message, fields masked."""
+    lines: list[str] = []
+    for m in messages:
+        when = dt.datetime.fromtimestamp(float(m.get("time", 0.0))).strftime(
+            "%H:%M:%S.%f")[:-3]
+        head = f"#{m.get('index', '?')} {when} {m.get('direction', '?')} " \
+               f"{m.get('src', '?')} → {m.get('dst', '?')}"
+        if "error" in m:
+            lines.append(f"{head}  UNDECODABLE: {m['error']}")
+            lines.append("")
+            continue
+        rc = f" rc={m['response_code']} ({m['response_text']})" if "response_code" in m else ""
+        lines.append(f"{head}  MTI {m.get('mti')} STAN {m.get('stan')} TID "
+                     f"{m.get('terminal_id')}{rc}")
+        lines.append(f"    TPDU {m.get('tpdu')}  header {m.get('header')}")
+        for key, value in m.get("fields", {}).items():
+            if key in ("t", "p"):
+                continue
+            lines.append(f"    {key:>3}: {value}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""TCP server hosting :class:`~sim.host.engine.AcquirerEngine`: framing in, framing out, nothing
+else.  One transaction per connection (UnionPay short connection) is the normal case; several
+messages on one connection are served in order.  Every read is bounded by *idle_timeout*.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+
+from protocols.errors import NoResponse, ProtocolError, SimError, TransportError
+from protocols.iso8583 import Header, LengthFramer, Tpdu, unframe
+from protocols.masking import scrub
+from sim.host.engine import AcquirerEngine
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _TcpServer
+
+    def setup(self) -> None:
+        self.server.track(self.request, True)
+
+    def finish(self) -> None:
+        self.server.track(self.request, False)
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        sock.settimeout(self.server.idle_timeout)
+        framer = LengthFramer()
+        while True:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                logger.info("%s: idle for %.1f s, closing (%d bytes pending)", peer,
+                            self.server.idle_timeout, framer.pending)
+                return
+            except OSError as exc:
+                logger.info("%s: connection error %s", peer, exc)
+                return
+            if not data:
+                return
+            try:
+                for frame in framer.feed(data):
+                    tpdu, header, payload = unframe(frame)
+                    reply = self.server.respond(tpdu, header, payload)
+                    sock.sendall(reply)
+            except ProtocolError as exc:
+                logger.warning("%s: dropping connection: %s", peer, scrub(str(exc)))
+                return
+            except OSError as exc:
+                logger.info("%s: send failed: %s", peer, exc)
+                return
+
+
+class _TcpServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], engine: AcquirerEngine, clock: Clock,
+                 idle_timeout: float) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self._engine_lock = threading.Lock()
+        self._conns_lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+        super().__init__(address, _Handler)
+
+    def respond(self, tpdu: Tpdu, header: Header, payload: bytes) -> bytes:
+        with self._engine_lock:
+            return self.engine.handle_frame(tpdu, header, payload, self.clock())
+
+    def track(self, sock: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            if add:
+                self.connections.add(sock)
+            else:
+                self.connections.discard(sock)
+
+    def drop_all(self) -> None:
+        with self._conns_lock:
+            conns = list(self.connections)
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class AcquirerServer:
+    """Listen on *host*:*port* (0 = ephemeral) and serve the engine (:meth:`start`,
+    :meth:`stop`)."""
+
+    def __init__(self, engine: AcquirerEngine, host: str, port: int, *,
+                 idle_timeout: float = 30.0, clock: Clock = dt.datetime.now) -> None:
+        self.engine = engine
+        self._bind = (host, port)
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._server: _TcpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise SimError(f"AcquirerServer{self._bind}: address needs a started server; "
+                           f"state is STOPPED")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> tuple[str, int]:
+        try:
+            self._server = _TcpServer(self._bind, self.engine, self._clock, self._idle_timeout)
+        except OSError as exc:
+            raise TransportError(f"AcquirerServer: cannot listen on "
+                                 f"{self._bind[0]}:{self._bind[1]} ({exc})") from exc
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="acquirer-server", daemon=True)
+        self._thread.start()
+        logger.info("acquirer host listening on %s:%d", *self.address)
+        return self.address
+
+    def stop(self, timeout: float = 5.0) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        server.drop_all()
+        server.server_close()
+        thread.join(timeout)
+        self._server = self._thread = None
+        if thread.is_alive():
+            raise NoResponse(f"AcquirerServer.stop(): serve thread still running after "
+                             f"{timeout} s")
+
+    def __enter__(self) -> AcquirerServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

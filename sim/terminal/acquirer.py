@@ -1,0 +1,247 @@
+"""The terminal firmware's acquirer client: sign-in (0800) and chip purchase (0200) over TCP.
+
+Builds UnionPay-dialect messages with :mod:`protocols.iso8583` and :mod:`protocols.crypto`
+(PIN block under the PIK, X9.19 MAC under the MAK), one TCP connection per transaction, every
+wait bounded.  A failure to reach the host or an untrustworthy response (bad MAC, keys that do
+not check, wrong STAN) is a :class:`CommsError` naming the stage; a host decline is an
+:class:`AuthResult` with its response code.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from protocols.crypto import KeyCheckError, decode_working_keys, pin_block
+from protocols.errors import ProtocolError, SimError
+from protocols.iso8583 import (
+    Header,
+    LengthFramer,
+    Tpdu,
+    decode_message,
+    encode_message,
+    encode_with_mac,
+    frame,
+    mac_ok,
+    response_text,
+    unframe,
+)
+from protocols.masking import mask_pan
+
+logger = logging.getLogger(__name__)
+
+Stage = Literal["connect", "send", "response"]
+
+#: Field 53: PIN format 2 = ISO 9564 format 0 with PAN, 6 = double-length key (3DES), 0.
+SECURITY_CONTROL_PIN = "2600000000000000"
+#: Field 60.3 network management code of 0800: 004 = double-length (3DES) working keys.
+NET_CODE_3DES = "004"
+
+
+@dataclass
+class WorkingKeys:
+    """PIK and MAK in clear, RAM only (never logged; repr hides them)."""
+
+    pik: bytes = field(repr=False)
+    mak: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"WorkingKeys(pik=<{len(self.pik)} bytes>, mak=<{len(self.mak)} bytes>)"
+
+
+@dataclass
+class SignInResult:
+    response_code: str
+    keys: WorkingKeys | None
+    batch_no: int
+    host_datetime: str | None  # MMDDhhmmss from fields 13 + 12
+
+
+@dataclass
+class AuthResult:
+    response_code: str
+    approved: bool
+    auth_code: str | None
+    rrn: str | None
+    stan: int
+    host_message: str
+
+
+class CommsError(SimError):
+    """The exchange with the host failed at *stage* ('connect', 'send' or 'response')."""
+
+    def __init__(self, stage: Stage, message: str) -> None:
+        super().__init__(message)
+        self.stage: Stage = stage
+
+
+class AcquirerClient:
+    """One instance per terminal; every call opens, uses and closes one TCP connection."""
+
+    def __init__(self, host: str, port: int, *, terminal_id: str, merchant_id: str,
+                 master_key: bytes, connect_timeout: float = 3.0,
+                 response_timeout: float = 5.0, tpdu: Tpdu | None = None,
+                 header: Header | None = None, currency: str = "156") -> None:
+        if len(terminal_id) != 8 or len(merchant_id) != 15:
+            raise ValueError(f"AcquirerClient: terminal_id must be 8 and merchant_id 15 "
+                             f"characters; got {terminal_id!r}, {merchant_id!r}")
+        self.host = host
+        self.port = port
+        self.terminal_id = terminal_id
+        self.merchant_id = merchant_id
+        self._master_key = master_key
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.tpdu = tpdu or Tpdu()
+        self.header = header or Header()
+        self.currency = currency
+        #: Header of the last response (processing_requirement 3 = host asks to sign in again).
+        self.last_header: Header | None = None
+
+    def __repr__(self) -> str:
+        return f"AcquirerClient({self.terminal_id}@{self.host}:{self.port})"
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def sign_in(self, *, operator: str, stan: int, batch_no: int) -> SignInResult:
+        doc = {
+            "t": "0800",
+            "11": f"{stan:06d}",
+            "41": self.terminal_id,
+            "42": self.merchant_id,
+            "60": f"00{batch_no:06d}{NET_CODE_3DES}",
+            "63": operator[:3].ljust(3),
+        }
+        resp, _ = self._exchange(encode_message(doc), "0810", doc["11"])
+        code = resp.get("39", "")
+        keys: WorkingKeys | None = None
+        if code == "00":
+            if "62" not in resp:
+                raise CommsError("response", f"{self!r}: sign-in approved without working keys "
+                                             f"(field 62 absent)")
+            try:
+                pik, mak = decode_working_keys(bytes.fromhex(resp["62"]), self._master_key)
+            except KeyCheckError as exc:
+                raise CommsError("response", f"{self!r}: sign-in keys unusable: {exc}") from None
+            keys = WorkingKeys(pik, mak)
+        f60 = resp.get("60", "")
+        host_batch = int(f60[2:8]) if len(f60) >= 8 and f60[2:8].isdigit() else batch_no
+        when = resp.get("13", "") + resp.get("12", "")
+        logger.info("%r sign-in: %s %s, batch %06d", self, code, response_text(code), host_batch)
+        return SignInResult(code, keys, host_batch, when if len(when) == 10 else None)
+
+    def purchase(self, *, keys: WorkingKeys, stan: int, batch_no: int, amount_minor: int,
+                 pan: str, expiry: str, pan_seq: str | None, track2_equivalent: str,
+                 icc_data: bytes, pin: str | None, entry_mode: str = "051") -> AuthResult:
+        if not 0 < amount_minor < 10**12:
+            raise ValueError(f"{self!r}: purchase(): amount_minor {amount_minor} outside "
+                             f"1..999999999999")
+        track2 = track2_equivalent.upper().replace("=", "D").rstrip("F")
+        doc: dict[str, str] = {
+            "t": "0200",
+            "2": pan,
+            "3": "000000",
+            "4": f"{amount_minor:012d}",
+            "11": f"{stan:06d}",
+            "14": expiry,
+            "22": entry_mode,
+            "25": "00",
+            "35": track2,
+            "41": self.terminal_id,
+            "42": self.merchant_id,
+            "49": self.currency,
+            "60": f"22{batch_no:06d}00050",
+        }
+        if pan_seq:
+            doc["23"] = pan_seq.zfill(3)
+        if pin is not None:
+            doc["26"] = "12"
+            doc["52"] = pin_block(pin, pan, keys.pik).hex().upper()
+            doc["53"] = SECURITY_CONTROL_PIN
+        if icc_data:
+            doc["55"] = icc_data.hex().upper()
+        payload = encode_with_mac(doc, keys.mak)
+        resp, raw = self._exchange(payload, "0210", doc["11"])
+        code = resp.get("39", "")
+        if "64" in resp:
+            if not mac_ok(raw, keys.mak):
+                raise CommsError("response", f"{self!r}: purchase STAN {stan:06d}: response MAC "
+                                             f"does not verify (code {code}); reverse")
+        elif code == "00":
+            raise CommsError("response", f"{self!r}: purchase STAN {stan:06d}: approval without "
+                                         f"MAC; reverse")
+        logger.info("%r purchase %s STAN %06d amount %d: %s %s", self, mask_pan(pan), stan,
+                    amount_minor, code, response_text(code))
+        return AuthResult(code, code == "00", resp.get("38"), resp.get("37"), stan,
+                          response_text(code))
+
+    # -- wire ----------------------------------------------------------------------------------
+
+    def _exchange(self, payload: bytes, expect_mti: str, stan: str) -> tuple[dict[str, str],
+                                                                             bytes]:
+        where = f"{self.host}:{self.port}"
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except TimeoutError:
+            raise CommsError("connect", f"{self!r}: connect to {where} timed out after "
+                                        f"{self.connect_timeout} s") from None
+        except OSError as exc:
+            raise CommsError("connect", f"{self!r}: connect to {where} failed ({exc}); "
+                                        f"connect timeout {self.connect_timeout} s") from None
+        try:
+            try:
+                sock.settimeout(self.response_timeout)
+                sock.sendall(frame(payload, self.tpdu, self.header))
+            except OSError as exc:
+                raise CommsError("send", f"{self!r}: sending to {where} failed ({exc}); "
+                                         f"timeout {self.response_timeout} s") from None
+            body = self._read_frame(sock, where)
+        finally:
+            sock.close()
+        try:
+            _tpdu, header, resp_payload = unframe(body)
+            resp = decode_message(resp_payload)
+        except ProtocolError as exc:
+            raise CommsError("response", f"{self!r}: undecodable response from {where}: "
+                                         f"{exc}") from None
+        self.last_header = header
+        if resp.get("t") != expect_mti or resp.get("11") != stan:
+            raise CommsError("response", f"{self!r}: response from {where} is MTI "
+                                         f"{resp.get('t')} STAN {resp.get('11')}; expected "
+                                         f"MTI {expect_mti} STAN {stan}")
+        return resp, resp_payload
+
+    def _read_frame(self, sock: socket.socket, where: str) -> bytes:
+        framer = LengthFramer()
+        deadline = time.monotonic() + self.response_timeout
+        received = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommsError("response", f"{self!r}: no complete response from {where} "
+                                             f"within {self.response_timeout} s "
+                                             f"({received} bytes received)")
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise CommsError("response", f"{self!r}: connection to {where} failed while "
+                                             f"waiting for the response ({exc}); timeout "
+                                             f"{self.response_timeout} s") from None
+            if not data:
+                raise CommsError("response", f"{self!r}: host {where} closed the connection "
+                                             f"after {received} bytes of the response "
+                                             f"(timeout {self.response_timeout} s)")
+            received += len(data)
+            try:
+                frames = framer.feed(data)
+            except ProtocolError as exc:
+                raise CommsError("response", f"{self!r}: bad framing from {where}: "
+                                             f"{exc}") from None
+            if frames:
+                return frames[0]

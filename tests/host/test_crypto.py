@@ -1,0 +1,113 @@
+"""Payment crypto against published vectors."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols.crypto import (
+    CryptoError,
+    KeyCheckError,
+    WrappedKey,
+    decode_working_keys,
+    encode_working_keys,
+    kcv,
+    mac_x919,
+    pin_block,
+    pin_block_clear,
+    tdes_cbc_decrypt,
+    tdes_cbc_encrypt,
+    tdes_ecb_decrypt,
+    tdes_ecb_encrypt,
+    unwrap_key,
+    verify_mac,
+    verify_pin_block,
+    wrap_key,
+)
+
+K2 = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+
+
+def test_kcv_of_known_keys() -> None:
+    # Widely published check values of the classic test keys.
+    assert kcv(K2) == bytes.fromhex("08D7B4")
+    assert kcv(K2, 8) == bytes.fromhex("08D7B4FB629D0885")
+    assert kcv(bytes.fromhex("0123456789ABCDEF"), 8) == bytes.fromhex("D5D44FF720683D0D")
+
+
+def test_des_cbc_known_vector_and_roundtrips() -> None:
+    # DES-CBC vector (key 0123456789abcdef, IV fedcba9876543210, "7654321 Now is the time for ").
+    key = bytes.fromhex("0123456789abcdef")
+    iv = bytes.fromhex("fedcba9876543210")
+    data = b"7654321 Now is the time for \0\0\0\0"
+    expected = bytes.fromhex("ccd173ffab2039f4acd8aefddfd8a1eb"
+                             "468e91157888ba681d269397f7fe62b4")
+    assert tdes_cbc_encrypt(key, data, iv) == expected
+    assert tdes_cbc_encrypt(key + key, data, iv) == expected  # degenerate 3DES = DES
+    assert tdes_cbc_decrypt(key, expected, iv) == data
+    block = bytes(range(16))
+    assert tdes_ecb_decrypt(K2, tdes_ecb_encrypt(K2, block)) == block
+
+
+def test_bad_lengths_raise() -> None:
+    with pytest.raises(CryptoError, match="key must be 8, 16 or 24 bytes; got 5 bytes"):
+        tdes_ecb_encrypt(b"12345", bytes(8))
+    with pytest.raises(CryptoError, match="multiple of 8 bytes; got 7"):
+        tdes_ecb_encrypt(K2, bytes(7))
+
+
+def test_pin_block_format0_known_example() -> None:
+    # ISO 9564-1 format 0: PIN 1234, PAN 43219876543210987 -> 0412AC89ABCDEF67.
+    assert pin_block_clear("1234", "43219876543210987") == bytes.fromhex("0412AC89ABCDEF67")
+    enc = pin_block("1234", "43219876543210987", K2)
+    assert enc == tdes_ecb_encrypt(K2, bytes.fromhex("0412AC89ABCDEF67"))
+    assert verify_pin_block(enc, "43219876543210987", K2, "1234")
+    assert not verify_pin_block(enc, "43219876543210987", K2, "1235")
+    assert not verify_pin_block(enc, "43219876543210995", K2, "1234")  # other PAN
+    assert not verify_pin_block(enc[:7], "43219876543210987", K2, "1234")
+
+
+def test_pin_block_rejects_bad_pin_without_showing_it() -> None:
+    with pytest.raises(CryptoError) as err:
+        pin_block("12a4", "43219876543210987", K2)
+    assert "12a4" not in str(err.value)
+
+
+def test_mac_x919_iso9797_vectors() -> None:
+    # ISO/IEC 9797-1 annex B, MAC algorithm 3, padding method 1.
+    assert mac_x919(K2, b"Now is the time for all ") == bytes.fromhex("A1C72E74EA3FA9B6")
+    assert mac_x919(K2, b"Now is the time for it") == bytes.fromhex("2E2B1428CC78254F")
+    # Single-length MAK = DES CBC-MAC: last block of the DES-CBC vector (IV folded in).
+    key = bytes.fromhex("0123456789abcdef")
+    data = bytearray(b"7654321 Now is the time for \0\0\0\0")
+    for i, b in enumerate(bytes.fromhex("fedcba9876543210")):
+        data[i] ^= b
+    assert mac_x919(key, bytes(data)) == bytes.fromhex("1d269397f7fe62b4")
+    assert verify_mac(K2, b"Now is the time for all ", bytes.fromhex("A1C72E74EA3FA9B6"))
+    assert not verify_mac(K2, b"Now is the time for alL ", bytes.fromhex("A1C72E74EA3FA9B6"))
+
+
+def test_working_keys_wrap_and_check() -> None:
+    pik = bytes.fromhex("11223344556677888877665544332211")
+    mak = bytes.fromhex("A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8")
+    field62 = encode_working_keys(pik, mak, K2)
+    assert len(field62) == 40
+    assert field62[:16] == tdes_ecb_encrypt(K2, pik)
+    assert field62[16:20] == kcv(pik, 4)
+    assert field62[36:40] == kcv(mak, 4)
+    assert decode_working_keys(field62, K2) == (pik, mak)
+    single = encode_working_keys(pik[:8], mak[:8], K2)
+    assert len(single) == 24 and decode_working_keys(single, K2) == (pik[:8], mak[:8])
+
+
+def test_working_keys_wrong_master_key_is_named() -> None:
+    field62 = encode_working_keys(bytes(range(16)), bytes(range(16, 32)), K2)
+    other = bytes.fromhex("11111111111111112222222222222222")
+    with pytest.raises(KeyCheckError, match="PIK check value mismatch"):
+        decode_working_keys(field62, other)
+    with pytest.raises(KeyCheckError, match="field 62 is 39 bytes"):
+        decode_working_keys(field62[:-1], K2)
+    wrapped = wrap_key(bytes(range(16)), K2)
+    assert unwrap_key(wrapped, K2) == bytes(range(16))
+    assert "cipher" not in repr(wrapped)
+    with pytest.raises(KeyCheckError):
+        unwrap_key(WrappedKey(wrapped.cipher, b"\0\0\0\0"), K2)
