@@ -1,0 +1,7 @@
+"""Virtual EMV cards for the virtual bench: the card state machine and its vpcd host."""
+
+from __future__ import annotations
+
+from sim.card.emv import CardProfile, SimEmvCard, load_profile
+
+__all__ = ["CardProfile", "SimEmvCard", "load_profile"]
