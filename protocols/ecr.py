@@ -1,0 +1,578 @@
+"""ECR / test-port protocol of the terminal (spec: docs/ecr-protocol.md).
+
+Three layers, all pure (bytes and ``now`` in, bytes and events out), shared by the rig's driver
+(:mod:`rigs.terminal`) and the terminal simulator (:mod:`sim.terminal`):
+
+* framing — :func:`encode_frame`, :class:`FrameDecoder` (incremental, resyncs on garbage,
+  reports a bad LRC with a hexdump);
+* link — :class:`EcrLink`: ACK/NAK per frame, bounded retransmission, duplicate detection;
+* messages — :class:`Message`, :func:`encode_message`, :func:`decode_message` against the frozen
+  spec table :data:`MESSAGE_SPECS`.
+
+Frame: ``STX(02) | LEN(2, big-endian, payload bytes) | SEQ(1) | payload | ETX(03) | LRC(1)``,
+LRC = XOR of every byte after STX up to and including ETX.  ACK = ``06 SEQ``, NAK = ``15``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from protocols.errors import DecodeError, FramingError, hexdump
+from protocols.masking import scrub
+
+STX = 0x02
+ETX = 0x03
+ACK = 0x06
+NAK = 0x15
+FS = "\x1c"  # field separator inside a payload
+
+MAX_PAYLOAD = 4096
+ACK_TIMEOUT = 0.5  # s, sender waits this long for ACK before retransmitting
+MAX_RETRIES = 3  # retransmissions after the first attempt (4 attempts in all)
+FRAME_TIMEOUT = 0.2  # s, a started frame not completed within this is abandoned (resync)
+DUP_WINDOW = (MAX_RETRIES + 1) * ACK_TIMEOUT  # s, a repeated SEQ 0 frame inside it is a duplicate
+
+Sender = Literal["rig", "terminal"]
+
+
+# --------------------------------------------------------------------------------------- framing
+
+def lrc(data: bytes) -> int:
+    """XOR of *data* (the bytes after STX up to and including ETX)."""
+    value = 0
+    for b in data:
+        value ^= b
+    return value
+
+
+def encode_frame(seq: int, payload: bytes) -> bytes:
+    """``STX | LEN | SEQ | payload | ETX | LRC``; payload may contain any byte."""
+    if not 0 <= seq <= 0xFF:
+        raise FramingError(f"ECR frame: encode() SEQ must be 0..255, got {seq}")
+    if len(payload) > MAX_PAYLOAD:
+        raise FramingError(
+            f"ECR frame: encode() payload is {len(payload)} bytes, limit is {MAX_PAYLOAD}")
+    body = len(payload).to_bytes(2, "big") + bytes([seq]) + payload + bytes([ETX])
+    return bytes([STX]) + body + bytes([lrc(body)])
+
+
+def encode_ack(seq: int) -> bytes:
+    return bytes([ACK, seq & 0xFF])
+
+
+def encode_nak() -> bytes:
+    return bytes([NAK])
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int
+    payload: bytes
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class AckIn:
+    seq: int
+
+
+@dataclass(frozen=True)
+class NakIn:
+    pass
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Bytes outside any frame (skipped while hunting for STX)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame that started with STX but failed a check; *error* says which, with a hexdump."""
+
+    raw: bytes
+    error: FramingError
+
+
+Decoded = Frame | AckIn | NakIn | Garbage | BadFrame
+
+
+class FrameDecoder:
+    """Incremental decoder: feed any chunking of the byte stream, get whole items back.
+
+    On a bad length or a missing ETX the decoder drops the STX and rescans from the next byte
+    (a frame may start inside what looked like one); on a bad LRC it drops the whole frame.
+    A partial frame older than ``frame_timeout`` is abandoned by :meth:`expire`.
+    """
+
+    def __init__(self, *, max_payload: int = MAX_PAYLOAD,
+                 frame_timeout: float = FRAME_TIMEOUT) -> None:
+        self.max_payload = max_payload
+        self.frame_timeout = frame_timeout
+        self._buf = bytearray()
+        self._started: float | None = None  # when the pending partial item started
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._started = None
+
+    @property
+    def pending(self) -> bytes:
+        return bytes(self._buf)
+
+    def feed(self, data: bytes, now: float = 0.0) -> list[Decoded]:
+        self._buf += data
+        out = self._parse()
+        if self._buf and self._started is None:
+            self._started = now
+        elif not self._buf:
+            self._started = None
+        return out
+
+    def expire(self, now: float) -> list[Decoded]:
+        """Abandon a partial frame started more than ``frame_timeout`` ago (resync after it)."""
+        if self._started is None or now - self._started < self.frame_timeout or not self._buf:
+            return []
+        raw = bytes(self._buf)
+        out: list[Decoded] = []
+        if raw[0] == STX:
+            out.append(BadFrame(raw, FramingError(
+                f"ECR frame: incomplete after {self.frame_timeout:.3f} s; "
+                f"got {hexdump(raw)}")))
+        else:  # a lone ACK byte without its SEQ
+            out.append(Garbage(raw[:1]))
+        del self._buf[:1]
+        out += self._parse()
+        self._started = now if self._buf else None
+        return out
+
+    def _parse(self) -> list[Decoded]:
+        out: list[Decoded] = []
+        buf = self._buf
+        while buf:
+            b0 = buf[0]
+            if b0 == NAK:
+                out.append(NakIn())
+                del buf[:1]
+            elif b0 == ACK:
+                if len(buf) < 2:
+                    break
+                out.append(AckIn(buf[1]))
+                del buf[:2]
+            elif b0 == STX:
+                item = self._parse_frame()
+                if item is None:
+                    break
+                out.append(item)
+            else:
+                n = 1
+                while n < len(buf) and buf[n] not in (STX, ACK, NAK):
+                    n += 1
+                out.append(Garbage(bytes(buf[:n])))
+                del buf[:n]
+            self._started = None
+        return out
+
+    def _parse_frame(self) -> Decoded | None:
+        buf = self._buf
+        if len(buf) < 3:
+            return None
+        length = int.from_bytes(buf[1:3], "big")
+        if length > self.max_payload:
+            raw = bytes(buf[:3])
+            del buf[:1]
+            return BadFrame(raw, FramingError(
+                f"ECR frame: length field says {length} bytes, limit is {self.max_payload}; "
+                f"header {hexdump(raw)}"))
+        total = 1 + 2 + 1 + length + 2
+        if len(buf) < total:
+            return None
+        raw = bytes(buf[:total])
+        if raw[-2] != ETX:
+            del buf[:1]
+            return BadFrame(raw, FramingError(
+                f"ECR frame: expected ETX (03) at byte {total - 2}, got {raw[-2]:02x}; "
+                f"frame {hexdump(raw)}"))
+        del buf[:total]
+        expected = lrc(raw[1:-1])
+        if raw[-1] != expected:
+            return BadFrame(raw, FramingError(
+                f"ECR frame: bad LRC, expected {expected:02x}, got {raw[-1]:02x}; "
+                f"frame {hexdump(raw)}"))
+        return Frame(seq=raw[3], payload=raw[4:-2], raw=raw)
+
+
+# ------------------------------------------------------------------------------------------ link
+
+@dataclass(frozen=True)
+class Received:
+    """A new (non-duplicate) frame from the peer; it has been ACKed."""
+
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One of our frames was acknowledged."""
+
+    ticket: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One of our frames was not acknowledged after every attempt."""
+
+    ticket: int
+    seq: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The peer's bytes failed a framing check (we sent NAK) or were garbage."""
+
+    raw: bytes
+    error: str
+
+
+LinkEvent = Received | Delivered | Failed | Rejected
+
+
+@dataclass
+class _Outgoing:
+    ticket: int
+    payload: bytes
+    seq: int = -1
+    attempts: int = 0
+    deadline: float = 0.0
+
+
+class EcrLink:
+    """Stop-and-wait link for one side: at most one of our frames un-ACKed at a time.
+
+    Pure: call :meth:`send`, :meth:`receive` and :meth:`poll` with the current time, write
+    whatever :meth:`take_output` returns, and act on the returned :data:`LinkEvent` list.
+    SEQ 00 marks the first frame after a (re)start; later frames count 01..FF, then 01 again.
+    """
+
+    def __init__(self, *, ack_timeout: float = ACK_TIMEOUT, max_retries: int = MAX_RETRIES,
+                 frame_timeout: float = FRAME_TIMEOUT) -> None:
+        self.ack_timeout = ack_timeout
+        self.max_retries = max_retries
+        self.decoder = FrameDecoder(frame_timeout=frame_timeout)
+        self._out = bytearray()
+        self._queue: deque[_Outgoing] = deque()
+        self._current: _Outgoing | None = None
+        self._next_seq = 0
+        self._next_ticket = 1
+        self._last_rx: tuple[int, bytes, float] | None = None  # seq, payload, when
+
+    @property
+    def bound(self) -> float:
+        """Longest a frame can stay un-ACKed before :class:`Failed` (all attempts)."""
+        return (self.max_retries + 1) * self.ack_timeout
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or bool(self._queue)
+
+    def reset(self) -> None:
+        """Forget everything (power-on): next frame is SEQ 00; nothing pending."""
+        self.decoder.reset()
+        self._out.clear()
+        self._queue.clear()
+        self._current = None
+        self._next_seq = 0
+        self._last_rx = None
+
+    def send(self, payload: bytes, now: float) -> int:
+        """Queue *payload*; returns the ticket that a later Delivered/Failed event names."""
+        if len(payload) > MAX_PAYLOAD:
+            raise FramingError(
+                f"ECR link: send() payload is {len(payload)} bytes, limit is {MAX_PAYLOAD}")
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._queue.append(_Outgoing(ticket, payload))
+        self._start_next(now)
+        return ticket
+
+    def abandon(self, ticket: int) -> None:
+        """Stop trying to deliver *ticket* (the caller gave up waiting)."""
+        self._queue = deque(o for o in self._queue if o.ticket != ticket)
+        if self._current is not None and self._current.ticket == ticket:
+            self._current = None
+
+    def retransmit_now(self, now: float) -> None:
+        """The peer just (re)started: send the un-ACKed frame again without waiting."""
+        if self._current is not None and self._current.attempts <= self.max_retries:
+            self._transmit(self._current, now)
+
+    def take_output(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        times = []
+        if self._current is not None:
+            times.append(self._current.deadline)
+        if self.decoder._started is not None:
+            times.append(self.decoder._started + self.decoder.frame_timeout)
+        return min(times) if times else None
+
+    def receive(self, data: bytes, now: float) -> list[LinkEvent]:
+        events: list[LinkEvent] = []
+        for item in self.decoder.feed(data, now):
+            events += self._handle(item, now)
+        return events
+
+    def poll(self, now: float) -> list[LinkEvent]:
+        events: list[LinkEvent] = []
+        for item in self.decoder.expire(now):
+            events += self._handle(item, now)
+        cur = self._current
+        if cur is not None and now >= cur.deadline:
+            if cur.attempts > self.max_retries:
+                events.append(Failed(cur.ticket, cur.seq,
+                                     f"no ACK for SEQ {cur.seq:02x} after {cur.attempts} attempts "
+                                     f"({self.ack_timeout:.3f} s each, {self.bound:.3f} s bound)"))
+                self._current = None
+                self._start_next(now)
+            else:
+                self._transmit(cur, now)
+        return events
+
+    # internals
+    def _start_next(self, now: float) -> None:
+        if self._current is not None or not self._queue:
+            return
+        cur = self._queue.popleft()
+        cur.seq = self._next_seq
+        self._next_seq = 1 if self._next_seq >= 0xFF else self._next_seq + 1
+        self._current = cur
+        self._transmit(cur, now)
+
+    def _transmit(self, cur: _Outgoing, now: float) -> None:
+        cur.attempts += 1
+        cur.deadline = now + self.ack_timeout
+        self._out += encode_frame(cur.seq, cur.payload)
+
+    def _handle(self, item: Decoded, now: float) -> list[LinkEvent]:
+        if isinstance(item, Frame):
+            self._out += encode_ack(item.seq)
+            if self._is_duplicate(item, now):
+                return []
+            self._last_rx = (item.seq, item.payload, now)
+            return [Received(item.seq, item.payload)]
+        if isinstance(item, AckIn):
+            cur = self._current
+            if cur is not None and item.seq == cur.seq:
+                self._current = None
+                self._start_next(now)
+                return [Delivered(cur.ticket, cur.seq)]
+            return []  # stale or stray ACK
+        if isinstance(item, NakIn):
+            if self._current is not None:
+                if self._current.attempts > self.max_retries:
+                    self._current.deadline = now  # let poll() report the failure
+                else:
+                    self._transmit(self._current, now)
+            return []
+        if isinstance(item, BadFrame):
+            self._out += encode_nak()
+            return [Rejected(item.raw, str(item.error))]
+        return [Rejected(item.data, f"garbage outside a frame: {hexdump(item.data)}")]
+
+    def _is_duplicate(self, frame: Frame, now: float) -> bool:
+        if self._last_rx is None:
+            return False
+        seq, payload, when = self._last_rx
+        if frame.seq != seq:
+            return False
+        if frame.seq != 0:
+            return True
+        return payload == frame.payload and now - when <= DUP_WINDOW
+
+
+# -------------------------------------------------------------------------------------- messages
+
+class Result(enum.StrEnum):
+    """Result codes of final responses (``rc`` field); stable strings the steps assert on."""
+
+    OK = "OK"
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    NOT_SIGNED_IN = "NOT_SIGNED_IN"
+    NOT_LOGGED_IN = "NOT_LOGGED_IN"
+    LOGIN_FAILED = "LOGIN_FAILED"
+    COMMS_ERROR = "COMMS_ERROR"
+    CARD_ERROR = "CARD_ERROR"
+    PAPER_OUT = "PAPER_OUT"
+    LOW_BATTERY = "LOW_BATTERY"
+    BUSY = "BUSY"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    BAD_REQUEST = "BAD_REQUEST"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class Kind(enum.StrEnum):
+    REQUEST = "request"
+    RESPONSE = "response"
+    EVENT = "event"
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    code: str
+    name: str
+    sender: Sender
+    kind: Kind
+    required: tuple[str, ...] = ()
+    secret: tuple[str, ...] = ()  # fields shown as '*' in transcripts
+    doc: str = ""
+
+
+def _specs(*specs: MessageSpec) -> Mapping[tuple[Sender, str], MessageSpec]:
+    return MappingProxyType({(s.sender, s.code): s for s in specs})
+
+
+MESSAGE_SPECS: Mapping[tuple[Sender, str], MessageSpec] = _specs(
+    # rig → terminal requests
+    MessageSpec("ST", "STATUS", "rig", Kind.REQUEST, doc="terminal state query"),
+    MessageSpec("LI", "LOGIN", "rig", Kind.REQUEST, ("op", "pw"), secret=("pw",),
+                doc="operator login"),
+    MessageSpec("LO", "LOGOUT", "rig", Kind.REQUEST, doc="operator logout"),
+    MessageSpec("SI", "SIGN_IN", "rig", Kind.REQUEST, doc="sign-in with the acquirer"),
+    MessageSpec("PU", "PURCHASE", "rig", Kind.REQUEST, ("amt", "cur"),
+                doc="start a purchase; final response comes when it ends"),
+    MessageSpec("KY", "KEY", "rig", Kind.REQUEST, ("k",), secret=("k",),
+                doc="one keypad press: 0-9, ENTER, CANCEL, CLEAR; no response"),
+    MessageSpec("CN", "CANCEL", "rig", Kind.REQUEST, doc="cancel the pending transaction"),
+    # terminal → rig final responses (same code as the request)
+    MessageSpec("ST", "STATUS", "terminal", Kind.RESPONSE, ("rc", "state")),
+    MessageSpec("LI", "LOGIN", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec("LO", "LOGOUT", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec("SI", "SIGN_IN", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec("PU", "PURCHASE", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec("CN", "CANCEL", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec("ER", "ERROR", "terminal", Kind.RESPONSE, ("rc",),
+                doc="answer to a request the terminal could not decode"),
+    # terminal → rig unsolicited
+    MessageSpec("RD", "READY", "terminal", Kind.EVENT, doc="boot complete"),
+    MessageSpec("EV", "EVENT", "terminal", Kind.EVENT, ("code",), doc="display event"),
+    MessageSpec("PG", "PROGRESS", "terminal", Kind.EVENT, ("code",), doc="transaction progress"),
+    MessageSpec("PR", "PRINT", "terminal", Kind.EVENT, ("copy", "text"), doc="receipt printed"),
+)
+
+KEY_NAMES = frozenset({"ENTER", "CANCEL", "CLEAR"})  # KEY values that are not PIN digits
+
+REQUEST_CODES = {"STATUS": "ST", "LOGIN": "LI", "LOGOUT": "LO", "SIGN_IN": "SI",
+                 "PURCHASE": "PU", "KEY": "KY", "CANCEL": "CN"}
+
+
+@dataclass(frozen=True)
+class Message:
+    code: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.fields.get(key, default)
+
+    def describe(self, sender: Sender) -> str:
+        """Masked one-line rendering for transcripts and logs: ``PU(PURCHASE) amt=100 cur=156``."""
+        spec = MESSAGE_SPECS.get((sender, self.code))
+        name = spec.name if spec else "?"
+        secret = spec.secret if spec else ()
+        parts = [f"{self.code}({name})"]
+        for k, v in self.fields.items():
+            hidden = k in secret and not (self.code == "KY" and v in KEY_NAMES)
+            shown = "*" * max(1, len(v)) if hidden else v
+            parts.append(f"{k}={shown!r}" if ("\n" in shown or " " in shown) else f"{k}={shown}")
+        return scrub(" ".join(parts))
+
+
+def encode_message(msg: Message) -> bytes:
+    """``CODE (FS key=value)*`` in UTF-8."""
+    if len(msg.code) != 2 or not msg.code.isascii() or not msg.code.isalpha():
+        raise DecodeError(f"ECR message: encode() code must be 2 ASCII letters, got {msg.code!r}")
+    parts = [msg.code]
+    for key, value in msg.fields.items():
+        if not key or not key.isascii() or "=" in key or FS in key:
+            raise DecodeError(f"ECR message {msg.code}: encode() bad field name {key!r}")
+        if FS in value:
+            raise DecodeError(
+                f"ECR message {msg.code}: encode() field {key!r} contains the separator 1c")
+        parts.append(f"{key}={value}")
+    return FS.join(parts).encode("utf-8")
+
+
+def decode_message(payload: bytes, sender: Sender | None = None) -> Message:
+    """Parse a payload; with *sender*, also check the code is known and required fields exist."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            f"ECR message: invalid UTF-8 at byte {exc.start}; payload {hexdump(payload)}") from exc
+    parts = text.split(FS)
+    code = parts[0]
+    if len(code) != 2 or not code.isascii() or not code.isalpha():
+        raise DecodeError(
+            f"ECR message: code at byte 0 must be 2 ASCII letters, got {code!r}; "
+            f"payload {hexdump(payload)}")
+    fields: dict[str, str] = {}
+    pos = len(code.encode())
+    for part in parts[1:]:
+        pos += 1  # the separator
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise DecodeError(
+                f"ECR message {code}: field at byte {pos} is not key=value: {part[:40]!r}")
+        if key in fields:
+            raise DecodeError(f"ECR message {code}: field {key!r} repeated at byte {pos}")
+        fields[key] = value
+        pos += len(part.encode())
+    msg = Message(code, fields)
+    if sender is not None:
+        spec = MESSAGE_SPECS.get((sender, code))
+        if spec is None:
+            raise DecodeError(f"ECR message: unknown code {code!r} from {sender} at byte 0")
+        missing = [k for k in spec.required if k not in fields]
+        if missing:
+            raise DecodeError(
+                f"ECR message {code}({spec.name}) from {sender}: missing field(s) "
+                f"{', '.join(missing)}")
+    return msg
+
+
+def describe_stream(data: bytes, sender: Sender) -> list[str]:
+    """Decode a whole captured byte stream into masked lines (frames that fail shown as hex)."""
+    lines: list[str] = []
+    for item in FrameDecoder().feed(data):
+        lines.append(describe_item(item, sender))
+    return lines
+
+
+def describe_item(item: Decoded, sender: Sender) -> str:
+    if isinstance(item, Frame):
+        try:
+            msg = decode_message(item.payload, sender)
+        except DecodeError as exc:
+            return f"[{item.seq:02x}] undecodable: {exc}"
+        return f"[{item.seq:02x}] {msg.describe(sender)}"
+    if isinstance(item, AckIn):
+        return f"ACK {item.seq:02x}"
+    if isinstance(item, NakIn):
+        return "NAK"
+    if isinstance(item, BadFrame):
+        return f"bad frame: {item.error}"
+    return f"garbage {hexdump(item.data)}"

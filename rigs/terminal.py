@@ -1,0 +1,482 @@
+"""The terminal's ECR / test-port driver (protocol: docs/ecr-protocol.md).
+
+:class:`SerialTerminalLink` gets a :class:`~rigs.transport.ByteTransport` injected (a pyserial
+port on /dev/tty…, rfc2217://, socket://, or the virtual bench's pty), wraps it for the
+transcript, and runs one reader thread that decodes frames, ACKs them, retransmits ours
+(bounded) and files what arrives: final responses by request code, unsolicited events in order.
+
+A terminal that is unpowered simply says nothing: every wait here is bounded and raises
+:class:`~rigs.errors.NoResponse` naming the bound.  A terminal that reboots (READY) while a
+request or a purchase is pending makes the wait raise :class:`~rigs.errors.DeviceStateError`
+instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from protocols import ecr
+from protocols.masking import scrub
+from rigs.driver import Driver, SessionState
+from rigs.errors import (
+    ConfigError,
+    DecodeError,
+    DeviceStateError,
+    NoResponse,
+    RigError,
+    TransportError,
+)
+from rigs.transport import ByteTransport, RecordingTransport, Transcript
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT = 0.02  # s, reader thread's read bound (also the retransmission timer's resolution)
+SUCCESS = frozenset({ecr.Result.OK.value, ecr.Result.APPROVED.value})
+KEY_NAMES = ecr.KEY_NAMES
+
+
+@dataclass(frozen=True)
+class TerminalEvent:
+    kind: str  # READY | EVENT | PROGRESS | PRINT
+    code: str  # e.g. READY, PAPER_OUT, INSERT_CARD, ENTER_PIN, PRINT
+    text: str
+    t: float  # seconds since the driver was opened
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A final response.  ``ok`` is True for OK and APPROVED."""
+
+    result: str
+    ok: bool
+    response_code: str = ""
+    display: str = ""
+    stan: str = ""
+    rrn: str = ""
+    auth_code: str = ""
+    masked_pan: str = ""
+    amount_minor: int | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, msg: ecr.Message) -> Outcome:
+        rc = msg.get("rc")
+        amt = msg.get("amt")
+        return cls(result=rc, ok=rc in SUCCESS, response_code=msg.get("hrc"),
+                   display=msg.get("text"), stan=msg.get("stan"), rrn=msg.get("rrn"),
+                   auth_code=msg.get("auth"), masked_pan=msg.get("pan"),
+                   amount_minor=int(amt) if amt.isdigit() else None, fields=dict(msg.fields))
+
+
+@dataclass(frozen=True)
+class TerminalStatus:
+    state: str
+    signed_in: bool
+    operator: str | None
+    paper_present: bool
+    battery_low: bool
+    supply_volts: float | None
+    batch_no: str
+    fault_codes: tuple[str, ...]
+
+    @classmethod
+    def from_message(cls, msg: ecr.Message) -> TerminalStatus:
+        volts = msg.get("volts")
+        try:
+            supply = float(volts) if volts else None
+        except ValueError as exc:
+            raise DecodeError(f"ECR message ST: field volts is not a number: {volts!r}") from exc
+        faults = msg.get("faults")
+        return cls(state=msg.get("state"), signed_in=msg.get("signed_in") == "1",
+                   operator=msg.get("operator") or None, paper_present=msg.get("paper") == "1",
+                   battery_low=msg.get("battery_low") == "1", supply_volts=supply,
+                   batch_no=msg.get("batch"),
+                   fault_codes=tuple(faults.split(",")) if faults else ())
+
+
+_EVENT_KINDS: Mapping[str, Callable[[ecr.Message], tuple[str, str, str]]] = {
+    "RD": lambda m: ("READY", "READY", m.get("text")),
+    "EV": lambda m: ("EVENT", m.get("code"), m.get("text")),
+    "PG": lambda m: ("PROGRESS", m.get("code"), m.get("text")),
+    "PR": lambda m: ("PRINT", "PRINT", m.get("text")),
+}
+
+
+class SerialTerminalLink(Driver):
+    """ECR driver.  ``__init__`` opens nothing; :meth:`open` opens the injected transport."""
+
+    def __init__(self, name: str, transport: ByteTransport, *,
+                 ack_timeout: float = ecr.ACK_TIMEOUT, max_retries: int = ecr.MAX_RETRIES,
+                 transcript: Transcript | None = None) -> None:
+        super().__init__(name)
+        if ack_timeout <= 0 or max_retries < 0:
+            raise ConfigError(f"{self!r}: ack_timeout must be > 0 and max_retries >= 0, got "
+                              f"{ack_timeout}, {max_retries}")
+        self._rec = RecordingTransport(transport, transcript)
+        self._link = ecr.EcrLink(ack_timeout=ack_timeout, max_retries=max_retries)
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._responses: dict[str, ecr.Message] = {}
+        self._delivered: dict[int, int] = {}  # ticket → epoch at ACK
+        self._failed: dict[int, str] = {}
+        self._events: list[TerminalEvent] = []
+        self._receipts: list[str] = []
+        self._epoch = 0  # READY events seen (terminal boots)
+        self._purchase_epoch: int | None = None  # set while a purchase is pending
+        self._reader: threading.Thread | None = None
+        self._running = False
+        self._reader_error: BaseException | None = None
+        self._t0 = time.monotonic()
+
+    # ------------------------------------------------------------------ session
+    def open(self) -> None:
+        if self.state is SessionState.OPEN:
+            return
+        if not self._rec.is_open:
+            self._rec.open()
+        if self._rec.timeout is None or self._rec.timeout > READ_TIMEOUT:
+            self._rec.timeout = READ_TIMEOUT  # the reader must notice close() and timers
+        self._rec.reset_input_buffer()
+        self._link.reset()
+        self._reader_error = None
+        self._running = True
+        self._t0 = time.monotonic()
+        self._reader = threading.Thread(target=self._read_loop, name=f"{self!r}-reader",
+                                        daemon=True)
+        self._reader.start()
+        super().open()
+
+    def close(self) -> None:
+        self._running = False
+        if self._reader is not None:
+            self._reader.join(timeout=1.0)
+            self._reader = None
+        if self._rec.is_open:
+            self._rec.close()
+        with self._cond:
+            self._purchase_epoch = None
+            self._cond.notify_all()
+        super().close()
+
+    # ------------------------------------------------------------------ requests
+    def status(self, timeout: float = 2.0) -> TerminalStatus:
+        msg = self._request("ST", {}, timeout, "status")
+        return TerminalStatus.from_message(msg)
+
+    def wait_ready(self, timeout: float) -> TerminalStatus:
+        """After power-on: the first STATUS answer outside BOOTING (READY speeds it up)."""
+        self.require_open("wait_ready")
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoResponse(f"{self!r}: wait_ready(): terminal not ready within "
+                                 f"{timeout:.1f} s (last STATUS: {last})")
+            with self._cond:
+                ready_mark = self._epoch
+            try:
+                st = self.status(timeout=min(remaining, 1.0))
+                if st.state != "BOOTING":
+                    return st
+                last = f"state {st.state}"
+            except (NoResponse, DeviceStateError) as exc:
+                last = str(exc)
+            self._wait_boot(ready_mark, max(0.0, min(0.1, deadline - time.monotonic())))
+
+    def login(self, operator: str, password: str, timeout: float = 5.0) -> Outcome:
+        return Outcome.from_message(
+            self._request("LI", {"op": operator, "pw": password}, timeout, "login"))
+
+    def logout(self, timeout: float = 5.0) -> Outcome:
+        return Outcome.from_message(self._request("LO", {}, timeout, "logout"))
+
+    def sign_in(self, timeout: float = 20.0) -> Outcome:
+        return Outcome.from_message(self._request("SI", {}, timeout, "sign_in"))
+
+    def cancel(self, timeout: float = 5.0) -> Outcome:
+        return Outcome.from_message(self._request("CN", {}, timeout, "cancel"))
+
+    def start_purchase(self, amount_minor: int, currency: str = "156",
+                       entry: str = "chip") -> None:
+        """Send PURCHASE and return once it is ACKed; :meth:`wait_outcome` gets the result."""
+        self.require_open("start_purchase")
+        if amount_minor <= 0:
+            raise ConfigError(f"{self!r}: start_purchase() amount must be > 0, got {amount_minor}")
+        with self._cond:
+            if self._purchase_epoch is not None:
+                raise DeviceStateError(f"{self!r}: start_purchase() while a purchase is pending")
+            self._responses.pop("PU", None)
+        fields = {"amt": str(amount_minor), "cur": currency, "entry": entry}
+        epoch = self._send(ecr.Message("PU", fields), self._frame_bound(), "start_purchase")
+        with self._cond:
+            self._purchase_epoch = epoch
+
+    def enter_pin(self, pin: str) -> None:
+        """The rig's finger: one KEY per digit, then ENTER (digits recorded as '*')."""
+        self.require_open("enter_pin")
+        if not pin.isdigit():
+            raise ConfigError(f"{self!r}: enter_pin() wants digits only ({len(pin)} characters "
+                              "given, not shown)")
+        for key in [*pin, "ENTER"]:
+            self.press_key(key)
+
+    def press_key(self, key: str) -> None:
+        """One keypad press: '0'..'9', 'ENTER', 'CANCEL' or 'CLEAR'."""
+        self.require_open("press_key")
+        if not ((len(key) == 1 and key.isdigit()) or key in KEY_NAMES):
+            raise ConfigError(f"{self!r}: press_key() key must be a digit or one of "
+                              f"{sorted(KEY_NAMES)}, got {key!r}")
+        self._send(ecr.Message("KY", {"k": key}), self._frame_bound(), "press_key")
+
+    def wait_outcome(self, timeout: float) -> Outcome:
+        """The pending purchase's final response."""
+        self.require_open("wait_outcome")
+        with self._cond:
+            if self._purchase_epoch is None and "PU" not in self._responses:
+                raise DeviceStateError(f"{self!r}: wait_outcome() with no purchase pending")
+            self._cond.wait_for(
+                lambda: "PU" in self._responses or self._aborted(self._purchase_epoch),
+                timeout=timeout)
+            msg = self._responses.pop("PU", None)
+            epoch = self._purchase_epoch
+            if msg is not None:
+                self._purchase_epoch = None
+                return Outcome.from_message(msg)
+            self._raise_reader_error("wait_outcome")
+            if epoch is not None and self._epoch != epoch:
+                self._purchase_epoch = None
+                raise DeviceStateError(
+                    f"{self!r}: wait_outcome(): the terminal rebooted (READY) during the "
+                    f"purchase; no outcome will come")
+        raise NoResponse(f"{self!r}: wait_outcome(): no PURCHASE outcome within {timeout:.1f} s"
+                         f" (events so far: {self._recent_codes()})")
+
+    # ------------------------------------------------------------------ events, evidence
+    @property
+    def events(self) -> list[TerminalEvent]:
+        with self._cond:
+            return list(self._events)
+
+    @property
+    def receipts(self) -> list[str]:
+        with self._cond:
+            return list(self._receipts)
+
+    def wait_for_event(self, code: str, timeout: float, since: int = 0) -> TerminalEvent:
+        """The first event with *code* at index >= *since* of :attr:`events`."""
+        self.require_open("wait_for_event")
+
+        def find() -> TerminalEvent | None:
+            for ev in self._events[since:]:
+                if ev.code == code:
+                    return ev
+            return None
+
+        with self._cond:
+            self._cond.wait_for(lambda: find() is not None or not self._running, timeout=timeout)
+            found = find()
+            if found is not None:
+                return found
+            self._raise_reader_error("wait_for_event")
+        raise NoResponse(f"{self!r}: wait_for_event(): no {code} event within {timeout:.1f} s "
+                         f"(since #{since}; seen: {self._recent_codes(since)})")
+
+    def transcript_text(self) -> str:
+        """Masked, human-readable: time, direction, decoded message (bad frames as hex)."""
+        decoders = {"tx": ecr.FrameDecoder(), "rx": ecr.FrameDecoder()}
+        senders: dict[str, ecr.Sender] = {"tx": "rig", "rx": "terminal"}
+        arrows = {"tx": "rig → terminal", "rx": "terminal → rig"}
+        lines = []
+        for rec in self._rec.transcript.snapshot():
+            for item in decoders[rec.direction].feed(rec.data):
+                text = ecr.describe_item(item, senders[rec.direction])
+                lines.append(f"{rec.t:10.4f}  {arrows[rec.direction]}  {text}")
+        for direction, dec in decoders.items():
+            if dec.pending:
+                lines.append(f"{'':10}  {arrows[direction]}  incomplete: {dec.pending.hex(' ')}")
+        return scrub("\n".join(lines) + ("\n" if lines else ""))
+
+    @property
+    def transcript(self) -> Transcript:
+        return self._rec.transcript
+
+    def clear_evidence(self) -> None:
+        self._rec.transcript.clear()
+        with self._cond:
+            self._events.clear()
+            self._receipts.clear()
+
+    def is_nominal(self) -> bool:
+        with self._cond:
+            return (self.state is SessionState.OPEN and self._purchase_epoch is None
+                    and self._reader_error is None)
+
+    def restore_nominal(self) -> None:
+        """Cancel a pending purchase (bounded); a silent terminal just drops it."""
+        with self._cond:
+            pending = self._purchase_epoch is not None
+        if not pending or self.state is not SessionState.OPEN:
+            return
+        try:
+            self.cancel(timeout=3.0)
+            self.wait_outcome(timeout=15.0)
+        except (NoResponse, DeviceStateError) as exc:
+            log.warning("%r: restore_nominal(): pending purchase dropped: %s", self, exc)
+        with self._cond:
+            self._purchase_epoch = None
+            self._responses.pop("PU", None)
+
+    # ------------------------------------------------------------------ internals
+    def _wait_boot(self, mark: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._epoch != mark or not self._running, timeout=timeout)
+
+    def _frame_bound(self) -> float:
+        return self._link.bound + 0.25
+
+    def _aborted(self, epoch: int | None) -> bool:
+        return (not self._running or self._reader_error is not None
+                or (epoch is not None and self._epoch != epoch))
+
+    def _raise_reader_error(self, op: str) -> None:
+        if self._reader_error is not None:
+            raise TransportError(f"{self!r}: {op}(): reader stopped: {self._reader_error}")
+        if not self._running:
+            raise DeviceStateError(f"{self!r}: {op}() needs an open session; state is CLOSED")
+
+    def _recent_codes(self, since: int = 0) -> str:
+        codes = [ev.code for ev in self._events[since:]][-8:]
+        return ", ".join(codes) if codes else "none"
+
+    def _request(self, code: str, fields: dict[str, str], timeout: float, op: str) -> ecr.Message:
+        self.require_open(op)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._responses.pop(code, None)
+            self._responses.pop("ER", None)
+        epoch = self._send(ecr.Message(code, fields), timeout, op)
+        name = ecr.MESSAGE_SPECS[("rig", code)].name
+        with self._cond:
+            self._cond.wait_for(
+                lambda: code in self._responses or "ER" in self._responses
+                or self._aborted(epoch), timeout=max(0.0, deadline - time.monotonic()))
+            msg = self._responses.pop(code, None) or self._responses.pop("ER", None)
+            if msg is not None:
+                return msg
+            self._raise_reader_error(op)
+            if self._epoch != epoch:
+                raise DeviceStateError(f"{self!r}: {op}(): the terminal rebooted (READY) before "
+                                       f"answering {name}")
+        raise NoResponse(f"{self!r}: {op}(): no {name} response within {timeout:.1f} s")
+
+    def _send(self, msg: ecr.Message, timeout: float, op: str) -> int:
+        """Send one frame and wait for its ACK; returns the boot epoch at ACK time."""
+        payload = ecr.encode_message(msg)
+        name = ecr.MESSAGE_SPECS[("rig", msg.code)].name
+        with self._send_lock:
+            with self._cond:
+                self._raise_reader_error(op)
+                ticket = self._link.send(payload, time.monotonic())
+                self._flush()
+                self._cond.wait_for(
+                    lambda: ticket in self._delivered or ticket in self._failed
+                    or not self._running or self._reader_error is not None,
+                    timeout=timeout)
+                if ticket in self._delivered:
+                    return self._delivered.pop(ticket)
+                error = self._failed.pop(ticket, None)
+                self._link.abandon(ticket)
+                self._raise_reader_error(op)
+        if error is None:
+            error = f"no ACK within {timeout:.3f} s"
+        raise NoResponse(f"{self!r}: {op}(): terminal did not acknowledge {name}: {error}")
+
+    def _flush(self) -> None:
+        """Write what the link has to send (caller holds ``_cond``); PIN digits recorded '*'."""
+        out = self._link.take_output()
+        if out:
+            self._rec.inner.write(out)
+            self._rec.transcript.add("tx", _mask_keys(out))
+
+    def _read_loop(self) -> None:
+        inner = self._rec.inner
+        try:
+            while self._running:
+                data = self._rec.read(1)
+                if data:
+                    waiting = int(getattr(inner, "in_waiting", 0) or 0)
+                    if waiting:
+                        data += self._rec.read(waiting)
+                now = time.monotonic()
+                with self._cond:
+                    events = self._link.receive(data, now) if data else []
+                    events += self._link.poll(now)
+                    for ev in events:
+                        self._on_link_event(ev)
+                    self._flush()
+                    if events:
+                        self._cond.notify_all()
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised in the caller's thread
+            log.error("%r: reader stopped: %s", self, exc)
+            with self._cond:
+                self._reader_error = exc
+                self._cond.notify_all()
+
+    def _on_link_event(self, ev: ecr.LinkEvent) -> None:
+        if isinstance(ev, ecr.Delivered):
+            self._delivered[ev.ticket] = self._epoch
+        elif isinstance(ev, ecr.Failed):
+            self._failed[ev.ticket] = ev.error
+        elif isinstance(ev, ecr.Rejected):
+            log.warning("%r: ECR input rejected: %s", self, ev.error)
+        elif isinstance(ev, ecr.Received):
+            try:
+                msg = ecr.decode_message(ev.payload, "terminal")
+            except DecodeError as exc:
+                log.warning("%r: undecodable message from the terminal: %s", self, exc)
+                return
+            spec = ecr.MESSAGE_SPECS[("terminal", msg.code)]
+            if spec.kind is ecr.Kind.EVENT:
+                kind, code, text = _EVENT_KINDS[msg.code](msg)
+                if kind == "READY":
+                    self._epoch += 1
+                    self._link.retransmit_now(time.monotonic())
+                if kind == "PRINT":
+                    self._receipts.append(scrub(text))
+                self._events.append(TerminalEvent(kind, code, scrub(text),
+                                                  time.monotonic() - self._t0))
+            else:
+                self._responses[msg.code] = msg
+
+
+def _mask_keys(data: bytes) -> bytes:
+    """The bytes as the transcript keeps them: KEY frames carrying a digit re-encoded as '*'."""
+    if b"KY" not in data:
+        return data
+    out = bytearray()
+    for item in ecr.FrameDecoder().feed(data):
+        if isinstance(item, ecr.Frame):
+            if item.payload.startswith(b"KY"):
+                try:
+                    msg = ecr.decode_message(item.payload)
+                except RigError:
+                    msg = ecr.Message("KY", {"k": "?"})
+                if msg.get("k").isdigit():
+                    out += ecr.encode_frame(item.seq, ecr.encode_message(
+                        ecr.Message("KY", {"k": "*"})))
+                    continue
+            out += item.raw
+        elif isinstance(item, ecr.AckIn):
+            out += ecr.encode_ack(item.seq)
+        elif isinstance(item, ecr.NakIn):
+            out += ecr.encode_nak()
+        elif isinstance(item, ecr.BadFrame):
+            out += item.raw
+        else:
+            out += item.data
+    return bytes(out)

@@ -1,0 +1,4 @@
+"""The simulated POS terminal: firmware state machine, its host process, slot, printer, NVRAM.
+
+``python -m sim.terminal --ecr-fd N --harness-fd M --state-dir DIR --profile PATH`` runs it.
+"""

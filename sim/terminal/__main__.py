@@ -1,0 +1,77 @@
+"""``python -m sim.terminal --ecr-fd N --harness-fd M --state-dir DIR --profile PATH
+[--host 198.18.0.20:8583] [--terminal-id ID] [--merchant-id ID]``
+
+Started by the bench supervisor when the PSU output comes on; SIGTERM ends it cleanly, SIGKILL
+is a power loss.  Logs go to stderr (masked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+
+from protocols.errors import RigError
+from sim.terminal.firmware import TerminalFirmware, load_profile, parse_hostport
+from sim.terminal.nvram import FileNvram
+from sim.terminal.runner import KernelServices, TerminalRunner
+from sim.terminal.slot import HarnessSlot
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim.terminal", description=__doc__)
+    p.add_argument("--ecr-fd", type=int, required=True, help="ECR pty master fd (inherited)")
+    p.add_argument("--harness-fd", type=int, required=True, help="harness socket fd (inherited)")
+    p.add_argument("--state-dir", required=True, help="NVRAM directory (survives power cycles)")
+    p.add_argument("--profile", required=True, help="terminal profile YAML")
+    p.add_argument("--host", help="acquirer host:port (default: from the profile)")
+    p.add_argument("--terminal-id", help="override the profile's terminal_id")
+    p.add_argument("--merchant-id", help="override the profile's merchant_id")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s terminal %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(args.log_level.upper())
+    try:
+        profile = load_profile(args.profile)
+        overrides: dict[str, object] = {}
+        if args.terminal_id:
+            overrides["terminal_id"] = args.terminal_id
+        if args.merchant_id:
+            overrides["merchant_id"] = args.merchant_id
+        if args.host:
+            overrides["host"], overrides["port"] = parse_hostport(args.host, "--host")
+        profile = dataclasses.replace(profile, **overrides)  # type: ignore[arg-type]
+    except RigError as exc:
+        logging.getLogger("sim.terminal").error("%s", exc)
+        return 2
+    harness = socket.socket(fileno=args.harness_fd)
+    firmware = TerminalFirmware(profile, FileNvram(args.state_dir))
+
+    def services(slot: HarnessSlot) -> KernelServices:
+        return KernelServices(slot, profile, profile.host, profile.port)
+
+    runner = TerminalRunner(ecr_fd=args.ecr_fd, harness=harness, firmware=firmware,
+                            make_services=services)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    runner.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

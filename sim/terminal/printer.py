@@ -1,0 +1,75 @@
+"""The terminal's thermal printer: receipt layout (pure) and the paper sensor model.
+
+Only the masked PAN ever reaches a receipt; the text is scrubbed again before it is returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from protocols.masking import scrub
+
+COPIES = ("merchant", "customer")
+COPY_TITLES = {"merchant": "商户存根 MERCHANT COPY", "customer": "持卡人存根 CUSTOMER COPY"}
+CURRENCY_NAMES = {"156": "RMB", "840": "USD", "978": "EUR"}
+WIDTH = 32
+
+
+@dataclass(frozen=True)
+class ReceiptData:
+    merchant_name: str
+    merchant_id: str
+    terminal_id: str
+    operator: str
+    batch_no: int
+    stan: int
+    rrn: str
+    auth_code: str
+    masked_pan: str
+    app_label: str
+    amount_minor: int
+    currency_code: str
+    when: datetime
+
+
+def format_amount(amount_minor: int, currency_code: str) -> str:
+    name = CURRENCY_NAMES.get(currency_code, currency_code)
+    return f"{name} {amount_minor // 100}.{amount_minor % 100:02d}"
+
+
+def format_receipt(copy: str, d: ReceiptData) -> str:
+    """One copy of a purchase receipt (``copy`` is 'merchant' or 'customer')."""
+    lines = [
+        "POS 签购单 SALES SLIP".center(WIDTH),
+        COPY_TITLES[copy],
+        "-" * WIDTH,
+        f"商户名称 MERCHANT: {d.merchant_name}",
+        f"商户编号 MID: {d.merchant_id}",
+        f"终端编号 TID: {d.terminal_id}  操作员: {d.operator}",
+        f"卡号 CARD NO: {d.masked_pan} I",
+        f"应用 APP: {d.app_label}",
+        "交易类型 TYPE: 消费 SALE",
+        f"批次号 BATCH: {d.batch_no:06d}  凭证号 TRACE: {d.stan:06d}",
+        f"参考号 REF: {d.rrn}  授权码 AUTH: {d.auth_code}",
+        f"日期时间 DATE: {d.when:%Y/%m/%d %H:%M:%S}",
+        f"金额 AMOUNT: {format_amount(d.amount_minor, d.currency_code)}",
+        "-" * WIDTH,
+    ]
+    if copy == "merchant":
+        lines += ["持卡人签名 SIGNATURE:", "",
+                  "本人确认以上交易 I ACKNOWLEDGE SATISFACTORY RECEIPT"]
+    return scrub("\n".join(lines) + "\n")
+
+
+class PaperSensor:
+    """Paper present or not (driven by the bench's relay through the harness)."""
+
+    def __init__(self, present: bool = True) -> None:
+        self.present = present
+
+    def set(self, present: bool) -> bool:
+        """Update; returns True when the state changed."""
+        changed = present != self.present
+        self.present = present
+        return changed

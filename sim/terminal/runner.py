@@ -1,0 +1,309 @@
+"""Hosts :class:`~sim.terminal.firmware.TerminalFirmware` on its two wires; holds no logic.
+
+* the ECR pty master fd: bytes → :class:`protocols.ecr.EcrLink` → messages → firmware;
+* the harness socket (JSON lines, docs/internals.md): ``atr``/``rapdu`` go to the card slot
+  (:class:`~sim.terminal.slot.HarnessSlot`), everything else to the firmware;
+* blocking jobs (kernel, acquirer) run in one worker thread; results come back through a
+  wake-up pipe.  One ``select`` loop, its timeout = the nearest link or firmware deadline.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import queue
+import selectors
+import socket
+import termios
+import threading
+import time
+import tty
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from protocols import ecr
+from protocols.errors import DecodeError
+from sim.terminal.firmware import (
+    Action,
+    AuthJob,
+    ChipJob,
+    FlushEcr,
+    JobResult,
+    Profile,
+    SendEcr,
+    SendHarness,
+    Services,
+    SignInJob,
+    StartJob,
+    TerminalFirmware,
+    perform,
+)
+from sim.terminal.slot import HarnessSlot, SlotError
+
+log = logging.getLogger(__name__)
+
+ECR_RETRY_S = 0.1  # after EIO (no process has the slave open) look at the port again this late
+IDLE_WAIT_S = 1.0
+
+
+class KernelServices:
+    """The real blocking work: sim.terminal.emv over the slot, sim.terminal.acquirer over TCP.
+
+    Both modules are imported where used, so the terminal boots and answers STATUS without them.
+    """
+
+    def __init__(self, slot: HarnessSlot, profile: Profile, host: str, port: int) -> None:
+        self.slot = slot
+        self.profile = profile
+        self.host = host
+        self.port = port
+        self._client: Any = None
+
+    @property
+    def card_errors(self) -> tuple[type[BaseException], ...]:
+        from sim.terminal.emv import CardError
+        return (CardError, SlotError)
+
+    @property
+    def comms_errors(self) -> tuple[type[BaseException], ...]:
+        from sim.terminal.acquirer import CommsError
+        return (CommsError,)
+
+    def _acquirer(self) -> Any:
+        if self._client is None:
+            from sim.terminal.acquirer import AcquirerClient
+            p = self.profile
+            self._client = AcquirerClient(
+                self.host, self.port, terminal_id=p.terminal_id, merchant_id=p.merchant_id,
+                master_key=p.master_key, connect_timeout=p.connect_s,
+                response_timeout=p.response_s, currency=p.currency_code)
+        return self._client
+
+    def read_card(self, job: ChipJob) -> Any:
+        from sim.terminal.emv import run_chip_transaction
+        return run_chip_transaction(
+            self.slot, amount_minor=job.amount_minor, currency_code=job.currency_code,
+            country_code=job.country_code, txn_date=job.txn_date,
+            unpredictable_number=job.unpredictable_number, timeout=job.timeout)
+
+    def sign_in(self, job: SignInJob) -> Any:
+        return self._acquirer().sign_in(operator=job.operator, stan=job.stan,
+                                        batch_no=job.batch_no)
+
+    def authorize(self, job: AuthJob) -> Any:
+        card = job.card
+        return self._acquirer().purchase(
+            keys=job.keys, stan=job.stan, batch_no=job.batch_no, amount_minor=job.amount_minor,
+            pan=card.pan, expiry=card.expiry,
+            pan_seq=None if card.pan_seq is None else str(card.pan_seq),
+            track2_equivalent=card.track2_equivalent, icc_data=card.icc_data, pin=job.pin,
+            entry_mode="051")
+
+
+class TerminalRunner:
+    """Runs the firmware until :meth:`stop` (thread-safe, signal-safe) or harness EOF."""
+
+    def __init__(self, *, ecr_fd: int, harness: socket.socket, firmware: TerminalFirmware,
+                 make_services: Callable[[HarnessSlot], Services],
+                 clock: Callable[[], float] = time.monotonic,
+                 link: ecr.EcrLink | None = None) -> None:
+        self.ecr_fd = ecr_fd
+        self.harness = harness
+        self.firmware = firmware
+        self.clock = clock
+        self.link = link or ecr.EcrLink()
+        self.slot = HarnessSlot(self.send_harness)
+        self.services = make_services(self.slot)
+        self._harness_lock = threading.Lock()
+        self._harness_buf = bytearray()
+        self._results: queue.Queue[JobResult] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = False
+        self._ecr_paused_until: float | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminal-job")
+        self._sel = selectors.DefaultSelector()
+        self._do: Mapping[type, Callable[[Any], None]] = {
+            SendEcr: self._do_send_ecr, SendHarness: self._do_send_harness,
+            FlushEcr: self._do_flush_ecr, StartJob: self._do_start_job,
+        }
+
+    # ---- control
+    def stop(self) -> None:
+        self._stop = True
+        try:
+            os.write(self._wake_w, b"s")
+        except (BlockingIOError, OSError):
+            pass  # pipe full or closed: the loop is waking up anyway
+
+    def send_harness(self, obj: Mapping[str, Any]) -> None:
+        line = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        with self._harness_lock:
+            self.harness.sendall(line)
+
+    # ---- loop
+    def run(self) -> None:
+        try:
+            tty.setraw(self.ecr_fd)
+        except termios.error as exc:
+            log.warning("terminal: ECR fd %d is not a tty (%s); using it as is", self.ecr_fd, exc)
+        os.set_blocking(self.ecr_fd, False)
+        self._sel.register(self.ecr_fd, selectors.EVENT_READ, self._on_ecr_readable)
+        self._sel.register(self.harness, selectors.EVENT_READ, self._on_harness_readable)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        try:
+            self._execute(self.firmware.start(self.clock()))
+            while not self._stop:
+                for key, _ in self._sel.select(self._select_timeout()):
+                    key.data()
+                    if self._stop:
+                        break
+                self._housekeeping()
+        finally:
+            self.slot.abort()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._sel.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _select_timeout(self) -> float:
+        now = self.clock()
+        times = [t for t in (self.link.next_deadline(), self.firmware.next_deadline(),
+                             self._ecr_paused_until) if t is not None]
+        if not times:
+            return IDLE_WAIT_S
+        return min(IDLE_WAIT_S, max(0.0, min(times) - now))
+
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if self._ecr_paused_until is not None and now >= self._ecr_paused_until:
+            self._ecr_paused_until = None
+            self._sel.register(self.ecr_fd, selectors.EVENT_READ, self._on_ecr_readable)
+        self._link_events(self.link.poll(now))
+        while True:
+            try:
+                result = self._results.get_nowait()
+            except queue.Empty:
+                break
+            self._execute(self.firmware.on_job(result, self.clock()))
+        self._execute(self.firmware.tick(self.clock()))
+        self._flush_link()
+
+    # ---- readers
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 512)
+        except BlockingIOError:
+            pass
+
+    def _on_ecr_readable(self) -> None:
+        try:
+            data = os.read(self.ecr_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:  # EIO/EOF: nobody has the slave open; look again a little later
+            self._sel.unregister(self.ecr_fd)
+            self._ecr_paused_until = self.clock() + ECR_RETRY_S
+            return
+        self._link_events(self.link.receive(data, self.clock()))
+
+    def _on_harness_readable(self) -> None:
+        data = self.harness.recv(65536)
+        if not data:
+            log.info("terminal: harness closed by the bench; stopping")
+            self._stop = True
+            return
+        self._harness_buf += data
+        while b"\n" in self._harness_buf:
+            line, _, rest = bytes(self._harness_buf).partition(b"\n")
+            self._harness_buf = bytearray(rest)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                log.error("terminal: harness line is not JSON: %r", line[:80])
+                continue
+            if obj.get("t") in ("atr", "rapdu"):
+                self.slot.deliver(obj)
+            else:
+                self._execute(self.firmware.on_harness(obj, self.clock()))
+
+    def _link_events(self, events: list[ecr.LinkEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, ecr.Received):
+                try:
+                    msg = ecr.decode_message(ev.payload, "rig")
+                except DecodeError as exc:
+                    log.warning("terminal: ECR request rejected: %s", exc)
+                    self._execute(self.firmware.on_bad_request(str(exc)))
+                    continue
+                log.info("terminal: ECR rx %s", msg.describe("rig"))
+                self._execute(self.firmware.on_ecr(msg, self.clock()))
+            elif isinstance(ev, ecr.Failed):
+                log.warning("terminal: ECR frame dropped: %s", ev.error)
+            elif isinstance(ev, ecr.Rejected):
+                log.warning("terminal: ECR input rejected: %s", ev.error)
+        self._flush_link()
+
+    # ---- actions
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._do[type(action)](action)
+        self._flush_link()
+
+    def _do_send_ecr(self, action: SendEcr) -> None:
+        log.info("terminal: ECR tx %s", action.msg.describe("terminal"))
+        self.link.send(ecr.encode_message(action.msg), self.clock())
+
+    def _do_send_harness(self, action: SendHarness) -> None:
+        self.send_harness(action.obj)
+
+    def _do_flush_ecr(self, action: FlushEcr) -> None:
+        try:
+            termios.tcflush(self.ecr_fd, termios.TCIFLUSH)
+        except termios.error:
+            pass  # not a tty: draining below is enough
+        while True:
+            try:
+                if not os.read(self.ecr_fd, 4096):
+                    break
+            except OSError:  # EAGAIN (empty) or EIO (no slave): nothing buffered
+                break
+        self.link.reset()
+
+    def _do_start_job(self, action: StartJob) -> None:
+        log.info("terminal: job %r", action.job)
+        self._executor.submit(self._run_job, action)
+
+    def _run_job(self, action: StartJob) -> None:
+        self._results.put(perform(action.job, self.services))
+        self.stop_wake()
+
+    def stop_wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"j")
+        except (BlockingIOError, OSError):
+            pass  # loop already awake or shut down
+
+    def _flush_link(self) -> None:
+        out = self.link.take_output()
+        while out:
+            try:
+                n = os.write(self.ecr_fd, out)
+            except BlockingIOError:
+                log.warning("terminal: ECR output full, %d bytes dropped", len(out))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                return  # no slave open: the bytes go nowhere, as on an unplugged cable
+            out = out[n:]

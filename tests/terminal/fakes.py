@@ -1,0 +1,112 @@
+"""Test doubles for the terminal's kernel and acquirer client (the real ones are colleagues')."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocols.errors import SimError
+from sim.terminal.firmware import AuthJob, ChipJob, Profile, SignInJob, load_profile
+
+PROFILE_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "terminal" / "profile.yaml"
+PAN = "6212345678901234"
+MASKED = "621234******1234"
+NOW = datetime.datetime(2026, 5, 4, 13, 14, 15)
+
+
+def fast_profile(**over: Any) -> Profile:
+    base: dict[str, Any] = dict(boot_s=0.05, print_copy_s=0.02, card_wait_s=2.0,
+                                pin_entry_s=2.0)
+    base.update(over)
+    return dataclasses.replace(load_profile(PROFILE_PATH), **base)
+
+
+class FakeCardError(SimError):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"card {reason}" + (f": {detail}" if detail else ""))
+
+
+class FakeCommsError(SimError):
+    def __init__(self, stage: str, message: str) -> None:
+        self.stage = stage
+        super().__init__(message)
+
+
+@dataclass
+class FakeCard:
+    pan: str = field(default=PAN, repr=False)
+    pan_seq: int | None = 1
+    expiry: str = "3012"
+    track2_equivalent: str = field(default=PAN + "D30122010000000000", repr=False)
+    aid: str = "A000000333010101"
+    app_label: str = "PBOC DEBIT"
+    icc_data: bytes = field(default=b"\x9f\x26\x08" + bytes(8), repr=False)
+    cvm: str = "online_pin"
+
+    @property
+    def masked_pan(self) -> str:
+        return MASKED
+
+
+@dataclass
+class FakeKeys:
+    pik: bytes = field(default=bytes(16), repr=False)
+    mak: bytes = field(default=bytes(16), repr=False)
+
+
+@dataclass
+class FakeSignInResult:
+    response_code: str = "00"
+    keys: Any = field(default_factory=FakeKeys)
+    batch_no: int = 2
+    host_datetime: str | None = None
+
+
+@dataclass
+class FakeAuthResult:
+    response_code: str = "00"
+    approved: bool = True
+    auth_code: str | None = "123456"
+    rrn: str | None = "000000001234"
+    stan: int = 0
+    host_message: str = ""
+
+
+class FakeServices:
+    """Services with scripted answers; records every job (PIN kept only to assert on it)."""
+
+    card_errors: tuple[type[BaseException], ...] = (FakeCardError,)
+    comms_errors: tuple[type[BaseException], ...] = (FakeCommsError,)
+
+    def __init__(self, slot: Any = None) -> None:
+        self.slot = slot
+        self.card: Any = FakeCard()
+        self.sign_in_result: Any = FakeSignInResult()
+        self.auth_result: Any = FakeAuthResult()
+        self.jobs: list[Any] = []
+        self.lock = threading.Lock()
+
+    def _answer(self, job: Any, value: Any) -> Any:
+        with self.lock:
+            self.jobs.append(job)
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def read_card(self, job: ChipJob) -> Any:
+        if self.slot is not None:  # exercise the real slot over the harness
+            self.slot.power_on(1.0)
+            self.slot.transmit(bytes.fromhex("00a404000e325041592e5359532e444446303100"), 1.0)
+            self.slot.power_off()
+        return self._answer(job, self.card)
+
+    def sign_in(self, job: SignInJob) -> Any:
+        return self._answer(job, self.sign_in_result)
+
+    def authorize(self, job: AuthJob) -> Any:
+        return self._answer(job, self.auth_result)

@@ -1,0 +1,190 @@
+"""SerialTerminalLink against ScriptedTransport: the exact bytes exchanged, nothing left unread."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from protocols import ecr
+from rigs.errors import DeviceStateError, NoResponse
+from rigs.terminal import SerialTerminalLink
+from rigs.transport import ScriptedTransport
+
+
+def frame(seq: int, mtype: str, **fields: str) -> bytes:
+    return ecr.encode_frame(seq, ecr.encode_message(ecr.Message(mtype, fields)))
+
+
+def ack(seq: int) -> bytes:
+    return bytes([0x06, seq])
+
+
+NAK = b"\x15"
+ST_REQ0 = bytes.fromhex("02 0002 00 5354 03 06")  # STATUS, SEQ 00: LRC 00^02^00^53^54^03
+ST_RESP = dict(rc="OK", state="IDLE", signed_in="1", operator="01", paper="1", battery_low="0",
+               volts="7.40", batch="000002", faults="PAPER_OUT,CARD_ERROR")
+
+
+def make(script: list, **kw: float) -> tuple[SerialTerminalLink, ScriptedTransport]:
+    t = ScriptedTransport(script, name="ecr")
+    link = SerialTerminalLink("term", t, ack_timeout=kw.get("ack_timeout", 0.5),
+                              max_retries=int(kw.get("max_retries", 3)))
+    return link, t
+
+
+@pytest.fixture
+def opened() -> Iterator[list[SerialTerminalLink]]:
+    links: list[SerialTerminalLink] = []
+    try:
+        yield links
+    finally:
+        for link in links:
+            link.close()
+
+
+def settle(t: ScriptedTransport) -> None:
+    """The reader thread ACKs asynchronously: wait (bounded) for the script to finish."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            t.assert_done()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)  # polling a test double, not waiting for a device
+
+
+def test_status_exact_exchange(opened: list[SerialTerminalLink]) -> None:
+    assert frame(0, "ST") == ST_REQ0
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + frame(0, "ST", **ST_RESP)), ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    st = link.status()
+    assert (st.state, st.signed_in, st.operator, st.paper_present, st.battery_low,
+            st.supply_volts, st.batch_no, st.fault_codes) == (
+        "IDLE", True, "01", True, False, 7.40, "000002", ("PAPER_OUT", "CARD_ERROR"))
+    settle(t)
+    assert link.transcript_text().splitlines()[0].endswith("rig → terminal  [00] ST(STATUS)")
+
+
+def test_needs_open_session() -> None:
+    link, _ = make([])
+    with pytest.raises(DeviceStateError,
+                       match=r"SerialTerminalLink\(term\): status\(\) needs an open session; "
+                             r"state is CLOSED"):
+        link.status()
+
+
+def test_nak_makes_the_driver_retransmit(opened: list[SerialTerminalLink]) -> None:
+    link, t = make([("tx", ST_REQ0), ("rx", NAK), ("tx", ST_REQ0),
+                    ("rx", ack(0) + frame(0, "ST", **ST_RESP)), ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    assert link.status().state == "IDLE"
+    settle(t)
+
+
+def test_ack_timeout_retransmits_then_fails_naming_the_bound(
+        opened: list[SerialTerminalLink]) -> None:
+    link, t = make([("tx", ST_REQ0)] * 4, ack_timeout=0.05, max_retries=3)
+    opened.append(link)
+    link.open()
+    with pytest.raises(NoResponse) as info:
+        link.status(timeout=2.0)
+    assert str(info.value) == (
+        "SerialTerminalLink(term): status(): terminal did not acknowledge STATUS: no ACK for "
+        "SEQ 00 after 4 attempts (0.050 s each, 0.200 s bound)")
+    settle(t)
+
+
+def test_silent_terminal_response_timeout(opened: list[SerialTerminalLink]) -> None:
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0))])
+    opened.append(link)
+    link.open()
+    with pytest.raises(NoResponse, match=r"status\(\): no STATUS response within 0.2 s"):
+        link.status(timeout=0.2)
+    settle(t)
+
+
+def test_bad_lrc_from_terminal_is_naked_then_accepted(opened: list[SerialTerminalLink]) -> None:
+    good = frame(0, "ST", **ST_RESP)
+    bad = good[:-1] + bytes([good[-1] ^ 0xFF])
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + bad), ("tx", NAK), ("rx", good),
+                    ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    assert link.status().state == "IDLE"
+    settle(t)
+    assert "bad frame: ECR frame: bad LRC" in link.transcript_text()
+
+
+def test_duplicate_event_acked_twice_delivered_once(opened: list[SerialTerminalLink]) -> None:
+    ev = frame(3, "EV", code="PAPER_OUT", text="打印机缺纸 PAPER OUT")
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + frame(0, "ST", **ST_RESP) + ev + ev),
+                    ("tx", ack(0)), ("tx", ack(3)), ("tx", ack(3))])
+    opened.append(link)
+    link.open()  # flushes stale input: the terminal speaks after our first request
+    link.status()
+    got = link.wait_for_event("PAPER_OUT", timeout=1.0)
+    assert (got.kind, got.text) == ("EVENT", "打印机缺纸 PAPER OUT")
+    settle(t)
+    assert [e.code for e in link.events] == ["PAPER_OUT"]
+
+
+def test_purchase_pin_masked_in_transcript(opened: list[SerialTerminalLink]) -> None:
+    pu = frame(0, "PU", amt="100", cur="156", entry="chip")
+    script: list = [("tx", pu), ("rx", ack(0) + frame(0, "PG", code="ENTER_PIN")),
+                    ("tx", ack(0))]
+    for seq, key in enumerate(["4", "3", "2", "1", "ENTER"], start=1):
+        script += [("tx", frame(seq, "KY", k=key)), ("rx", ack(seq))]
+    final = frame(1, "PU", rc="APPROVED", hrc="00", stan="000007", rrn="000000000001",
+                  auth="654321", pan="621234******1234", amt="100", cur="156")
+    script += [("rx", frame(2, "PR", copy="merchant", text="CARD 621234******1234") + final),
+               ("tx", ack(2) + ack(1))]
+    link, t = make(script)
+    opened.append(link)
+    link.open()
+    link.start_purchase(100)
+    link.wait_for_event("ENTER_PIN", timeout=1.0)
+    link.enter_pin("4321")
+    out = link.wait_outcome(timeout=1.0)
+    assert (out.result, out.ok, out.response_code, out.stan, out.rrn, out.auth_code,
+            out.masked_pan, out.amount_minor) == ("APPROVED", True, "00", "000007",
+                                                  "000000000001", "654321",
+                                                  "621234******1234", 100)
+    settle(t)
+    assert link.receipts == ["CARD 621234******1234"]
+    text = link.transcript_text()
+    assert text.count("KY(KEY) k=*") == 4 and "KY(KEY) k=ENTER" in text
+    raw = b"".join(r.data for r in link.transcript.snapshot())
+    assert b"k=4" not in raw and b"k=3" not in raw and b"k=*" in raw
+    assert link.is_nominal()
+
+
+def test_reboot_mid_purchase_does_not_wedge(opened: list[SerialTerminalLink]) -> None:
+    pu = frame(0, "PU", amt="100", cur="156", entry="chip")
+    link, t = make([("tx", pu), ("rx", ack(0) + frame(0, "RD", fw="SIM-1.0")), ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    link.start_purchase(100)
+    assert not link.is_nominal()
+    t0 = time.monotonic()
+    with pytest.raises(DeviceStateError, match="rebooted"):
+        link.wait_outcome(timeout=5.0)
+    assert time.monotonic() - t0 < 1.0
+    assert link.is_nominal()
+    settle(t)
+
+
+def test_unpowered_terminal_waits_time_out_with_bound(opened: list[SerialTerminalLink]) -> None:
+    link, t = make([])
+    opened.append(link)
+    link.open()
+    with pytest.raises(NoResponse, match=r"no READY event within 0.1 s \(since #0; seen: none\)"):
+        link.wait_for_event("READY", timeout=0.1)
+    with pytest.raises(DeviceStateError, match="no purchase pending"):
+        link.wait_outcome(timeout=0.1)
+    t.assert_done()

@@ -1,0 +1,243 @@
+"""Runner + driver end to end over a real pty pair and a harness socketpair.
+
+The kernel and acquirer are fakes injected through the runner's ``make_services`` seam; the
+fake kernel still drives the real HarnessSlot (card_power/capdu over the harness).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rigs.errors import DeviceStateError, NoResponse
+from rigs.terminal import SerialTerminalLink
+from rigs.transport import serial_transport
+from sim.terminal.firmware import TerminalFirmware
+from sim.terminal.nvram import FileNvram
+from sim.terminal.runner import TerminalRunner
+from sim.terminal.slot import HarnessSlot
+from tests.terminal.fakes import MASKED, PAN, PROFILE_PATH, FakeServices, fast_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class HarnessPeer:
+    """The bench side of the harness: records what the terminal says, answers the card slot."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def send(self, **obj: Any) -> None:
+        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+
+    def loads(self) -> list[str]:
+        with self.lock:
+            return [o["state"] for o in self.seen if o.get("t") == "load"]
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        buf = b""
+        while not self._stop.is_set():
+            if not sel.select(timeout=0.05):
+                continue
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                obj = json.loads(line)
+                with self.lock:
+                    self.seen.append(obj)
+                if obj.get("t") == "card_power" and obj.get("on"):
+                    self.send(t="atr", atr="3b6500002063cbbc00")
+                elif obj.get("t") == "capdu":
+                    self.send(t="rapdu", data="9000")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.sock.close()
+
+
+@dataclass
+class Terminal:
+    master: int
+    slave_path: str
+    state_dir: Path
+    peer: HarnessPeer
+    term_sock: socket.socket
+    services: list[FakeServices] = field(default_factory=list)
+    runner: TerminalRunner | None = None
+    thread: threading.Thread | None = None
+
+    def power_on(self) -> None:
+        fw = TerminalFirmware(fast_profile(), FileNvram(self.state_dir))
+
+        def make(slot: HarnessSlot) -> FakeServices:
+            svc = FakeServices(slot)
+            self.services.append(svc)
+            return svc
+
+        self.runner = TerminalRunner(ecr_fd=self.master, harness=self.term_sock, firmware=fw,
+                                     make_services=make)
+        self.thread = threading.Thread(target=self.runner.run, daemon=True)
+        self.thread.start()
+        self.peer.send(t="rail", volts=7.40)
+        self.peer.send(t="paper", present=True)
+
+    def power_off(self) -> None:
+        if self.runner is not None and self.thread is not None:
+            self.runner.stop()
+            self.thread.join(timeout=2.0)
+            assert not self.thread.is_alive(), "runner did not stop within 2 s"
+        self.runner = self.thread = None
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Terminal]:
+    master, slave = os.openpty()
+    bench_sock, term_sock = socket.socketpair()
+    peer = HarnessPeer(bench_sock)
+    term = Terminal(master, os.ttyname(slave), tmp_path, peer, term_sock)
+    try:
+        term.power_on()
+        yield term
+    finally:
+        term.power_off()
+        peer.close()
+        term_sock.close()
+        os.close(slave)
+        os.close(master)
+
+
+@pytest.fixture
+def link(terminal: Terminal) -> Iterator[SerialTerminalLink]:
+    drv = SerialTerminalLink("term", serial_transport(terminal.slave_path))
+    drv.open()
+    try:
+        yield drv
+    finally:
+        drv.close()
+
+
+def test_purchase_end_to_end(terminal: Terminal, link: SerialTerminalLink) -> None:
+    st = link.wait_ready(timeout=3.0)
+    assert (st.state, st.signed_in, st.paper_present, st.battery_low) == (
+        "IDLE", False, True, False)
+    link.start_purchase(100)
+    assert link.wait_outcome(timeout=2.0).result == "NOT_LOGGED_IN"
+    assert link.login("01", "0000").result == "OK"
+    assert link.sign_in(timeout=3.0).result == "APPROVED"
+    mark = len(link.events)
+    link.start_purchase(2500)
+    link.wait_for_event("INSERT_CARD", timeout=2.0, since=mark)
+    terminal.peer.send(t="card", present=True)
+    link.wait_for_event("ENTER_PIN", timeout=3.0, since=mark)
+    link.enter_pin("2468")
+    out = link.wait_outcome(timeout=5.0)
+    assert (out.result, out.ok, out.masked_pan, out.amount_minor, out.auth_code) == (
+        "APPROVED", True, MASKED, 2500, "123456")
+    assert [job.pin for job in terminal.services[0].jobs if hasattr(job, "pin")] == ["2468"]
+    assert len(link.receipts) == 2 and all(MASKED in r and PAN not in r for r in link.receipts)
+    codes = [e.code for e in link.events[mark:]]
+    assert codes[:4] == ["INSERT_CARD", "READING_CARD", "ENTER_PIN", "PROCESSING"]
+    assert {"booting", "idle", "card", "comms", "printing"} <= set(terminal.peer.loads())
+    with terminal.peer.lock:
+        slot_msgs = [o["t"] for o in terminal.peer.seen if o["t"] in ("card_power", "capdu")]
+    assert slot_msgs == ["card_power", "capdu", "card_power"]
+    text = link.transcript_text()
+    assert "KY(KEY) k=*" in text and "k=2" not in text and PAN not in text
+    assert "pw=****" in text
+    assert link.status().batch_no == "000002"
+    assert link.is_nominal()
+
+
+def test_paper_out_event_and_refusal(terminal: Terminal, link: SerialTerminalLink) -> None:
+    link.wait_ready(timeout=3.0)
+    link.login("01", "0000")
+    link.sign_in(timeout=3.0)
+    mark = len(link.events)
+    terminal.peer.send(t="paper", present=False)
+    assert link.wait_for_event("PAPER_OUT", timeout=2.0, since=mark).kind == "EVENT"
+    link.start_purchase(100)
+    assert link.wait_outcome(timeout=2.0).result == "PAPER_OUT"
+
+
+def test_reboot_mid_transaction_loses_sign_in_not_the_driver(
+        terminal: Terminal, link: SerialTerminalLink) -> None:
+    link.wait_ready(timeout=3.0)
+    link.login("01", "0000")
+    link.sign_in(timeout=3.0)
+    link.start_purchase(100)
+    link.wait_for_event("INSERT_CARD", timeout=2.0)
+    terminal.power_off()  # the process is gone: nothing answers
+    with pytest.raises(NoResponse, match=r"no PURCHASE outcome within 0.3 s"):
+        link.wait_outcome(timeout=0.3)
+    terminal.power_on()
+    with pytest.raises(DeviceStateError, match="rebooted"):
+        link.wait_outcome(timeout=3.0)
+    st = link.wait_ready(timeout=3.0)
+    assert (st.signed_in, st.operator) == (False, None)
+    assert st.batch_no == "000002"  # NVRAM survived
+    link.login("01", "0000")
+    link.start_purchase(100)
+    assert link.wait_outcome(timeout=2.0).result == "NOT_SIGNED_IN"
+
+
+def test_unpowered_terminal_wait_ready_times_out(terminal: Terminal,
+                                                 link: SerialTerminalLink) -> None:
+    terminal.power_off()
+    with pytest.raises(NoResponse, match=r"wait_ready\(\): terminal not ready within 0.6 s"):
+        link.wait_ready(timeout=0.6)
+
+
+def test_module_entry_point_boots_and_stops_on_sigterm(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    bench_sock, term_sock = socket.socketpair()
+    proc = None
+    drv = SerialTerminalLink("term", serial_transport(os.ttyname(slave)))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sim.terminal", "--ecr-fd", str(master),
+             "--harness-fd", str(term_sock.fileno()), "--state-dir", str(tmp_path),
+             "--profile", str(PROFILE_PATH), "--host", "198.18.0.20:8583"],
+            pass_fds=(master, term_sock.fileno()), cwd=ROOT, stderr=subprocess.PIPE)
+        bench_sock.sendall(b'{"t":"rail","volts":6.5}\n{"t":"paper","present":true}\n')
+        drv.open()
+        st = drv.wait_ready(timeout=5.0)
+        assert (st.state, st.battery_low, st.supply_volts) == ("IDLE", True, 6.5)
+        assert (tmp_path / "terminal-nvram.json").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5.0) == 0
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        drv.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5.0)
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
+        for s in (bench_sock, term_sock):
+            s.close()
+        os.close(slave)
+        os.close(master)

@@ -1,0 +1,318 @@
+"""The firmware state machine without sockets: inputs and time in, actions out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from protocols.ecr import Message
+from sim.terminal.firmware import (
+    Action,
+    AuthJob,
+    ChipJob,
+    FlushEcr,
+    JobResult,
+    SendEcr,
+    SendHarness,
+    SignInJob,
+    StartJob,
+    State,
+    TerminalFirmware,
+    perform,
+)
+from sim.terminal.nvram import FileNvram, MemoryNvram, NvramData
+from tests.terminal.fakes import (
+    MASKED,
+    NOW,
+    PAN,
+    FakeAuthResult,
+    FakeCard,
+    FakeCardError,
+    FakeCommsError,
+    FakeServices,
+    FakeSignInResult,
+    fast_profile,
+)
+
+
+def ecr_out(actions: list[Action]) -> list[Message]:
+    return [a.msg for a in actions if isinstance(a, SendEcr)]
+
+
+def codes(actions: list[Action]) -> list[str]:
+    """'PU:APPROVED', 'PG:INSERT_CARD', 'RD' … for compact assertions."""
+    out = []
+    for m in ecr_out(actions):
+        detail = m.get("rc") or m.get("code") or m.get("copy")
+        out.append(f"{m.code}:{detail}" if detail else m.code)
+    return out
+
+
+def loads(actions: list[Action]) -> list[str]:
+    return [a.obj["state"] for a in actions if isinstance(a, SendHarness)
+            and a.obj.get("t") == "load"]
+
+
+def job_of(actions: list[Action]) -> Any:
+    (job,) = [a.job for a in actions if isinstance(a, StartJob)]
+    return job
+
+
+class Bench:
+    """A firmware instance and a clock to drive it."""
+
+    def __init__(self, nvram: MemoryNvram | None = None) -> None:
+        self.nvram = nvram or MemoryNvram()
+        self.fw = TerminalFirmware(fast_profile(), self.nvram, clock=lambda: NOW,
+                                   rng=lambda n: bytes(range(1, n + 1)))
+        self.now = 0.0
+
+    def boot(self) -> list[Action]:
+        out = self.fw.start(self.now)
+        return out + self.advance(0.05)
+
+    def advance(self, dt: float) -> list[Action]:
+        self.now += dt
+        return self.fw.tick(self.now)
+
+    def req(self, code: str, **fields: str) -> list[Action]:
+        return self.fw.on_ecr(Message(code, fields), self.now)
+
+    def hw(self, **obj: Any) -> list[Action]:
+        return self.fw.on_harness(obj, self.now)
+
+    def done(self, job: Any, value: Any = None, failure: str = "", reason: str = "",
+             message: str = "") -> list[Action]:
+        return self.fw.on_job(JobResult(job.job_id, value, failure, reason, message), self.now)
+
+    def login(self) -> None:
+        assert codes(self.req("LI", op="01", pw="0000")) == ["LI:OK"]
+
+    def sign_in(self) -> None:
+        self.login()
+        job = job_of(self.req("SI"))
+        assert codes(self.done(job, FakeSignInResult())) == ["SI:APPROVED"]
+
+
+@pytest.fixture
+def bench() -> Bench:
+    b = Bench()
+    b.boot()
+    return b
+
+
+def test_boot_flushes_ecr_then_ready_after_post() -> None:
+    b = Bench()
+    out = b.fw.start(0.0)
+    assert out == [FlushEcr(), SendHarness({"t": "load", "state": "booting"})]
+    assert codes(b.req("PU", amt="100", cur="156")) == ["PU:BUSY"]
+    assert ecr_out(b.req("ST"))[0].get("state") == "BOOTING"
+    assert b.advance(0.049) == []
+    out = b.advance(0.001)
+    assert codes(out) == ["RD"] and loads(out) == ["idle"]
+    assert b.fw.state is State.IDLE
+    assert b.nvram.data.boot_count == 1
+
+
+def test_boot_with_paper_out_and_low_battery_reports_both_after_ready() -> None:
+    b = Bench()
+    b.fw.start(0.0)
+    assert b.hw(t="paper", present=False) == []  # nothing on the ECR before READY
+    assert b.hw(t="rail", volts=6.5) == []
+    assert codes(b.advance(0.05)) == ["RD", "EV:PAPER_OUT", "EV:LOW_BATTERY"]
+
+
+def test_login_ok_and_wrong_password(bench: Bench) -> None:
+    assert codes(bench.req("LI", op="01", pw="9999")) == ["LI:LOGIN_FAILED"]
+    assert codes(bench.req("LI", op="07", pw="0000")) == ["LI:LOGIN_FAILED"]
+    (msg,) = ecr_out(bench.req("LI", op="00", pw="123456"))
+    assert msg.get("rc") == "OK" and msg.get("role") == "admin"
+    assert bench.fw.operator == "00"
+    assert codes(bench.req("LO")) == ["LO:OK"] and bench.fw.operator is None
+
+
+def test_purchase_refused_when_not_logged_in_or_not_signed_in(bench: Bench) -> None:
+    assert codes(bench.req("PU", amt="100", cur="156")) == ["PU:NOT_LOGGED_IN"]
+    assert codes(bench.req("SI")) == ["SI:NOT_LOGGED_IN"]
+    bench.login()
+    assert codes(bench.req("PU", amt="100", cur="156")) == ["PU:NOT_SIGNED_IN"]
+    assert bench.fw.state is State.IDLE
+
+
+def test_sign_in_stores_keys_in_ram_and_batch_stan_in_nvram(bench: Bench) -> None:
+    bench.login()
+    out = bench.req("SI")
+    job = job_of(out)
+    assert isinstance(job, SignInJob) and (job.operator, job.stan, job.batch_no) == ("01", 1, 1)
+    assert loads(out) == ["comms"] and codes(out) == ["PG:CONNECTING"]
+    assert codes(bench.req("PU", amt="1", cur="156")) == ["PU:BUSY"]
+    out = bench.done(job, FakeSignInResult(batch_no=2))
+    assert codes(out) == ["SI:APPROVED"] and loads(out) == ["idle"]
+    assert bench.fw.signed_in
+    assert bench.nvram.data == NvramData(stan=2, batch_no=2, boot_count=1)
+    # power loss: a new process on the same NVRAM is not signed in, counters survive
+    fw2 = TerminalFirmware(fast_profile(), bench.nvram)
+    fw2.start(0.0)
+    assert not fw2.signed_in and fw2.nv.stan == 2 and fw2.nv.batch_no == 2
+
+
+def test_sign_in_declined_and_comms_error(bench: Bench) -> None:
+    bench.login()
+    job = job_of(bench.req("SI"))
+    (msg,) = ecr_out(bench.done(job, FakeSignInResult(response_code="97", keys=None)))
+    assert (msg.get("rc"), msg.get("hrc")) == ("DECLINED", "97")
+    job = job_of(bench.req("SI"))
+    assert codes(bench.done(job, failure="comms", reason="connect",
+                            message="connect to 198.18.0.20:8583 timed out after 3.0 s")) \
+        == ["SI:COMMS_ERROR"]
+    assert not bench.fw.signed_in
+    assert "COMMS_ERROR" in ecr_out(bench.req("ST"))[0].get("faults")
+
+
+def test_purchase_approved_with_masked_receipts(bench: Bench) -> None:
+    bench.sign_in()
+    out = bench.req("PU", amt="12345", cur="156")
+    assert codes(out) == ["PG:INSERT_CARD"]
+    assert bench.fw.state is State.WAIT_CARD
+    out = bench.hw(t="card", present=True)
+    chip = job_of(out)
+    assert isinstance(chip, ChipJob)
+    assert (chip.amount_minor, chip.currency_code, chip.txn_date) == (12345, "156", NOW.date())
+    assert chip.unpredictable_number == b"\x01\x02\x03\x04"
+    assert codes(out) == ["PG:READING_CARD"] and loads(out) == ["card"]
+    out = bench.done(chip, FakeCard())
+    assert codes(out) == ["PG:ENTER_PIN"]
+    for k in "9876":
+        assert bench.req("KY", k=k) == []
+    out = bench.req("KY", k="ENTER")
+    auth = job_of(out)
+    assert isinstance(auth, AuthJob)
+    assert (auth.pin, auth.stan, auth.batch_no, auth.amount_minor) == ("9876", 2, 2, 12345)
+    assert "9876" not in repr(auth) and PAN not in repr(auth)
+    assert codes(out) == ["PG:PROCESSING", "PG:CONNECTING"] and loads(out) == ["comms"]
+    out = bench.done(auth, FakeAuthResult())
+    assert codes(out) == ["PG:PRINTING"] and loads(out) == ["printing"]
+    assert codes(bench.advance(0.02)) == ["PR:merchant"]
+    out = bench.advance(0.02)
+    assert codes(out) == ["PR:customer", "PU:APPROVED"] and loads(out) == ["idle"]
+    final = ecr_out(out)[-1]
+    assert final.fields["pan"] == MASKED
+    assert (final.get("hrc"), final.get("stan"), final.get("rrn"), final.get("auth"),
+            final.get("amt"), final.get("print")) == ("00", "000002", "000000001234", "123456",
+                                                      "12345", "OK")
+    receipt = ecr_out(out)[0].get("text")
+    assert MASKED in receipt and PAN not in receipt and "RMB 123.45" in receipt
+    assert "持卡人存根" in receipt
+
+
+def test_purchase_refused_on_paper_out(bench: Bench) -> None:
+    bench.sign_in()
+    assert codes(bench.hw(t="paper", present=False)) == ["EV:PAPER_OUT"]
+    assert codes(bench.req("PU", amt="100", cur="156")) == ["PU:PAPER_OUT"]
+    assert codes(bench.hw(t="paper", present=True)) == ["EV:PAPER_OK"]
+    assert codes(bench.req("PU", amt="100", cur="156")) == ["PG:INSERT_CARD"]
+
+
+@pytest.mark.parametrize("volts, refused", [(6.80, True), (6.5, True), (6.81, False)])
+def test_purchase_refused_on_low_battery(bench: Bench, volts: float, refused: bool) -> None:
+    bench.sign_in()
+    out = bench.hw(t="rail", volts=volts)
+    assert codes(out) == (["EV:LOW_BATTERY"] if refused else [])
+    expect = "PU:LOW_BATTERY" if refused else "PG:INSERT_CARD"
+    assert codes(bench.req("PU", amt="100", cur="156")) == [expect]
+    st = ecr_out(bench.req("ST"))[0]
+    assert st.get("battery_low") == ("1" if refused else "0")
+    assert st.get("volts") == f"{volts:.2f}"
+
+
+def test_battery_recovers(bench: Bench) -> None:
+    bench.hw(t="rail", volts=6.7)
+    assert codes(bench.hw(t="rail", volts=7.4)) == ["EV:BATTERY_OK"]
+    assert codes(bench.hw(t="rail", volts=7.3)) == []
+
+
+def test_card_error(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req("PU", amt="100", cur="156")
+    chip = job_of(bench.hw(t="card", present=True))
+    (msg,) = ecr_out(bench.done(chip, failure="card", reason="mute", message="card mute"))
+    assert (msg.code, msg.get("rc"), msg.get("reason")) == ("PU", "CARD_ERROR", "mute")
+    assert "读卡失败" in msg.get("text")
+    assert bench.fw.state is State.IDLE
+    assert ecr_out(bench.req("ST"))[0].get("faults").endswith("CARD_ERROR")
+
+
+def test_comms_error_during_authorisation(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req("PU", amt="100", cur="156")
+    bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
+    for k in ["1", "2", "3", "4", "ENTER"]:
+        out = bench.req("KY", k=k)
+    out = bench.done(job_of(out), failure="comms", reason="response", message="no response")
+    (msg,) = ecr_out(out)
+    assert (msg.get("rc"), msg.get("pan"), msg.get("stan")) == ("COMMS_ERROR", MASKED, "000002")
+
+
+def test_declined_and_host_asks_for_sign_in(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req("PU", amt="100", cur="156")
+    bench.done(job_of(bench.hw(t="card", present=True)), FakeCard(cvm="no_cvm"))
+    # no PIN asked: the job started right after the card read
+    assert bench.fw.state is State.PROCESSING
+    job_id = bench.fw._pending_job or 0
+    out = bench.fw.on_job(JobResult(job_id, FakeAuthResult(
+        response_code="22", approved=False, auth_code=None)), bench.now)
+    (msg,) = ecr_out(out)
+    assert (msg.get("rc"), msg.get("hrc")) == ("DECLINED", "22")
+    assert not bench.fw.signed_in
+
+
+def test_card_wait_and_pin_timeouts(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req("PU", amt="100", cur="156")
+    assert bench.advance(1.9) == []
+    assert codes(bench.advance(0.2)) == ["PU:TIMEOUT"]
+    bench.req("PU", amt="100", cur="156")
+    bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
+    bench.req("KY", k="1")
+    assert codes(bench.advance(2.1)) == ["PU:TIMEOUT"]
+
+
+def test_cancel_and_short_pin(bench: Bench) -> None:
+    bench.sign_in()
+    assert codes(bench.req("CN")) == ["CN:OK"]
+    bench.req("PU", amt="100", cur="156")
+    bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
+    bench.req("KY", k="1")
+    assert bench.req("KY", k="ENTER") == []  # too short: still waiting
+    assert codes(bench.req("CN")) == ["CN:OK", "PU:CANCELLED"]
+    assert bench.fw.state is State.IDLE
+
+
+def test_bad_requests(bench: Bench) -> None:
+    bench.sign_in()
+    assert codes(bench.req("PU", amt="12a", cur="156")) == ["PU:BAD_REQUEST"]
+    assert codes(bench.req("ZZ")) == ["ER:BAD_REQUEST"]
+    assert codes(bench.fw.on_bad_request("ECR message: unknown code")) == ["ER:BAD_REQUEST"]
+
+
+def test_perform_classifies_failures() -> None:
+    svc = FakeServices()
+    job = SignInJob(7, "01", 1, 1)
+    svc.sign_in_result = FakeCommsError("connect", "refused")
+    assert perform(job, svc) == JobResult(7, None, "comms", "connect", "refused")
+    chip = ChipJob(8, 100, "156", "156", NOW.date(), b"\0" * 4, 1.0)
+    svc.card = FakeCardError("mute", "no ATR")
+    assert perform(chip, svc) == JobResult(8, None, "card", "mute", "card mute: no ATR")
+    svc.card = KeyError("bug")
+    res = perform(chip, svc)
+    assert (res.failure, res.reason) == ("internal", "KeyError")
+
+
+def test_file_nvram_roundtrip(tmp_path: Any) -> None:
+    nv = FileNvram(tmp_path)
+    assert nv.load() == NvramData()
+    nv.save(NvramData(stan=42, batch_no=3, boot_count=9))
+    assert FileNvram(tmp_path).load() == NvramData(42, 3, 9)
+    assert [p.name for p in tmp_path.iterdir()] == ["terminal-nvram.json"]
