@@ -1,0 +1,55 @@
+"""A bridge process with fake ports, for driver tests that need neither root nor interfaces.
+
+Run as ``python fake_bridge.py <the bridge's arguments>``.  It is the real
+:func:`rigs.network.bridge.main` (control socket, signals, capture, rules) with each "interface"
+replaced by a unix datagram socket: the bridge receives the frames of interface X on
+``DIR/X.in`` and sends the frames for X to ``DIR/X.out`` (DIR = the control socket's folder).
+With ``--fail-on-pull`` the CABLE_PULLED rule raises, to test how a rule's bug is reported.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+from rigs.network.bridge import MODE_RULES, Direction, Mode, Verdict, main, pass_rule
+
+
+class DgramPort:
+    def __init__(self, ifname: str, folder: Path) -> None:
+        self.name = ifname
+        self.peer = str(folder / f"{ifname}.out")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        inbox = folder / f"{ifname}.in"
+        inbox.unlink(missing_ok=True)
+        self.sock.bind(str(inbox))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_frame(self) -> bytes | None:
+        return self.sock.recv(65535)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.sock.sendto(frame, self.peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def broken_rule(direction: Direction, frame: bytes, now: float) -> Verdict:
+    raise ZeroDivisionError("a bug in a rule")
+
+
+def run(argv: list[str]) -> int:
+    rules = dict(MODE_RULES)
+    if "--fail-on-pull" in argv:
+        argv = [a for a in argv if a != "--fail-on-pull"]
+        rules = {Mode.PASS: pass_rule, Mode.CABLE_PULLED: broken_rule}
+    folder = Path(argv[argv.index("--control") + 1]).parent
+    return main(argv, port_factory=lambda name: DgramPort(name, folder), rules=rules)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(sys.argv[1:]))

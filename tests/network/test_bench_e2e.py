@@ -1,0 +1,116 @@
+"""End to end (root): a test topology, the real bridge in the rig namespace, TCP from the
+terminal's namespace to a server in the host's, cable pull and restore, pcap, no kernel path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.utils import rdpcap
+
+from rigs.network import Mode, ScapyBridgeInjector
+from sim import netns
+from sim.netns import Topology
+from tests.network.bench_helpers import (
+    HOST_PORT,
+    connect_fails,
+    exchange,
+    listen_in_host_ns,
+    needs_root,
+    unique_topology,
+)
+
+pytestmark = needs_root
+WAIT_S = 2.0
+PULLED_WAIT_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[Topology]:
+    t = unique_topology()
+    netns.create(t)
+    try:
+        yield t
+    finally:
+        netns.destroy(t)
+
+
+@pytest.fixture(scope="module")
+def server(topo: Topology) -> Iterator[socket.socket]:
+    srv = listen_in_host_ns(topo)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    short = Path(f"/tmp/ne{os.getpid()}-{time.monotonic_ns() % 10**9}")
+    short.mkdir()
+    try:
+        yield short
+    finally:
+        for p in short.iterdir():
+            p.unlink()
+        short.rmdir()
+
+
+def make_injector(topo: Topology, workdir: Path) -> ScapyBridgeInjector:
+    return ScapyBridgeInjector("net", topo.rig_term_if, topo.rig_host_if, topo.rig_ns, workdir)
+
+
+def test_no_kernel_path_without_the_bridge(topo: Topology, server: socket.socket) -> None:
+    failed, took = connect_fails(topo, PULLED_WAIT_S)
+    assert failed, "terminal reached the host with no bridge running: there is a kernel path"
+    assert took < PULLED_WAIT_S + 0.5
+
+
+def test_pass_pull_restore_and_capture(topo: Topology, server: socket.socket,
+                                       workdir: Path) -> None:
+    injector = make_injector(topo, workdir)
+    injector.open()
+    try:
+        injector.start_capture(workdir / "run.pcap")
+        payload = b"\x00\xc8" + bytes(range(200))
+        assert exchange(topo, server, payload, WAIT_S) == payload
+
+        injector.pull_cable()
+        assert injector.mode is Mode.CABLE_PULLED
+        failed, took = connect_fails(topo, PULLED_WAIT_S)
+        assert failed, "connected through a pulled cable"
+        assert took < PULLED_WAIT_S + 0.5
+        dropped = injector.stats()["directions"]["terminal_to_host"]
+        assert dropped["frames_dropped"] >= 1  # at least the SYN
+
+        injector.restore()
+        assert injector.is_nominal()
+        assert exchange(topo, server, b"again", WAIT_S) == b"again"
+        pcap = injector.stop_capture()
+    finally:
+        injector.close()
+
+    frames = rdpcap(str(pcap))
+    syns = [f for f in frames if TCP in f and f[TCP].flags == "S" and f[TCP].dport == HOST_PORT]
+    assert len(syns) >= 3, "the SYNs of the pass, the pulled and the restored connect"
+    assert all(f[IP].src == topo.terminal_ip and f[IP].dst == topo.host_ip for f in syns)
+    data = [bytes(f[TCP].payload) for f in frames if TCP in f and len(f[TCP].payload)]
+    assert data.count(payload) == 2  # request and echoed response, both directions
+    assert data.count(b"again") == 2
+    stats_total = sum(1 for f in frames if TCP in f)
+    assert stats_total >= len(syns) + 4
+
+
+def test_no_kernel_path_after_the_bridge_stopped(topo: Topology, server: socket.socket,
+                                                 workdir: Path) -> None:
+    injector = make_injector(topo, workdir)
+    injector.open()
+    assert exchange(topo, server, b"up", WAIT_S) == b"up"  # proves the check below can pass
+    injector.close()
+    failed, _ = connect_fails(topo, PULLED_WAIT_S)
+    assert failed, "terminal reached the host after the bridge stopped: there is a kernel path"
