@@ -42,6 +42,20 @@ class Evidence:
     path: Path | None = None
 
 
+def missing_capabilities(config: BenchConfig, tags: set[str]) -> list[str]:
+    """What a bench lacks for a scenario with *tags* (empty: it can run)."""
+    out = []
+    for tag, section in CAPABILITY_OF_TAG.items():
+        if tag in tags and getattr(config, section) is None:
+            out.append(f"@{tag} needs a '{section}' section in the bench file")
+    if "printer" in tags and config.switch is not None \
+            and PAPER_SENSOR not in config.switch.channels:
+        out.append(f"@printer needs switch.channels.{PAPER_SENSOR} in the bench file")
+    if "hw_only" in tags and config.bench.kind == "virtual":
+        out.append("@hw_only scenarios need a lab bench")
+    return out
+
+
 class Bench:
     """One bench: its drivers, opened together, restored to nominal together."""
 
@@ -142,19 +156,6 @@ class Bench:
             log.error("closing the bench: %s", "; ".join(errors))
 
     # -- capabilities ---------------------------------------------------------------------------
-    def missing(self, tags: set[str]) -> list[str]:
-        """Sections this bench lacks for a scenario with *tags* (empty: it can run)."""
-        out = []
-        for tag, section in CAPABILITY_OF_TAG.items():
-            if tag in tags and getattr(self.config, section) is None:
-                out.append(f"@{tag} needs a '{section}' section in the bench file")
-        if "printer" in tags and self.config.switch is not None \
-                and PAPER_SENSOR not in self.config.switch.channels:
-            out.append(f"@printer needs switch.channels.{PAPER_SENSOR}")
-        if "hw_only" in tags and self.config.bench.kind == "virtual":
-            out.append("@hw_only scenarios need a lab bench")
-        return out
-
     def need(self, section: str) -> Any:
         driver = getattr(self, section)
         if driver is None:

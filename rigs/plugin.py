@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from rigs.bench import Bench, Evidence
+from rigs.bench import Bench, Evidence, missing_capabilities
 from rigs.config import BenchConfig, load_bench
 from rigs.errors import RigError
 
@@ -74,18 +74,26 @@ def bench_config(request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
     """The bench file given with --bench, or the virtual bench, up for the whole session."""
     given = request.config.getoption("--bench")
     if given:
-        yield load_bench(given)
+        try:
+            config = load_bench(given)
+        except RigError as exc:  # a clear message, not a traceback from inside the loader
+            pytest.fail(str(exc), pytrace=False)
+        yield config
         return
     workdir = Path(request.config.getoption("--bench-workdir")).resolve()
     bench_file = workdir.parent / "bench.yaml"
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     try:
-        said = _run_sim(["up", "--workdir", str(workdir), "--bench-file", str(bench_file),
-                         "--watch-pid", str(os.getpid())], SIM_BOUND)
+        try:
+            said = _run_sim(["up", "--workdir", str(workdir), "--bench-file", str(bench_file),
+                             "--watch-pid", str(os.getpid())], SIM_BOUND)
+            config = load_bench(bench_file)
+        except RigError as exc:
+            pytest.fail(f"the virtual bench could not be brought up: {exc}", pytrace=False)
         if reporter is not None:
             for line in said.splitlines():
                 reporter.write_line(line)
-        yield load_bench(bench_file)
+        yield config
     finally:
         said = _run_sim(["down", "--workdir", str(workdir)], SIM_BOUND)
         if reporter is not None:
@@ -111,13 +119,13 @@ def _slug(text: str) -> str:
 
 
 @pytest.fixture
-def bench(rig_bench: Bench, request: pytest.FixtureRequest) -> Iterator[Bench]:
+def bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iterator[Bench]:
     """The bench for one scenario: skipped if it lacks an instrument, restored afterwards."""
-    bench = rig_bench
     tags = {m.name for m in request.node.iter_markers()}
-    missing = bench.missing(tags)
+    missing = missing_capabilities(bench_config, tags)
     if missing:
         pytest.skip("; ".join(missing))
+    bench: Bench = request.getfixturevalue("rig_bench")
     if bench.broken:
         pytest.fail(bench.broken, pytrace=False)
     bench.begin_scenario(_slug(request.node.name))

@@ -234,6 +234,10 @@ class ScpiPowerSupply(Driver):
         self.trace.append(TracePoint(time.monotonic(), kind, quantity, value,
                                      _UNITS.get(quantity, "")))
 
+    def clear_trace(self) -> None:
+        """Start a new trace (per scenario)."""
+        self.trace.clear()
+
     def trace_csv(self) -> str:
         """The trace as CSV (``t_monotonic_s,kind,quantity,value,unit``) for the report."""
         lines = ["t_monotonic_s,kind,quantity,value,unit"]

@@ -286,6 +286,34 @@ class SerialTerminalLink(Driver):
         raise NoResponse(f"{self!r}: wait_for_event(): no {code} event within {timeout:.1f} s "
                          f"(since #{since}; seen: {self._recent_codes(since)})")
 
+    def wait_for_prompt_or_outcome(self, codes: tuple[str, ...], timeout: float, since: int = 0
+                                   ) -> tuple[int, TerminalEvent] | Outcome:
+        """During a purchase: the first event with one of *codes* at index >= *since* (with its
+        index), or the purchase's outcome if that comes first — what a cardholder reacts to."""
+        self.require_open("wait_for_prompt_or_outcome")
+
+        def find() -> tuple[int, TerminalEvent] | None:
+            for i in range(since, len(self._events)):
+                if self._events[i].code in codes:
+                    return i, self._events[i]
+            return None
+
+        with self._cond:
+            if self._purchase_epoch is None and "PU" not in self._responses:
+                raise DeviceStateError(f"{self!r}: wait_for_prompt_or_outcome() with no purchase "
+                                       "pending")
+            self._cond.wait_for(lambda: find() is not None or "PU" in self._responses
+                                or self._aborted(self._purchase_epoch), timeout=timeout)
+            found = find()
+            if found is not None:
+                return found
+            finished = "PU" in self._responses or self._aborted(self._purchase_epoch)
+        if finished:
+            return self.wait_outcome(timeout=0.0)  # takes the outcome, or raises why there is none
+        raise NoResponse(f"{self!r}: wait_for_prompt_or_outcome(): none of {', '.join(codes)} nor "
+                         f"an outcome within {timeout:.1f} s (since #{since}; seen: "
+                         f"{self._recent_codes(since)})")
+
     def transcript_text(self) -> str:
         """Masked, human-readable: time, direction, decoded message (bad frames as hex)."""
         decoders = {"tx": ecr.FrameDecoder(), "rx": ecr.FrameDecoder()}

@@ -31,7 +31,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,15 @@ import yaml
 
 from protocols.errors import NoResponse, SimError
 from sim import netns
-from sim.procs import ProcRecord, StateFile, kill, records_from_json, records_to_json, spawn
+from sim.procs import (
+    ProcRecord,
+    StateFile,
+    kill,
+    records_from_json,
+    records_to_json,
+    spawn,
+    spawn_until_ready,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ BROWNOUT_VOLTS = 6.00
 NOMINAL_VOLTS = 7.40
 LOW_BATTERY_VOLTS = 6.80
 HOST_PORT = 8583
+PCSC_NS = "pcsc"
 STATE_NAME = "state.json"
 READY_BOUND = 30.0
 
@@ -153,21 +162,31 @@ class VirtualBench:
 
         # Acquirer host in its namespace.
         host_addr = f"{self.topo.host_ip}:{HOST_PORT}"
-        self._start("host", ["ip", "netns", "exec", self.topo.acq_ns, self.python, "-m", "sim.host",
-                             "--listen", host_addr, "--db", str(self.paths.ledger),
-                             "--terminals", str(REPO / "fixtures/host/terminals.yaml"),
-                             "--cards-dir", str(REPO / "fixtures/cards")])
+        _, host_rec, _ = spawn_until_ready(
+            "host", ["ip", "netns", "exec", self.topo.acq_ns, self.python, "-m", "sim.host",
+                     "--listen", host_addr, "--db", str(self.paths.ledger),
+                     "--terminals", str(REPO / "fixtures/host/terminals.yaml"),
+                     "--cards-dir", str(REPO / "fixtures/cards")],
+            log_file=self.paths.log("host"), marker=b"READY", bound=READY_BOUND, cwd=REPO)
+        self._record(host_rec)
+        self._closers.append(lambda: kill(host_rec, grace=2.0))
 
-        # Cards: a private pcscd with two vpcd readers, one virtual card in each.
-        self.pcscd = PcscDaemon(self.paths.workdir / "pcscd")
+        # Cards: a private pcscd (own mount and network namespace) with two vpcd readers, and
+        # one process hosting a virtual card on each.
+        self.pcscd = PcscDaemon(self.paths.workdir / "pcscd", netns_name=PCSC_NS)
         self.pcscd.start()
         self._closers.append(self.pcscd.stop)
         self._record(ProcRecord("pcscd", self.pcscd.pid, _start_time(self.pcscd.pid), ["pcscd"]))
-        readers = {}
-        for slot, card in enumerate(("good", "mute")):
-            self._start(f"card-{card}", self.pcscd.card_command(
-                self.python, slot, REPO / f"fixtures/cards/{card}.yaml"))
-            readers[card] = self.pcscd.reader_name(slot)
+        cards = ("good", "mute")
+        argv = ["ip", "netns", "exec", PCSC_NS, self.python, "-m", "sim.card"]
+        for slot, card in enumerate(cards):
+            argv += ["--vpcd", f"127.0.0.1:{self.pcscd.port_base + slot}",
+                     "--profile", str(REPO / f"fixtures/cards/{card}.yaml")]
+        _, cards_rec, _ = spawn_until_ready("cards", argv, log_file=self.paths.log("cards"),
+                                            marker=b"ready", bound=READY_BOUND, cwd=REPO)
+        self._record(cards_rec)
+        self._closers.append(lambda: kill(cards_rec, grace=2.0))
+        readers = dict(zip(cards, self.pcscd.reader_names, strict=True))
 
         # ECR pty and probe-link pty: the rig opens the slave paths.
         self.ecr_master, ecr_path = self._pty("ecr")
@@ -251,7 +270,7 @@ class VirtualBench:
         StateFile(self.paths.state).write({
             "supervisor": {"pid": os.getpid(), "started": _start_time(os.getpid())},
             "processes": records_to_json([r for r in self.records if r.alive()]),
-            "topology": self.topo.as_dict(),
+            "topology": asdict(self.topo),
             "bench_file": str(self.bench_file),
         })
 
@@ -300,7 +319,7 @@ class VirtualBench:
         log.info("terminal powered up at %.2f V (pid %d)", self.rail_volts, self.firmware.pid)
         self.harness.send({"t": "rail", "volts": round(self.rail_volts, 3)})
         self.harness.send({"t": "paper", "present": self.paper_present})
-        for msg in self.probe.on_terminal_powered(time.monotonic()).harness_out:
+        for msg in self.probe.harness_connected(time.monotonic()).harness_out:
             self.harness.send(msg)
 
     def _power_down(self, why: str) -> None:
@@ -318,8 +337,7 @@ class VirtualBench:
             self.harness = None
         self.sel.register(self.ecr_master, selectors.EVENT_READ, self._on_ecr_while_off)
         self._set_load(None)
-        out = self.probe.on_terminal_unpowered(time.monotonic())
-        self._write_probe(out.link_out)
+        self._write_probe(self.probe.harness_disconnected(time.monotonic()).link_out)
         self._save_state()
 
     def _on_firmware_exit(self) -> None:
@@ -426,7 +444,9 @@ class VirtualBench:
 
     def _loop(self) -> None:
         while not self.stopping:
-            for key, _ in self.sel.select(timeout=0.05):
+            deadline = self.probe.next_deadline()
+            timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+            for key, _ in self.sel.select(timeout=timeout):
                 key.data()
             if self.firmware is not None and self.firmware.poll() is not None:
                 self._on_firmware_exit()
@@ -492,13 +512,24 @@ def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> 
     topo = topology or netns.Topology.default()
     for item in netns.destroy(topo):
         said.append(f"removed leftover {item}")
-    try:
-        from sim.pcsc import cleanup_leftovers as pcsc_leftovers
-    except ImportError:
-        pcsc_leftovers = None
-    if pcsc_leftovers is not None:
-        said.extend(pcsc_leftovers(workdir / "pcscd"))
+    said.extend(_destroy_pcsc_namespace())
     return said
+
+
+def _destroy_pcsc_namespace() -> list[str]:
+    """The card namespace is pcscd's own (sim.pcsc); remove it if a killed run left it."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    if PCSC_NS not in listed.stdout.split():
+        return []
+    pids = subprocess.run(["ip", "netns", "pids", PCSC_NS], capture_output=True, text=True,
+                          timeout=10).stdout.split()
+    said = []
+    for pid in pids:
+        rec = ProcRecord(f"process in netns {PCSC_NS}", int(pid), _start_time(int(pid)), [])
+        if kill(rec):
+            said.append(f"killed pid {pid} in netns {PCSC_NS}")
+    subprocess.run(["ip", "netns", "del", PCSC_NS], capture_output=True, timeout=10)
+    return [*said, f"deleted netns {PCSC_NS}"]
 
 
 def start_detached(workdir: Path, bench_file: Path, *, watch_pid: int | None,

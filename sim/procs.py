@@ -12,8 +12,11 @@ import json
 import logging
 import os
 import select
+import selectors
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,6 +77,53 @@ def spawn(name: str, argv: Sequence[str], *, log_file: Path, pass_fds: Sequence[
     finally:
         out.close()
     return proc, ProcRecord(name, proc.pid, start_time(proc.pid), list(argv))
+
+
+def spawn_until_ready(name: str, argv: Sequence[str], *, log_file: Path, marker: bytes,
+                      bound: float, cwd: Path | None = None
+                      ) -> tuple[subprocess.Popen[bytes], ProcRecord, str]:
+    """Start *argv* and wait (bounded) for a stdout line starting with *marker*; the rest of its
+    stdout and all its stderr go to *log_file*.  Returns the line after the marker."""
+    out = open(log_file, "ab")
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=out, cwd=cwd, preexec_fn=_die_with_parent)
+    except OSError as exc:
+        out.close()
+        raise SimError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
+    record = ProcRecord(name, proc.pid, start_time(proc.pid), list(argv))
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    deadline = time.monotonic() + bound
+    line = b""
+    sel = selectors.DefaultSelector()
+    sel.register(stdout, selectors.EVENT_READ)
+    try:
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(timeout=left):
+                kill(record)
+                raise NoResponse(f"{name} did not say {marker.decode()} within {bound:.0f} s "
+                                 f"(see {log_file})")
+            chunk = os.read(stdout.fileno(), 1)
+            if not chunk:
+                raise SimError(f"{name} exited with code {proc.wait(timeout=bound)} before "
+                               f"saying {marker.decode()} (see {log_file})")
+            line += chunk
+    finally:
+        sel.close()
+    if not line.startswith(marker):
+        kill(record)
+        raise SimError(f"{name} said {line[:80]!r} instead of {marker.decode()} (see {log_file})")
+
+    def drain() -> None:  # keep the pipe flowing into the log for the process's life
+        with out:
+            for chunk in iter(lambda: stdout.read1(4096), b""):
+                out.write(chunk)
+                out.flush()
+
+    threading.Thread(target=drain, name=f"{name}-stdout", daemon=True).start()
+    return proc, record, line[len(marker):].decode(errors="replace").strip()
 
 
 def kill(record: ProcRecord, *, grace: float = 0.0, bound: float = 5.0) -> bool:

@@ -31,12 +31,13 @@ def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
             if cards.inserted is not None:
                 cards.remove()  # the cardholder takes the card back
             return got
-        since = got.index + 1
-        if got.code == "INSERT_CARD" and "INSERT_CARD" not in answered:
+        index, prompt = got
+        since = index + 1
+        if prompt.code == "INSERT_CARD" and "INSERT_CARD" not in answered:
             cards.insert(card)
-        elif got.code == "ENTER_PIN" and "ENTER_PIN" not in answered:
+        elif prompt.code == "ENTER_PIN" and "ENTER_PIN" not in answered:
             if pin is None:
                 terminal.cancel()
             else:
                 terminal.enter_pin(pin)
-        answered.add(got.code)
+        answered.add(prompt.code)

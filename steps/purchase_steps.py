@@ -89,8 +89,14 @@ def receipt_printed(bench: Bench, purchase: Outcome, amount: int) -> None:
 @then(step("the acquirer's ledger shows the approved purchase of {amount:Amount}"))
 @then(step("收单机构账务中有这笔{amount:Amount}元的成功交易"))
 def ledger_shows(bench: Bench, purchase: Outcome, amount: int) -> None:
-    host = bench.need("host")
-    entry = host.find(stan=purchase.stan, terminal_id=bench.config.terminal.terminal_id)
-    assert entry is not None, f"no ledger entry for STAN {purchase.stan}"
-    assert entry.amount_minor == amount, f"ledger amount {entry.amount_minor}, expected {amount}"
-    assert entry.response_code == "00", f"ledger response code {entry.response_code}"
+    tid = bench.config.terminal.terminal_id
+    sales = [e for e in bench.host_entries_this_scenario()
+             if e.mti == "0200" and e.terminal_id == tid and int(e.stan or -1) == int(purchase.stan)]
+    assert len(sales) == 1, f"expected one sale with STAN {purchase.stan} from terminal {tid} " \
+                            f"in this scenario, the acquirer has {len(sales)}"
+    sale = sales[0]
+    assert sale.amount_minor == amount, f"ledger amount {sale.amount_minor}, expected {amount}"
+    assert sale.response_code == "00", f"ledger response code {sale.response_code}"
+    assert sale.rrn == purchase.rrn, f"ledger RRN {sale.rrn}, terminal printed {purchase.rrn}"
+    assert sale.pan_masked == purchase.masked_pan, \
+        f"ledger card {sale.pan_masked}, terminal card {purchase.masked_pan}"
