@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rigs.config import BenchConfig
-from rigs.errors import BenchNotNominal, CapabilityMissing, NoResponse, RigError
+from rigs.errors import BenchNotNominal, CapabilityMissing, RigError
 
 if TYPE_CHECKING:
     from rigs.cards import PcscCardBank
@@ -219,10 +219,7 @@ class Bench:
     def _terminal_idle(self) -> None:
         """The terminal answers, is idle, sees paper and a healthy battery (boots if it was off)."""
         t = self.config.terminal
-        try:
-            status = self.terminal.status(timeout=1.0)
-        except NoResponse:
-            status = self.terminal.wait_ready(timeout=t.boot_timeout)
+        status = self.terminal.wait_ready(timeout=t.boot_timeout)  # at once if it is up
         bad = []
         if not status.paper_present:
             bad.append("paper sensor says no paper")

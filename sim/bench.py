@@ -199,9 +199,9 @@ class VirtualBench:
         self.psu = SimPowerSupply()
         self.relay = SimRelayUnit()
         self.psu_server = ScpiTcpServer(self.psu, name="psu",
-                                        after=lambda dev: self.call_soon(self._on_psu_changed))
+                                        after=self._psu_after)
         self.relay_server = ScpiTcpServer(self.relay, name="relay",
-                                          after=lambda dev: self.call_soon(self._on_relay_changed))
+                                          after=self._relay_after)
         for server in (self.psu_server, self.relay_server):
             server.start()
             self._closers.append(server.stop)
@@ -282,9 +282,19 @@ class VirtualBench:
             except SimError as exc:
                 log.error("terminal reported a load the supply does not model: %s", exc)
 
+    def _psu_after(self, psu: Any) -> None:
+        """In the SCPI server thread, under its lock: sample the rail now, act on the main loop.
+        Sampling here keeps every transition, so an OUTP OFF;OUTP ON pair always power-cycles
+        the terminal however fast it comes."""
+        volts = float(psu.rail_volts)
+        self.call_soon(lambda: self._on_rail(volts))
+
     def _on_psu_changed(self) -> None:
         with self.psu_server.lock:
             volts = float(self.psu.rail_volts)
+        self._on_rail(volts)
+
+    def _on_rail(self, volts: float) -> None:
         if volts == self.rail_volts:
             return
         self.rail_volts = volts
@@ -347,9 +357,13 @@ class VirtualBench:
             self._power_down(f"firmware exited with code {code}")
 
     # -- paper sensor ------------------------------------------------------------------------
-    def _on_relay_changed(self) -> None:
-        with self.relay_server.lock:
-            present = not self.relay.closed(1)  # ch1 closed shunts the paper sensor: "paper out"
+    def _relay_after(self, relay: Any) -> None:
+        """Sampled in the SCPI server thread (see _psu_after): ch1 closed shunts the paper
+        sensor, so the terminal reads "paper out"."""
+        present = not relay.closed(1)
+        self.call_soon(lambda: self._on_paper(present))
+
+    def _on_paper(self, present: bool) -> None:
         if present != self.paper_present:
             self.paper_present = present
             if self.harness is not None:

@@ -23,9 +23,13 @@ def terminal_idle(bench: Bench) -> TerminalStatus:
 def terminal_restarted(bench: Bench) -> TerminalStatus:
     """Power-cycle the terminal with the supply (working keys are lost with power)."""
     power = bench.need("power")
+    terminal = bench.terminal
+    mark = len(terminal.events)
     power.output_off()
     power.output_on()
-    return bench.terminal.wait_ready(timeout=bench.config.terminal.boot_timeout)
+    bound = bench.config.terminal.boot_timeout
+    terminal.wait_for_event("READY", timeout=bound, since=mark)  # a new boot, not the old one
+    return terminal.wait_ready(timeout=bound)
 
 
 @given("the operator is logged in")
