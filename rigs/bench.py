@@ -240,7 +240,7 @@ class Bench:
             last = self.host.last()
             self._ledger_mark = last.id if last is not None else 0
         if self.network is not None:
-            path = self.workdir.parent / "pcap" / f"{slug}.pcap"
+            path = self.workdir / "capture" / f"{slug}.pcap"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.network.start_capture(path)
             self._capture = path
@@ -260,15 +260,22 @@ class Bench:
         if self.power is not None:
             out.append(Evidence("power supply trace", "csv", self.power.trace_csv()))
         if self.network is not None and self._capture is not None:
-            pcap = self.network.stop_capture()
+            from rigs.network.capture import redact_pcap
+
+            raw = self.network.stop_capture()
             self._capture = None
-            out.append(Evidence("network capture", "pcap", path=pcap))
             if self.config.host is not None:
                 from rigs.host import decode_pcap, render_messages
 
                 port = int(self.config.host.address.rsplit(":", 1)[1])
                 out.append(Evidence("ISO 8583 messages (decoded, masked)", "text",
-                                    render_messages(decode_pcap(pcap, port=port))))
+                                    render_messages(decode_pcap(raw, port=port))))
+            safe = raw.with_name(raw.stem + ".redacted.pcap")
+            try:
+                redact_pcap(raw, safe)
+            finally:
+                raw.unlink(missing_ok=True)  # the raw capture holds PAN, track 2, PIN block
+            out.append(Evidence("network capture (payload blanked)", "pcap", path=safe))
         if self.host is not None:
             entries = self.host_entries_this_scenario()
             out.append(Evidence("acquirer ledger (this scenario)", "text",
