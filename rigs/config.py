@@ -28,8 +28,10 @@ from rigs.errors import ConfigError
 
 SERIAL_FORMS = "/dev/ttyUSB0, /dev/pts/N, rfc2217://host:port, socket://host:port"
 VISA_FORMS = "TCPIP0::host::5025::SOCKET, TCPIP0::host::inst0::INSTR, ASRL/dev/ttyUSB0::INSTR, USB0::…::INSTR"
-_VISA_RE = re.compile(r"^(TCPIP\d*::[^:]+::(\d+::SOCKET|[\w.]+::INSTR)|ASRL[^:]+::INSTR|USB\d*::.+::INSTR|GPIB\d*::\d+(::\d+)?::INSTR)$",
-                      re.IGNORECASE)
+_VISA_RE = re.compile(
+    r"^(TCPIP\d*::[^:]+::(\d+::SOCKET|[\w.]+::INSTR)"
+    r"|ASRL[^:]+::INSTR|USB\d*::.+::INSTR|GPIB\d*::\d+(::\d+)?::INSTR)$",
+    re.IGNORECASE)
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
 

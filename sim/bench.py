@@ -135,7 +135,7 @@ class VirtualBench:
         self.harness: Harness | None = None
         self.rail_volts = 0.0
         self.paper_present = True
-        self._closers: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], object]] = []
 
     # -- thread-safe entry points (SCPI server threads, signal handlers) ---------------------
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -249,8 +249,11 @@ class VirtualBench:
         link = self.paths.workdir / name
         link.unlink(missing_ok=True)
         link.symlink_to(path)
-        fds = (master, slave)
-        self._closers.append(lambda: [os.close(fd) for fd in fds])
+        def close_pty() -> None:
+            os.close(master)
+            os.close(slave)
+
+        self._closers.append(close_pty)
         return master, path
 
     def _start(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()

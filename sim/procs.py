@@ -118,7 +118,7 @@ def spawn_until_ready(name: str, argv: Sequence[str], *, log_file: Path, marker:
 
     def drain() -> None:  # keep the pipe flowing into the log for the process's life
         with out:
-            for chunk in iter(lambda: stdout.read1(4096), b""):
+            for chunk in iter(lambda: os.read(stdout.fileno(), 4096), b""):
                 out.write(chunk)
                 out.flush()
 
