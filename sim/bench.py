@@ -528,7 +528,7 @@ def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> 
         StateFile(workdir / STATE_NAME).remove()
     topo = topology or netns.Topology.default()
     for item in netns.destroy(topo):
-        said.append(f"removed leftover {item}")
+        said.append(item)
     said.extend(_destroy_pcsc_namespace())
     return said
 

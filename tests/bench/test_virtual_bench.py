@@ -1,0 +1,101 @@
+"""The virtual bench end to end: up, every part answers through the rig's drivers, down leaves
+nothing; a bench whose supervisor was killed is cleaned up by the next `sim up`, which says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rigs.bench import Bench
+from rigs.config import load_bench
+from rigs.errors import NoResponse
+
+REPO = Path(__file__).resolve().parents[2]
+BOUND = 120
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the virtual bench needs root")
+
+
+def sim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=BOUND, stdin=subprocess.DEVNULL)
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def bench_processes(workdir: Path) -> list[int]:
+    """PIDs of live processes whose command line mentions *workdir* (ours only)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(workdir) in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    wd = tmp_path / "bench"
+    try:
+        yield wd
+    finally:
+        sim("down", "--workdir", str(wd))
+
+
+def test_up_drive_every_part_down_leaves_nothing(workdir: Path, tmp_path: Path) -> None:
+    bench_file = tmp_path / "bench.yaml"
+    up = sim("up", "--workdir", str(workdir), "--bench-file", str(bench_file))
+    assert up.returncode == 0, up.stderr
+    assert {"dut", "acq", "rig", "pcsc"} <= namespaces()
+
+    bench = Bench(load_bench(bench_file), workdir=tmp_path / "rig")
+    bench.open()
+    try:
+        bench.restore_nominal()  # powers the terminal, which boots, and checks every part
+        status = bench.terminal.status()
+        assert status.state == "IDLE" and status.paper_present and not status.battery_low
+        assert bench.power is not None and abs(bench.power.measure_voltage() - 7.40) < 0.01
+        assert bench.power.measure_current() > 0  # the terminal draws current when on
+        assert bench.network is not None and bench.network.is_nominal()
+        bench.power.output_off()
+        with pytest.raises(NoResponse):
+            bench.terminal.status(timeout=0.5)  # the supply really powers the terminal
+        assert bench.power.measure_current() == 0
+    finally:
+        bench.close()
+
+    down = sim("down", "--workdir", str(workdir))
+    assert down.returncode == 0, down.stderr
+    assert not ({"dut", "acq", "rig", "pcsc"} & namespaces())
+    assert bench_processes(workdir) == []
+    assert not bench_file.exists()
+
+
+def test_next_up_cleans_what_a_killed_bench_left_and_says_so(workdir: Path,
+                                                             tmp_path: Path) -> None:
+    bench_file = tmp_path / "bench.yaml"
+    assert sim("up", "--workdir", str(workdir), "--bench-file", str(bench_file)).returncode == 0
+    state = json.loads((workdir / "state.json").read_text())
+    os.kill(state["supervisor"]["pid"], signal.SIGKILL)  # no teardown at all
+
+    again = sim("up", "--workdir", str(workdir), "--bench-file", str(bench_file))
+    assert again.returncode == 0, again.stderr
+    assert "cleaned up after an earlier run" in again.stdout
+    assert "deleted netns dut" in again.stdout
+    assert load_bench(bench_file).bench.kind == "virtual"
