@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
-from rigs.driver import Driver, SessionState
-from rigs.errors import ConfigError, InstrumentError, LimitError, TransportError
-from rigs.scpi import ScpiTransport, read_error_queue, scpi_property
+from rigs.errors import ConfigError, LimitError, TransportError
+from rigs.scpi import ScpiInstrument, ScpiTransport, read_error_queue, scpi_property
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ _UNITS = MappingProxyType({"voltage": "V", "current_limit": "A", "output": "",
                            "rail_volts": "V", "amps": "A"})
 
 
-class ScpiPowerSupply(Driver):
+class ScpiPowerSupply(ScpiInstrument):
     """A SCPI bench supply on an injected transport; *dialect* is a key of :data:`DIALECTS`."""
 
     voltage = scpi_property(
@@ -186,7 +185,7 @@ class ScpiPowerSupply(Driver):
 
     def __init__(self, name: str, transport: ScpiTransport, *, max_volts: float,
                  max_amps: float, dialect: str = "keysight-e36xx", channel: int = 1) -> None:
-        super().__init__(name)
+        super().__init__(name, transport)
         if dialect not in DIALECTS:
             raise ConfigError(f"ScpiPowerSupply({name}): power.dialect {dialect!r} unknown; "
                               f"expected one of {sorted(DIALECTS)}")
@@ -198,32 +197,16 @@ class ScpiPowerSupply(Driver):
         for key, value in ((MAX_VOLTS_KEY, max_volts), (MAX_AMPS_KEY, max_amps)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"ScpiPowerSupply({name}): {key} must be > 0, got {value!r}")
-        self.transport = transport
         self.max_volts = float(max_volts)
         self.max_amps = float(max_amps)
         self.channel = channel
         self.scpi_fields: Mapping[str, object] = MappingProxyType({"ch": channel})
-        self.idn = ""
         self.trace: list[TracePoint] = []
 
     # -- session --------------------------------------------------------------------------
     def open(self) -> None:
-        """Open the transport, identify the instrument (``*IDN?``) and clear its error queue."""
-        if self.state is SessionState.OPEN:
-            return
-        self.transport.open()
-        try:
-            self.idn = self.transport.query("*IDN?")
-            self.transport.write("*CLS")
-        except Exception:
-            self.transport.close()
-            raise
         super().open()
-        logger.info("%r: open, %s (%s)", self, self.idn, self.dialect_name)
-
-    def close(self) -> None:
-        self.transport.close()
-        super().close()
+        logger.info("%r: dialect %s", self, self.dialect_name)
 
     # -- evidence -------------------------------------------------------------------------
     def scpi_observe(self, name: str, kind: str, value: object) -> None:
@@ -297,14 +280,6 @@ class ScpiPowerSupply(Driver):
         return value
 
     # -- errors and nominal state ---------------------------------------------------------
-    def check_errors(self) -> None:
-        """Drain the instrument's error queue; raise :class:`InstrumentError` listing them."""
-        self.require_open("check_errors")
-        errors = read_error_queue(self.transport, repr(self))
-        if errors:
-            raise InstrumentError(f"{self!r}: instrument reported {len(errors)} error(s): "
-                                  + "; ".join(errors))
-
     def is_nominal(self, nominal_volts: float, tolerance: float = 0.02) -> bool:
         """Output on, setpoint at *nominal_volts*, rail within *tolerance* (relative) of it
         (not in current limit), error queue empty."""

@@ -22,7 +22,8 @@ import pyvisa
 import pyvisa.constants
 import pyvisa.errors
 
-from rigs.errors import ConfigError, LimitError, NoResponse, TransportError
+from rigs.driver import Driver, SessionState
+from rigs.errors import ConfigError, InstrumentError, LimitError, NoResponse, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -342,3 +343,39 @@ def read_error_queue(transport: ScpiTransport, owner: str, max_entries: int = 32
         errors.append(f"{int(m.group(1)):+d} {m.group(2)}")
     raise TransportError(f"{owner}: {command} still reporting errors after {max_entries} reads: "
                          f"{errors[:5]}…")
+
+
+class ScpiInstrument(Driver):
+    """What every SCPI instrument driver shares: the injected transport, ``*IDN?`` and ``*CLS``
+    on open, and draining the error queue into one :class:`InstrumentError`."""
+
+    def __init__(self, name: str, transport: ScpiTransport) -> None:
+        super().__init__(name)
+        self.transport = transport
+        self.idn = ""
+
+    def open(self) -> None:
+        """Open the transport, identify the instrument (``*IDN?``) and clear its error queue."""
+        if self.state is SessionState.OPEN:
+            return
+        self.transport.open()
+        try:
+            self.idn = self.transport.query("*IDN?")
+            self.transport.write("*CLS")
+        except Exception:
+            self.transport.close()
+            raise
+        super().open()
+        logger.info("%r: open, %s", self, self.idn)
+
+    def close(self) -> None:
+        self.transport.close()
+        super().close()
+
+    def check_errors(self) -> None:
+        """Drain the instrument's error queue; raise :class:`InstrumentError` listing them."""
+        self.require_open("check_errors")
+        errors = read_error_queue(self.transport, repr(self))
+        if errors:
+            raise InstrumentError(f"{self!r}: instrument reported {len(errors)} error(s): "
+                                  + "; ".join(errors))

@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from rigs.driver import Driver, SessionState
-from rigs.errors import ConfigError, InstrumentError, TransportError
-from rigs.scpi import ScpiTransport, read_error_queue
+from rigs.errors import ConfigError, TransportError
+from rigs.scpi import ScpiInstrument, ScpiTransport
 
 logger = logging.getLogger(__name__)
 
@@ -51,36 +50,16 @@ class SwitchEvent:
     closed: bool | None
 
 
-class ScpiRelayUnit(Driver):
+class ScpiRelayUnit(ScpiInstrument):
     """A SCPI relay unit with *channels* channels numbered from 1."""
 
     def __init__(self, name: str, transport: ScpiTransport, *, channels: int = 8) -> None:
-        super().__init__(name)
+        super().__init__(name, transport)
         if channels < 1:
             raise ConfigError(f"ScpiRelayUnit({name}): switch.channels must be >= 1, "
                               f"got {channels}")
-        self.transport = transport
         self.channels = channels
-        self.idn = ""
         self.trace: list[SwitchEvent] = []
-
-    def open(self) -> None:
-        """Open the transport, identify the unit (``*IDN?``) and clear its error queue."""
-        if self.state is SessionState.OPEN:
-            return
-        self.transport.open()
-        try:
-            self.idn = self.transport.query("*IDN?")
-            self.transport.write("*CLS")
-        except Exception:
-            self.transport.close()
-            raise
-        super().open()
-        logger.info("%r: open, %s", self, self.idn)
-
-    def close(self) -> None:
-        self.transport.close()
-        super().close()
 
     def _check_channel(self, channel: int, operation: str) -> None:
         if not 1 <= channel <= self.channels:
@@ -123,14 +102,6 @@ class ScpiRelayUnit(Driver):
             raise TransportError(f"{self!r}: {cmd!r} answered {answer!r}; expected {count} "
                                  f"comma-separated 0/1 flag(s)")
         return [flag == "1" for flag in flags]
-
-    def check_errors(self) -> None:
-        """Drain the unit's error queue; raise :class:`InstrumentError` listing them."""
-        self.require_open("check_errors")
-        errors = read_error_queue(self.transport, repr(self))
-        if errors:
-            raise InstrumentError(f"{self!r}: instrument reported {len(errors)} error(s): "
-                                  + "; ".join(errors))
 
     def is_nominal(self) -> bool:
         """Every relay open."""
