@@ -19,42 +19,22 @@ from typing import Any
 
 from protocols.errors import ProtocolError, RigError
 from protocols.iso8583 import LengthFramer, decode_message, describe, response_text, unframe
+from protocols.ledger import COLUMNS, TABLE, LedgerRecord
 from protocols.masking import scrub
 from rigs.driver import Driver
 from rigs.errors import DeviceStateError, TransportError
 
 logger = logging.getLogger(__name__)
 
-LEDGER_TABLE = "messages"
-LEDGER_COLUMNS = (
-    "id", "received_at", "received_ts", "mti", "response_mti", "proc_code", "terminal_id",
-    "merchant_id", "stan", "batch_no", "rrn", "auth_code", "amount_minor", "currency",
-    "pan_masked", "pan_hash", "entry_mode", "response_code",
-)
+LEDGER_TABLE = TABLE
+LEDGER_COLUMNS = ("id", *COLUMNS)
 
 
 @dataclass(frozen=True)
-class LedgerEntry:
-    """One request the host answered (PAN masked; pan_hash is a salted hash for matching)."""
+class LedgerEntry(LedgerRecord):
+    """One request the host answered, with its row id (PAN masked; pan_hash for matching)."""
 
-    id: int
-    received_at: str
-    received_ts: float
-    mti: str
-    response_mti: str | None
-    proc_code: str | None
-    terminal_id: str | None
-    merchant_id: str | None
-    stan: str | None
-    batch_no: str | None
-    rrn: str | None
-    auth_code: str | None
-    amount_minor: int | None
-    currency: str | None
-    pan_masked: str | None
-    pan_hash: str | None
-    entry_mode: str | None
-    response_code: str | None
+    id: int = 0
 
     @property
     def approved(self) -> bool:
