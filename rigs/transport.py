@@ -8,11 +8,13 @@ double that replays a transcript and fails on the first byte that differs or on 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import serial
@@ -86,6 +88,39 @@ class Transcript:
         with self._lock:
             self.records.clear()
             self._t0 = time.monotonic()
+
+
+def save_transcript(transcript: Transcript, path: Path) -> None:
+    """Write a transcript as JSON lines (``{"t":…, "dir":"tx"|"rx", "hex":…}``), e.g. to keep an
+    exchange recorded on a real bench as a unit-test fixture (record only non-sensitive traffic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for rec in transcript.snapshot():
+            out.write(json.dumps({"t": round(rec.t, 6), "dir": rec.direction,
+                                  "hex": rec.data.hex()}) + "\n")
+
+
+def load_script(path: Path) -> list[tuple[Direction, bytes | Callable[[bytes], bytes]]]:
+    """Read a saved transcript back as a :class:`ScriptedTransport` script; consecutive records
+    of one direction are merged (chunking is the OS's, not the protocol's)."""
+    script: list[tuple[Direction, bytes | Callable[[bytes], bytes]]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            direction, data = item["dir"], bytes.fromhex(item["hex"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}:{n}: not a transcript record ({exc})") from None
+        if direction not in ("tx", "rx"):
+            raise ConfigError(f"{path}:{n}: dir must be tx or rx, got {direction!r}")
+        if script and script[-1][0] == direction:
+            prev = script[-1][1]
+            assert isinstance(prev, bytes)
+            script[-1] = (direction, prev + data)
+        else:
+            script.append((direction, data))
+    return script
 
 
 class RecordingTransport:
