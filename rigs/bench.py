@@ -236,6 +236,7 @@ class Bench:
             self.cards.clear_trace()
         if self.power is not None:
             self.power.clear_trace()
+            self.power.start_sampling(period_s=0.1)
         if self.host is not None:
             last = self.host.last()
             self._ledger_mark = last.id if last is not None else 0
@@ -258,7 +259,9 @@ class Bench:
         if self.cards is not None:
             out.append(Evidence("APDU trace (PAN masked)", "text", self.cards.trace_text()))
         if self.power is not None:
-            out.append(Evidence("power supply trace", "csv", self.power.trace_csv()))
+            self.power.stop_sampling()
+            out.append(Evidence("power supply trace (V, A every 100 ms)", "csv",
+                                self.power.trace_csv()))
         if self.network is not None and self._capture is not None:
             from rigs.network.capture import redact_pcap
 

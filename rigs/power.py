@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
-from rigs.errors import ConfigError, LimitError, TransportError
+from rigs.errors import ConfigError, LimitError, RigError, TransportError
 from rigs.scpi import ScpiInstrument, ScpiTransport, read_error_queue, scpi_property
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class ScpiPowerSupply(ScpiInstrument):
         self.channel = channel
         self.scpi_fields: Mapping[str, object] = MappingProxyType({"ch": channel})
         self.trace: list[TracePoint] = []
+        self._sampler: tuple[threading.Event, threading.Thread] | None = None
 
     # -- session --------------------------------------------------------------------------
     def open(self) -> None:
@@ -220,6 +222,37 @@ class ScpiPowerSupply(ScpiInstrument):
     def clear_trace(self) -> None:
         """Start a new trace (per scenario)."""
         self.trace.clear()
+
+    def start_sampling(self, period_s: float = 0.1) -> None:
+        """Measure voltage and current every *period_s* into the trace until
+        :meth:`stop_sampling` (the report's V/I-over-time evidence)."""
+        self.require_open("start_sampling")
+        self.stop_sampling()
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(period_s):
+                try:
+                    self.measure_voltage()
+                    self.measure_current()
+                except RigError as exc:  # the trace says so; the scenario's own calls will fail
+                    self._record("sample-error", "none", math.nan)
+                    logger.warning("%r: trace sampling: %s", self, exc)
+                    return
+
+        self._sampler = (stop, threading.Thread(target=sample, name=f"{self.name}-trace",
+                                                daemon=True))
+        self._sampler[1].start()
+
+    def close(self) -> None:
+        self.stop_sampling()
+        super().close()
+
+    def stop_sampling(self, bound_s: float = 3.0) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler[0].set()
+            sampler[1].join(timeout=bound_s)
 
     def trace_csv(self) -> str:
         """The trace as CSV (``t_monotonic_s,kind,quantity,value,unit``) for the report."""

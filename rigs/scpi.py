@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast, overload, runtime_checkable
@@ -79,6 +80,7 @@ class VisaScpiTransport:
         self.rm_backend = rm_backend
         self._rm: pyvisa.ResourceManager | None = None
         self._inst: Any = None
+        self._lock = threading.Lock()  # one exchange at a time (the trace sampler shares it)
 
     def __repr__(self) -> str:
         return f"VisaScpiTransport({self.resource})"
@@ -136,7 +138,8 @@ class VisaScpiTransport:
     def write(self, cmd: str) -> None:
         inst = self._session(f"write({cmd!r})")
         try:
-            inst.write(cmd)
+            with self._lock:
+                inst.write(cmd)
         except (pyvisa.errors.Error, OSError) as exc:
             raise self._fail(f"write({cmd!r})", exc) from exc
         logger.debug("%r: > %s", self, cmd)
@@ -144,7 +147,8 @@ class VisaScpiTransport:
     def query(self, cmd: str) -> str:
         inst = self._session(f"query({cmd!r})")
         try:
-            answer = cast(str, inst.query(cmd)).strip()
+            with self._lock:
+                answer = cast(str, inst.query(cmd)).strip()
         except (pyvisa.errors.Error, OSError) as exc:
             raise self._fail(f"query({cmd!r})", exc) from exc
         logger.debug("%r: > %s < %s", self, cmd, answer)
