@@ -8,6 +8,8 @@ scenario ends (the bench is restored to nominal and checked).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pytest_bdd import then, when
 
 from rigs.bench import Bench
@@ -15,21 +17,24 @@ from rigs.bench import Bench
 EVENT_BOUND = 5.0
 
 
+def _fault(bench: Bench, act: Callable[[], object]) -> int:
+    """Do *act* and return the index of the terminal's event log just before it."""
+    mark = len(bench.terminal.events)
+    act()
+    return mark
+
+
 # -- printer paper (relay across the paper sensor) ---------------------------------------------
 @when("the printer runs out of paper", target_fixture="fault_mark")
 @when("打印机缺纸", target_fixture="fault_mark")
 def paper_runs_out(bench: Bench) -> int:
-    mark = len(bench.terminal.events)
-    bench.need("switch").close_channel(bench.paper_channel())
-    return mark
+    return _fault(bench, lambda: bench.need("switch").close_channel(bench.paper_channel()))
 
 
 @when("paper is loaded into the printer", target_fixture="fault_mark")
 @when("装入打印纸", target_fixture="fault_mark")
 def paper_loaded(bench: Bench) -> int:
-    mark = len(bench.terminal.events)
-    bench.need("switch").open_channel(bench.paper_channel())
-    return mark
+    return _fault(bench, lambda: bench.need("switch").open_channel(bench.paper_channel()))
 
 
 @then("the terminal reports that the printer is out of paper")
@@ -50,17 +55,15 @@ def reports_paper_ok(bench: Bench, fault_mark: int) -> None:
 @when("the battery sags to the low-battery threshold", target_fixture="fault_mark")
 @when("电池电压降到低电量阈值", target_fixture="fault_mark")
 def battery_sags(bench: Bench) -> int:
-    mark = len(bench.terminal.events)
-    bench.need("power").sag_to(bench.config.terminal.low_battery_volts)
-    return mark
+    volts = bench.config.terminal.low_battery_volts
+    return _fault(bench, lambda: bench.need("power").sag_to(volts))
 
 
 @when("the battery is back at its nominal voltage", target_fixture="fault_mark")
 @when("电池电压恢复正常", target_fixture="fault_mark")
 def battery_nominal(bench: Bench) -> int:
-    mark = len(bench.terminal.events)
-    bench.need("power").set_voltage(bench.config.terminal.nominal_volts)
-    return mark
+    volts = bench.config.terminal.nominal_volts
+    return _fault(bench, lambda: bench.need("power").set_voltage(volts))
 
 
 @then("the terminal warns that the battery is low")
