@@ -256,15 +256,6 @@ class VirtualBench:
         self._closers.append(close_pty)
         return master, path
 
-    def _start(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()
-               ) -> subprocess.Popen[bytes]:
-        proc, record = spawn(name, argv, log_file=self.paths.log(name), pass_fds=pass_fds,
-                             cwd=REPO)
-        self._record(record)
-        rec = record
-        self._closers.append(lambda: kill(rec, grace=2.0))
-        return proc
-
     def _record(self, record: ProcRecord) -> None:
         self.records.append(record)
         self._save_state()
