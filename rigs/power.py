@@ -265,25 +265,31 @@ class ScpiPowerSupply(ScpiInstrument):
         """Program the output voltage; refused (nothing sent) above ``power.limits.max_volts``."""
         self.require_open("set_voltage")
         self.voltage = volts
+        self.wait_complete("set_voltage")
 
     def sag_to(self, volts: float) -> None:
-        """Same as :meth:`set_voltage`; reads better in a brown-out step."""
+        """Same as :meth:`set_voltage`; reads better in a brown-out step.  Returns once the
+        instrument has executed it (``*OPC?``), so the fault is in place."""
         self.require_open("sag_to")
         self.voltage = volts
+        self.wait_complete("sag_to")
 
     def set_current_limit(self, amps: float) -> None:
         """Program the current limit; refused (nothing sent) above ``power.limits.max_amps``."""
         self.require_open("set_current_limit")
         self.current_limit = amps
+        self.wait_complete("set_current_limit")
 
     def output_on(self) -> None:
         self.require_open("output_on")
         self.transport.write(self._cmd(self.dialect.output_on))
+        self.wait_complete("output_on")
         self._record("set", "output", 1.0)
 
     def output_off(self) -> None:
         self.require_open("output_off")
         self.transport.write(self._cmd(self.dialect.output_off))
+        self.wait_complete("output_off")
         self._record("set", "output", 0.0)
 
     @property

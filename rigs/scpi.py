@@ -376,6 +376,14 @@ class ScpiInstrument(Driver):
         self.transport.close()
         super().close()
 
+    def wait_complete(self, operation: str) -> None:
+        """Ask ``*OPC?`` and wait for its ``1``: the instrument has executed every command sent
+        before it, so the action *operation* (a fault, a setpoint) is in place when this returns.
+        The wait is bounded by the transport's timeout."""
+        answer = self.transport.query("*OPC?")
+        if answer.strip().lstrip("+") != "1":
+            raise TransportError(f"{self!r}: {operation}: '*OPC?' answered {answer!r}; expected 1")
+
     def check_errors(self) -> None:
         """Drain the instrument's error queue; raise :class:`InstrumentError` listing them."""
         self.require_open("check_errors")

@@ -73,17 +73,20 @@ class ScpiRelayUnit(ScpiInstrument):
         self.require_open("close_channel")
         self._check_channel(channel, "close_channel")
         self.transport.write(f"ROUT:CLOS (@{channel})")
+        self.wait_complete("close_channel")
         self._record("close", channel, True)
 
     def open_channel(self, channel: int) -> None:
         self.require_open("open_channel")
         self._check_channel(channel, "open_channel")
         self.transport.write(f"ROUT:OPEN (@{channel})")
+        self.wait_complete("open_channel")
         self._record("open", channel, False)
 
     def open_all(self) -> None:
         self.require_open("open_all")
         self.transport.write("ROUT:OPEN:ALL")
+        self.wait_complete("open_all")
         self._record("open_all", 0, False)
 
     def is_closed(self, channel: int) -> bool:

@@ -39,14 +39,19 @@ def test_open_identifies_and_clears_errors() -> None:
 def test_keysight_session_exact_commands() -> None:
     psu, fake = make([
         ("CURR 2.000", None),
+        ("*OPC?", "1"),
         ("VOLT 7.400", None),
+        ("*OPC?", "1"),
         ("OUTP ON", None),
+        ("*OPC?", "1"),
         ("OUTP?", "1"),
         ("VOLT?", "+7.40000000E+00"),
         ("MEAS:VOLT?", "+7.40000000E+00"),
         ("MEAS:CURR?", "+1.20000000E-01"),
         ("VOLT 6.500", None),
+        ("*OPC?", "1"),
         ("OUTP OFF", None),
+        ("*OPC?", "1"),
         ("SYST:ERR?", '+0,"No error"'),
     ])
     psu.set_current_limit(2.0)
@@ -80,7 +85,7 @@ def test_limits_refused_before_sending(call: str, value: float, match: str) -> N
 
 
 def test_limit_is_inclusive() -> None:
-    psu, fake = make([("VOLT 8.400", None)])
+    psu, fake = make([("VOLT 8.400", None), ("*OPC?", "1")])
     psu.set_voltage(8.4)
     fake.assert_done()
 
@@ -133,13 +138,17 @@ def test_garbage_measurement_is_named() -> None:
 def test_rigol_dialect_strings() -> None:
     psu, fake = make([
         (":SOUR2:VOLT 7.400", None),
+        ("*OPC?", "1"),
         (":SOUR2:CURR 1.500", None),
+        ("*OPC?", "1"),
         (":OUTP CH2,ON", None),
+        ("*OPC?", "1"),
         (":OUTP? CH2", "ON"),
         (":SOUR2:VOLT?", "7.400"),
         (":MEAS:VOLT? CH2", "7.398"),
         (":MEAS:CURR? CH2", "0.121"),
         (":OUTP CH2,OFF", None),
+        ("*OPC?", "1"),
         (":OUTP? CH2", "OFF"),
     ], dialect="rigol-dp8xx", channel=2)
     psu.set_voltage(7.4)
@@ -157,7 +166,9 @@ def test_rigol_dialect_strings() -> None:
 def test_rs_hmp_selects_channel_first() -> None:
     psu, fake = make([
         ("INST:NSEL 1;:VOLT 7.400", None),
+        ("*OPC?", "1"),
         ("INST:NSEL 1;:OUTP:SEL ON;:OUTP:GEN ON", None),
+        ("*OPC?", "1"),
         ("INST:NSEL 1;:MEAS:VOLT?", "7.400"),
     ], dialect="rs-hmp")
     psu.set_voltage(7.4)
@@ -168,7 +179,8 @@ def test_rs_hmp_selects_channel_first() -> None:
 
 @pytest.mark.parametrize(("status", "on"), [("0x0010", True), ("0x0020", False), ("0x0000", False)])
 def test_siglent_output_from_status_word(status: str, on: bool) -> None:
-    psu, fake = make([("CH1:VOLT 7.400", None), ("SYST:STAT?", status)], dialect="siglent-spd")
+    psu, fake = make([("CH1:VOLT 7.400", None), ("*OPC?", "1"), ("SYST:STAT?", status)],
+                     dialect="siglent-spd")
     psu.set_voltage(7.4)
     assert psu.output is on
     fake.assert_done()
@@ -201,6 +213,7 @@ def test_restore_and_is_nominal() -> None:
         ("CURR 2.000", None),
         ("VOLT 7.400", None),
         ("OUTP ON", None),
+        ("*OPC?", "1"),
         ("SYST:ERR?", '+0,"No error"'),
         ("OUTP?", "1"),
         ("VOLT?", "+7.40000000E+00"),
@@ -224,7 +237,8 @@ def test_restore_nominal_above_limit_sends_nothing() -> None:
 
 
 def test_trace_csv() -> None:
-    psu, fake = make([("VOLT 7.400", None), ("OUTP ON", None), ("MEAS:VOLT?", "+7.39E+00")])
+    psu, fake = make([("VOLT 7.400", None), ("*OPC?", "1"), ("OUTP ON", None), ("*OPC?", "+1"),
+                      ("MEAS:VOLT?", "+7.39E+00")])
     psu.set_voltage(7.4)
     psu.output_on()
     psu.measure_voltage()
@@ -235,4 +249,13 @@ def test_trace_csv() -> None:
                     ["meas", "rail_volts", "7.39", "V"]]
     times = [float(line.split(",")[0]) for line in lines[1:]]
     assert times == sorted(times)
+    fake.assert_done()
+
+
+def test_fault_returns_only_once_the_instrument_confirms() -> None:
+    """sag_to() waits for ``*OPC?``: the CI race where the sim still held the old setpoint after
+    sag_to() returned cannot happen; an odd answer to ``*OPC?`` is named."""
+    psu, fake = make([("VOLT 5.900", None), ("*OPC?", "0")])
+    with pytest.raises(TransportError, match=r"sag_to: '\*OPC\?' answered '0'; expected 1"):
+        psu.sag_to(5.9)
     fake.assert_done()

@@ -22,10 +22,13 @@ def make(script: list[tuple[str, str | None | BaseException]]
 def test_exact_commands() -> None:
     unit, fake = make([
         ("ROUT:CLOS (@1)", None),
+        ("*OPC?", "1"),
         ("ROUT:CLOS? (@1)", "1"),
         ("ROUT:OPEN (@1)", None),
+        ("*OPC?", "1"),
         ("ROUT:CLOS? (@1)", "0"),
         ("ROUT:OPEN:ALL", None),
+        ("*OPC?", "1"),
     ])
     assert isinstance(unit, SwitchUnit)
     unit.close_channel(1)
@@ -43,6 +46,7 @@ def test_nominal_is_all_open() -> None:
         ("ROUT:CLOS? (@1:8)", "0,0,0,0,0,0,0,0"),
         ("ROUT:CLOS? (@1:8)", "1,0,0,0,0,0,0,0"),
         ("ROUT:OPEN:ALL", None),
+        ("*OPC?", "1"),
         ("SYST:ERR?", '+0,"No error"'),
     ])
     assert unit.is_nominal() is True
@@ -54,6 +58,7 @@ def test_nominal_is_all_open() -> None:
 def test_restore_reports_instrument_errors() -> None:
     unit, fake = make([
         ("ROUT:OPEN:ALL", None),
+        ("*OPC?", "1"),
         ("SYST:ERR?", '-113,"Undefined header"'),
         ("SYST:ERR?", '+0,"No error"'),
     ])
