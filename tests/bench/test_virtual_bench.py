@@ -79,8 +79,9 @@ def test_up_drive_every_part_down_leaves_nothing(workdir: Path, tmp_path: Path) 
         assert bench.power.measure_current() > 0  # the terminal draws current when on
         assert bench.network is not None and bench.network.is_nominal()
         bench.power.output_off()
-        # The supply really powers the terminal: within a second it stops answering.
-        deadline = time.monotonic() + 1.0
+        # The supply really powers the terminal: it stops answering (bounded at 3 s, which a
+        # loaded CI machine still meets; it takes milliseconds here).
+        deadline = time.monotonic() + 3.0
         with pytest.raises(NoResponse):
             while time.monotonic() < deadline:
                 bench.terminal.status(timeout=0.3)
