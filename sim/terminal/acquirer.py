@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +39,8 @@ Stage = Literal["connect", "send", "response"]
 
 #: Field 53: PIN format 2 = ISO 9564 format 0 with PAN, 6 = double-length key (3DES), 0.
 SECURITY_CONTROL_PIN = "2600000000000000"
+REDIAL_PAUSE_S = 0.1
+"""Pause before redialling after a connect that failed at once (refused, no route)."""
 #: Field 60.3 network management code of 0800: 004 = double-length (3DES) working keys.
 NET_CODE_3DES = "004"
 
@@ -78,13 +82,19 @@ class CommsError(SimError):
         self.stage: Stage = stage
 
 
+Dial = Callable[[tuple[str, int], float], socket.socket]
+"""How the client opens a TCP connection: (address, timeout) -> socket
+(:func:`socket.create_connection`; a test injects its own)."""
+
+
 class AcquirerClient:
     """One instance per terminal; every call opens, uses and closes one TCP connection."""
 
     def __init__(self, host: str, port: int, *, terminal_id: str, merchant_id: str,
                  master_key: bytes, connect_timeout: float = 3.0,
                  response_timeout: float = 5.0, tpdu: Tpdu | None = None,
-                 header: Header | None = None, currency: str = "156") -> None:
+                 header: Header | None = None, currency: str = "156",
+                 dial: Dial = socket.create_connection) -> None:
         if len(terminal_id) != 8 or len(merchant_id) != 15:
             raise ValueError(f"AcquirerClient: terminal_id must be 8 and merchant_id 15 "
                              f"characters; got {terminal_id!r}, {merchant_id!r}")
@@ -98,6 +108,7 @@ class AcquirerClient:
         self.tpdu = tpdu or Tpdu()
         self.header = header or Header()
         self.currency = currency
+        self.dial = dial
         #: Header of the last response (processing_requirement 3 = host asks to sign in again).
         self.last_header: Header | None = None
 
@@ -183,14 +194,7 @@ class AcquirerClient:
     def _exchange(self, payload: bytes, expect_mti: str, stan: str) -> tuple[dict[str, str],
                                                                              bytes]:
         where = f"{self.host}:{self.port}"
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-        except TimeoutError:
-            raise CommsError("connect", f"{self!r}: connect to {where} timed out after "
-                                        f"{self.connect_timeout} s") from None
-        except OSError as exc:
-            raise CommsError("connect", f"{self!r}: connect to {where} failed ({exc}); "
-                                        f"connect timeout {self.connect_timeout} s") from None
+        sock = self._connect(where)
         try:
             try:
                 sock.settimeout(self.response_timeout)
@@ -213,6 +217,30 @@ class AcquirerClient:
                                          f"{resp.get('t')} STAN {resp.get('11')}; expected "
                                          f"MTI {expect_mti} STAN {stan}")
         return resp, resp_payload
+
+    def _connect(self, where: str) -> socket.socket:
+        """Connect, redialling after a fast failure (refused, no route: e.g. the last ARP probe
+        sent while the cable was out fails just after it is back) until the connect timeout,
+        as terminals do; a redial comes :data:`REDIAL_PAUSE_S` after the failure."""
+        deadline = time.monotonic() + self.connect_timeout
+        pause = threading.Event()  # never set: a bounded pause between dials
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = deadline - time.monotonic()
+            try:
+                return self.dial((self.host, self.port), max(remaining, 0.001))
+            except TimeoutError:
+                raise CommsError("connect", f"{self!r}: connect to {where} timed out after "
+                                            f"{self.connect_timeout} s ({attempts} dial(s))"
+                                 ) from None
+            except OSError as exc:
+                if deadline - time.monotonic() <= REDIAL_PAUSE_S:
+                    raise CommsError("connect", f"{self!r}: connect to {where} failed ({exc}) "
+                                                f"after {attempts} dial(s); connect timeout "
+                                                f"{self.connect_timeout} s") from None
+                logger.info("%r: dial %d to %s failed (%s); redialling", self, attempts, where, exc)
+                pause.wait(REDIAL_PAUSE_S)
 
     def _read_frame(self, sock: socket.socket, where: str) -> bytes:
         framer = LengthFramer()

@@ -150,6 +150,31 @@ def test_connect_refused_names_host_port_and_timeout() -> None:
         c.sign_in(operator="01", stan=1, batch_no=1)
     assert err.value.stage == "connect"
     assert f"127.0.0.1:{port}" in str(err.value) and "0.5 s" in str(err.value)
+    dials = int(str(err.value).split(" dial(s)")[0].rsplit(" ", 1)[1])
+    assert dials >= 2, "a refused dial is redialled until the connect timeout"
+
+
+def test_connect_redials_after_a_fast_failure_until_the_host_listens() -> None:
+    """The cable-back race: a dial that fails at once ('No route to host' on the bench when the
+    last ARP probe went out while the cable was pulled) is redialled within the connect timeout
+    instead of failing the sign-in."""
+    dials: list[float] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # handshake completes in the backlog; nobody answers
+
+        def dial(address: tuple[str, int], timeout: float) -> socket.socket:
+            dials.append(timeout)
+            if len(dials) == 1:
+                raise OSError(113, "No route to host")
+            return socket.create_connection(address, timeout=timeout)
+
+        c = AcquirerClient(*listener.getsockname(), terminal_id=TID, merchant_id=MID,
+                           master_key=TMK, connect_timeout=3.0, response_timeout=0.2, dial=dial)
+        with pytest.raises(CommsError) as err:
+            c.sign_in(operator="01", stan=1, batch_no=1)
+    assert err.value.stage == "response"  # connected on the second dial
+    assert len(dials) == 2 and 2.0 < dials[1] < dials[0] <= 3.0  # one deadline for all dials
 
 
 def test_silent_host_times_out_with_bound_in_message() -> None:
