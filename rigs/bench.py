@@ -71,6 +71,7 @@ class Bench:
         self.host: SqliteAcquirerLedger | None = self._build_host()
         self._opened: list[Any] = []
         self._capture: Path | None = None
+        self._trip_mark = 0
         self._ledger_mark: int | None = None
 
     # -- construction: configuration in, drivers with injected transports out -------------------
@@ -162,6 +163,12 @@ class Bench:
             raise CapabilityMissing(f"bench {self.config.bench.name} has no '{section}' section")
         return driver
 
+    def host_port(self) -> int:
+        """The acquirer's TCP port (bench YAML ``host.address``), to recognise its traffic."""
+        if self.config.host is None:
+            raise CapabilityMissing(f"bench {self.config.bench.name} has no 'host' section")
+        return self.config.host.port
+
     def paper_channel(self) -> int:
         switch = self.config.switch
         if switch is None or PAPER_SENSOR not in switch.channels:
@@ -245,6 +252,8 @@ class Bench:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.network.start_capture(path)
             self._capture = path
+            tripped = self.network.trips()
+            self._trip_mark = max((int(t["n"]) for t in tripped), default=0)
 
     def host_entries_this_scenario(self) -> list[Any]:
         """The acquirer ledger's entries since the scenario began."""
@@ -270,15 +279,19 @@ class Bench:
             if self.config.host is not None:
                 from rigs.host import decode_pcap, render_messages
 
-                port = int(self.config.host.address.rsplit(":", 1)[1])
                 out.append(Evidence("ISO 8583 messages (decoded, masked)", "text",
-                                    render_messages(decode_pcap(raw, port=port))))
+                                    render_messages(decode_pcap(raw, port=self.config.host.port))))
             safe = raw.with_name(raw.stem + ".redacted.pcap")
             try:
                 redact_pcap(raw, safe)
             finally:
                 raw.unlink(missing_ok=True)  # the raw capture holds PAN, track 2, PIN block
             out.append(Evidence("network capture (payload blanked)", "pcap", path=safe))
+            tripped = self.network.trips(after=self._trip_mark)
+            if tripped:
+                out.append(Evidence("network faults tripped by traffic", "text", "\n".join(
+                    f"{t['wall']:.6f} {t['from']} -> {t['to']}: {t['action']} {t['direction']} "
+                    f"{t['frame']}" for t in tripped)))
         if self.host is not None:
             entries = self.host_entries_this_scenario()
             out.append(Evidence("acquirer ledger (this scenario)", "text",

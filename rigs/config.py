@@ -146,6 +146,11 @@ class HostConfig(_Section):
             raise ValueError(f"{value!r} is not host:port (e.g. 198.18.0.20:8583)")
         return value
 
+    @property
+    def port(self) -> int:
+        """The TCP port of :attr:`address`."""
+        return int(self.address.rsplit(":", 1)[1])
+
 
 class BenchInfo(_Section):
     name: str

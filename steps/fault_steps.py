@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_bdd import then, when
+from pytest_bdd import given, then, when
 
 from rigs.bench import Bench
+from rigs.network import Mode
 
 EVENT_BOUND = 5.0
 
@@ -86,6 +87,28 @@ def battery_warning_gone(bench: Bench, fault_mark: int) -> None:
 @when("拔掉终端与收单机构之间的网线")
 def cable_pulled(bench: Bench) -> None:
     bench.need("network").pull_cable()
+
+
+@given("the network cable will be pulled as the terminal sends its next request to the acquirer")
+@given("终端下次向收单机构发送请求时网线将被拔掉")
+def cable_pull_armed(bench: Bench) -> None:
+    bench.need("network").pull_cable_on_next_request()
+
+
+@then("the cable was pulled with the terminal's request on its way to the acquirer")
+@then("网线在终端请求发往收单机构途中被拔掉")
+def cable_pulled_in_flight(bench: Bench) -> None:
+    network = bench.need("network")
+    trip = network.last_trip()
+    assert trip is not None, ("the armed cable pull never tripped: the terminal sent no data "
+                              "towards the acquirer")
+    tcp = trip["tcp"]
+    assert trip["direction"] == "terminal_to_host" and tcp is not None, \
+        f"the pull tripped on {trip['direction']} {trip['frame']}, not the terminal's request"
+    assert tcp["dport"] == bench.host_port() and tcp["payload_len"] > 0, \
+        f"the pull tripped on {trip['frame']}, not a request to the acquirer"
+    assert tcp["flags"] & 0x10, f"{trip['frame']}: the connection was not up when it tripped"
+    assert network.mode is Mode.CABLE_PULLED, f"the cable is {network.mode.value}, not pulled"
 
 
 @when("the network cable is plugged back in")

@@ -16,3 +16,14 @@ Feature: Network dropped during sign-in
     When the network cable is plugged back in
     And the operator signs the terminal in with the acquirer
     Then the sign-in succeeds
+
+  @fault
+  Scenario: The cable is pulled while the sign-in request is on its way
+    Given the network cable will be pulled as the terminal sends its next request to the acquirer
+    When the operator signs the terminal in with the acquirer
+    Then the sign-in fails with a communication error shown on the display
+    And the cable was pulled with the terminal's request on its way to the acquirer
+    And no sign-in request reached the acquirer
+    When the network cable is plugged back in
+    And the operator signs the terminal in with the acquirer
+    Then the sign-in succeeds

@@ -10,7 +10,9 @@ virtual bench they are the rig's veth ends inside netns ``rig``.  Same code.
 Layers, each testable on its own:
 
 * **Rules** — pure functions ``(direction, frame, now) -> Verdict`` (forward / drop / replace
-  bytes / defer until a time).  A mode is a rule; :data:`MODE_RULES` is the dispatch table.
+  bytes / defer until a time; a verdict may also name the mode to switch to after this frame,
+  which is how a traffic-triggered fault trips).  A mode is a rule; :data:`MODE_RULES` is the
+  dispatch table.
   Frames are raw bytes; a rule that needs to look parses them itself (scapy ``Ether(frame)``),
   so the fast path (PASS) never dissects anything.
 * :class:`BridgeCore` — applies the current rule, keeps per-direction counters, the timed queue
@@ -30,7 +32,8 @@ Control protocol (unix stream socket, UTF-8 JSON, one object per line; every ans
     {"op":"set_mode","mode":"CABLE_PULLED"}     -> {"ok":true,"mode":"CABLE_PULLED",...}
     {"op":"start_capture","path":"/abs/x.pcap"} -> {"ok":true,"path":"/abs/x.pcap",...}
     {"op":"stop_capture"}                       -> {"ok":true,"path":"/abs/x.pcap","frames":42,...}
-    {"op":"stats"}                              -> {"ok":true,"directions":{...},"capture":...}
+    {"op":"stats"}                              -> {"ok":true,"directions":{...},"capture":...,
+                                                    "trip":{...} or null,"trips":[...]}
     anything wrong                              -> {"ok":false,"error":"...",...}
 """
 
@@ -48,6 +51,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +67,7 @@ IDLE_WAKE_S = 0.5
 """Longest the loop sleeps in select() without an event (it is woken by frames, control
 requests, signals and deferred-frame deadlines before that)."""
 CONTROL_LINE_MAX = 64 * 1024
+TRIPS_KEPT = 100
 
 
 class Direction(enum.StrEnum):
@@ -73,6 +78,10 @@ class Direction(enum.StrEnum):
 class Mode(enum.StrEnum):
     PASS = "PASS"
     CABLE_PULLED = "CABLE_PULLED"
+    PULL_ON_REQUEST = "PULL_ON_REQUEST"
+    """Armed: forward until the terminal sends a TCP segment carrying data towards the host,
+    drop that segment and switch to CABLE_PULLED (the cable is pulled with the request in
+    flight: the connection is up, the request never arrives)."""
 
 
 class BridgeState(enum.StrEnum):
@@ -94,6 +103,8 @@ class Verdict:
     action: Action
     data: bytes = b""
     until: float = 0.0
+    then: Mode | None = None
+    """Switch the bridge to this mode once the frame is handled (the fault trips)."""
 
     @staticmethod
     def replace(data: bytes | bytearray) -> Verdict:
@@ -104,6 +115,11 @@ class Verdict:
     def defer(until: float) -> Verdict:
         """Forward the frame unchanged at monotonic time *until* (delay, reorder)."""
         return Verdict(Action.DEFER, until=until)
+
+    @staticmethod
+    def drop_then(mode: Mode) -> Verdict:
+        """Drop the frame and switch the bridge to *mode* from the next frame on."""
+        return Verdict(Action.DROP, then=mode)
 
 
 FORWARD = Verdict(Action.FORWARD)
@@ -123,9 +139,78 @@ def cable_pulled_rule(direction: Direction, frame: bytes, now: float) -> Verdict
     return DROP
 
 
+@dataclass(frozen=True)
+class TcpSegment:
+    """What a rule may look at in an IPv4 TCP segment: addresses, ports, flags, sequence number
+    and the payload length (never the payload itself)."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    flags: int
+    seq: int
+    payload_len: int
+
+    def describe(self) -> str:
+        names = "".join(n for bit, n in zip((0x02, 0x10, 0x08, 0x01, 0x04), "SAPFR", strict=True)
+                        if self.flags & bit)
+        return (f"TCP {self.src}:{self.sport} > {self.dst}:{self.dport} [{names or '.'}] "
+                f"seq {self.seq} with {self.payload_len} payload byte(s)")
+
+
+ETH_P_IP = 0x0800
+ETH_P_8021Q = 0x8100
+IPPROTO_TCP = 6
+
+
+def tcp_segment(frame: bytes) -> TcpSegment | None:
+    """Parse just enough of an Ethernet frame (one optional 802.1Q tag) to describe an IPv4 TCP
+    segment; None for anything else, including truncated or non-first IP fragments."""
+    offset = 12
+    if len(frame) < offset + 2:
+        return None
+    ethertype = int.from_bytes(frame[offset:offset + 2], "big")
+    offset += 2
+    if ethertype == ETH_P_8021Q:
+        if len(frame) < offset + 4:
+            return None
+        ethertype = int.from_bytes(frame[offset + 2:offset + 4], "big")
+        offset += 4
+    if ethertype != ETH_P_IP or len(frame) < offset + 20:
+        return None
+    version_ihl = frame[offset]
+    ihl = (version_ihl & 0x0F) * 4
+    total_len = int.from_bytes(frame[offset + 2:offset + 4], "big")
+    fragment_offset = int.from_bytes(frame[offset + 6:offset + 8], "big") & 0x1FFF
+    if (version_ihl >> 4 != 4 or ihl < 20 or frame[offset + 9] != IPPROTO_TCP
+            or fragment_offset or total_len < ihl + 20 or len(frame) < offset + total_len):
+        return None
+    tcp = offset + ihl
+    data_offset = (frame[tcp + 12] >> 4) * 4
+    if data_offset < 20 or ihl + data_offset > total_len:
+        return None
+    src = ".".join(str(b) for b in frame[offset + 12:offset + 16])
+    dst = ".".join(str(b) for b in frame[offset + 16:offset + 20])
+    sport, dport, seq = struct.unpack_from("!HHI", frame, tcp)
+    return TcpSegment(src, dst, sport, dport, frame[tcp + 13], seq,
+                      total_len - ihl - data_offset)
+
+
+def pull_on_request_rule(direction: Direction, frame: bytes, now: float) -> Verdict:
+    """PULL_ON_REQUEST: forward (ARP, the TCP handshake, …) until the terminal sends data
+    towards the host; that segment is dropped and the cable is pulled from then on."""
+    if direction is Direction.TO_HOST:
+        segment = tcp_segment(frame)
+        if segment is not None and segment.payload_len > 0:
+            return Verdict.drop_then(Mode.CABLE_PULLED)
+    return FORWARD
+
+
 MODE_RULES: Mapping[Mode, Rule] = MappingProxyType({
     Mode.PASS: pass_rule,
     Mode.CABLE_PULLED: cable_pulled_rule,
+    Mode.PULL_ON_REQUEST: pull_on_request_rule,
 })
 
 
@@ -193,6 +278,11 @@ class BridgeCore:
         self.capture: PcapSink | None = None
         self._deferred: list[tuple[float, int, Direction, bytes]] = []
         self._seq = 0
+        self.trip: dict[str, Any] | None = None
+        """The last traffic-triggered mode switch since the mode was last set, or None."""
+        self.trips: deque[dict[str, Any]] = deque(maxlen=TRIPS_KEPT)
+        """The latest traffic-triggered switches, each numbered ``n`` from 1 (never reset)."""
+        self._trip_count = 0
 
     def set_mode(self, mode: Mode) -> None:
         if mode not in self.rules:
@@ -201,6 +291,21 @@ class BridgeCore:
         if mode is not self.mode:
             log.info("bridge: mode %s -> %s", self.mode.value, mode.value)
         self.mode = mode
+        self.trip = None
+
+    def _tripped(self, direction: Direction, frame: bytes, verdict: Verdict, to: Mode,
+                 wall: float) -> None:
+        segment = tcp_segment(frame)
+        self._trip_count += 1
+        self.trip = {
+            "n": self._trip_count, "wall": wall, "from": self.mode.value, "to": to.value,
+            "direction": direction.value, "action": verdict.action.value,
+            "frame": segment.describe() if segment is not None else frame_summary(frame),
+            "tcp": None if segment is None else asdict(segment),
+        }
+        self.trips.append(self.trip)
+        log.info("bridge: tripped %s -> %s on %s", self.mode.value, to.value, self.trip["frame"])
+        self.mode = to
 
     def handle(self, direction: Direction, frame: bytes, now: float,
                wall: float) -> list[tuple[Direction, bytes]]:
@@ -215,6 +320,10 @@ class BridgeCore:
         try:
             verdict = self.rules[self.mode](direction, frame, now)
             out = self._apply(direction, frame, verdict, counters)
+            if verdict.then is not None:
+                if verdict.then not in self.rules:
+                    raise TypeError(f"verdict switches to mode {verdict.then!r}, which has no rule")
+                self._tripped(direction, frame, verdict, verdict.then, wall)
         except Exception as exc:  # a rule's bug: reported loudly, never an injected fault
             self._fail(f"rule for mode {self.mode.value} raised {type(exc).__name__}: {exc} "
                        f"on a {direction.value} {frame_summary(frame)}")
@@ -312,6 +421,8 @@ class BridgeCore:
             "capture": None if self.capture is None else {
                 "path": str(self.capture.path), "frames": self.capture.frames},
             "deferred": len(self._deferred),
+            "trip": self.trip,
+            "trips": list(self.trips),
         }
 
 

@@ -47,6 +47,12 @@ class NetworkInjector(Protocol):
 
     def pull_cable(self) -> None: ...
 
+    def pull_cable_on_next_request(self) -> None: ...
+
+    def last_trip(self) -> dict[str, Any] | None: ...
+
+    def trips(self, after: int = 0) -> list[dict[str, Any]]: ...
+
     def restore(self) -> None: ...
 
     @property
@@ -310,6 +316,25 @@ class ScapyBridgeInjector(Driver):
     def pull_cable(self) -> None:
         """Drop every frame in both directions (as if the terminal's cable were pulled)."""
         self._set_mode("pull_cable", Mode.CABLE_PULLED)
+
+    def pull_cable_on_next_request(self) -> None:
+        """Arm a traffic-triggered pull: frames pass (ARP, the TCP handshake) until the terminal
+        sends data towards the host; that segment is dropped and the cable is pulled from then
+        on.  :meth:`last_trip` tells when and on which segment it happened."""
+        self._set_mode("pull_cable_on_next_request", Mode.PULL_ON_REQUEST)
+
+    def last_trip(self) -> dict[str, Any] | None:
+        """The traffic-triggered switch since the mode was last set (``from``, ``to``,
+        ``direction``, ``frame`` description, ``tcp`` header fields, ``wall`` time), or None
+        if the armed fault has not tripped."""
+        trip = self._request("last_trip", {"op": "stats"}).get("trip")
+        return trip if isinstance(trip, dict) else None
+
+    def trips(self, after: int = 0) -> list[dict[str, Any]]:
+        """The traffic-triggered switches numbered above *after* (the bridge keeps the latest
+        100; each has ``n``, counted from 1 since the bridge started)."""
+        trips = self._request("trips", {"op": "stats"}).get("trips") or []
+        return [t for t in trips if isinstance(t, dict) and int(t.get("n", 0)) > after]
 
     def restore(self) -> None:
         """Forward everything again."""

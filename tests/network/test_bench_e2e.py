@@ -106,6 +106,42 @@ def test_pass_pull_restore_and_capture(topo: Topology, server: socket.socket,
     assert stats_total >= len(syns) + 4
 
 
+def test_pull_on_request_lets_the_connection_up_and_drops_the_request(
+        topo: Topology, server: socket.socket, workdir: Path) -> None:
+    injector = make_injector(topo, workdir)
+    injector.open()
+    client = netns.netns_socket(topo.dut_ns)
+    conn: socket.socket | None = None
+    try:
+        assert exchange(topo, server, b"warm", WAIT_S) == b"warm"
+        injector.pull_cable_on_next_request()
+        assert injector.mode is Mode.PULL_ON_REQUEST and injector.last_trip() is None
+        client.settimeout(WAIT_S)
+        client.connect((topo.host_ip, HOST_PORT))  # the handshake crosses the armed bridge
+        server.settimeout(WAIT_S)
+        conn, _ = server.accept()
+        assert injector.last_trip() is None  # nothing carried data yet
+        client.sendall(b"\x00\x05hello")
+        conn.settimeout(PULLED_WAIT_S)
+        with pytest.raises(TimeoutError):
+            conn.recv(64)  # the request never arrives (nor its retransmissions)
+        trip = injector.last_trip()
+        assert trip is not None and injector.mode is Mode.CABLE_PULLED
+        assert trip["direction"] == "terminal_to_host" and trip["to"] == "CABLE_PULLED"
+        assert trip["tcp"]["dport"] == HOST_PORT and trip["tcp"]["payload_len"] == 7
+        assert trip["tcp"]["src"] == topo.terminal_ip
+        assert [t["n"] for t in injector.trips(after=trip["n"] - 1)] == [trip["n"]]
+        injector.restore()
+        assert injector.is_nominal() and injector.last_trip() is None
+        conn.settimeout(2 * WAIT_S)  # the next retransmission comes after TCP's backoff
+        assert conn.recv(64) == b"\x00\x05hello"  # TCP retransmits once the cable is back
+    finally:
+        client.close()
+        if conn is not None:
+            conn.close()
+        injector.close()
+
+
 def test_no_kernel_path_after_the_bridge_stopped(topo: Topology, server: socket.socket,
                                                  workdir: Path) -> None:
     injector = make_injector(topo, workdir)

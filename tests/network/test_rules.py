@@ -6,6 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import rdpcap
 
 from rigs.network.bridge import (
@@ -18,9 +20,12 @@ from rigs.network.bridge import (
     BridgeState,
     Direction,
     Mode,
+    TcpSegment,
     Verdict,
     cable_pulled_rule,
     pass_rule,
+    pull_on_request_rule,
+    tcp_segment,
 )
 
 T2H, H2T = Direction.TO_HOST, Direction.TO_TERMINAL
@@ -150,3 +155,80 @@ def test_capture_refusals_name_the_problem(tmp_path: Path) -> None:
 def test_verdict_helpers() -> None:
     assert Verdict.replace(bytearray(b"abc")) == Verdict(Action.REPLACE, data=b"abc")
     assert Verdict.defer(2.5).until == 2.5
+
+
+# --- PULL_ON_REQUEST: the cable is pulled with the terminal's request in flight -------------------
+
+MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+TERM, HOST = "198.18.0.10", "198.18.0.20"
+
+
+def tcp_frame(flags: str, payload: bytes = b"", *, to_host: bool = True, seq: int = 1000) -> bytes:
+    src, dst, sport, dport = (TERM, HOST, 40000, 8583) if to_host else (HOST, TERM, 8583, 40000)
+    return bytes(Ether(**MACS) / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport,
+                                                            flags=flags, seq=seq) / payload)
+
+
+REQUEST = tcp_frame("PA", b"\x00\x40" + bytes(64), seq=4242)
+
+
+def test_tcp_segment_reads_what_scapy_wrote_and_nothing_else() -> None:
+    assert tcp_segment(REQUEST) == TcpSegment(TERM, HOST, 40000, 8583, 0x18, 4242, 66)
+    assert tcp_segment(REQUEST).describe() == (  # type: ignore[union-attr]
+        "TCP 198.18.0.10:40000 > 198.18.0.20:8583 [AP] seq 4242 with 66 payload byte(s)")
+    syn = tcp_segment(tcp_frame("S"))
+    assert syn is not None and syn.payload_len == 0 and syn.flags == 0x02
+    tagged = bytes(Ether(**MACS) / Dot1Q(vlan=7) / IP(src=TERM, dst=HOST)
+                   / TCP(dport=8583, flags="PA") / b"abc")
+    assert tcp_segment(tagged) is not None and tcp_segment(tagged).payload_len == 3  # type: ignore[union-attr]
+    padded = bytes(Ether(**MACS) / IP(src=TERM, dst=HOST) / TCP(dport=8583, flags="A")) + bytes(6)
+    assert tcp_segment(padded).payload_len == 0  # type: ignore[union-attr]  # Ethernet padding
+    for other in (bytes(Ether(**MACS) / ARP(pdst=HOST)),
+                  bytes(Ether(**MACS) / IP(src=TERM, dst=HOST) / UDP(dport=8583) / b"x"),
+                  bytes(Ether(**MACS) / IP(src=TERM, dst=HOST, frag=3, proto=6) / bytes(40)),
+                  REQUEST[:40], FRAME, b""):
+        assert tcp_segment(other) is None
+
+
+def test_pull_on_request_forwards_the_handshake_and_trips_on_the_first_data() -> None:
+    for frame, direction in ((bytes(Ether(**MACS) / ARP(pdst=HOST)), T2H), (tcp_frame("S"), T2H),
+                             (tcp_frame("SA", to_host=False), H2T), (tcp_frame("A"), T2H),
+                             (tcp_frame("PA", b"banner", to_host=False), H2T)):
+        assert pull_on_request_rule(direction, frame, 0.0) == FORWARD
+    assert pull_on_request_rule(T2H, REQUEST, 0.0) == Verdict.drop_then(Mode.CABLE_PULLED)
+    assert MODE_RULES[Mode.PULL_ON_REQUEST] is pull_on_request_rule
+
+
+def test_core_trips_records_the_segment_and_stays_pulled() -> None:
+    core = BridgeCore()
+    core.set_mode(Mode.PULL_ON_REQUEST)
+    syn = tcp_frame("S")
+    assert core.handle(T2H, syn, 1.0, 1000.0) == [(T2H, syn)]
+    assert core.trip is None
+    assert core.handle(T2H, REQUEST, 2.0, 1001.5) == []
+    assert core.mode is Mode.CABLE_PULLED
+    trip = core.snapshot()["trip"]
+    assert trip == {"n": 1, "wall": 1001.5, "from": "PULL_ON_REQUEST", "to": "CABLE_PULLED",
+                    "direction": "terminal_to_host", "action": "drop",
+                    "frame": "TCP 198.18.0.10:40000 > 198.18.0.20:8583 [AP] seq 4242 with 66 "
+                             "payload byte(s)",
+                    "tcp": {"src": TERM, "dst": HOST, "sport": 40000, "dport": 8583,
+                            "flags": 0x18, "seq": 4242, "payload_len": 66}}
+    retransmit = tcp_frame("PA", b"\x00\x40" + bytes(64), seq=4242)
+    reply = tcp_frame("A", to_host=False)
+    assert core.handle(T2H, retransmit, 2.2, 1001.7) == []  # pulled now: nothing passes
+    assert core.handle(H2T, reply, 2.2, 1001.7) == []
+    assert core.stats[T2H].frames_dropped == 2 and core.stats[T2H].frames_forwarded == 1
+    core.set_mode(Mode.PASS)  # the cable is back: the trip is history, kept in ``trips``
+    assert core.trip is None and [t["n"] for t in core.snapshot()["trips"]] == [1]
+    core.set_mode(Mode.PULL_ON_REQUEST)
+    core.handle(T2H, REQUEST, 3.0, 1002.0)
+    assert [t["n"] for t in core.snapshot()["trips"]] == [1, 2] and core.trip["n"] == 2  # type: ignore[index]
+
+
+def test_a_verdict_switching_to_an_unknown_mode_is_a_failure() -> None:
+    core = BridgeCore({Mode.PASS: lambda d, f, n: Verdict.drop_then(Mode.PULL_ON_REQUEST),
+                       Mode.CABLE_PULLED: cable_pulled_rule})
+    assert core.handle(T2H, FRAME, 0.0, 0.0) == []
+    assert core.state is BridgeState.FAILED
+    assert "switches to mode" in (core.failure or "") and "has no rule" in (core.failure or "")
