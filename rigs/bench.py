@@ -9,6 +9,7 @@ be restored is marked broken so later scenarios fail at once with the first reas
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,8 +291,9 @@ class Bench:
             tripped = self.network.trips(after=self._trip_mark)
             if tripped:
                 out.append(Evidence("network faults tripped by traffic", "text", "\n".join(
-                    f"{t['wall']:.6f} {t['from']} -> {t['to']}: {t['action']} {t['direction']} "
-                    f"{t['frame']}" for t in tripped)))
+                    f"{dt.datetime.fromtimestamp(t['wall']).strftime('%H:%M:%S.%f')[:-3]} "
+                    f"{t['from']} -> {t['to']}: {t['action']} {t['direction']} {t['frame']}"
+                    for t in tripped)))
         if self.host is not None:
             entries = self.host_entries_this_scenario()
             out.append(Evidence("acquirer ledger (this scenario)", "text",

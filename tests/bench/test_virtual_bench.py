@@ -78,6 +78,21 @@ def test_up_drive_every_part_down_leaves_nothing(workdir: Path, tmp_path: Path) 
         assert bench.power is not None and abs(bench.power.measure_voltage() - 7.40) < 0.01
         assert bench.power.measure_current() > 0  # the terminal draws current when on
         assert bench.network is not None and bench.network.is_nominal()
+
+        # A traffic-triggered pull through the whole path; its trip is in the evidence.
+        bench.begin_scenario("armed-pull")
+        assert bench.terminal.login("01", "0000").ok
+        bench.network.pull_cable_on_next_request()
+        outcome = bench.terminal.sign_in(timeout=20.0)
+        assert outcome.result == "COMMS_ERROR", outcome
+        evidence = {e.name: e for e in bench.end_scenario()}
+        trip = str(evidence["network faults tripped by traffic"].content)
+        assert "PULL_ON_REQUEST -> CABLE_PULLED: drop terminal_to_host TCP 198.18.0.10:" in trip
+        assert "> 198.18.0.20:8583 [AP]" in trip and trip.count("\n") == 0
+        assert "MTI 0800" in str(evidence["ISO 8583 messages (decoded, masked)"].content)
+        bench.restore_nominal()
+        assert bench.network.is_nominal() and bench.terminal.sign_in(timeout=20.0).ok
+
         bench.power.output_off()
         # The supply really powers the terminal: it stops answering (bounded at 3 s, which a
         # loaded CI machine still meets; it takes milliseconds here).
