@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rigs.config import BenchConfig
-from rigs.errors import BenchNotNominal, CapabilityMissing, RigError
+from rigs.errors import BenchNotNominal, CapabilityMissing, NoResponse, RigError
 
 if TYPE_CHECKING:
     from rigs.cards import PcscCardBank
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAPER_SENSOR = "paper_sensor"
+CARD_REMOVED_BOUND = 5.0
+"""Longest wait (s) for the terminal to report a removed card when the bench is restored."""
 
 # Scenario tags → the bench section they need.
 CAPABILITY_OF_TAG = {"card": "cards", "power": "power", "printer": "switch", "network": "network"}
@@ -204,12 +206,13 @@ class Bench:
             step("network", self.network.restore_nominal)
         if self.switch is not None:
             step("relay", self.switch.restore_nominal)
+        card_mark = len(self.terminal.events)
         if self.cards is not None:
             step("card bank", self.cards.restore_nominal)
         step("terminal", self.terminal.restore_nominal)
         if self.power is not None:
             step("power supply", lambda: self.power.restore_nominal(t.nominal_volts))  # type: ignore[union-attr]
-        step("terminal", self._terminal_idle)
+        step("terminal", lambda: self._terminal_idle(card_mark))
 
         for driver in self.drivers():
             is_nominal = getattr(driver, "is_nominal", None)
@@ -224,11 +227,22 @@ class Bench:
                            "can be trusted: " + "; ".join(problems))
             raise BenchNotNominal(self.broken)
 
-    def _terminal_idle(self) -> None:
-        """The terminal answers, is idle, sees paper and a healthy battery (boots if it was off)."""
+    def _terminal_idle(self, card_mark: int) -> None:
+        """The terminal answers, is idle, sees paper, no card and a healthy battery (boots if it
+        was off).  A card removed since event *card_mark* may still be on its way to the
+        terminal: its ``CARD_REMOVED`` event is awaited (bounded) before the slot is judged."""
         t = self.config.terminal
         status = self.terminal.wait_ready(timeout=t.boot_timeout)  # at once if it is up
+        if status.card_present:
+            try:
+                self.terminal.wait_for_event("CARD_REMOVED", timeout=CARD_REMOVED_BOUND,
+                                             since=card_mark)
+            except NoResponse:
+                pass  # judged below from the terminal's own status
+            status = self.terminal.status()
         bad = []
+        if status.card_present:
+            bad.append("a card is still in the slot")
         if not status.paper_present:
             bad.append("paper sensor says no paper")
         if status.battery_low:

@@ -78,6 +78,7 @@ class TerminalStatus:
     signed_in: bool
     operator: str | None
     paper_present: bool
+    card_present: bool
     battery_low: bool
     supply_volts: float | None
     batch_no: str
@@ -93,6 +94,7 @@ class TerminalStatus:
         faults = msg.get("faults")
         return cls(state=msg.get("state"), signed_in=msg.get("signed_in") == "1",
                    operator=msg.get("operator") or None, paper_present=msg.get("paper") == "1",
+                   card_present=msg.get("card") == "1",
                    battery_low=msg.get("battery_low") == "1", supply_volts=supply,
                    batch_no=msg.get("batch"),
                    fault_codes=tuple(faults.split(",")) if faults else ())

@@ -29,7 +29,7 @@ def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
         got = terminal.wait_for_prompt_or_outcome(PROMPTS, timeout=left, since=since)
         if isinstance(got, Outcome):
             if cards.inserted is not None:
-                cards.remove()  # the cardholder takes the card back
+                take_card_back(bench)
             return got
         index, prompt = got
         since = index + 1
@@ -41,3 +41,15 @@ def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
             else:
                 terminal.enter_pin(pin)
         answered.add(prompt.code)
+
+
+CARD_REMOVED_BOUND = 5.0
+
+
+def take_card_back(bench: Bench) -> None:
+    """Remove the card and wait until the terminal says it saw it go (``CARD_REMOVED``), so the
+    next purchase cannot start while the terminal still believes a card is in the slot."""
+    terminal = bench.terminal
+    mark = len(terminal.events)
+    bench.need("cards").remove()
+    terminal.wait_for_event("CARD_REMOVED", timeout=CARD_REMOVED_BOUND, since=mark)

@@ -259,6 +259,8 @@ DISPLAY: Mapping[str, str] = {
     "PRINTING": "打印中 PRINTING",
     "PAPER_OUT": "打印机缺纸 PAPER OUT",
     "PAPER_OK": "纸张已装好 PAPER OK",
+    "CARD_INSERTED": "已插卡 CARD INSERTED",
+    "CARD_REMOVED": "已取卡 CARD REMOVED",
     "LOW_BATTERY": "电量低 请充电 LOW BATTERY",
     "BATTERY_OK": "电量正常 BATTERY OK",
     "OK": "成功 OK",
@@ -491,6 +493,7 @@ class TerminalFirmware:
             "rc": Result.OK.value, "state": self.state.value,
             "signed_in": "1" if self.signed_in else "0", "operator": self.operator or "",
             "paper": "1" if self.paper_present else "0",
+            "card": "1" if self.card_present else "0",
             "battery_low": "1" if self.battery_low else "0", "volts": f"{self.volts:.2f}",
             "batch": f"{self.nv.batch_no:06d}", "faults": ",".join(self.faults),
         }))]
@@ -584,13 +587,17 @@ class TerminalFirmware:
         return [self._event("PAPER_OK")]
 
     def _hw_card(self, obj: Mapping[str, Any], now: float) -> list[Action]:
+        was = self.card_present
         self.card_present = bool(obj.get("present"))
+        out: list[Action] = []
+        if self.card_present != was and self.state is not State.BOOTING:
+            out.append(self._event("CARD_INSERTED" if self.card_present else "CARD_REMOVED"))
         if self.card_present and self.state is State.WAIT_CARD:
-            return self._read_card(now)
+            return out + self._read_card(now)
         if not self.card_present and self.state is State.PIN_ENTRY:
             self._fault("CARD_ERROR")
-            return self._finish(Result.CARD_ERROR, text="卡片已拔出 CARD REMOVED")
-        return []
+            return out + self._finish(Result.CARD_ERROR, text="卡片已拔出 CARD REMOVED")
+        return out
 
     # ---- transaction steps
     def _read_card(self, now: float) -> list[Action]:

@@ -159,7 +159,8 @@ def test_purchase_end_to_end(terminal: Terminal, link: SerialTerminalLink) -> No
     assert [job.pin for job in terminal.services[0].jobs if hasattr(job, "pin")] == ["2468"]
     assert len(link.receipts) == 2 and all(MASKED in r and PAN not in r for r in link.receipts)
     codes = [e.code for e in link.events[mark:]]
-    assert codes[:4] == ["INSERT_CARD", "READING_CARD", "ENTER_PIN", "PROCESSING"]
+    assert codes[:5] == ["INSERT_CARD", "CARD_INSERTED", "READING_CARD", "ENTER_PIN",
+                         "PROCESSING"]
     assert {"booting", "idle", "card", "comms", "printing"} <= set(terminal.peer.loads())
     with terminal.peer.lock:
         slot_msgs = [o["t"] for o in terminal.peer.seen if o["t"] in ("card_power", "capdu")]

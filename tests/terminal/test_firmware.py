@@ -180,7 +180,7 @@ def test_purchase_approved_with_masked_receipts(bench: Bench) -> None:
     assert isinstance(chip, ChipJob)
     assert (chip.amount_minor, chip.currency_code, chip.txn_date) == (12345, "156", NOW.date())
     assert chip.unpredictable_number == b"\x01\x02\x03\x04"
-    assert codes(out) == ["PG:READING_CARD"] and loads(out) == ["card"]
+    assert codes(out) == ["EV:CARD_INSERTED", "PG:READING_CARD"] and loads(out) == ["card"]
     out = bench.done(chip, FakeCard())
     assert codes(out) == ["PG:ENTER_PIN"]
     for k in "9876":
@@ -316,3 +316,15 @@ def test_file_nvram_roundtrip(tmp_path: Any) -> None:
     nv.save(NvramData(stan=42, batch_no=3, boot_count=9))
     assert FileNvram(tmp_path).load() == NvramData(42, 3, 9)
     assert [p.name for p in tmp_path.iterdir()] == ["terminal-nvram.json"]
+
+
+def test_card_detect_changes_are_events_and_in_status(bench: Bench) -> None:
+    """The robot waits for CARD_REMOVED before the next purchase: a removal still in flight on
+    the slot's wire made the next purchase read an absent card (seen under CPU load)."""
+    assert codes(bench.hw(t="card", present=True)) == ["EV:CARD_INSERTED"]
+    assert bench.hw(t="card", present=True) == []  # no change, no event
+    (st,) = ecr_out(bench.req("ST"))
+    assert st.get("card") == "1"
+    assert codes(bench.hw(t="card", present=False)) == ["EV:CARD_REMOVED"]
+    (st,) = ecr_out(bench.req("ST"))
+    assert st.get("card") == "0"
