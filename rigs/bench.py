@@ -25,13 +25,34 @@ if TYPE_CHECKING:
     from rigs.network import ScapyBridgeInjector
     from rigs.power import ScpiPowerSupply
     from rigs.switch import ScpiRelayUnit
-    from rigs.terminal import SerialTerminalLink
+    from rigs.terminal import SerialTerminalLink, TerminalStatus
 
 log = logging.getLogger(__name__)
 
 PAPER_SENSOR = "paper_sensor"
-CARD_REMOVED_BOUND = 5.0
-"""Longest wait (s) for the terminal to report a removed card when the bench is restored."""
+RECOVERY_BOUND = 5.0
+"""Longest wait (s), when the bench is restored, for the terminal to report that a fault the
+instruments just cleared is gone (card removed, paper in, battery fine)."""
+
+
+@dataclass(frozen=True)
+class TerminalCheck:
+    """One condition of a nominal terminal, as its STATUS shows it, and the event that says it
+    has recovered."""
+
+    failing: Callable[[TerminalStatus], bool]
+    recovery_event: str
+    describe: Callable[[TerminalStatus], str]
+
+
+TERMINAL_CHECKS = (
+    TerminalCheck(lambda st: st.card_present, "CARD_REMOVED",
+                  lambda st: "a card is still in the slot"),
+    TerminalCheck(lambda st: not st.paper_present, "PAPER_OK",
+                  lambda st: "paper sensor says no paper"),
+    TerminalCheck(lambda st: st.battery_low, "BATTERY_OK",
+                  lambda st: f"battery low at {st.supply_volts:.2f} V"),
+)
 
 # Scenario tags → the bench section they need.
 CAPABILITY_OF_TAG = {"card": "cards", "power": "power", "printer": "switch", "network": "network"}
@@ -206,13 +227,13 @@ class Bench:
             step("network", self.network.restore_nominal)
         if self.switch is not None:
             step("relay", self.switch.restore_nominal)
-        card_mark = len(self.terminal.events)
+        mark = len(self.terminal.events)
         if self.cards is not None:
             step("card bank", self.cards.restore_nominal)
         step("terminal", self.terminal.restore_nominal)
         if self.power is not None:
             step("power supply", lambda: self.power.restore_nominal(t.nominal_volts))  # type: ignore[union-attr]
-        step("terminal", lambda: self._terminal_idle(card_mark))
+        step("terminal", lambda: self._terminal_idle(mark))
 
         for driver in self.drivers():
             is_nominal = getattr(driver, "is_nominal", None)
@@ -227,26 +248,22 @@ class Bench:
                            "can be trusted: " + "; ".join(problems))
             raise BenchNotNominal(self.broken)
 
-    def _terminal_idle(self, card_mark: int) -> None:
-        """The terminal answers, is idle, sees paper, no card and a healthy battery (boots if it
-        was off).  A card removed since event *card_mark* may still be on its way to the
-        terminal: its ``CARD_REMOVED`` event is awaited (bounded) before the slot is judged."""
+    def _terminal_idle(self, mark: int) -> None:
+        """The terminal answers, is idle, sees no card, paper and a healthy battery (boots if it
+        was off).  The instruments were just restored, and what they changed reaches the
+        terminal on its own wires: for each condition still off, the terminal's recovery event
+        since event *mark* is awaited (bounded by RECOVERY_BOUND) before it is judged."""
         t = self.config.terminal
         status = self.terminal.wait_ready(timeout=t.boot_timeout)  # at once if it is up
-        if status.card_present:
-            try:
-                self.terminal.wait_for_event("CARD_REMOVED", timeout=CARD_REMOVED_BOUND,
-                                             since=card_mark)
-            except NoResponse:
-                pass  # judged below from the terminal's own status
-            status = self.terminal.status()
-        bad = []
-        if status.card_present:
-            bad.append("a card is still in the slot")
-        if not status.paper_present:
-            bad.append("paper sensor says no paper")
-        if status.battery_low:
-            bad.append(f"battery low at {status.supply_volts:.2f} V")
+        for check in TERMINAL_CHECKS:
+            if check.failing(status):
+                try:
+                    self.terminal.wait_for_event(check.recovery_event, timeout=RECOVERY_BOUND,
+                                                 since=mark)
+                except NoResponse as exc:
+                    log.warning("%r: restore: %s", self, exc)  # judged below by STATUS
+                status = self.terminal.status()
+        bad = [check.describe(status) for check in TERMINAL_CHECKS if check.failing(status)]
         if bad:
             raise BenchNotNominal(f"terminal not nominal: {', '.join(bad)}")
 

@@ -93,6 +93,20 @@ def test_up_drive_every_part_down_leaves_nothing(workdir: Path, tmp_path: Path) 
         bench.restore_nominal()
         assert bench.network.is_nominal() and bench.terminal.sign_in(timeout=20.0).ok
 
+        # Faults left in place (a failed or interrupted scenario): restore clears them all and
+        # waits for the terminal to see each one gone before judging it.
+        assert bench.switch is not None
+        mark = len(bench.terminal.events)
+        bench.switch.close_channel(bench.paper_channel())
+        bench.power.sag_to(bench.config.terminal.low_battery_volts)
+        bench.terminal.wait_for_event("PAPER_OUT", timeout=5.0, since=mark)
+        bench.terminal.wait_for_event("LOW_BATTERY", timeout=5.0, since=mark)
+        bench.restore_nominal()
+        status = bench.terminal.status()
+        assert status.paper_present and not status.battery_low and not status.card_present
+        assert sorted(e.code for e in bench.terminal.events[mark:]
+                      if e.code in ("PAPER_OK", "BATTERY_OK")) == ["BATTERY_OK", "PAPER_OK"]
+
         bench.power.output_off()
         # The supply really powers the terminal: it stops answering (bounded at 3 s, which a
         # loaded CI machine still meets; it takes milliseconds here).
