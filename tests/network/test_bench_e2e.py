@@ -3,9 +3,7 @@ terminal's namespace to a server in the host's, cable pull and restore, pcap, no
 
 from __future__ import annotations
 
-import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,18 +45,6 @@ def server(topo: Topology) -> Iterator[socket.socket]:
         yield srv
     finally:
         srv.close()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    short = Path(f"/tmp/ne{os.getpid()}-{time.monotonic_ns() % 10**9}")
-    short.mkdir()
-    try:
-        yield short
-    finally:
-        for p in short.iterdir():
-            p.unlink()
-        short.rmdir()
 
 
 def make_injector(topo: Topology, workdir: Path) -> ScapyBridgeInjector:

@@ -64,19 +64,6 @@ def make_wires(folder: Path) -> Wires:
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    # unix socket paths are short: pytest's tmp_path can be long
-    short = Path(f"/tmp/nt{os.getpid()}-{time.monotonic_ns() % 10**9}")
-    short.mkdir()
-    try:
-        yield short
-    finally:
-        for p in short.iterdir():
-            p.unlink()
-        short.rmdir()
-
-
-@pytest.fixture
 def wires(workdir: Path) -> Iterator[Wires]:
     w = make_wires(workdir)
     try:
