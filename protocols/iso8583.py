@@ -27,7 +27,7 @@ from iso8583.encoder import EncodeError as _PyEncodeError
 
 from protocols.crypto import mac_x919, verify_mac
 from protocols.errors import DecodeError, FramingError, hexdump
-from protocols.masking import mask_pan
+from protocols.masking import mask_pan, render_tlv
 
 __all__ = [
     "Dialect",
@@ -404,48 +404,14 @@ def mac_ok(payload: bytes, mak: bytes) -> bool:
 # --------------------------------------------------------------------------------------------
 # Evidence
 
-_REDACT_ICC_TAGS = frozenset({"56", "57", "5A", "5F20", "9F1F", "9F20", "9F6B", "99", "9F62",
-                              "9F63", "9F64", "9F65", "9F66", "9F0B"})
-
-
 def _icc_summary(hexdata: str) -> str:
-    """Walk BER-TLV of field 55; show tags and non-sensitive values, redact card data."""
+    """Field 55 for evidence: its BER-TLV with card data redacted by tag (the one list,
+    :data:`protocols.masking.SENSITIVE_TAGS`); bad TLV becomes a note, never an exception."""
     try:
         data = bytes.fromhex(hexdata)
     except ValueError:
         return f"[ICC data, {len(hexdata) // 2} bytes, not hex]"
-    parts: list[str] = []
-    i = 0
-    while i < len(data):
-        start = i
-        tag_bytes = bytearray([data[i]])
-        i += 1
-        if data[start] & 0x1F == 0x1F:
-            while i < len(data):
-                tag_bytes.append(data[i])
-                i += 1
-                if not tag_bytes[-1] & 0x80:
-                    break
-        if i >= len(data):
-            return " ".join(parts + [f"[unparsable TLV at offset {start}]"])
-        length = data[i]
-        i += 1
-        if length & 0x80:
-            n = length & 0x7F
-            if n == 0 or n > 2 or i + n > len(data):
-                return " ".join(parts + [f"[bad TLV length at offset {i - 1}]"])
-            length = int.from_bytes(data[i:i + n], "big")
-            i += n
-        if i + length > len(data):
-            return " ".join(parts + [f"[TLV at offset {start} overruns field]"])
-        tag = tag_bytes.hex().upper()
-        value = data[i:i + length]
-        i += length
-        if tag in _REDACT_ICC_TAGS:
-            parts.append(f"{tag}=[redacted {length} bytes]")
-        else:
-            parts.append(f"{tag}={value.hex().upper()}")
-    return " ".join(parts)
+    return render_tlv(data, style="fields")
 
 
 def describe(doc: Mapping[str, str]) -> dict[str, str]:

@@ -1,14 +1,28 @@
 """BER-TLV as EMV uses it (EMV Book 3, Annex B): tags of one or more bytes, short and long
 lengths, constructed tags, and Data Object Lists (PDOL, CDOL1: tag + length, no value).
 
-Decoding errors are :class:`DecodeError` naming the tag and the byte offset.
+Decoding errors are :class:`TlvError` (a :class:`DecodeError`) naming the tag and the byte
+offset; its ``problem`` is the same text without the data, for renderings that must not show it.
+:func:`iter_decode` is the one walker: :func:`decode`, :func:`flatten`, :func:`find` and the masked
+renderer (:func:`protocols.masking.render_tlv`) all go through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from protocols.errors import DecodeError, hexdump
+
+
+class TlvError(DecodeError):
+    """BER-TLV that cannot be decoded.  ``problem`` says what and where (tag, absolute offsets)
+    without showing the data; ``offset`` is where the offending data object starts."""
+
+    def __init__(self, problem: str, offset: int, data: bytes | None = None) -> None:
+        super().__init__(f"TLV: {problem}" + (f"; data {hexdump(data)}" if data is not None else ""))
+        self.problem = problem
+        self.offset = offset
 
 
 def _tag_hex(tag: int) -> str:
@@ -49,49 +63,51 @@ def encode_many(items: list[tuple[int, bytes]]) -> bytes:
     return b"".join(encode(t, v) for t, v in items)
 
 
-def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
-    """Return (tag, position after tag)."""
+def _read_tag(data: bytes, pos: int, base: int = 0) -> tuple[int, int]:
+    """Return (tag, position after tag); *base* makes offsets in errors absolute."""
     start = pos
     if pos >= len(data):
-        raise DecodeError(f"TLV: tag expected at offset {pos}, data ends; data {hexdump(data)}")
+        raise TlvError(f"tag expected at offset {base + pos}, data ends", base + pos, data)
     first = data[pos]
     tag = first
     pos += 1
     if first & 0x1F == 0x1F:
         while True:
             if pos >= len(data):
-                raise DecodeError(
-                    f"TLV: tag {_tag_hex(tag)}… at offset {start} is truncated "
-                    f"(subsequent tag byte missing at offset {pos}); data {hexdump(data)}")
+                raise TlvError(
+                    f"tag {_tag_hex(tag)}… at offset {base + start} is truncated "
+                    f"(subsequent tag byte missing at offset {base + pos})", base + start, data)
             b = data[pos]
             tag = (tag << 8) | b
             pos += 1
             if not b & 0x80:
                 break
             if pos - start > 4:
-                raise DecodeError(
-                    f"TLV: tag {_tag_hex(tag)} at offset {start} is longer than 4 bytes")
+                raise TlvError(
+                    f"tag {_tag_hex(tag)} at offset {base + start} is longer than 4 bytes",
+                    base + start)
     return tag, pos
 
 
-def _read_length(data: bytes, pos: int, tag: int, tag_at: int) -> tuple[int, int]:
+def _read_length(data: bytes, pos: int, tag: int, tag_at: int, base: int = 0) -> tuple[int, int]:
+    """Return (length, position after it); *tag_at* is absolute, *pos* relative to *data*."""
     if pos >= len(data):
-        raise DecodeError(
-            f"TLV: tag {_tag_hex(tag)} at offset {tag_at}: length expected at offset {pos}, "
-            f"data ends; data {hexdump(data)}")
+        raise TlvError(
+            f"tag {_tag_hex(tag)} at offset {tag_at}: length expected at offset {base + pos}, "
+            f"data ends", tag_at, data)
     first = data[pos]
     pos += 1
     if first < 0x80:
         return first, pos
     n = first & 0x7F
     if n == 0 or n > 3:
-        raise DecodeError(
-            f"TLV: tag {_tag_hex(tag)} at offset {tag_at}: bad length byte {first:02X} at "
-            f"offset {pos - 1} (expected 00-7F or 81-83)")
+        raise TlvError(
+            f"tag {_tag_hex(tag)} at offset {tag_at}: bad length byte {first:02X} at "
+            f"offset {base + pos - 1} (expected 00-7F or 81-83)", tag_at)
     if pos + n > len(data):
-        raise DecodeError(
-            f"TLV: tag {_tag_hex(tag)} at offset {tag_at}: {n} length bytes expected at "
-            f"offset {pos}, only {len(data) - pos} left")
+        raise TlvError(
+            f"tag {_tag_hex(tag)} at offset {tag_at}: {n} length bytes expected at "
+            f"offset {base + pos}, only {len(data) - pos} left", tag_at)
     return int.from_bytes(data[pos:pos + n], "big"), pos + n
 
 
@@ -103,6 +119,7 @@ class Tlv:
     value: bytes
     offset: int = 0
     children: tuple[Tlv, ...] = field(default=())
+    end: int = 0  # offset just after the object (its encoding may use a longer length form)
 
     @property
     def constructed(self) -> bool:
@@ -119,33 +136,39 @@ class Tlv:
         return None
 
 
-def decode(data: bytes, *, base: int = 0) -> list[Tlv]:
-    """Decode a sequence of data objects.  Constructed values are decoded recursively.
+def iter_decode(data: bytes, *, base: int = 0) -> Iterator[Tlv]:
+    """Yield the data objects of *data* one by one (constructed values decoded recursively);
+    a :class:`TlvError` is raised where the data stops being BER-TLV, after every object
+    before it was yielded.
 
     Padding bytes ``00`` and ``FF`` between objects are skipped (EMV Book 3, B.1).
-    *base* is added to offsets in messages (used for nested objects).
+    *base* is added to offsets (used for nested objects).
     """
-    out: list[Tlv] = []
     pos = 0
     while pos < len(data):
         if data[pos] in (0x00, 0xFF):
             pos += 1
             continue
         tag_at = pos
-        tag, pos = _read_tag(data, pos)
-        length, pos = _read_length(data, pos, tag, base + tag_at)
+        tag, pos = _read_tag(data, pos, base)
+        length, pos = _read_length(data, pos, tag, base + tag_at, base)
         if pos + length > len(data):
-            raise DecodeError(
-                f"TLV: tag {_tag_hex(tag)} at offset {base + tag_at}: value of {length} bytes "
-                f"expected at offset {base + pos}, only {len(data) - pos} left; "
-                f"data {hexdump(data)}")
+            raise TlvError(
+                f"tag {_tag_hex(tag)} at offset {base + tag_at}: value of {length} bytes "
+                f"expected at offset {base + pos}, only {len(data) - pos} left",
+                base + tag_at, data)
         value = bytes(data[pos:pos + length])
         children: tuple[Tlv, ...] = ()
         if is_constructed(tag):
-            children = tuple(decode(value, base=base + pos))
-        out.append(Tlv(tag, value, base + tag_at, children))
+            children = tuple(iter_decode(value, base=base + pos))
+        yield Tlv(tag, value, base + tag_at, children, base + pos + length)
         pos += length
-    return out
+
+
+def decode(data: bytes, *, base: int = 0) -> list[Tlv]:
+    """Decode a sequence of data objects (all of them, or a :class:`TlvError`); see
+    :func:`iter_decode`."""
+    return list(iter_decode(data, base=base))
 
 
 def flatten(data: bytes) -> dict[int, bytes]:

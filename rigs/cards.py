@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from protocols import tlv
 from protocols.errors import DecodeError, FramingError
-from protocols.masking import mask_pan, scrub
+from protocols.masking import render_tlv, scrub
 from protocols.probe import (
     MAX_RETRIES,
     RETRY_INTERVAL,
@@ -49,8 +48,6 @@ log = logging.getLogger(__name__)
 _process_socket: str | None = None
 _process_lock = threading.Lock()
 
-PAN_TAGS = frozenset({0x5A})
-TRACK_TAGS = frozenset({0x57, 0x9F6B, 0x56, 0x9F1F, 0x9F20, 0x5F20})  # track data, name
 PIN_INS = frozenset({0x20, 0x24})    # VERIFY, CHANGE REFERENCE DATA: data is PIN material
 
 
@@ -68,32 +65,20 @@ class TraceEntry:
     note: str = ""
 
 
-def _render_tlv(data: bytes) -> str:
-    """Hex rendering of a TLV stream with sensitive values replaced by masked text."""
-    out: list[str] = []
-    for item in tlv.decode(data):
-        head = tlv.tag_bytes(item.tag).hex().upper() + tlv.encode_length(len(item.value)).hex()
-        if item.tag in PAN_TAGS:
-            out.append(f"{head}[{mask_pan(item.value.hex().rstrip('fF'))}]")
-        elif item.tag in TRACK_TAGS:
-            out.append(f"{head}[blanked]")
-        elif item.children:
-            out.append(f"{head}{{{_render_tlv(item.value)}}}")
-        else:
-            out.append(head + item.value.hex().upper())
-    return " ".join(out)
-
-
 def render_apdu(kind: str, data: bytes) -> str:
-    """Masked text of one APDU for evidence."""
-    if kind == "C-APDU" and len(data) > 5 and data[1] in PIN_INS:
-        return f"{data[:5].hex().upper()}[PIN data blanked]"
+    """Masked text of one APDU for evidence.
+
+    Card data is masked by tag (:data:`protocols.masking.SENSITIVE_TAGS`: PAN first 6 / last 4,
+    track data and names blanked); the AID (4F, 84), the label (50) and everything else are
+    shown in clear.  A C-APDU is shown as sent (a terminal sends the card no card data) except
+    the PIN of VERIFY / CHANGE REFERENCE DATA.
+    """
+    if kind == "C-APDU":
+        if len(data) > 5 and data[1] in PIN_INS:
+            return f"{data[:5].hex().upper()}[PIN data blanked]"
+        return data.hex().upper()
     if kind == "R-APDU" and len(data) > 2:
-        try:
-            body = _render_tlv(data[:-2])
-        except DecodeError:
-            body = data[:-2].hex().upper()
-        return scrub(f"{body} {data[-2:].hex().upper()}")
+        return f"{render_tlv(data[:-2], style='apdu')} {data[-2:].hex().upper()}"
     return scrub(data.hex().upper())
 
 

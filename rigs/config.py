@@ -4,7 +4,11 @@ A bench file describes places (URLs, VISA resource strings, PC/SC reader names, 
 limits; it holds no behaviour.  Every section but ``terminal`` is optional: a bench without a
 power supply simply cannot run ``@power`` scenarios, which are then skipped with a reason.
 
-Errors name the file, the key path (``power.limits.max_volts``) and what was expected.
+The file is read through :mod:`protocols.yamlmodel`: errors name the file, every bad key path
+(``power.limits.max_volts``) and what was expected.  Serial ports and VISA resources follow the
+one grammar of the transports that open them (:func:`rigs.transport.serial_url_error`,
+:func:`rigs.scpi.resource_error`); ``power.dialect`` / ``power.channel`` are checked against the
+dialect table (:data:`rigs.power.DIALECTS`).
 """
 
 from __future__ import annotations
@@ -13,37 +17,38 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from rigs.errors import ConfigError
+from protocols.yamlmodel import HostPort, MerchantId, TerminalId, load_model, validate_model
+from rigs.power import DIALECTS
+from rigs.scpi import RESOURCE_FORMS, resource_error
+from rigs.transport import URL_FORMS, serial_url_error
 
-SERIAL_FORMS = "/dev/ttyUSB0, /dev/pts/N, rfc2217://host:port, socket://host:port"
-VISA_FORMS = "TCPIP0::host::5025::SOCKET, TCPIP0::host::inst0::INSTR, ASRL/dev/ttyUSB0::INSTR, USB0::…::INSTR"
-_VISA_RE = re.compile(
-    r"^(TCPIP\d*::[^:]+::(\d+::SOCKET|[\w.]+::INSTR)"
-    r"|ASRL[^:]+::INSTR|USB\d*::.+::INSTR|GPIB\d*::\d+(::\d+)?::INSTR)$",
-    re.IGNORECASE)
+SERIAL_FORMS = URL_FORMS      # the one grammar: rigs.transport.serial_url_error
+VISA_FORMS = RESOURCE_FORMS   # the one grammar: rigs.scpi.resource_error
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+WHAT = "bench file"
 
 
 def _check_serial_url(value: str) -> str:
-    if not (value.startswith("/") or re.match(r"^(rfc2217|socket|loop|spy)://", value)):
-        raise ValueError(f"{value!r} is not a serial port URL; expected one of {SERIAL_FORMS}")
+    why = serial_url_error(value)
+    if why is not None:
+        raise ValueError(why)
     return value
 
 
 def _check_visa(value: str) -> str:
-    if not _VISA_RE.match(value):
-        raise ValueError(f"{value!r} is not a VISA resource string; expected one of {VISA_FORMS}")
+    why = resource_error(value)
+    if why is not None:
+        raise ValueError(why)
     return value
 
 
@@ -55,16 +60,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DRIVER_DOC = ("Implementation of this part: one of the rig's own (rigs.registry.BUILTIN) or a "
+              "lab's factory 'package.module:function'; default: the rig's own.")
+
+
+class _Part(_Section):
+    """A section the bench builds an instrument from (it may name its implementation)."""
+
+    driver: str | None = Field(None, description=DRIVER_DOC)
+
+
 class Credentials(_Section):
     id: str = Field(description="Operator number as typed on the terminal, e.g. '01'.")
-    password: str
+    password: str = Field(repr=False)
 
 
-class TerminalConfig(_Section):
+class TerminalConfig(_Part):
     port: SerialUrl = Field(description=f"ECR/test port: {SERIAL_FORMS}")
     baudrate: int = 115200
-    terminal_id: str | None = None
-    merchant_id: str | None = None
+    terminal_id: TerminalId | None = None
+    merchant_id: MerchantId | None = None
     nominal_volts: float = Field(7.40, gt=0, description="Supply voltage of a healthy battery.")
     low_battery_volts: float = Field(6.80, gt=0, description="At or below: low-battery warning.")
     boot_timeout: float = Field(20.0, gt=0, description="Bound on power-on to READY (s).")
@@ -84,7 +99,7 @@ class BankCard(_Section):
         return value
 
 
-class CardsConfig(_Section):
+class CardsConfig(_Part):
     probe: SerialUrl = Field(description=f"Serial URL of the slot probe: {SERIAL_FORMS}")
     bank: dict[str, BankCard] = Field(description="Card name → its reader in the card bank.")
     pcsc_socket: str | None = Field(None, description="PCSCLITE_CSOCK_NAME of a private pcscd.")
@@ -102,20 +117,36 @@ class PowerLimits(_Section):
     max_amps: float = Field(gt=0)
 
 
-class PowerConfig(_Section):
+class PowerConfig(_Part):
     resource: VisaResource = Field(description=f"VISA resource string: {VISA_FORMS}")
-    dialect: str = "keysight-e36xx"
-    channel: int = Field(1, ge=1)
+    dialect: str = Field("keysight-e36xx", description="Row of rigs.power.DIALECTS.")
+    channel: int = Field(1, ge=1, description="Output channel, within the dialect's outputs.")
     limits: PowerLimits
     current_limit: float | None = Field(None, gt=0, description="CURR setpoint (A); default max_amps.")
 
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, value: str) -> str:
+        if value not in DIALECTS:
+            raise ValueError(f"{value!r} unknown; expected one of {sorted(DIALECTS)}")
+        return value
 
-class SwitchConfig(_Section):
+    @field_validator("channel")
+    @classmethod
+    def _channel_of_dialect(cls, value: int, info: ValidationInfo) -> int:
+        dialect = DIALECTS.get(str(info.data.get("dialect")))
+        if dialect is not None and value > dialect.channels:
+            raise ValueError(f"{value} outside 1..{dialect.channels} for dialect "
+                             f"{info.data['dialect']!r} ({dialect.family})")
+        return value
+
+
+class SwitchConfig(_Part):
     resource: VisaResource = Field(description=f"VISA resource string: {VISA_FORMS}")
     channels: dict[str, int] = Field(description="Wiring: signal name → relay channel.")
 
 
-class NetworkConfig(_Section):
+class NetworkConfig(_Part):
     terminal_if: str = Field(description="Rig NIC facing the terminal.")
     host_if: str = Field(description="Rig NIC facing the acquirer host.")
     netns: str | None = Field(None, description="Network namespace the NICs live in (virtual bench).")
@@ -135,16 +166,9 @@ class NetworkConfig(_Section):
         return self
 
 
-class HostConfig(_Section):
-    address: str = Field(description="host:port of the acquirer, to find its traffic in captures.")
+class HostConfig(_Part):
+    address: HostPort = Field(description="host:port of the acquirer, to find its traffic in captures.")
     ledger: str | None = Field(None, description="Path of the host simulator's SQLite ledger.")
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if not re.match(r"^[\w.-]+:\d{1,5}$", value):
-            raise ValueError(f"{value!r} is not host:port (e.g. 198.18.0.20:8583)")
-        return value
 
     @property
     def port(self) -> int:
@@ -167,39 +191,11 @@ class BenchConfig(_Section):
     host: HostConfig | None = None
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def parse_bench(data: Any, source: str = "<bench>") -> BenchConfig:
     """Validate a loaded YAML document; errors name *source* and every bad key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return BenchConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelt?)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            lines.append(f"  {_key_path(err['loc'])}: {msg}")
-        raise ConfigError(f"{source}: bench file is not valid:\n" + "\n".join(lines)) from None
+    return validate_model(BenchConfig, data, source, what=WHAT)
 
 
 def load_bench(path: str | Path) -> BenchConfig:
     """Read and validate a bench YAML file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read bench file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_bench(data, str(path))
+    return load_model(BenchConfig, path, what=WHAT)

@@ -22,6 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast, overload, runtime_chec
 import pyvisa
 import pyvisa.constants
 import pyvisa.errors
+import pyvisa.rname
 
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, InstrumentError, LimitError, NoResponse, TransportError
@@ -47,24 +48,55 @@ class ScpiTransport(Protocol):
 # ----------------------------------------------------------------------------------------------
 
 RESOURCE_FORMS = (
-    "TCPIP0::host::5025::SOCKET, TCPIP0::host::inst0::INSTR, ASRL/dev/ttyUSB0::INSTR, "
-    "USB0::0x2A8D::0x1002::SERIAL::INSTR, GPIB0::5::INSTR"
+    "TCPIP0::host::5025::SOCKET, TCPIP0::host::INSTR, TCPIP0::host::inst0::INSTR, "
+    "ASRL/dev/ttyUSB0::INSTR, USB0::0x2A8D::0x1002::SERIAL::INSTR, GPIB0::5::INSTR"
 )
 
-_RESOURCE_RES = tuple(re.compile(p, re.IGNORECASE) for p in (
-    r"^TCPIP\d*::[^:\s]+::\d{1,5}::SOCKET$",
-    r"^TCPIP\d*::[^:\s]+(::[^:\s]+)?::INSTR$",
-    r"^ASRL(\d+|/[^:\s]+)::INSTR$",
-    r"^USB\d*::[^:\s]+::[^:\s]+::[^:\s]+(::\d+)?::(INSTR|RAW)$",
-    r"^GPIB\d*::\d+(::\d+)?::INSTR$",
-))
+# The forms the rig supports, resource class always written out, each with the class pyvisa's
+# parser must make of it.  The interface name is case-insensitive, the class is not (pyvisa reads
+# "::instr" as a LAN device name).  TCPIP INSTR with or without the LAN device name (inst0,
+# hislip0, gpib0,5): pyvisa-py defaults it to inst0.
+_RESOURCE_RES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), parsed) for pattern, parsed in (
+        (r"^(?i:TCPIP)\d*::[^:\s]+::\d{1,5}::SOCKET$", "TCPIPSocket"),
+        (r"^(?i:TCPIP)\d*::[^:\s]+(::[^:\s]+)?::INSTR$", "TCPIPInstr"),
+        (r"^(?i:ASRL)(\d+|/[^:\s]+)::INSTR$", "ASRLInstr"),
+        (r"^(?i:USB)\d*::[^:\s]+::[^:\s]+::[^:\s]+(::\d+)?::INSTR$", "USBInstr"),
+        (r"^(?i:USB)\d*::[^:\s]+::[^:\s]+::[^:\s]+(::\d+)?::RAW$", "USBRaw"),
+        (r"^(?i:GPIB)\d*::\d+(::\d+)?::INSTR$", "GPIBInstr"),
+    ))
+
+
+def resource_error(resource: object) -> str | None:
+    """Why *resource* is not a VISA resource string the rig supports, or ``None`` when it is.
+
+    The one grammar of VISA resources (bench YAML ``power.resource``, ``switch.resource`` and
+    :class:`VisaScpiTransport`): one of :data:`RESOURCE_FORMS`, read by pyvisa's own resource
+    name parser as the same kind of resource (so nothing passes here that pyvisa-py would refuse
+    or read differently at open).
+    """
+    bad = f"{resource!r} is not a VISA resource string; expected one of {RESOURCE_FORMS}"
+    if not isinstance(resource, str):
+        return bad
+    kind = next((parsed for rx, parsed in _RESOURCE_RES if rx.match(resource)), None)
+    if kind is None:
+        return bad
+    try:
+        parsed = pyvisa.rname.parse_resource_name(resource)
+    except pyvisa.rname.InvalidResourceName:
+        return bad
+    if type(parsed).__name__ != kind:
+        return bad
+    if isinstance(parsed, pyvisa.rname.TCPIPSocket) and not 0 < int(parsed.port) < 65536:
+        return f"{resource!r}: port {parsed.port} outside 1..65535; expected one of {RESOURCE_FORMS}"
+    return None
 
 
 def check_resource(resource: str, where: str = "resource") -> str:
     """Return *resource* if it is a VISA resource string the rig supports, else ConfigError."""
-    if not any(rx.match(resource or "") for rx in _RESOURCE_RES):
-        raise ConfigError(f"{where}: {resource!r} is not a VISA resource string; expected one "
-                          f"of {RESOURCE_FORMS}")
+    why = resource_error(resource)
+    if why is not None:
+        raise ConfigError(f"{where}: {why}")
     return resource
 
 

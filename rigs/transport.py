@@ -8,7 +8,10 @@ double that replays a transcript and fails on the first byte that differs or on 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import pkgutil
+import re
 import threading
 import time
 from collections import deque
@@ -18,14 +21,49 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import serial
+import serial.urlhandler
 
 from rigs.errors import ConfigError, NoResponse, TransportError, hexdump
 
 Direction = Literal["tx", "rx"]
 
+_HANDLER_PREFIX = "protocol_"
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def url_schemes() -> tuple[str, ...]:
+    """The URL schemes pyserial has a handler module for (``serial/urlhandler/protocol_*``)."""
+    names = (m.name for m in pkgutil.iter_modules(serial.urlhandler.__path__))
+    return tuple(sorted(n[len(_HANDLER_PREFIX):] for n in names if n.startswith(_HANDLER_PREFIX)))
+
+
+_URL_EXAMPLES = {"rfc2217": "rfc2217://host:port", "socket": "socket://host:port", "loop": "loop://"}
 URL_FORMS = (
-    "/dev/ttyUSB0 (a device path), rfc2217://host:port, socket://host:port, loop://"
+    "a device path (/dev/ttyUSB0, /dev/serial/by-id/…, /dev/pts/N) or a URL pyserial handles: "
+    + ", ".join(_URL_EXAMPLES.get(s, f"{s}://…") for s in url_schemes())
 )
+
+
+def serial_url_error(url: object) -> str | None:
+    """Why *url* is not a serial port the rig can open, or ``None`` when it is one.
+
+    The one grammar of serial ports (bench YAML ``terminal.port``, ``cards.probe``, and
+    :func:`serial_transport`): an absolute device path, or ``scheme://…`` where pyserial itself
+    has a handler for the scheme (``serial.urlhandler.protocol_<scheme>``, as
+    ``serial.serial_for_url`` looks it up; the scheme is case-insensitive there too).
+    """
+    if not isinstance(url, str) or not url.strip():
+        return f"{url!r} is not a serial port URL; expected {URL_FORMS}"
+    if url.startswith("/"):
+        return None
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return f"{url!r} is not a serial port URL; expected {URL_FORMS}"
+    name = scheme.lower()
+    if not _SCHEME_RE.match(name) or importlib.util.find_spec(
+            f"serial.urlhandler.{_HANDLER_PREFIX}{name}") is None:
+        return f"{url!r}: pyserial has no handler for {scheme}://; expected {URL_FORMS}"
+    return None
 
 
 @runtime_checkable
@@ -50,9 +88,11 @@ class ByteTransport(Protocol):
 
 def serial_transport(url: str, *, baudrate: int = 115200, timeout: float = 0.05,
                      where: str = "port") -> ByteTransport:
-    """Build (not open) a pyserial transport for *url*; a malformed URL names the expected forms."""
-    if not url or not (url.startswith("/") or "://" in url):
-        raise ConfigError(f"{where}: {url!r} is not a serial URL; expected {URL_FORMS}")
+    """Build (not open) a pyserial transport for *url* (grammar: :func:`serial_url_error`); a
+    malformed URL names *where* and the expected forms."""
+    why = serial_url_error(url)
+    if why is not None:
+        raise ConfigError(f"{where}: {why}")
     try:
         port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, do_not_open=True)
     except (ValueError, serial.SerialException) as exc:

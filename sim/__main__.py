@@ -3,6 +3,10 @@
 ``up`` cleans what an earlier run left behind (and says so), starts the supervisor detached, waits
 until every device answers, and prints the bench file the rig loads.  ``down`` stops it and removes
 everything it made.  ``serve`` is the supervisor itself (``up`` runs it).
+
+``up --without ledger`` / ``--without network`` (repeatable, or a comma list) leaves parts out: no
+``host.ledger`` in the bench file; no ``network`` section, the terminal cabled straight to the host
+through a kernel bridge (no injector), as a lab without one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ def _need_root() -> None:
                        "private mount namespace); run as root, e.g. with sudo")
 
 
+def _parts(text: str) -> list[str]:
+    """One ``--without`` value: a part or a comma list of parts."""
+    from sim.bench import PARTS
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected one or more of {', '.join(PARTS)} (comma separated)")
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -37,20 +53,27 @@ def main(argv: list[str] | None = None) -> int:
                            help="where to write the bench YAML (default: %(default)s)")
             p.add_argument("--watch-pid", type=int, default=None,
                            help="tear the bench down when this process exits")
+            p.add_argument("--without", type=_parts, action="append", default=[],
+                           metavar="PART[,PART]",
+                           help="leave parts out: ledger (no host.ledger in the bench file), "
+                                "network (no injector; terminal and host joined by a kernel "
+                                "bridge); repeatable")
     sub.choices["serve"].add_argument("--ready-fd", type=int, required=True)
     args = parser.parse_args(argv)
 
     from sim import bench
 
     workdir = args.workdir.resolve()
+    without = sorted({part for group in getattr(args, "without", []) for part in group})
     try:
         _need_root()
         if args.cmd == "up":
             for line in bench.cleanup_leftovers(workdir):
                 print(f"sim up: cleaned up after an earlier run: {line}")
             path = bench.start_detached(workdir, args.bench_file.resolve(),
-                                        watch_pid=args.watch_pid)
-            print(f"sim up: virtual bench ready; bench file {path}")
+                                        watch_pid=args.watch_pid, without=without)
+            left_out = f" (without {', '.join(without)})" if without else ""
+            print(f"sim up: virtual bench ready{left_out}; bench file {path}")
         elif args.cmd == "down":
             said = bench.cleanup_leftovers(workdir)
             for line in said:
@@ -70,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     ready_fd = -1
 
             bench.VirtualBench(workdir, args.bench_file.resolve(),
-                               watch_pid=args.watch_pid).run(ready)
+                               watch_pid=args.watch_pid, without=without).run(ready)
     except RigError as exc:
         print(f"sim {args.cmd}: {exc}", file=sys.stderr)
         return 1

@@ -11,14 +11,25 @@ One process (``python -m sim serve``, started detached by ``python -m sim up``) 
   brown-out and SIGKILLed the moment it goes off or sags below brown-out;
 - the harness between the firmware and the bench (rail voltage, paper sensor, card slot).
 
-Everything it starts is recorded in ``state.json`` so a run that was killed can be cleaned up by
-the next one.  All decisions about the terminal's power are taken on one thread, the main loop,
-which is also the thread that forks children (their death signal is tied to it).
+Parts can be left out (``python -m sim up --without ledger,network``, :data:`PARTS`): without
+``ledger`` the bench file has no ``host.ledger`` (the rig cannot read the acquirer's ledger, as in
+a lab); without ``network`` it has no ``network`` section and the rig runs no injector, so the
+terminal is cabled straight to the host through a kernel bridge in the rig namespace
+(``netns.create(topo, kernel_bridge=True)``), as a lab without an injector is.
+
+The terminal's IDs, operators and supply thresholds in the bench file come from the terminal
+profile (fixtures/terminal/profile.yaml) and the card PINs from the card profiles, so each fact
+is written once.
+
+Everything it starts is recorded in ``state.json`` (with the parts left out) so a run that was
+killed can be cleaned up by the next one.
+
+All decisions about the terminal's power are taken on one thread, the main loop, which is also
+the thread that forks children (their death signal is tied to it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -30,15 +41,17 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from protocols.errors import NoResponse, SimError
+from protocols.errors import ConfigError, DecodeError, NoResponse, SimError
+from protocols.jsonlines import JsonLineBuffer, encode_line
 from sim import netns
+from sim.card.profile import load_profile as load_card_profile
 from sim.procs import (
     ProcRecord,
     StateFile,
@@ -48,14 +61,19 @@ from sim.procs import (
     spawn,
     spawn_until_ready,
 )
+from sim.terminal.profile import Profile, load_profile
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-BROWNOUT_VOLTS = 6.00
-NOMINAL_VOLTS = 7.40
-LOW_BATTERY_VOLTS = 6.80
+BROWNOUT_VOLTS = 6.00  # the terminal profile has no brown-out: the supply simulator's fact
 HOST_PORT = 8583
+TERMINAL_PROFILE = REPO / "fixtures/terminal/profile.yaml"
+CARDS_DIR = REPO / "fixtures/cards"
+#: Parts of the virtual bench that ``--without`` can leave out.
+PARTS = ("ledger", "network")
+#: Bench-file roles (terminal.operators) and the profile role each one takes its operator from.
+BENCH_ROLES = ("operator", "admin")
 PCSC_NS = "pcsc"
 STATE_NAME = "state.json"
 READY_BOUND = 30.0
@@ -86,11 +104,11 @@ class Harness:
     """The firmware's end of the wiring: a socket carrying JSON lines (docs/internals.md)."""
 
     sock: socket.socket
-    buffer: bytearray = field(default_factory=bytearray)
+    lines: JsonLineBuffer = field(default_factory=lambda: JsonLineBuffer("harness", require="t"))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        data = encode_line(msg)
         with self.lock:
             try:
                 self.sock.sendall(data)
@@ -98,28 +116,28 @@ class Harness:
                 log.debug("harness send %s dropped: %s", msg.get("t"), exc)
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self.buffer += data
-        out = []
-        while b"\n" in self.buffer:
-            line, _, rest = bytes(self.buffer).partition(b"\n")
-            self.buffer[:] = rest
-            try:
-                msg = json.loads(line)
-            except ValueError as exc:
-                raise SimError(f"harness: terminal sent a line that is not JSON ({exc}): "
-                               f"{line[:80]!r}") from None
-            if not isinstance(msg, dict) or "t" not in msg:
-                raise SimError(f"harness: message without a type 't': {line[:80]!r}")
-            out.append(msg)
-        return out
+        """Whole messages received so far; a bad line is a DecodeError (and is consumed)."""
+        return self.lines.feed(data)
+
+
+def check_parts(without: Collection[str]) -> tuple[str, ...]:
+    """The parts to leave out, validated against :data:`PARTS` (sorted, no duplicates)."""
+    unknown = sorted(set(without) - set(PARTS))
+    if unknown:
+        raise ConfigError(f"--without: unknown part(s) {', '.join(unknown)}; expected some of "
+                          f"{', '.join(PARTS)}")
+    return tuple(sorted(set(without)))
 
 
 class VirtualBench:
     """Owns the simulated devices; :meth:`run` is the daemon's life."""
 
     def __init__(self, workdir: Path, bench_file: Path, *, watch_pid: int | None = None,
-                 topology: netns.Topology | None = None, python: str = sys.executable) -> None:
+                 topology: netns.Topology | None = None, python: str = sys.executable,
+                 without: Collection[str] = ()) -> None:
         self.paths = BenchPaths(workdir)
+        self.without = check_parts(without)
+        self.kernel_bridge = "network" in self.without  # no injector: a kernel path instead
         self.bench_file = bench_file
         self.watch_pid = watch_pid
         self.topo = topology or netns.Topology.default()
@@ -155,9 +173,10 @@ class VirtualBench:
         from sim.relay import SimRelayUnit
         from sim.scpi import ScpiTcpServer
 
+        profile = load_profile(TERMINAL_PROFILE)  # a bad profile stops here, before anything runs
         self.paths.workdir.mkdir(parents=True, exist_ok=True)
         self.paths.terminal_state.mkdir(exist_ok=True)
-        netns.create(self.topo)
+        netns.create(self.topo, kernel_bridge=self.kernel_bridge)
         self._closers.append(lambda: netns.destroy(self.topo))
 
         # Acquirer host in its namespace.
@@ -166,7 +185,7 @@ class VirtualBench:
             "host", ["ip", "netns", "exec", self.topo.acq_ns, self.python, "-m", "sim.host",
                      "--listen", host_addr, "--db", str(self.paths.ledger),
                      "--terminals", str(REPO / "fixtures/host/terminals.yaml"),
-                     "--cards-dir", str(REPO / "fixtures/cards")],
+                     "--cards-dir", str(CARDS_DIR)],
             log_file=self.paths.log("host"), marker=b"READY", bound=READY_BOUND, cwd=REPO)
         self._record(host_rec)
         self._closers.append(lambda: kill(host_rec, grace=2.0))
@@ -181,7 +200,7 @@ class VirtualBench:
         argv = ["ip", "netns", "exec", PCSC_NS, self.python, "-m", "sim.card"]
         for slot, card in enumerate(cards):
             argv += ["--vpcd", f"127.0.0.1:{self.pcscd.port_base + slot}",
-                     "--profile", str(REPO / f"fixtures/cards/{card}.yaml")]
+                     "--profile", str(CARDS_DIR / f"{card}.yaml")]
         _, cards_rec, _ = spawn_until_ready("cards", argv, log_file=self.paths.log("cards"),
                                             marker=b"ready", bound=READY_BOUND, cwd=REPO)
         self._record(cards_rec)
@@ -211,35 +230,11 @@ class VirtualBench:
             self._watch_fd = os.pidfd_open(self.watch_pid)
             self.sel.register(self._watch_fd, selectors.EVENT_READ, self._on_watched_exit)
 
-        doc = {
-            "bench": {"name": "virtual", "kind": "virtual"},
-            "terminal": {
-                "port": ecr_path, "baudrate": 115200,
-                "terminal_id": "10000001", "merchant_id": "898100012340001",
-                "nominal_volts": NOMINAL_VOLTS, "low_battery_volts": LOW_BATTERY_VOLTS,
-                "boot_timeout": 15.0,
-                "operators": {"operator": {"id": "01", "password": "0000"},
-                              "admin": {"id": "00", "password": "123456"}},
-            },
-            "cards": {
-                "probe": probe_path,
-                "pcsc_socket": self.pcscd.client_socket,
-                "bank": {name: _bank_entry(name, reader) for name, reader in readers.items()},
-            },
-            "power": {
-                "resource": f"TCPIP0::127.0.0.1::{self.psu_server.port}::SOCKET",
-                "dialect": "keysight-e36xx", "channel": 1,
-                "limits": {"max_volts": 8.40, "max_amps": 2.00}, "current_limit": 2.00,
-            },
-            "switch": {
-                "resource": f"TCPIP0::127.0.0.1::{self.relay_server.port}::SOCKET",
-                "channels": {"paper_sensor": 1},
-            },
-            "network": {"terminal_if": self.topo.rig_term_if, "host_if": self.topo.rig_host_if,
-                        "netns": self.topo.rig_ns},
-            "host": {"address": host_addr, "ledger": str(self.paths.ledger)},
-        }
-        return doc
+        return bench_document(
+            profile=profile, ecr_path=ecr_path, probe_path=probe_path,
+            pcsc_socket=self.pcscd.client_socket, readers=readers,
+            psu_port=self.psu_server.port, relay_port=self.relay_server.port, topo=self.topo,
+            host_addr=host_addr, ledger=self.paths.ledger, without=self.without)
 
     def _pty(self, name: str) -> tuple[int, str]:
         master, slave = os.openpty()
@@ -265,6 +260,8 @@ class VirtualBench:
             "supervisor": {"pid": os.getpid(), "started": _start_time(os.getpid())},
             "processes": records_to_json([r for r in self.records if r.alive()]),
             "topology": asdict(self.topo),
+            "without": list(self.without),
+            "kernel_bridge": self.kernel_bridge,
             "bench_file": str(self.bench_file),
         })
 
@@ -401,7 +398,12 @@ class VirtualBench:
         if not data:
             self._on_firmware_exit()
             return
-        for msg in self.harness.feed(data):
+        try:
+            messages = self.harness.feed(data)
+        except DecodeError as exc:  # a firmware bug: say so, keep the bench up
+            log.error("%s", exc)
+            return
+        for msg in messages:
             if msg["t"] == "load":
                 self._set_load(str(msg.get("state", "idle")))
                 self._on_psu_changed()  # in constant current the rail follows the load
@@ -434,11 +436,7 @@ class VirtualBench:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.call_soon(self._stop))
         try:
-            doc = self.build()
-            self.bench_file.parent.mkdir(parents=True, exist_ok=True)
-            self.bench_file.write_text(
-                "# Written by `python -m sim up`: the virtual bench, valid while it runs.\n"
-                + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+            write_bench_file(self.bench_file, self.build())
             ready(f"ok {self.bench_file}")
             self._loop()
         except BaseException as exc:
@@ -480,6 +478,72 @@ class VirtualBench:
         return done
 
 
+def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
+                   pcsc_socket: str | None, readers: dict[str, str], psu_port: int,
+                   relay_port: int, topo: netns.Topology, host_addr: str, ledger: Path,
+                   without: Collection[str] = ()) -> dict[str, Any]:
+    """The bench YAML document of a running virtual bench (what the rig loads).
+
+    Terminal IDs, operators and thresholds come from the terminal *profile*, card PINs from the
+    card profiles; parts in *without* (:data:`PARTS`) are left out of the document."""
+    parts = check_parts(without)
+    doc: dict[str, Any] = {
+        "bench": {"name": "virtual", "kind": "virtual"},
+        "terminal": {
+            "port": ecr_path, "baudrate": 115200,
+            **_terminal_facts(profile),
+            "boot_timeout": 15.0,
+            "operators": _bench_operators(profile),
+        },
+        "cards": {
+            "probe": probe_path,
+            "pcsc_socket": pcsc_socket,
+            "bank": {name: _bank_entry(name, reader) for name, reader in readers.items()},
+        },
+        "power": {
+            "resource": f"TCPIP0::127.0.0.1::{psu_port}::SOCKET",
+            "dialect": "keysight-e36xx", "channel": 1,
+            "limits": {"max_volts": 8.40, "max_amps": 2.00}, "current_limit": 2.00,
+        },
+        "switch": {
+            "resource": f"TCPIP0::127.0.0.1::{relay_port}::SOCKET",
+            "channels": {"paper_sensor": 1},
+        },
+    }
+    if "network" not in parts:
+        doc["network"] = {"terminal_if": topo.rig_term_if, "host_if": topo.rig_host_if,
+                          "netns": topo.rig_ns}
+    doc["host"] = {"address": host_addr}
+    if "ledger" not in parts:
+        doc["host"]["ledger"] = str(ledger)
+    return doc
+
+
+def write_bench_file(path: Path, doc: dict[str, Any]) -> None:
+    """Write the bench YAML document (with its header comment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `python -m sim up`: the virtual bench, valid while it runs.\n"
+                    + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+def _terminal_facts(profile: Profile) -> dict[str, Any]:
+    """The bench file's terminal IDs and supply thresholds, from the terminal profile."""
+    return {"terminal_id": profile.terminal_id, "merchant_id": profile.merchant_id,
+            "nominal_volts": profile.nominal_volts, "low_battery_volts": profile.low_battery_volts}
+
+
+def _bench_operators(profile: Profile) -> dict[str, dict[str, str]]:
+    """Bench-file ``terminal.operators`` (role → {id, password}): for each of
+    :data:`BENCH_ROLES`, the profile's first operator with that role."""
+    creds = profile.role_credentials()
+    missing = [role for role in BENCH_ROLES if role not in creds]
+    if missing:
+        raise ConfigError(f"{TERMINAL_PROFILE}: operators: no operator with role "
+                          f"{', '.join(missing)}; the bench file needs one of each of "
+                          f"{', '.join(BENCH_ROLES)}")
+    return {role: {"id": creds[role][0], "password": creds[role][1]} for role in BENCH_ROLES}
+
+
 def _bank_entry(name: str, reader: str) -> dict[str, str]:
     entry = {"reader": reader}
     pin = _card_pin(name)
@@ -490,10 +554,8 @@ def _bank_entry(name: str, reader: str) -> dict[str, str]:
 
 def _card_pin(name: str) -> str | None:
     """The test card's PIN, as a lab's card sheet gives it (from the card profile)."""
-    path = REPO / f"fixtures/cards/{name}.yaml"
-    data = yaml.safe_load(path.read_text()) if path.exists() else None
-    pin = data.get("pin") if isinstance(data, dict) else None
-    return str(pin) if pin is not None else None
+    path = CARDS_DIR / f"{name}.yaml"
+    return load_card_profile(path).pin if path.exists() else None
 
 
 def _start_time(pid: int) -> int | None:
@@ -504,10 +566,17 @@ def _start_time(pid: int) -> int | None:
 
 # -- used by `python -m sim up/down` ------------------------------------------------------------
 def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> list[str]:
-    """End what an earlier bench left behind (by recorded PID) and remove its namespaces."""
+    """End what an earlier bench left behind (by recorded PID) and remove its namespaces (the
+    topology recorded in state.json, kernel bridge included when the bench ran without its
+    network injector)."""
     said: list[str] = []
     state = StateFile(workdir / STATE_NAME).read()
+    recorded: netns.Topology | None = None
     if state:
+        recorded = _recorded_topology(state.get("topology"))
+        if state.get("kernel_bridge"):
+            log.info("the earlier bench ran without %s (a kernel bridge in the rig namespace)",
+                     state.get("without"))
         sup = state.get("supervisor") or {}
         if isinstance(sup, dict) and sup.get("pid"):
             rec = ProcRecord("supervisor", int(sup["pid"]), sup.get("started"), [])
@@ -517,11 +586,22 @@ def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> 
             if kill(rec):
                 said.append(f"killed leftover {rec.name} pid {rec.pid}")
         StateFile(workdir / STATE_NAME).remove()
-    topo = topology or netns.Topology.default()
+    topo = topology or recorded or netns.Topology.default()
     for item in netns.destroy(topo):
         said.append(item)
     said.extend(_destroy_pcsc_namespace())
     return said
+
+
+def _recorded_topology(raw: object) -> netns.Topology | None:
+    """The topology a state.json recorded, or None when it is absent or unreadable."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return netns.Topology(**raw)
+    except (TypeError, SimError) as exc:
+        log.warning("state.json: recorded topology unusable (%s); using the default", exc)
+        return None
 
 
 def _destroy_pcsc_namespace() -> list[str]:
@@ -541,14 +621,18 @@ def _destroy_pcsc_namespace() -> list[str]:
 
 
 def start_detached(workdir: Path, bench_file: Path, *, watch_pid: int | None,
-                   bound: float = READY_BOUND, python: str = sys.executable) -> str:
+                   bound: float = READY_BOUND, python: str = sys.executable,
+                   without: Collection[str] = ()) -> str:
     """Start the supervisor in its own session and wait (bounded) until it says it is ready."""
+    parts = check_parts(without)
     workdir.mkdir(parents=True, exist_ok=True)
     r, w = os.pipe()
     argv = [python, "-m", "sim", "serve", "--workdir", str(workdir), "--bench-file",
             str(bench_file), "--ready-fd", str(w)]
     if watch_pid is not None:
         argv += ["--watch-pid", str(watch_pid)]
+    if parts:
+        argv += ["--without", ",".join(parts)]
     with open(workdir / "supervisor.log", "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 pass_fds=(w,), cwd=REPO, start_new_session=True)

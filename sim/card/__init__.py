@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from sim.card.emv import CardProfile, SimEmvCard, load_profile
+from sim.card.emv import SimEmvCard
+from sim.card.profile import CardProfile, load_profile
 
 __all__ = ["CardProfile", "SimEmvCard", "load_profile"]

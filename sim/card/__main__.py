@@ -11,7 +11,8 @@ import logging
 import sys
 
 from protocols.errors import RigError
-from sim.card.emv import SimEmvCard, load_profile
+from sim.card.emv import SimEmvCard
+from sim.card.profile import load_profile
 from sim.card.vpcd import VpcdHost, VpcdSlot
 
 

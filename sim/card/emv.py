@@ -1,4 +1,4 @@
-"""A contact EMV card (UnionPay debit flavour) as a pure state machine, and its profile loader.
+"""A contact EMV card (UnionPay debit flavour) as a pure state machine (profile: sim.card.profile).
 
 ``SimEmvCard(profile)``: :meth:`SimEmvCard.power_on` returns the ATR, :meth:`SimEmvCard.apdu`
 takes a C-APDU and returns the R-APDU.  No sockets, no clocks: the vpcd host
@@ -26,14 +26,10 @@ from __future__ import annotations
 
 import calendar
 import logging
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import yaml
 from Crypto.Cipher import DES3
 
 from protocols import tlv
@@ -54,20 +50,16 @@ from protocols.apdu import (
     CommandApdu,
     StatusWordError,
 )
-from protocols.errors import ConfigError, DecodeError
-from protocols.masking import mask_pan
+from protocols.errors import DecodeError
+from sim.card.profile import CVM_CODES as CVM_CODES  # the profile's names, importable from here
+from sim.card.profile import CardProfile as CardProfile
+from sim.card.profile import load_profile as load_profile
+from sim.card.profile import luhn_ok as luhn_ok
+from sim.card.profile import profile_from_dict as profile_from_dict
 
 log = logging.getLogger(__name__)
 
 PPSE_NAME = b"2PAY.SYS.DDF01"
-
-# CVM code (EMV Book 3, C3) per profile value, with condition 03 "if terminal supports the CVM".
-CVM_CODES: dict[str, int] = {
-    "online_pin": 0x02,
-    "offline_pin": 0x01,
-    "signature": 0x1E,
-    "no_cvm": 0x1F,
-}
 
 # Data object lists the card asks for (frozen data).
 PDOL: bytes = bytes.fromhex("9F0206" "9F1A02" "5F2A02" "9A03" "9C01" "9F3704")
@@ -80,162 +72,6 @@ AFL: bytes = bytes([SFI << 3, 1, 2, 0])  # SFI 1, records 1..2, none for offline
 CVR: bytes = bytes.fromhex("03A00000")  # 2nd GEN AC not requested, ARQC in 1st, online PIN
 
 CID_AAC, CID_TC, CID_ARQC = 0x00, 0x40, 0x80
-
-
-# ----------------------------------------------------------------------------------- profile
-
-
-_PROFILE_KEYS = frozenset({
-    "name", "description", "atr", "mute", "aid", "label", "pan", "pan_seq", "expiry",
-    "service_code", "cvm", "pin", "issuer", "keys", "effective", "country", "cardholder",
-    "atc", "pin_try_counter",
-})
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-@dataclass(frozen=True)
-class CardProfile:
-    """A test card, from a YAML file in fixtures/cards/.  ``repr`` never shows PAN, PIN, key."""
-
-    name: str
-    description: str
-    atr: bytes
-    mute: bool
-    aid: bytes
-    label: str
-    pan: str = field(repr=False)
-    pan_seq: int
-    expiry: str          # YYMM
-    service_code: str
-    cvm: str
-    pin: str = field(repr=False)
-    issuer: dict[str, Any] = field(repr=False)
-    ac_key: bytes = field(repr=False)
-    effective: str = "2401"   # YYMM
-    country: str = "0156"
-    atc: int = 1
-    pin_try_counter: int = 3
-    source: str = ""
-
-    @property
-    def masked_pan(self) -> str:
-        return mask_pan(self.pan)
-
-
-def _bad(path: str, key: str, why: str) -> ConfigError:
-    return ConfigError(f"card profile {path}: key '{key}': {why}")
-
-
-def _hex(path: str, key: str, value: object, length: int | None = None) -> bytes:
-    if not isinstance(value, str) or not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", value):
-        raise _bad(path, key, f"expected a hex string, got {value!r}")
-    raw = bytes.fromhex(value)
-    if length is not None and len(raw) != length:
-        raise _bad(path, key, f"expected {length} bytes of hex, got {len(raw)}")
-    return raw
-
-
-def _digits(path: str, key: str, value: object, pattern: str, what: str) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        raise _bad(path, key, f"expected {what} as a quoted string, got the number {value}")
-    if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        shown = "<hidden>" if key in ("pin", "pan") else repr(value)
-        raise _bad(path, key, f"expected {what}, got {shown}")
-    return value
-
-
-def profile_from_dict(data: object, path: str = "<dict>") -> CardProfile:
-    """Validate a parsed profile; every error is a ConfigError naming the file and the key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"card profile {path}: expected a mapping at top level, "
-                          f"got {type(data).__name__}")
-    unknown = sorted(set(data) - _PROFILE_KEYS)
-    if unknown:
-        raise _bad(path, unknown[0], f"unknown key; allowed keys are {sorted(_PROFILE_KEYS)}")
-    for key in ("name", "atr", "pan", "expiry", "pin", "issuer", "keys"):
-        if key not in data:
-            raise _bad(path, key, "missing (required)")
-    name = data["name"]
-    if not isinstance(name, str) or not name:
-        raise _bad(path, "name", f"expected a non-empty string, got {name!r}")
-    pan = _digits(path, "pan", data["pan"], r"62\d{14,17}",
-                  "a UnionPay PAN: 16-19 digits starting with 62")
-    if not luhn_ok(pan):
-        raise _bad(path, "pan", f"{mask_pan(pan)} fails the Luhn check")
-    expiry = _digits(path, "expiry", data["expiry"], r"\d{2}(0[1-9]|1[0-2])", "YYMM")
-    effective = _digits(path, "effective", data.get("effective", "2401"),
-                        r"\d{2}(0[1-9]|1[0-2])", "YYMM")
-    service_code = _digits(path, "service_code", data.get("service_code", "220"), r"\d{3}",
-                           "3 digits")
-    pin = _digits(path, "pin", data["pin"], r"\d{4,12}", "4-12 digits")
-    country = _digits(path, "country", data.get("country", "0156"), r"\d{4}",
-                      "4 digits (ISO 3166 numeric, 0-padded)")
-    cvm = data.get("cvm", "online_pin")
-    if cvm not in CVM_CODES:
-        raise _bad(path, "cvm", f"expected one of {sorted(CVM_CODES)}, got {cvm!r}")
-    mute = data.get("mute", False)
-    if not isinstance(mute, bool):
-        raise _bad(path, "mute", f"expected true or false, got {mute!r}")
-    pan_seq = data.get("pan_seq", 0)
-    if not isinstance(pan_seq, int) or isinstance(pan_seq, bool) or not 0 <= pan_seq <= 99:
-        raise _bad(path, "pan_seq", f"expected an integer 0-99, got {pan_seq!r}")
-    issuer = data["issuer"]
-    if not isinstance(issuer, dict):
-        raise _bad(path, "issuer", "expected a mapping with balance_minor and status")
-    bal = issuer.get("balance_minor")
-    if not isinstance(bal, int) or isinstance(bal, bool):
-        raise _bad(path, "issuer.balance_minor", f"expected an integer, got {bal!r}")
-    if not isinstance(issuer.get("status"), str):
-        raise _bad(path, "issuer.status", f"expected a string, got {issuer.get('status')!r}")
-    keys = data["keys"]
-    if not isinstance(keys, dict) or "ac_key" not in keys:
-        raise _bad(path, "keys.ac_key", "missing (required)")
-    ac_key = _hex(path, "keys.ac_key", keys["ac_key"], 16)
-    if ac_key[:8] == ac_key[8:]:
-        raise _bad(path, "keys.ac_key", "the two halves are equal (degenerates to single DES)")
-    atr = _hex(path, "atr", data["atr"])
-    if not 2 <= len(atr) <= 33 or atr[0] not in (0x3B, 0x3F):
-        raise _bad(path, "atr", f"expected 2-33 bytes starting 3B or 3F, got {atr.hex()}")
-    aid = _hex(path, "aid", data.get("aid", "A000000333010101"))
-    if not 5 <= len(aid) <= 16:
-        raise _bad(path, "aid", f"expected 5-16 bytes, got {len(aid)}")
-    label = data.get("label", "UnionPay")
-    if not isinstance(label, str) or not label.isascii() or not 1 <= len(label) <= 16:
-        raise _bad(path, "label", f"expected 1-16 ASCII characters, got {label!r}")
-    atc = data.get("atc", 1)
-    if not isinstance(atc, int) or not 0 <= atc <= 0xFFFF:
-        raise _bad(path, "atc", f"expected an integer 0-65535, got {atc!r}")
-    ptc = data.get("pin_try_counter", 3)
-    if not isinstance(ptc, int) or not 0 <= ptc <= 15:
-        raise _bad(path, "pin_try_counter", f"expected an integer 0-15, got {ptc!r}")
-    return CardProfile(
-        name=name, description=str(data.get("description", "")), atr=atr, mute=mute, aid=aid,
-        label=label, pan=pan, pan_seq=pan_seq, expiry=expiry, service_code=service_code,
-        cvm=cvm, pin=pin, issuer=dict(issuer), ac_key=ac_key, effective=effective,
-        country=country, atc=atc, pin_try_counter=ptc, source=path)
-
-
-def load_profile(path: str | Path) -> CardProfile:
-    """Load and validate ``fixtures/cards/<name>.yaml``."""
-    p = str(path)
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"card profile {p}: cannot read ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"card profile {p}: not valid YAML ({exc})") from exc
-    return profile_from_dict(data, p)
 
 
 # ----------------------------------------------------------------------------------- crypto

@@ -8,7 +8,6 @@ is a power loss.  Logs go to stderr (masked).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import socket
@@ -16,8 +15,9 @@ import sys
 from types import FrameType
 
 from protocols.errors import RigError
-from sim.terminal.firmware import TerminalFirmware, load_profile, parse_hostport
+from sim.terminal.firmware import TerminalFirmware
 from sim.terminal.nvram import FileNvram
+from sim.terminal.profile import load_profile, with_overrides
 from sim.terminal.runner import KernelServices, TerminalRunner
 from sim.terminal.slot import HarnessSlot
 
@@ -43,15 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(args.log_level.upper())
     try:
-        profile = load_profile(args.profile)
-        overrides: dict[str, object] = {}
-        if args.terminal_id:
-            overrides["terminal_id"] = args.terminal_id
-        if args.merchant_id:
-            overrides["merchant_id"] = args.merchant_id
-        if args.host:
-            overrides["host"], overrides["port"] = parse_hostport(args.host, "--host")
-        profile = dataclasses.replace(profile, **overrides)  # type: ignore[arg-type]
+        profile = with_overrides(load_profile(args.profile), terminal_id=args.terminal_id or None,
+                                 merchant_id=args.merchant_id or None, host=args.host or None)
     except RigError as exc:
         logging.getLogger("sim.terminal").error("%s", exc)
         return 2

@@ -161,7 +161,9 @@ def _write(tmp_path: Path, **changes: object) -> Path:
     ({"pin": None}, r"key 'pin': missing \(required\)"),
     ({"cvm": "telepathy"}, r"key 'cvm': expected one of"),
     ({"keys": {"ac_key": "0011"}}, r"key 'keys.ac_key': expected 16 bytes of hex, got 2"),
-    ({"issuer": {"status": "active"}}, r"key 'issuer.balance_minor': expected an integer"),
+    ({"issuer": {"status": "active", "balance_minor": "lots"}},
+     r"key 'issuer.balance_minor': expected an integer"),
+    ({"issuer": {"status": "active"}}, r"key 'issuer.balance_minor': missing \(required\)"),
     ({"colour": "red"}, r"key 'colour': unknown key"),
     ({"atr": "zz"}, r"key 'atr': expected a hex string"),
 ])

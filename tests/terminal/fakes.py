@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from protocols.errors import SimError
+from protocols.transactions import SALE, TransactionTable, TransactionType
 from sim.terminal.firmware import AuthJob, ChipJob, Profile, SignInJob, load_profile
 
 PROFILE_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "terminal" / "profile.yaml"
@@ -18,11 +20,37 @@ MASKED = "621234******1234"
 NOW = datetime.datetime(2026, 5, 4, 13, 14, 15)
 
 
+class FakeTxn(enum.StrEnum):
+    """Test-only transaction types (the real table has only the sale)."""
+
+    REFUND = "refund"
+    VOID = "void"
+
+
+#: Test-only rows: a refund reads the card, names an original, never asks for a PIN; a void by
+#: trace reads no card at all.  Injected wherever a table is a parameter.
+REFUND = TransactionType(
+    type=FakeTxn.REFUND,  # type: ignore[arg-type]  # a test-only type, not in TxnType
+    ecr_code="RF", ecr_name="REFUND", mti="0220", proc_code="200000", condition_code="00",
+    message_type_code="25", receipt_title="退货 REFUND", needs_card=True, needs_original=True,
+    needs_pin=False, description="test-only refund")
+VOID = TransactionType(
+    type=FakeTxn.VOID,  # type: ignore[arg-type]
+    ecr_code="VD", ecr_name="VOID", mti="0200", proc_code="200000", condition_code="00",
+    message_type_code="23", receipt_title="撤销 VOID", needs_card=False, needs_original=True,
+    needs_pin=False, description="test-only void by trace, no card")
+TEST_TABLE = TransactionTable((SALE, REFUND, VOID))
+
+
 def fast_profile(**over: Any) -> Profile:
     base: dict[str, Any] = dict(boot_s=0.05, print_copy_s=0.02, card_wait_s=2.0,
                                 pin_entry_s=2.0)
     base.update(over)
-    return dataclasses.replace(load_profile(PROFILE_PATH), **base)
+    profile = load_profile(PROFILE_PATH)
+    model_copy = getattr(profile, "model_copy", None)  # a pydantic model, or a dataclass
+    if model_copy is not None:
+        return model_copy(update=base)  # type: ignore[no-any-return]
+    return dataclasses.replace(profile, **base)
 
 
 class FakeCardError(SimError):

@@ -1,0 +1,133 @@
+"""The acquirer host's configuration: registered terminals and the issuer's card accounts.
+
+``fixtures/host/terminals.yaml`` is :class:`TerminalsFile` (a list of :class:`TerminalRecord`);
+card accounts come from the card profiles (``fixtures/cards/*.yaml``) read through the one card
+model, :class:`sim.card.profile.CardProfile`.  Both are read through :mod:`protocols.yamlmodel`:
+a mistake is a ConfigError naming the file and the key path, never showing a key or a PIN.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocols.errors import ConfigError
+from protocols.masking import mask_pan
+from protocols.yamlmodel import (
+    TOP_LEVEL,
+    HexKey,
+    MerchantId,
+    Problem,
+    TerminalId,
+    load_model,
+)
+from sim.card.profile import WHAT as CARD_PROFILE
+from sim.card.profile import CardProfile
+
+WHAT = "host terminals file"
+
+
+class TerminalRecord(BaseModel):
+    """One terminal the acquirer knows: IDs and its terminal master key (TMK)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terminal_id: TerminalId
+    merchant_id: MerchantId
+    master_key: HexKey = Field(repr=False, description="TMK, double- or triple-length, hex.")
+    name: str = ""
+
+
+class TerminalsFile(BaseModel):
+    """fixtures/host/terminals.yaml: ``terminals: [{terminal_id, merchant_id, master_key, name}]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terminals: list[TerminalRecord]
+
+    @field_validator("terminals")
+    @classmethod
+    def _unique(cls, value: list[TerminalRecord]) -> list[TerminalRecord]:
+        seen: dict[str, int] = {}
+        for i, rec in enumerate(value):
+            if rec.terminal_id in seen:
+                raise ValueError(f"terminal_id {rec.terminal_id} is listed twice "
+                                 f"(terminals[{seen[rec.terminal_id]}] and terminals[{i}])")
+            seen[rec.terminal_id] = i
+        return value
+
+
+@dataclass
+class Account:
+    """The issuer's side of a test card (mutable: PIN failures are counted here)."""
+
+    pan: str = field(repr=False)
+    expiry: str
+    pin: str = field(repr=False)
+    balance_minor: int
+    status: str
+    source: str = ""
+    pin_failures: int = 0
+
+    def __repr__(self) -> str:
+        return (f"Account({mask_pan(self.pan)}, expiry={self.expiry}, status={self.status}, "
+                f"balance_minor={self.balance_minor}, source={self.source})")
+
+
+def load_terminals(path: str | os.PathLike[str]) -> dict[str, TerminalRecord]:
+    """fixtures/host/terminals.yaml → terminal ID → record."""
+    file = load_model(TerminalsFile, path, what=WHAT)
+    return {rec.terminal_id: rec for rec in file.terminals}
+
+
+def _render_account_problems(source: str, what: str, problems: Sequence[Problem]) -> str:
+    """The issuer's one-line messages: ``<file>: missing key 'issuer.status'``."""
+    lines = []
+    for p in problems:
+        if p.path == TOP_LEVEL:
+            lines.append(f"{source}: {p.message}")
+        elif p.kind == "missing":
+            lines.append(f"{source}: missing key '{p.path}'")
+        elif p.kind == "unknown":
+            lines.append(f"{source}: unknown key '{p.path}' (misspelt?)")
+        else:
+            lines.append(f"{source}: key '{p.path}' {p.message}")
+    return "\n".join(lines)
+
+
+def load_account(path: str | os.PathLike[str]) -> Account:
+    """One card profile, read through the card model; the issuer keeps pan, expiry, pin,
+    issuer.balance_minor and issuer.status."""
+    p = Path(path)
+    card = load_model(CardProfile, p, what=CARD_PROFILE, render=_render_account_problems)
+    return Account(card.pan, card.expiry, card.pin, card.issuer["balance_minor"],
+                   card.issuer["status"], source=p.name)
+
+
+def load_accounts(cards_dir: str | os.PathLike[str]) -> dict[str, Account]:
+    """Every ``*.yaml`` card profile of *cards_dir*, by PAN (a PAN defined twice is refused)."""
+    d = Path(cards_dir)
+    if not d.is_dir():
+        raise ConfigError(f"{d}: cards directory does not exist")
+    out: dict[str, Account] = {}
+    for path in sorted(d.glob("*.yaml")):
+        acct = load_account(path)
+        if acct.pan in out:
+            raise ConfigError(f"{path}: PAN {mask_pan(acct.pan)} already defined in "
+                              f"{out[acct.pan].source}")
+        out[acct.pan] = acct
+    return out
+
+
+__all__ = [
+    "Account",
+    "TerminalRecord",
+    "TerminalsFile",
+    "load_account",
+    "load_accounts",
+    "load_terminals",
+]
