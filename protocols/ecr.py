@@ -7,7 +7,12 @@ Three layers, all pure (bytes and ``now`` in, bytes and events out), shared by t
   reports a bad LRC with a hexdump);
 * link — :class:`EcrLink`: ACK/NAK per frame, bounded retransmission, duplicate detection;
 * messages — :class:`Message`, :func:`encode_message`, :func:`decode_message` against the frozen
-  spec table :data:`MESSAGE_SPECS`.
+  spec table :data:`MESSAGE_SPECS` (fixed messages plus, per row of the transaction table
+  :data:`protocols.transactions.TRANSACTIONS`, its request and final response);
+* vocabulary — the codes as enums (:class:`MsgCode`, :class:`Result`, :class:`EventCode`,
+  :class:`Prompt`, :class:`Key`, :class:`TerminalState`, :class:`Copy`, :class:`PrintStatus`);
+  they are ``StrEnum``
+  so comparisons with plain strings keep working.
 
 Frame: ``STX(02) | LEN(2, big-endian, payload bytes) | SEQ(1) | payload | ETX(03) | LRC(1)``,
 LRC = XOR of every byte after STX up to and including ETX.  ACK = ``06 SEQ``, NAK = ``15``.
@@ -22,8 +27,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from protocols.errors import DecodeError, FramingError, hexdump
+from protocols.errors import ConfigError, DecodeError, FramingError, hexdump
 from protocols.masking import scrub
+from protocols.transactions import TRANSACTIONS, TransactionTable, TransactionType
 
 STX = 0x02
 ETX = 0x03
@@ -425,6 +431,80 @@ class Result(enum.StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
+class MsgCode(enum.StrEnum):
+    """The fixed message codes (transaction request codes come from the transaction table)."""
+
+    STATUS = "ST"
+    LOGIN = "LI"
+    LOGOUT = "LO"
+    SIGN_IN = "SI"
+    KEY = "KY"
+    CANCEL = "CN"
+    ERROR = "ER"
+    READY = "RD"
+    EVENT = "EV"
+    PROGRESS = "PG"
+    PRINT = "PR"
+
+
+class EventCode(enum.StrEnum):
+    """``code`` of EV (display events) and the rig's name of READY (RD)."""
+
+    READY = "READY"
+    PAPER_OUT = "PAPER_OUT"
+    PAPER_OK = "PAPER_OK"
+    LOW_BATTERY = "LOW_BATTERY"
+    BATTERY_OK = "BATTERY_OK"
+    CARD_INSERTED = "CARD_INSERTED"
+    CARD_REMOVED = "CARD_REMOVED"
+
+
+class Prompt(enum.StrEnum):
+    """``code`` of PG (transaction progress / what the display asks for)."""
+
+    INSERT_CARD = "INSERT_CARD"
+    READING_CARD = "READING_CARD"
+    ENTER_PIN = "ENTER_PIN"
+    PROCESSING = "PROCESSING"
+    CONNECTING = "CONNECTING"
+    PRINTING = "PRINTING"
+
+
+class Key(enum.StrEnum):
+    """KEY (``k``) values that are not PIN digits."""
+
+    ENTER = "ENTER"
+    CANCEL = "CANCEL"
+    CLEAR = "CLEAR"
+
+
+class TerminalState(enum.StrEnum):
+    """``state`` of the STATUS response."""
+
+    BOOTING = "BOOTING"
+    IDLE = "IDLE"
+    SIGNING_IN = "SIGNING_IN"
+    WAIT_CARD = "WAIT_CARD"
+    READING_CARD = "READING_CARD"
+    PIN_ENTRY = "PIN_ENTRY"
+    PROCESSING = "PROCESSING"
+    PRINTING = "PRINTING"
+
+
+class Copy(enum.StrEnum):
+    """``copy`` of PR (which receipt copy was printed)."""
+
+    MERCHANT = "merchant"
+    CUSTOMER = "customer"
+
+
+class PrintStatus(enum.StrEnum):
+    """``print`` of a transaction's final response."""
+
+    OK = "OK"
+    INCOMPLETE = "INCOMPLETE"  # the paper ran out while printing
+
+
 class Kind(enum.StrEnum):
     REQUEST = "request"
     RESPONSE = "response"
@@ -442,42 +522,69 @@ class MessageSpec:
     doc: str = ""
 
 
-def _specs(*specs: MessageSpec) -> Mapping[tuple[Sender, str], MessageSpec]:
-    return MappingProxyType({(s.sender, s.code): s for s in specs})
+SpecTable = Mapping[tuple[Sender, str], MessageSpec]
 
+#: Required fields of every transaction request (docs/ecr-protocol.md section 4).
+TXN_REQUIRED = ("amt", "cur")
 
-MESSAGE_SPECS: Mapping[tuple[Sender, str], MessageSpec] = _specs(
+_FIXED_SPECS: tuple[MessageSpec, ...] = (
     # rig → terminal requests
-    MessageSpec("ST", "STATUS", "rig", Kind.REQUEST, doc="terminal state query"),
-    MessageSpec("LI", "LOGIN", "rig", Kind.REQUEST, ("op", "pw"), secret=("pw",),
+    MessageSpec(MsgCode.STATUS, "STATUS", "rig", Kind.REQUEST, doc="terminal state query"),
+    MessageSpec(MsgCode.LOGIN, "LOGIN", "rig", Kind.REQUEST, ("op", "pw"), secret=("pw",),
                 doc="operator login"),
-    MessageSpec("LO", "LOGOUT", "rig", Kind.REQUEST, doc="operator logout"),
-    MessageSpec("SI", "SIGN_IN", "rig", Kind.REQUEST, doc="sign-in with the acquirer"),
-    MessageSpec("PU", "PURCHASE", "rig", Kind.REQUEST, ("amt", "cur"),
-                doc="start a purchase; final response comes when it ends"),
-    MessageSpec("KY", "KEY", "rig", Kind.REQUEST, ("k",), secret=("k",),
+    MessageSpec(MsgCode.LOGOUT, "LOGOUT", "rig", Kind.REQUEST, doc="operator logout"),
+    MessageSpec(MsgCode.SIGN_IN, "SIGN_IN", "rig", Kind.REQUEST, doc="sign-in with the acquirer"),
+    MessageSpec(MsgCode.KEY, "KEY", "rig", Kind.REQUEST, ("k",), secret=("k",),
                 doc="one keypad press: 0-9, ENTER, CANCEL, CLEAR; no response"),
-    MessageSpec("CN", "CANCEL", "rig", Kind.REQUEST, doc="cancel the pending transaction"),
+    MessageSpec(MsgCode.CANCEL, "CANCEL", "rig", Kind.REQUEST,
+                doc="cancel the pending transaction"),
     # terminal → rig final responses (same code as the request)
-    MessageSpec("ST", "STATUS", "terminal", Kind.RESPONSE, ("rc", "state")),
-    MessageSpec("LI", "LOGIN", "terminal", Kind.RESPONSE, ("rc",)),
-    MessageSpec("LO", "LOGOUT", "terminal", Kind.RESPONSE, ("rc",)),
-    MessageSpec("SI", "SIGN_IN", "terminal", Kind.RESPONSE, ("rc",)),
-    MessageSpec("PU", "PURCHASE", "terminal", Kind.RESPONSE, ("rc",)),
-    MessageSpec("CN", "CANCEL", "terminal", Kind.RESPONSE, ("rc",)),
-    MessageSpec("ER", "ERROR", "terminal", Kind.RESPONSE, ("rc",),
+    MessageSpec(MsgCode.STATUS, "STATUS", "terminal", Kind.RESPONSE, ("rc", "state")),
+    MessageSpec(MsgCode.LOGIN, "LOGIN", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.LOGOUT, "LOGOUT", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.SIGN_IN, "SIGN_IN", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.CANCEL, "CANCEL", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.ERROR, "ERROR", "terminal", Kind.RESPONSE, ("rc",),
                 doc="answer to a request the terminal could not decode"),
     # terminal → rig unsolicited
-    MessageSpec("RD", "READY", "terminal", Kind.EVENT, doc="boot complete"),
-    MessageSpec("EV", "EVENT", "terminal", Kind.EVENT, ("code",), doc="display event"),
-    MessageSpec("PG", "PROGRESS", "terminal", Kind.EVENT, ("code",), doc="transaction progress"),
-    MessageSpec("PR", "PRINT", "terminal", Kind.EVENT, ("copy", "text"), doc="receipt printed"),
+    MessageSpec(MsgCode.READY, "READY", "terminal", Kind.EVENT, doc="boot complete"),
+    MessageSpec(MsgCode.EVENT, "EVENT", "terminal", Kind.EVENT, ("code",), doc="display event"),
+    MessageSpec(MsgCode.PROGRESS, "PROGRESS", "terminal", Kind.EVENT, ("code",),
+                doc="transaction progress"),
+    MessageSpec(MsgCode.PRINT, "PRINT", "terminal", Kind.EVENT, ("copy", "text"),
+                doc="receipt printed"),
 )
 
-KEY_NAMES = frozenset({"ENTER", "CANCEL", "CLEAR"})  # KEY values that are not PIN digits
 
-REQUEST_CODES = {"STATUS": "ST", "LOGIN": "LI", "LOGOUT": "LO", "SIGN_IN": "SI",
-                 "PURCHASE": "PU", "KEY": "KY", "CANCEL": "CN"}
+def transaction_specs(row: TransactionType) -> tuple[MessageSpec, MessageSpec]:
+    """The request and final-response specs of one transaction type (same code both ways)."""
+    return (MessageSpec(row.ecr_code, row.ecr_name, "rig", Kind.REQUEST, TXN_REQUIRED,
+                        doc=f"start a {row.type}: {row.description}; final response comes "
+                            f"when it ends"),
+            MessageSpec(row.ecr_code, row.ecr_name, "terminal", Kind.RESPONSE, ("rc",)))
+
+
+def message_specs(transactions: TransactionTable = TRANSACTIONS) -> SpecTable:
+    """The frozen spec table: the fixed messages plus each transaction type's request and
+    response.  A transaction code that clashes with a fixed code is a ConfigError."""
+    fixed = {s.code for s in _FIXED_SPECS}
+    specs: dict[tuple[Sender, str], MessageSpec] = {(s.sender, s.code): s for s in _FIXED_SPECS}
+    for row in transactions:
+        if row.ecr_code in fixed:
+            raise ConfigError(f"ECR message specs: transaction type {row.type} uses code "
+                              f"{row.ecr_code}, a fixed message code")
+        for spec in transaction_specs(row):
+            specs[(spec.sender, spec.code)] = spec
+    return MappingProxyType(specs)
+
+
+MESSAGE_SPECS: SpecTable = message_specs()
+
+KEY_NAMES = frozenset(Key)  # KEY values that are not PIN digits
+
+REQUEST_CODES: Mapping[str, str] = MappingProxyType({
+    spec.name: spec.code for (sender, _), spec in MESSAGE_SPECS.items()
+    if sender == "rig" and spec.kind is Kind.REQUEST})
 
 
 @dataclass(frozen=True)
@@ -488,14 +595,14 @@ class Message:
     def get(self, key: str, default: str = "") -> str:
         return self.fields.get(key, default)
 
-    def describe(self, sender: Sender) -> str:
+    def describe(self, sender: Sender, specs: SpecTable = MESSAGE_SPECS) -> str:
         """Masked one-line rendering for transcripts and logs: ``PU(PURCHASE) amt=100 cur=156``."""
-        spec = MESSAGE_SPECS.get((sender, self.code))
+        spec = specs.get((sender, self.code))
         name = spec.name if spec else "?"
         secret = spec.secret if spec else ()
         parts = [f"{self.code}({name})"]
         for k, v in self.fields.items():
-            hidden = k in secret and not (self.code == "KY" and v in KEY_NAMES)
+            hidden = k in secret and not (self.code == MsgCode.KEY and v in KEY_NAMES)
             shown = "*" * max(1, len(v)) if hidden else v
             parts.append(f"{k}={shown!r}" if ("\n" in shown or " " in shown) else f"{k}={shown}")
         return scrub(" ".join(parts))
@@ -516,8 +623,10 @@ def encode_message(msg: Message) -> bytes:
     return FS.join(parts).encode("utf-8")
 
 
-def decode_message(payload: bytes, sender: Sender | None = None) -> Message:
-    """Parse a payload; with *sender*, also check the code is known and required fields exist."""
+def decode_message(payload: bytes, sender: Sender | None = None,
+                   specs: SpecTable = MESSAGE_SPECS) -> Message:
+    """Parse a payload; with *sender*, also check the code is known (in *specs*) and required
+    fields exist."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -543,7 +652,7 @@ def decode_message(payload: bytes, sender: Sender | None = None) -> Message:
         pos += len(part.encode())
     msg = Message(code, fields)
     if sender is not None:
-        spec = MESSAGE_SPECS.get((sender, code))
+        spec = specs.get((sender, code))
         if spec is None:
             raise DecodeError(f"ECR message: unknown code {code!r} from {sender} at byte 0")
         missing = [k for k in spec.required if k not in fields]
@@ -554,21 +663,21 @@ def decode_message(payload: bytes, sender: Sender | None = None) -> Message:
     return msg
 
 
-def describe_stream(data: bytes, sender: Sender) -> list[str]:
+def describe_stream(data: bytes, sender: Sender, specs: SpecTable = MESSAGE_SPECS) -> list[str]:
     """Decode a whole captured byte stream into masked lines (frames that fail shown as hex)."""
     lines: list[str] = []
     for item in FrameDecoder().feed(data):
-        lines.append(describe_item(item, sender))
+        lines.append(describe_item(item, sender, specs))
     return lines
 
 
-def describe_item(item: Decoded, sender: Sender) -> str:
+def describe_item(item: Decoded, sender: Sender, specs: SpecTable = MESSAGE_SPECS) -> str:
     if isinstance(item, Frame):
         try:
-            msg = decode_message(item.payload, sender)
+            msg = decode_message(item.payload, sender, specs)
         except DecodeError as exc:
             return f"[{item.seq:02x}] undecodable: {exc}"
-        return f"[{item.seq:02x}] {msg.describe(sender)}"
+        return f"[{item.seq:02x}] {msg.describe(sender, specs)}"
     if isinstance(item, AckIn):
         return f"ACK {item.seq:02x}"
     if isinstance(item, NakIn):

@@ -1,8 +1,12 @@
 """The acquirer host simulator's state machine: ISO 8583 request in, response out, time passed in.
 
-``AcquirerEngine.handle(tpdu, header, doc, now)`` dispatches on the MTI (``MTI_HANDLERS``), and
-a sale on the processing code.  A refusal is raised inside a handler as :class:`Reject` and
-turned into the response in one place (:meth:`AcquirerEngine.handle`).  No sockets here.
+``AcquirerEngine.handle(tpdu, header, doc, now)`` dispatches on the MTI (``MTI_HANDLERS``: sign-in,
+and every MTI of the transaction table), then a financial request on ``(MTI, processing code)``
+(``PROC_HANDLERS``, built from the rows of :data:`protocols.transactions.TRANSACTIONS` and the
+handler of each type in :data:`TXN_HANDLERS`): a new transaction type is a table row plus a
+handler here.  A refusal is raised inside a handler as :class:`Reject` and turned into the
+response in one place (:meth:`AcquirerEngine.handle`).  Handlers of types that refer to an
+original look it up in the ledger (:meth:`AcquirerEngine.original_of`).  No sockets here.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
-
-import yaml
+from types import MappingProxyType
+from typing import Protocol
 
 from protocols.crypto import encode_working_keys, verify_pin_block
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, DecodeError
 from protocols.iso8583 import (
     UNIONPAY,
     Dialect,
@@ -33,6 +35,8 @@ from protocols.iso8583 import (
     response_mti,
 )
 from protocols.masking import mask_pan
+from protocols.transactions import TRANSACTIONS, TransactionTable, TxnType, parse_field61
+from sim.host.config import Account, TerminalRecord, load_account, load_accounts, load_terminals
 from sim.host.ledger import LedgerRecord
 
 logger = logging.getLogger(__name__)
@@ -47,129 +51,27 @@ STATUS_CODES: Mapping[str, str | None] = {
 }
 #: Net management codes of 0800 field 60.3 → working key length in bytes.
 KEY_LENGTHS: Mapping[str, int] = {"003": 8, "004": 16}
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration: terminals and issuer accounts
-
-
-@dataclass(frozen=True)
-class TerminalRecord:
-    terminal_id: str
-    merchant_id: str
-    master_key: bytes = field(repr=False)
-    name: str = ""
-
-
-@dataclass
-class Account:
-    pan: str = field(repr=False)
-    expiry: str
-    pin: str = field(repr=False)
-    balance_minor: int
-    status: str
-    source: str = ""
-    pin_failures: int = 0
-
-    def __repr__(self) -> str:
-        return (f"Account({mask_pan(self.pan)}, expiry={self.expiry}, status={self.status}, "
-                f"balance_minor={self.balance_minor}, source={self.source})")
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-
-
-def _get(data: Mapping[str, Any], path: Path, dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ConfigError(f"{path}: missing key {dotted!r}")
-        node = node[part]
-    return node
-
-
-def load_terminals(path: str | Path) -> dict[str, TerminalRecord]:
-    """fixtures/host/terminals.yaml: ``terminals: [{terminal_id, merchant_id, master_key,
-    name}]``."""
-    p = Path(path)
-    data = _load_yaml(p)
-    if not isinstance(data, Mapping) or not isinstance(data.get("terminals"), list):
-        raise ConfigError(f"{p}: expected a mapping with a list under key 'terminals'")
-    out: dict[str, TerminalRecord] = {}
-    for i, entry in enumerate(data["terminals"]):
-        where = f"terminals[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{p}: {where} must be a mapping")
-        tid = str(_get(entry, p, "terminal_id"))
-        mid = str(_get(entry, p, "merchant_id"))
-        key_hex = str(_get(entry, p, "master_key"))
-        if len(tid) != 8:
-            raise ConfigError(f"{p}: {where}.terminal_id must be 8 characters; got {tid!r}")
-        if len(mid) != 15:
-            raise ConfigError(f"{p}: {where}.merchant_id must be 15 characters; got {mid!r}")
-        try:
-            key = bytes.fromhex(key_hex)
-        except ValueError:
-            raise ConfigError(f"{p}: {where}.master_key must be hex") from None
-        if len(key) not in (16, 24):
-            raise ConfigError(f"{p}: {where}.master_key must be 16 or 24 bytes of hex; got "
-                              f"{len(key)} bytes")
-        if tid in out:
-            raise ConfigError(f"{p}: {where}.terminal_id {tid} is listed twice")
-        out[tid] = TerminalRecord(tid, mid, key, str(entry.get("name", "")))
-    return out
-
-
-def load_account(path: str | Path) -> Account:
-    """One card profile; only pan, expiry, pin, issuer.balance_minor, issuer.status are read."""
-    p = Path(path)
-    data = _load_yaml(p)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{p}: expected a mapping at top level")
-    pan = str(_get(data, p, "pan"))
-    expiry = str(_get(data, p, "expiry")).zfill(4)
-    pin = str(_get(data, p, "pin"))
-    balance = _get(data, p, "issuer.balance_minor")
-    status = str(_get(data, p, "issuer.status"))
-    if not pan.isdigit() or not 13 <= len(pan) <= 19:
-        raise ConfigError(f"{p}: key 'pan' must be 13..19 digits")
-    if not expiry.isdigit() or len(expiry) != 4 or not 1 <= int(expiry[2:]) <= 12:
-        raise ConfigError(f"{p}: key 'expiry' must be YYMM; got {expiry!r}")
-    if not pin.isdigit() or not 4 <= len(pin) <= 12:
-        raise ConfigError(f"{p}: key 'pin' must be 4..12 digits (quote it in YAML)")
-    if not isinstance(balance, int) or isinstance(balance, bool):
-        raise ConfigError(f"{p}: key 'issuer.balance_minor' must be an integer; got {balance!r}")
-    if status not in STATUS_CODES:
-        raise ConfigError(f"{p}: key 'issuer.status' is {status!r}; expected one of "
-                          f"{sorted(STATUS_CODES)}")
-    return Account(pan, expiry, pin, balance, status, source=p.name)
-
-
-def load_accounts(cards_dir: str | Path) -> dict[str, Account]:
-    d = Path(cards_dir)
-    if not d.is_dir():
-        raise ConfigError(f"{d}: cards directory does not exist")
-    out: dict[str, Account] = {}
-    for path in sorted(d.glob("*.yaml")):
-        acct = load_account(path)
-        if acct.pan in out:
-            raise ConfigError(f"{path}: PAN {mask_pan(acct.pan)} already defined in "
-                              f"{out[acct.pan].source}")
-        out[acct.pan] = acct
-    return out
+#: MTI of sign-in (network management), the one request that is not in the transaction table.
+SIGN_IN_MTI = "0800"
+#: Response code when the original a request names is not in the ledger.
+ORIGINAL_NOT_FOUND = "25"
 
 
 # --------------------------------------------------------------------------------------------
 # Engine
 
 
-class LedgerSink(Protocol):
+class LedgerReader(Protocol):
+    """The engine's one read of its ledger (sim.host.ledger documents the matching rule)."""
+
+    def find_original(self, terminal_id: str, *, rrn: str | None = None,
+                      stan: str | None = None, batch_no: str | None = None
+                      ) -> LedgerRecord | None: ...
+
+
+class LedgerSink(LedgerReader, Protocol):
+    """Where the engine writes one row per request, and reads originals back."""
+
     def record(self, rec: LedgerRecord) -> int: ...
 
 
@@ -220,7 +122,11 @@ class AcquirerEngine:
                  *, ledger: LedgerSink | None = None,
                  key_source: Callable[[int], bytes] = os.urandom,
                  pan_salt: bytes | None = None, dialect: Dialect = UNIONPAY,
-                 institution_id: str = "48020000") -> None:
+                 institution_id: str = "48020000",
+                 transactions: TransactionTable = TRANSACTIONS,
+                 txn_handlers: Mapping[str, Handler] | None = None) -> None:
+        """*transactions* and *txn_handlers* (type → handler; default :data:`TXN_HANDLERS`)
+        make the dispatch tables; every row needs a handler (ConfigError naming the type)."""
         self.terminals = dict(terminals)
         self.accounts = dict(accounts)
         self.ledger = ledger
@@ -230,6 +136,10 @@ class AcquirerEngine:
         self.institution_id = institution_id
         self.sessions: dict[str, Session] = {}
         self._serial = 0
+        self.transactions = transactions
+        self._mti_handlers = build_mti_handlers(transactions)
+        self._proc_handlers = build_proc_handlers(
+            transactions, TXN_HANDLERS if txn_handlers is None else txn_handlers)
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -241,7 +151,7 @@ class AcquirerEngine:
         mti = doc.get("t", "")
         ctx = _Context(now=now, request=doc, mac_data=mac_data)
         ctx.response = {"t": response_mti(mti)}
-        handler = MTI_HANDLERS.get(mti, AcquirerEngine._unsupported)
+        handler = self._mti_handlers.get(mti, AcquirerEngine._unsupported)
         try:
             handler(self, ctx)
         except Reject as rej:
@@ -259,6 +169,41 @@ class AcquirerEngine:
         body = encode_message(resp, self.dialect)
         requirement = REQ_SIGN_IN_AGAIN if resp.get("39") in ("22", "A0") else 0
         return frame(body, tpdu.swapped(), header.with_requirement(requirement))
+
+    def find_original(self, terminal_id: str, *, rrn: str | None = None,
+                      stan: str | None = None, batch_no: str | None = None
+                      ) -> LedgerRecord | None:
+        """The newest approved financial request of *terminal_id* with this RRN and/or STAN
+        (and batch), from the ledger; None if there is none or the engine has no ledger."""
+        if self.ledger is None:
+            return None
+        return self.ledger.find_original(terminal_id, rrn=rrn, stan=stan, batch_no=batch_no)
+
+    def original_of(self, ctx: _Context) -> LedgerRecord:
+        """For handlers of types that need an original: the one the request names by field 61
+        (original batch + STAN [+ date MMDD]) and/or field 37 (original RRN).  Reject 30 when
+        neither names it, 25 when the ledger has no such approved request (or its date differs)."""
+        req = ctx.request
+        try:
+            batch, stan, date = parse_field61(req["61"]) if req.get("61") else ("", "", "")
+        except DecodeError as exc:
+            raise Reject("30", str(exc)) from None
+        rrn = req.get("37", "")
+        if not rrn and not stan:
+            raise Reject("30", "no original named: field 37 (RRN) or 61 (batch + STAN) needed")
+        terminal_id = req.get("41", "")
+        found = self.find_original(terminal_id, rrn=rrn or None, stan=stan or None,
+                                   batch_no=batch or None)
+        named = " ".join(f"{k} {v}" for k, v in (("RRN", rrn), ("batch", batch),
+                                                  ("STAN", stan), ("date", date)) if v)
+        if found is None:
+            raise Reject(ORIGINAL_NOT_FOUND, f"terminal {terminal_id}: no approved original "
+                                             f"with {named} in the ledger")
+        when = found.received_at[5:7] + found.received_at[8:10]  # ISO 8601 → MMDD
+        if date and date != when:
+            raise Reject(ORIGINAL_NOT_FOUND, f"terminal {terminal_id}: original with {named} "
+                                             f"was on {when}, not {date}")
+        return found
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -359,11 +304,11 @@ class AcquirerEngine:
                     klen)
 
     def _financial(self, ctx: _Context) -> None:
-        proc = ctx.request.get("3", "")
-        handler = PROC_HANDLERS.get(proc)
+        mti, proc = ctx.request.get("t", ""), ctx.request.get("3", "")
+        handler = self._proc_handlers.get((mti, proc))
         if handler is None:
             self._authenticate(ctx)
-            raise Reject("12", f"processing code {proc!r} not supported for 0200")
+            raise Reject("12", f"processing code {proc!r} not supported for {mti}")
         handler(self, ctx)
 
     def _authenticate(self, ctx: _Context) -> Session:
@@ -430,22 +375,50 @@ class AcquirerEngine:
         ctx.response["39"] = "00"
 
 
-MTI_HANDLERS: Mapping[str, Handler] = {
-    "0800": AcquirerEngine._sign_in,
-    "0200": AcquirerEngine._financial,
-}
-PROC_HANDLERS: Mapping[str, Handler] = {
-    "000000": AcquirerEngine._sale,
-}
+#: Host handler per transaction type (protocols.transactions): a new row needs one here.
+TXN_HANDLERS: Mapping[str, Handler] = MappingProxyType({
+    TxnType.SALE: AcquirerEngine._sale,
+})
+
+
+def build_mti_handlers(transactions: TransactionTable = TRANSACTIONS) -> Mapping[str, Handler]:
+    """Sign-in, plus :meth:`AcquirerEngine._financial` for every MTI of the table."""
+    out: dict[str, Handler] = {SIGN_IN_MTI: AcquirerEngine._sign_in}
+    for row in transactions:
+        if row.mti == SIGN_IN_MTI:
+            raise ConfigError(f"host dispatch: transaction type {row.type} uses MTI "
+                              f"{SIGN_IN_MTI}, the sign-in MTI")
+        out[row.mti] = AcquirerEngine._financial
+    return MappingProxyType(out)
+
+
+def build_proc_handlers(transactions: TransactionTable = TRANSACTIONS,
+                        handlers: Mapping[str, Handler] = TXN_HANDLERS
+                        ) -> Mapping[tuple[str, str], Handler]:
+    """``(MTI, processing code)`` → handler, one per row of *transactions*."""
+    missing = [str(row.type) for row in transactions if row.type not in handlers]
+    if missing:
+        raise ConfigError(f"host dispatch: no handler for transaction type(s) "
+                          f"{', '.join(missing)}; expected one per table row in TXN_HANDLERS")
+    return MappingProxyType({row.iso_key: handlers[row.type] for row in transactions})
+
+
+MTI_HANDLERS: Mapping[str, Handler] = build_mti_handlers()
+PROC_HANDLERS: Mapping[tuple[str, str], Handler] = build_proc_handlers()
 
 __all__ = [
     "Account",
     "AcquirerEngine",
+    "LedgerReader",
     "LedgerSink",
     "MTI_HANDLERS",
+    "PROC_HANDLERS",
     "Reject",
     "Session",
+    "TXN_HANDLERS",
     "TerminalRecord",
+    "build_mti_handlers",
+    "build_proc_handlers",
     "load_account",
     "load_accounts",
     "load_terminals",

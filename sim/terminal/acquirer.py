@@ -1,4 +1,8 @@
-"""The terminal firmware's acquirer client: sign-in (0800) and chip purchase (0200) over TCP.
+"""The terminal firmware's acquirer client: sign-in (0800) and financial requests over TCP.
+
+A financial request is built from a row of the transaction table
+(:mod:`protocols.transactions`: MTI, processing code, condition code, field 60.1, whether it
+carries the original's data); :meth:`AcquirerClient.purchase` is the sale row.
 
 Builds UnionPay-dialect messages with :mod:`protocols.iso8583` and :mod:`protocols.crypto`
 (PIN block under the PIK, X9.19 MAC under the MAK), one TCP connection per transaction, every
@@ -28,10 +32,18 @@ from protocols.iso8583 import (
     encode_with_mac,
     frame,
     mac_ok,
+    response_mti,
     response_text,
     unframe,
 )
 from protocols.masking import mask_pan
+from protocols.transactions import (
+    TRANSACTIONS,
+    OriginalRef,
+    TransactionTable,
+    TransactionType,
+    TxnType,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +55,10 @@ REDIAL_PAUSE_S = 0.1
 """Pause before redialling after a connect that failed at once (refused, no route)."""
 #: Field 60.3 network management code of 0800: 004 = double-length (3DES) working keys.
 NET_CODE_3DES = "004"
+#: Field 60.3 of financial requests: no network management information.
+NET_CODE_NONE = "000"
+#: Fields 60.4 (terminal capability 5 = contact chip) and 60.5 (0) of financial requests.
+CAPABILITY_60_4_5 = "50"
 
 
 @dataclass
@@ -94,7 +110,8 @@ class AcquirerClient:
                  master_key: bytes, connect_timeout: float = 3.0,
                  response_timeout: float = 5.0, tpdu: Tpdu | None = None,
                  header: Header | None = None, currency: str = "156",
-                 dial: Dial = socket.create_connection) -> None:
+                 dial: Dial = socket.create_connection,
+                 transactions: TransactionTable = TRANSACTIONS) -> None:
         if len(terminal_id) != 8 or len(merchant_id) != 15:
             raise ValueError(f"AcquirerClient: terminal_id must be 8 and merchant_id 15 "
                              f"characters; got {terminal_id!r}, {merchant_id!r}")
@@ -109,6 +126,7 @@ class AcquirerClient:
         self.header = header or Header()
         self.currency = currency
         self.dial = dial
+        self.transactions = transactions
         #: Header of the last response (processing_requirement 3 = host asks to sign in again).
         self.last_header: Header | None = None
 
@@ -144,50 +162,90 @@ class AcquirerClient:
         logger.info("%r sign-in: %s %s, batch %06d", self, code, response_text(code), host_batch)
         return SignInResult(code, keys, host_batch, when if len(when) == 10 else None)
 
-    def purchase(self, *, keys: WorkingKeys, stan: int, batch_no: int, amount_minor: int,
-                 pan: str, expiry: str, pan_seq: str | None, track2_equivalent: str,
-                 icc_data: bytes, pin: str | None, entry_mode: str = "051") -> AuthResult:
+    def financial(self, txn: TransactionType | str, *, keys: WorkingKeys, stan: int,
+                  batch_no: int, amount_minor: int, pan: str | None = None,
+                  expiry: str | None = None, pan_seq: str | None = None,
+                  track2_equivalent: str | None = None, icc_data: bytes = b"",
+                  pin: str | None = None, entry_mode: str = "051",
+                  original: OriginalRef | None = None) -> AuthResult:
+        """One financial request of transaction type *txn* (a row, or a type looked up in this
+        client's table): MTI, processing code (3), condition code (25) and field 60.1 come from
+        the row; card fields (2, 14, 22, 23, 35, 55) when a card was read; PIN (26, 52, 53) when
+        *pin* is given; the original (61, and 37 when named by RRN) when the row needs one."""
+        row = txn if isinstance(txn, TransactionType) else self.transactions.get(txn)
         if not 0 < amount_minor < 10**12:
-            raise ValueError(f"{self!r}: purchase(): amount_minor {amount_minor} outside "
-                             f"1..999999999999")
-        track2 = track2_equivalent.upper().replace("=", "D").rstrip("F")
+            raise ValueError(f"{self!r}: financial({row.type}): amount_minor {amount_minor} "
+                             f"outside 1..999999999999")
         doc: dict[str, str] = {
-            "t": "0200",
-            "2": pan,
-            "3": "000000",
+            "t": row.mti,
+            "3": row.proc_code,
             "4": f"{amount_minor:012d}",
             "11": f"{stan:06d}",
-            "14": expiry,
-            "22": entry_mode,
-            "25": "00",
-            "35": track2,
+            "25": row.condition_code,
             "41": self.terminal_id,
             "42": self.merchant_id,
             "49": self.currency,
-            "60": f"22{batch_no:06d}00050",
+            "60": f"{row.message_type_code}{batch_no:06d}{NET_CODE_NONE}{CAPABILITY_60_4_5}",
         }
-        if pan_seq:
-            doc["23"] = pan_seq.zfill(3)
+        if pan is not None:
+            doc.update(self._card_fields(pan, expiry, pan_seq, track2_equivalent, icc_data,
+                                         entry_mode))
+        elif row.needs_card:
+            raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: the type needs a "
+                           f"card; pan is None")
         if pin is not None:
+            if pan is None:
+                raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: a PIN block "
+                               f"needs the PAN; pan is None")
             doc["26"] = "12"
             doc["52"] = pin_block(pin, pan, keys.pik).hex().upper()
             doc["53"] = SECURITY_CONTROL_PIN
-        if icc_data:
-            doc["55"] = icc_data.hex().upper()
+        if row.needs_original:
+            if original is None:
+                raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: the type "
+                               f"needs the original transaction; original is None")
+            doc["61"] = original.field61(batch_no)
+            if original.rrn:
+                doc["37"] = original.rrn
         payload = encode_with_mac(doc, keys.mak)
-        resp, raw = self._exchange(payload, "0210", doc["11"])
+        resp, raw = self._exchange(payload, response_mti(row.mti), doc["11"])
         code = resp.get("39", "")
         if "64" in resp:
             if not mac_ok(raw, keys.mak):
-                raise CommsError("response", f"{self!r}: purchase STAN {stan:06d}: response MAC "
-                                             f"does not verify (code {code}); reverse")
+                raise CommsError("response", f"{self!r}: {row.type} STAN {stan:06d}: response "
+                                             f"MAC does not verify (code {code}); reverse")
         elif code == "00":
-            raise CommsError("response", f"{self!r}: purchase STAN {stan:06d}: approval without "
-                                         f"MAC; reverse")
-        logger.info("%r purchase %s STAN %06d amount %d: %s %s", self, mask_pan(pan), stan,
-                    amount_minor, code, response_text(code))
+            raise CommsError("response", f"{self!r}: {row.type} STAN {stan:06d}: approval "
+                                         f"without MAC; reverse")
+        logger.info("%r %s %s STAN %06d amount %d: %s %s", self, row.type,
+                    mask_pan(pan) if pan else "(no card)", stan, amount_minor, code,
+                    response_text(code))
         return AuthResult(code, code == "00", resp.get("38"), resp.get("37"), stan,
                           response_text(code))
+
+    def purchase(self, *, keys: WorkingKeys, stan: int, batch_no: int, amount_minor: int,
+                 pan: str, expiry: str, pan_seq: str | None, track2_equivalent: str,
+                 icc_data: bytes, pin: str | None, entry_mode: str = "051") -> AuthResult:
+        """A sale (:meth:`financial` with the table's sale row)."""
+        return self.financial(TxnType.SALE, keys=keys, stan=stan, batch_no=batch_no,
+                              amount_minor=amount_minor, pan=pan, expiry=expiry, pan_seq=pan_seq,
+                              track2_equivalent=track2_equivalent, icc_data=icc_data, pin=pin,
+                              entry_mode=entry_mode)
+
+    @staticmethod
+    def _card_fields(pan: str, expiry: str | None, pan_seq: str | None,
+                     track2_equivalent: str | None, icc_data: bytes,
+                     entry_mode: str) -> dict[str, str]:
+        doc = {"2": pan, "22": entry_mode}
+        if expiry:
+            doc["14"] = expiry
+        if track2_equivalent:
+            doc["35"] = track2_equivalent.upper().replace("=", "D").rstrip("F")
+        if pan_seq:
+            doc["23"] = pan_seq.zfill(3)
+        if icc_data:
+            doc["55"] = icc_data.hex().upper()
+        return doc
 
     # -- wire ----------------------------------------------------------------------------------
 

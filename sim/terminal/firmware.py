@@ -14,21 +14,32 @@ job (:class:`ChipJob`, :class:`SignInJob`, :class:`AuthJob`); the runner execute
 from __future__ import annotations
 
 import datetime
-import enum
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
-import yaml
-
-from protocols.ecr import Message, Result
-from protocols.errors import ConfigError
+from protocols.ecr import (
+    EventCode,
+    Key,
+    Message,
+    MsgCode,
+    PrintStatus,
+    Prompt,
+    Result,
+    TerminalState,
+)
+from protocols.errors import DecodeError
 from protocols.masking import mask_pan
+from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable, TransactionType
 from sim.terminal.nvram import NvramData, NvramStore
 from sim.terminal.printer import COPIES, ReceiptData, format_receipt
+from sim.terminal.profile import Operator as Operator  # the profile's names, importable from here
+from sim.terminal.profile import Profile as Profile
+from sim.terminal.profile import load_profile as load_profile
+from sim.terminal.profile import parse_hostport as parse_hostport
 
 log = logging.getLogger(__name__)
 
@@ -37,97 +48,6 @@ MAX_FAULTS = 8
 PIN_MIN, PIN_MAX = 4, 12
 STAN_MAX = 999_999
 NO_PIN_CVMS = frozenset({"no_cvm", "signature"})
-
-
-# ------------------------------------------------------------------------------------- profile
-
-@dataclass(frozen=True)
-class Operator:
-    password: str = field(repr=False)
-    role: str
-
-
-@dataclass(frozen=True)
-class Profile:
-    terminal_id: str
-    merchant_id: str
-    merchant_name: str
-    master_key: bytes = field(repr=False)
-    host: str
-    port: int
-    operators: Mapping[str, Operator]
-    currency_code: str = "156"
-    country_code: str = "156"
-    boot_s: float = 0.4
-    card_wait_s: float = 30.0
-    pin_entry_s: float = 30.0
-    print_copy_s: float = 0.3
-    connect_s: float = 3.0
-    response_s: float = 5.0
-    card_apdu_s: float = 2.0
-    low_battery_volts: float = 6.80
-    nominal_volts: float = 7.40
-
-
-def parse_hostport(text: str, where: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: {text!r} is not host:port (e.g. 198.18.0.20:8583)")
-    return host, int(port)
-
-
-def load_profile(path: str | os.PathLike[str]) -> Profile:
-    """Read fixtures/terminal/profile.yaml; a wrong or missing key is a ConfigError naming it."""
-    where = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"terminal profile {where}: cannot read: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"terminal profile {where}: expected a mapping at top level")
-    return profile_from_dict(raw, where)
-
-
-def profile_from_dict(raw: Mapping[str, Any], where: str = "terminal profile") -> Profile:
-    def need(key: str, src: Mapping[str, Any] = raw, prefix: str = "") -> Any:
-        if key not in src:
-            raise ConfigError(f"{where}: missing key {prefix}{key}")
-        return src[key]
-
-    try:
-        master_key = bytes.fromhex(str(need("master_key")))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: master_key must be hex (32 or 48 digits)") from exc
-    if len(master_key) not in (16, 24):
-        raise ConfigError(f"{where}: master_key must be 16 or 24 bytes, got {len(master_key)}")
-    ops_raw = need("operators")
-    if not isinstance(ops_raw, dict) or not ops_raw:
-        raise ConfigError(f"{where}: operators must be a non-empty mapping id → password/role")
-    operators: dict[str, Operator] = {}
-    for op_id, spec in ops_raw.items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: operators.{op_id} must be a mapping")
-        operators[str(op_id)] = Operator(
-            password=str(need("password", spec, f"operators.{op_id}.")),
-            role=str(spec.get("role", "operator")))
-    host, port = parse_hostport(str(need("host")), f"{where}: host")
-    t = raw.get("timeouts") or {}
-    th = raw.get("thresholds") or {}
-    try:
-        return Profile(
-            terminal_id=str(need("terminal_id")), merchant_id=str(need("merchant_id")),
-            merchant_name=str(raw.get("merchant_name", "")), master_key=master_key,
-            host=host, port=port, operators=operators,
-            currency_code=str(raw.get("currency_code", "156")),
-            country_code=str(raw.get("country_code", "156")),
-            boot_s=float(t.get("boot", 0.4)), card_wait_s=float(t.get("card_wait", 30.0)),
-            pin_entry_s=float(t.get("pin_entry", 30.0)),
-            print_copy_s=float(t.get("print_copy", 0.3)), connect_s=float(t.get("connect", 3.0)),
-            response_s=float(t.get("response", 5.0)), card_apdu_s=float(t.get("card_apdu", 2.0)),
-            low_battery_volts=float(th.get("low_battery_volts", 6.80)),
-            nominal_volts=float(th.get("nominal_volts", 7.40)))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: timeouts/thresholds must be numbers: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------- actions
@@ -168,13 +88,17 @@ class SignInJob:
 
 @dataclass(frozen=True)
 class AuthJob:
+    """Go online for the pending transaction (its row says which message to build)."""
+
     job_id: int
+    txn_type: TransactionType
     keys: Any = field(repr=False)
     stan: int
     batch_no: int
     amount_minor: int
-    card: Any = field(repr=False)  # sim.terminal.emv.CardRead
+    card: Any = field(repr=False)  # sim.terminal.emv.CardRead, None when the type reads no card
     pin: str | None = field(repr=False)
+    original: OriginalRef | None = None
 
 
 Job = ChipJob | SignInJob | AuthJob
@@ -235,48 +159,39 @@ def perform(job: Job, services: Services) -> JobResult:
 
 # --------------------------------------------------------------------------------------- state
 
-class State(enum.StrEnum):
-    BOOTING = "BOOTING"
-    IDLE = "IDLE"
-    SIGNING_IN = "SIGNING_IN"
-    WAIT_CARD = "WAIT_CARD"
-    READING_CARD = "READING_CARD"
-    PIN_ENTRY = "PIN_ENTRY"
-    PROCESSING = "PROCESSING"
-    PRINTING = "PRINTING"
-
+State = TerminalState  # the firmware's states are the STATUS response's ``state`` vocabulary
 
 TXN_STATES = frozenset({State.WAIT_CARD, State.READING_CARD, State.PIN_ENTRY, State.PROCESSING,
                         State.PRINTING})
 
-DISPLAY: Mapping[str, str] = {
-    "READY": "欢迎使用 WELCOME",
-    "INSERT_CARD": "请插卡 INSERT CARD",
-    "READING_CARD": "读卡中 READING CARD",
-    "ENTER_PIN": "请输入密码 ENTER PIN",
-    "PROCESSING": "处理中 PROCESSING",
-    "CONNECTING": "连接中 CONNECTING",
-    "PRINTING": "打印中 PRINTING",
-    "PAPER_OUT": "打印机缺纸 PAPER OUT",
-    "PAPER_OK": "纸张已装好 PAPER OK",
-    "CARD_INSERTED": "已插卡 CARD INSERTED",
-    "CARD_REMOVED": "已取卡 CARD REMOVED",
-    "LOW_BATTERY": "电量低 请充电 LOW BATTERY",
-    "BATTERY_OK": "电量正常 BATTERY OK",
-    "OK": "成功 OK",
-    "APPROVED": "交易成功 APPROVED",
-    "DECLINED": "交易拒绝 DECLINED",
-    "NOT_SIGNED_IN": "请先签到 PLEASE SIGN IN",
-    "NOT_LOGGED_IN": "请先登录 PLEASE LOG IN",
-    "LOGIN_FAILED": "操作员或密码错误 LOGIN FAILED",
-    "COMMS_ERROR": "通讯失败 COMMS ERROR",
-    "CARD_ERROR": "读卡失败 CARD ERROR",
-    "BUSY": "终端忙 BUSY",
-    "CANCELLED": "交易取消 CANCELLED",
-    "TIMEOUT": "超时 TIMEOUT",
-    "BAD_REQUEST": "请求无效 BAD REQUEST",
-    "INTERNAL_ERROR": "终端故障 TERMINAL FAULT",
-}
+DISPLAY: Mapping[str, str] = MappingProxyType({
+    EventCode.READY: "欢迎使用 WELCOME",
+    Prompt.INSERT_CARD: "请插卡 INSERT CARD",
+    Prompt.READING_CARD: "读卡中 READING CARD",
+    Prompt.ENTER_PIN: "请输入密码 ENTER PIN",
+    Prompt.PROCESSING: "处理中 PROCESSING",
+    Prompt.CONNECTING: "连接中 CONNECTING",
+    Prompt.PRINTING: "打印中 PRINTING",
+    EventCode.PAPER_OUT: "打印机缺纸 PAPER OUT",
+    EventCode.PAPER_OK: "纸张已装好 PAPER OK",
+    EventCode.CARD_INSERTED: "已插卡 CARD INSERTED",
+    EventCode.CARD_REMOVED: "已取卡 CARD REMOVED",
+    EventCode.LOW_BATTERY: "电量低 请充电 LOW BATTERY",
+    EventCode.BATTERY_OK: "电量正常 BATTERY OK",
+    Result.OK: "成功 OK",
+    Result.APPROVED: "交易成功 APPROVED",
+    Result.DECLINED: "交易拒绝 DECLINED",
+    Result.NOT_SIGNED_IN: "请先签到 PLEASE SIGN IN",
+    Result.NOT_LOGGED_IN: "请先登录 PLEASE LOG IN",
+    Result.LOGIN_FAILED: "操作员或密码错误 LOGIN FAILED",
+    Result.COMMS_ERROR: "通讯失败 COMMS ERROR",
+    Result.CARD_ERROR: "读卡失败 CARD ERROR",
+    Result.BUSY: "终端忙 BUSY",
+    Result.CANCELLED: "交易取消 CANCELLED",
+    Result.TIMEOUT: "超时 TIMEOUT",
+    Result.BAD_REQUEST: "请求无效 BAD REQUEST",
+    Result.INTERNAL_ERROR: "终端故障 TERMINAL FAULT",
+})
 
 LOAD_OF_STATE: Mapping[State, str] = {
     State.BOOTING: "booting", State.IDLE: "idle", State.SIGNING_IN: "comms",
@@ -288,11 +203,19 @@ FAILURE_RESULT: Mapping[str, Result] = {
     "card": Result.CARD_ERROR, "comms": Result.COMMS_ERROR, "internal": Result.INTERNAL_ERROR,
 }
 
+#: Request handlers (method names) of transaction types whose flow differs from the generic one
+#: (:meth:`TerminalFirmware._req_transaction`); empty today: every row of the table fits it.
+TXN_REQUEST_HANDLERS: Mapping[str, str] = MappingProxyType({})
+
+RequestHandler = Callable[[Message, float], list[Action]]
+
 
 @dataclass
 class _Txn:
+    txn_type: TransactionType
     amount_minor: int
     currency_code: str
+    original: OriginalRef | None = None
     job_id: int = 0
     card: Any = field(default=None, repr=False)
     pin: list[str] = field(default_factory=list, repr=False)
@@ -303,15 +226,21 @@ class _Txn:
 
 
 class TerminalFirmware:
-    """The decision logic of the simulated POS terminal (see module doc)."""
+    """The decision logic of the simulated POS terminal (see module doc).
+
+    *transactions* is the table the ECR transaction requests are dispatched on (one generic
+    handler per row unless :data:`TXN_REQUEST_HANDLERS` names another).
+    """
 
     def __init__(self, profile: Profile, nvram: NvramStore, *,
                  clock: Callable[[], datetime.datetime] = datetime.datetime.now,
-                 rng: Callable[[int], bytes] = os.urandom) -> None:
+                 rng: Callable[[int], bytes] = os.urandom,
+                 transactions: TransactionTable = TRANSACTIONS) -> None:
         self.profile = profile
         self.nvram = nvram
         self.clock = clock
         self.rng = rng
+        self.transactions = transactions
         self.state = State.BOOTING
         self.operator: str | None = None
         self.keys: Any = None  # WorkingKeys, RAM only
@@ -325,11 +254,14 @@ class TerminalFirmware:
         self._txn: _Txn | None = None
         self._job_id = 0
         self._pending_job: int | None = None
-        self._requests: Mapping[str, Callable[[Message, float], list[Action]]] = {
-            "ST": self._req_status, "LI": self._req_login, "LO": self._req_logout,
-            "SI": self._req_sign_in, "PU": self._req_purchase, "KY": self._req_key,
-            "CN": self._req_cancel,
+        requests: dict[str, RequestHandler] = {
+            MsgCode.STATUS: self._req_status, MsgCode.LOGIN: self._req_login,
+            MsgCode.LOGOUT: self._req_logout, MsgCode.SIGN_IN: self._req_sign_in,
+            MsgCode.KEY: self._req_key, MsgCode.CANCEL: self._req_cancel,
         }
+        for row in transactions:
+            requests[row.ecr_code] = self._txn_handler(row)
+        self._requests: Mapping[str, RequestHandler] = MappingProxyType(requests)
         self._harness: Mapping[str, Callable[[Mapping[str, Any], float], list[Action]]] = {
             "rail": self._hw_rail, "paper": self._hw_paper, "card": self._hw_card,
         }
@@ -337,6 +269,15 @@ class TerminalFirmware:
             "boot": self._t_boot, "card_wait": self._t_txn_timeout,
             "pin_entry": self._t_txn_timeout, "print": self._t_print,
         }
+
+    def _txn_handler(self, row: TransactionType) -> RequestHandler:
+        method: Callable[[TransactionType, Message, float], list[Action]] = getattr(
+            self, TXN_REQUEST_HANDLERS.get(row.type, "_req_transaction"))
+
+        def handle(msg: Message, now: float) -> list[Action]:
+            return method(row, msg, now)
+
+        return handle
 
     # ---- properties
     @property
@@ -368,14 +309,15 @@ class TerminalFirmware:
     def on_ecr(self, msg: Message, now: float) -> list[Action]:
         handler = self._requests.get(msg.code)
         if handler is None:
-            return [self._respond("ER", Result.BAD_REQUEST, text=f"unknown request {msg.code}")]
-        if self.state is State.BOOTING and msg.code not in ("ST", "KY"):
+            return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST,
+                                  text=f"unknown request {msg.code}")]
+        if self.state is State.BOOTING and msg.code not in (MsgCode.STATUS, MsgCode.KEY):
             return [self._respond(msg.code, Result.BUSY)]
         return handler(msg, now)
 
     def on_bad_request(self, error: str) -> list[Action]:
         """A request frame arrived intact but its payload did not decode."""
-        return [self._respond("ER", Result.BAD_REQUEST, text=error[:200])]
+        return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST, text=error[:200])]
 
     def on_harness(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         handler = self._harness.get(str(obj.get("t")))
@@ -409,15 +351,17 @@ class TerminalFirmware:
         return [SendHarness({"t": "load", "state": load})]
 
     def _respond(self, code: str, rc: Result, **fields: str) -> SendEcr:
-        fields.setdefault("text", DISPLAY.get(rc.value, rc.value))
-        return SendEcr(Message(code, {"rc": rc.value, **fields}))
+        fields.setdefault("text", DISPLAY.get(rc, rc.value))
+        return SendEcr(Message(str(code), {"rc": rc.value, **fields}))
 
     @staticmethod
-    def _event(code: str, kind: str = "EV") -> SendEcr:
-        return SendEcr(Message(kind, {"code": code, "text": DISPLAY.get(code, code)}))
+    def _event(code: EventCode | Prompt) -> SendEcr:
+        kind = MsgCode.PROGRESS if isinstance(code, Prompt) else MsgCode.EVENT
+        return SendEcr(Message(kind.value, {"code": code.value,
+                                            "text": DISPLAY.get(code, code.value)}))
 
     def _fault(self, code: str) -> None:
-        self.faults = (self.faults + [code])[-MAX_FAULTS:]
+        self.faults = (self.faults + [str(code)])[-MAX_FAULTS:]
 
     def _next_job(self) -> int:
         self._job_id += 1
@@ -447,15 +391,15 @@ class TerminalFirmware:
 
     # ---- timers
     def _t_boot(self, now: float) -> list[Action]:
-        out: list[Action] = [SendEcr(Message("RD", {
+        out: list[Action] = [SendEcr(Message(MsgCode.READY.value, {
             "fw": FIRMWARE_VERSION, "tid": self.profile.terminal_id,
-            "text": DISPLAY["READY"]}))]
+            "text": DISPLAY[EventCode.READY]}))]
         if not self.paper_present:
-            self._fault("PAPER_OUT")
-            out.append(self._event("PAPER_OUT"))
+            self._fault(EventCode.PAPER_OUT)
+            out.append(self._event(EventCode.PAPER_OUT))
         if self.battery_low:
-            self._fault("LOW_BATTERY")
-            out.append(self._event("LOW_BATTERY"))
+            self._fault(EventCode.LOW_BATTERY)
+            out.append(self._event(EventCode.LOW_BATTERY))
         return out + self._set_state(State.IDLE)
 
     def _t_txn_timeout(self, now: float) -> list[Action]:
@@ -466,30 +410,34 @@ class TerminalFirmware:
         assert txn is not None
         if not self.paper_present:
             txn.print_ok = False
-            self._fault("PAPER_OUT")
-            return self._finish(Result.APPROVED, print="INCOMPLETE")
+            self._fault(Result.PAPER_OUT)
+            return self._finish(Result.APPROVED, print=PrintStatus.INCOMPLETE.value)
         copy = txn.copies.pop(0)
-        out: list[Action] = [SendEcr(Message("PR", {"copy": copy, "text": self._receipt(copy)}))]
+        out: list[Action] = [SendEcr(Message(MsgCode.PRINT.value, {
+            "copy": str(copy), "text": self._receipt(copy)}))]
         if txn.copies:
             self._timer = (now + self.profile.print_copy_s, "print")
             return out
-        return out + self._finish(Result.APPROVED, print="OK")
+        return out + self._finish(Result.APPROVED, print=PrintStatus.OK.value)
 
     def _receipt(self, copy: str) -> str:
         txn = self._txn
-        assert txn is not None and txn.card is not None
+        assert txn is not None
         r = txn.result
+        card = txn.card
         return format_receipt(copy, ReceiptData(
             merchant_name=self.profile.merchant_name, merchant_id=self.profile.merchant_id,
             terminal_id=self.profile.terminal_id, operator=self.operator or "",
             batch_no=self.nv.batch_no, stan=txn.stan, rrn=r.get("rrn", ""),
-            auth_code=r.get("auth", ""), masked_pan=mask_pan(txn.card.pan),
-            app_label=str(getattr(txn.card, "app_label", "")), amount_minor=txn.amount_minor,
-            currency_code=txn.currency_code, when=self.clock()))
+            auth_code=r.get("auth", ""), masked_pan=mask_pan(card.pan) if card else "",
+            app_label=str(getattr(card, "app_label", "")), amount_minor=txn.amount_minor,
+            currency_code=txn.currency_code, when=self.clock(),
+            title=txn.txn_type.receipt_title,
+            original=txn.original.describe() if txn.original else ""))
 
     # ---- requests
     def _req_status(self, msg: Message, now: float) -> list[Action]:
-        return [SendEcr(Message("ST", {
+        return [SendEcr(Message(MsgCode.STATUS.value, {
             "rc": Result.OK.value, "state": self.state.value,
             "signed_in": "1" if self.signed_in else "0", "operator": self.operator or "",
             "paper": "1" if self.paper_present else "0",
@@ -500,42 +448,58 @@ class TerminalFirmware:
 
     def _req_login(self, msg: Message, now: float) -> list[Action]:
         if self.state is not State.IDLE:
-            return [self._respond("LI", Result.BUSY)]
+            return [self._respond(MsgCode.LOGIN, Result.BUSY)]
         op = self.profile.operators.get(msg.get("op"))
         if op is None or op.password != msg.get("pw"):
             log.info("terminal: login refused for operator %r", msg.get("op"))
-            return [self._respond("LI", Result.LOGIN_FAILED)]
+            return [self._respond(MsgCode.LOGIN, Result.LOGIN_FAILED)]
         self.operator = msg.get("op")
         log.info("terminal: operator %s (%s) logged in", self.operator, op.role)
-        return [self._respond("LI", Result.OK, operator=self.operator, role=op.role)]
+        return [self._respond(MsgCode.LOGIN, Result.OK, operator=self.operator, role=op.role)]
 
     def _req_logout(self, msg: Message, now: float) -> list[Action]:
         if self.state is not State.IDLE:
-            return [self._respond("LO", Result.BUSY)]
+            return [self._respond(MsgCode.LOGOUT, Result.BUSY)]
         self.operator = None
-        return [self._respond("LO", Result.OK)]
+        return [self._respond(MsgCode.LOGOUT, Result.OK)]
 
     def _req_sign_in(self, msg: Message, now: float) -> list[Action]:
         refusal = self._refusal(need_signed_in=False)
         if refusal is not None:
-            return [self._respond("SI", refusal)]
+            return [self._respond(MsgCode.SIGN_IN, refusal)]
         assert self.operator is not None
         job = SignInJob(self._next_job(), self.operator, self._take_stan(), self.nv.batch_no)
-        return [*self._set_state(State.SIGNING_IN), self._event("CONNECTING", "PG"),
+        return [*self._set_state(State.SIGNING_IN), self._event(Prompt.CONNECTING),
                 StartJob(job)]
 
-    def _req_purchase(self, msg: Message, now: float) -> list[Action]:
+    def _req_transaction(self, row: TransactionType, msg: Message, now: float) -> list[Action]:
+        """The generic flow of every table row: checks, then wait for the card (``needs_card``)
+        or go online at once; PIN when the row and the card's CVM ask for it."""
+        code = row.ecr_code
         amount = msg.get("amt")
         currency = msg.get("cur") or self.profile.currency_code
         if not amount.isdigit() or int(amount) <= 0 or len(amount) > 12:
-            return [self._respond("PU", Result.BAD_REQUEST, text=f"bad amount {amount!r}")]
+            return [self._respond(code, Result.BAD_REQUEST, text=f"bad amount {amount!r}")]
+        original: OriginalRef | None = None
+        if row.needs_original:
+            try:
+                original = OriginalRef.from_ecr_fields(msg.fields)
+            except DecodeError as exc:
+                return [self._respond(code, Result.BAD_REQUEST,
+                                      text=f"{row.ecr_name}: {exc}"[:200])]
+            if original is None:
+                return [self._respond(code, Result.BAD_REQUEST, text=(
+                    f"{row.ecr_name} needs the original transaction: field ostan (trace), or "
+                    f"orrn + odate; none given"))]
         refusal = self._refusal(need_signed_in=True)
         if refusal is not None:
             if refusal in (Result.PAPER_OUT, Result.LOW_BATTERY):
-                self._fault(refusal.value)
-            return [self._respond("PU", refusal)]
-        self._txn = _Txn(int(amount), currency)
-        out = [*self._set_state(State.WAIT_CARD), self._event("INSERT_CARD", "PG")]
+                self._fault(refusal)
+            return [self._respond(code, refusal)]
+        self._txn = _Txn(row, int(amount), currency, original)
+        if not row.needs_card:
+            return self._authorize(None)
+        out = [*self._set_state(State.WAIT_CARD), self._event(Prompt.INSERT_CARD)]
         if self.card_present:
             return out + self._read_card(now)
         self._timer = (now + self.profile.card_wait_s, "card_wait")
@@ -543,7 +507,7 @@ class TerminalFirmware:
 
     def _req_key(self, msg: Message, now: float) -> list[Action]:
         key = msg.get("k")
-        if key == "CANCEL" and self.state in (State.WAIT_CARD, State.PIN_ENTRY):
+        if key == Key.CANCEL and self.state in (State.WAIT_CARD, State.PIN_ENTRY):
             return self._finish(Result.CANCELLED)
         if self.state is not State.PIN_ENTRY:
             return []  # a key press nobody waits for does nothing
@@ -552,18 +516,19 @@ class TerminalFirmware:
         if key.isdigit() and len(key) == 1:
             if len(txn.pin) < PIN_MAX:
                 txn.pin.append(key)
-        elif key == "CLEAR":
+        elif key == Key.CLEAR:
             txn.pin.clear()
-        elif key == "ENTER" and len(txn.pin) >= PIN_MIN:
+        elif key == Key.ENTER and len(txn.pin) >= PIN_MIN:
             return self._authorize("".join(txn.pin))
         return []
 
     def _req_cancel(self, msg: Message, now: float) -> list[Action]:
         if self.state in (State.WAIT_CARD, State.PIN_ENTRY):
-            return [self._respond("CN", Result.OK), *self._finish(Result.CANCELLED)]
+            return [self._respond(MsgCode.CANCEL, Result.OK), *self._finish(Result.CANCELLED)]
         if self.state in TXN_STATES or self.state is State.SIGNING_IN:
-            return [self._respond("CN", Result.BUSY, text="cannot cancel in " + self.state.value)]
-        return [self._respond("CN", Result.OK, text="nothing to cancel")]
+            return [self._respond(MsgCode.CANCEL, Result.BUSY,
+                                  text="cannot cancel in " + self.state.value)]
+        return [self._respond(MsgCode.CANCEL, Result.OK, text="nothing to cancel")]
 
     # ---- harness
     def _hw_rail(self, obj: Mapping[str, Any], now: float) -> list[Action]:
@@ -572,9 +537,9 @@ class TerminalFirmware:
         if self.battery_low == was_low or self.state is State.BOOTING:
             return []
         if self.battery_low:
-            self._fault("LOW_BATTERY")
-            return [self._event("LOW_BATTERY")]
-        return [self._event("BATTERY_OK")]
+            self._fault(EventCode.LOW_BATTERY)
+            return [self._event(EventCode.LOW_BATTERY)]
+        return [self._event(EventCode.BATTERY_OK)]
 
     def _hw_paper(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         was = self.paper_present
@@ -582,20 +547,21 @@ class TerminalFirmware:
         if self.paper_present == was or self.state is State.BOOTING:
             return []
         if not self.paper_present:
-            self._fault("PAPER_OUT")
-            return [self._event("PAPER_OUT")]
-        return [self._event("PAPER_OK")]
+            self._fault(EventCode.PAPER_OUT)
+            return [self._event(EventCode.PAPER_OUT)]
+        return [self._event(EventCode.PAPER_OK)]
 
     def _hw_card(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         was = self.card_present
         self.card_present = bool(obj.get("present"))
         out: list[Action] = []
         if self.card_present != was and self.state is not State.BOOTING:
-            out.append(self._event("CARD_INSERTED" if self.card_present else "CARD_REMOVED"))
+            out.append(self._event(EventCode.CARD_INSERTED if self.card_present
+                                   else EventCode.CARD_REMOVED))
         if self.card_present and self.state is State.WAIT_CARD:
             return out + self._read_card(now)
         if not self.card_present and self.state is State.PIN_ENTRY:
-            self._fault("CARD_ERROR")
+            self._fault(Result.CARD_ERROR)
             return out + self._finish(Result.CARD_ERROR, text="卡片已拔出 CARD REMOVED")
         return out
 
@@ -607,7 +573,7 @@ class TerminalFirmware:
         txn.job_id = self._next_job()
         job = ChipJob(txn.job_id, txn.amount_minor, txn.currency_code, self.profile.country_code,
                       self.clock().date(), self.rng(4), self.profile.card_apdu_s)
-        return [*self._set_state(State.READING_CARD), self._event("READING_CARD", "PG"),
+        return [*self._set_state(State.READING_CARD), self._event(Prompt.READING_CARD),
                 StartJob(job)]
 
     def _authorize(self, pin: str | None) -> list[Action]:
@@ -617,62 +583,67 @@ class TerminalFirmware:
         txn.pin.clear()
         txn.stan = self._take_stan()
         txn.job_id = self._next_job()
-        job = AuthJob(txn.job_id, self.keys, txn.stan, self.nv.batch_no, txn.amount_minor,
-                      txn.card, pin)
-        return [*self._set_state(State.PROCESSING), self._event("PROCESSING", "PG"),
-                self._event("CONNECTING", "PG"), StartJob(job)]
+        job = AuthJob(job_id=txn.job_id, txn_type=txn.txn_type, keys=self.keys, stan=txn.stan,
+                      batch_no=self.nv.batch_no, amount_minor=txn.amount_minor, card=txn.card,
+                      pin=pin, original=txn.original)
+        return [*self._set_state(State.PROCESSING), self._event(Prompt.PROCESSING),
+                self._event(Prompt.CONNECTING), StartJob(job)]
 
     def _finish(self, rc: Result, **fields: str) -> list[Action]:
-        """End the pending purchase with its final response; back to IDLE."""
+        """End the pending transaction with its final response (its type's ECR code); back to
+        IDLE."""
         txn = self._txn
+        assert txn is not None, "_finish() needs a pending transaction"
         self._timer = None
         self._txn = None
-        if txn is not None:
-            fields = {**txn.result, "amt": str(txn.amount_minor), "cur": txn.currency_code,
-                      **fields}
-            if txn.card is not None:
-                fields.setdefault("pan", mask_pan(txn.card.pan))
-            if txn.stan:
-                fields.setdefault("stan", f"{txn.stan:06d}")
-        return [self._respond("PU", rc, **fields), *self._set_state(State.IDLE)]
+        fields = {**txn.result, "amt": str(txn.amount_minor), "cur": txn.currency_code,
+                  **fields}
+        if txn.card is not None:
+            fields.setdefault("pan", mask_pan(txn.card.pan))
+        if txn.stan:
+            fields.setdefault("stan", f"{txn.stan:06d}")
+        return [self._respond(txn.txn_type.ecr_code, rc, **fields),
+                *self._set_state(State.IDLE)]
 
     # ---- job results
     def _job_sign_in(self, res: JobResult, now: float) -> list[Action]:
         if res.failure:
-            self._fault(FAILURE_RESULT[res.failure].value)
-            return [self._respond("SI", FAILURE_RESULT[res.failure], text=res.message[:200]),
+            self._fault(FAILURE_RESULT[res.failure])
+            return [self._respond(MsgCode.SIGN_IN, FAILURE_RESULT[res.failure],
+                                  text=res.message[:200]),
                     *self._set_state(State.IDLE)]
         r = res.value
         hrc = str(r.response_code)
         if hrc != "00" or r.keys is None:
-            return [self._respond("SI", Result.DECLINED, hrc=hrc), *self._set_state(State.IDLE)]
+            return [self._respond(MsgCode.SIGN_IN, Result.DECLINED, hrc=hrc),
+                    *self._set_state(State.IDLE)]
         self.keys = r.keys
         batch = int(getattr(r, "batch_no", None) or self.nv.batch_no)
         if batch != self.nv.batch_no:
             self.nv = NvramData(self.nv.stan, batch, self.nv.boot_count)
             self.nvram.save(self.nv)
         log.info("terminal: signed in, batch %06d", batch)
-        return [self._respond("SI", Result.APPROVED, hrc=hrc, batch=f"{batch:06d}"),
+        return [self._respond(MsgCode.SIGN_IN, Result.APPROVED, hrc=hrc, batch=f"{batch:06d}"),
                 *self._set_state(State.IDLE)]
 
     def _job_chip(self, res: JobResult, now: float) -> list[Action]:
         txn = self._txn
         assert txn is not None
         if res.failure:
-            self._fault(FAILURE_RESULT[res.failure].value)
-            return self._finish(FAILURE_RESULT[res.failure], reason=res.reason,
-                                text=f"{DISPLAY[FAILURE_RESULT[res.failure].value]}: {res.reason}")
+            rc = FAILURE_RESULT[res.failure]
+            self._fault(rc)
+            return self._finish(rc, reason=res.reason, text=f"{DISPLAY[rc]}: {res.reason}")
         txn.card = res.value
-        if str(getattr(txn.card, "cvm", "")) in NO_PIN_CVMS:
+        if not txn.txn_type.needs_pin or str(getattr(txn.card, "cvm", "")) in NO_PIN_CVMS:
             return self._authorize(None)
         self._timer = (now + self.profile.pin_entry_s, "pin_entry")
-        return [*self._set_state(State.PIN_ENTRY), self._event("ENTER_PIN", "PG")]
+        return [*self._set_state(State.PIN_ENTRY), self._event(Prompt.ENTER_PIN)]
 
     def _job_auth(self, res: JobResult, now: float) -> list[Action]:
         txn = self._txn
         assert txn is not None
         if res.failure:
-            self._fault(FAILURE_RESULT[res.failure].value)
+            self._fault(FAILURE_RESULT[res.failure])
             return self._finish(FAILURE_RESULT[res.failure], reason=res.reason)
         r = res.value
         hrc = str(r.response_code)
@@ -683,5 +654,4 @@ class TerminalFirmware:
             return self._finish(Result.DECLINED)
         txn.copies = list(COPIES)
         self._timer = (now + self.profile.print_copy_s, "print")
-        return [*self._set_state(State.PRINTING), self._event("PRINTING", "PG")]
-
+        return [*self._set_state(State.PRINTING), self._event(Prompt.PRINTING)]

@@ -5,13 +5,16 @@ Only the masked PAN ever reaches a receipt; the text is scrubbed again before it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from protocols.ecr import Copy
 from protocols.masking import scrub
 
-COPIES = ("merchant", "customer")
-COPY_TITLES = {"merchant": "商户存根 MERCHANT COPY", "customer": "持卡人存根 CUSTOMER COPY"}
+COPIES = (Copy.MERCHANT, Copy.CUSTOMER)
+COPY_TITLES: Mapping[str, str] = {Copy.MERCHANT: "商户存根 MERCHANT COPY",
+                                  Copy.CUSTOMER: "持卡人存根 CUSTOMER COPY"}
 CURRENCY_NAMES = {"156": "RMB", "840": "USD", "978": "EUR"}
 WIDTH = 32
 
@@ -31,6 +34,8 @@ class ReceiptData:
     amount_minor: int
     currency_code: str
     when: datetime
+    title: str  # the transaction type's receipt title (protocols.transactions row)
+    original: str = ""  # the original transaction (OriginalRef.describe()), types that need one
 
 
 def format_amount(amount_minor: int, currency_code: str) -> str:
@@ -39,7 +44,7 @@ def format_amount(amount_minor: int, currency_code: str) -> str:
 
 
 def format_receipt(copy: str, d: ReceiptData) -> str:
-    """One copy of a purchase receipt (``copy`` is 'merchant' or 'customer')."""
+    """One copy of a transaction receipt (``copy`` is 'merchant' or 'customer')."""
     lines = [
         "POS 签购单 SALES SLIP".center(WIDTH),
         COPY_TITLES[copy],
@@ -49,14 +54,15 @@ def format_receipt(copy: str, d: ReceiptData) -> str:
         f"终端编号 TID: {d.terminal_id}  操作员: {d.operator}",
         f"卡号 CARD NO: {d.masked_pan} I",
         f"应用 APP: {d.app_label}",
-        "交易类型 TYPE: 消费 SALE",
+        f"交易类型 TYPE: {d.title}",
+        *([f"原交易 ORIGINAL: {d.original}"] if d.original else []),
         f"批次号 BATCH: {d.batch_no:06d}  凭证号 TRACE: {d.stan:06d}",
         f"参考号 REF: {d.rrn}  授权码 AUTH: {d.auth_code}",
         f"日期时间 DATE: {d.when:%Y/%m/%d %H:%M:%S}",
         f"金额 AMOUNT: {format_amount(d.amount_minor, d.currency_code)}",
         "-" * WIDTH,
     ]
-    if copy == "merchant":
+    if copy == Copy.MERCHANT:
         lines += ["持卡人签名 SIGNATURE:", "",
                   "本人确认以上交易 I ACKNOWLEDGE SATISFACTORY RECEIPT"]
     return scrub("\n".join(lines) + "\n")

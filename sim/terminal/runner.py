@@ -1,8 +1,10 @@
 """Hosts :class:`~sim.terminal.firmware.TerminalFirmware` on its two wires; holds no logic.
 
 * the ECR pty master fd: bytes → :class:`protocols.ecr.EcrLink` → messages → firmware;
-* the harness socket (JSON lines, docs/internals.md): ``atr``/``rapdu`` go to the card slot
-  (:class:`~sim.terminal.slot.HarnessSlot`), everything else to the firmware;
+* the harness socket (JSON lines via :class:`protocols.jsonlines.JsonLineBuffer`,
+  docs/internals.md): ``atr``/``rapdu`` go to the card slot
+  (:class:`~sim.terminal.slot.HarnessSlot`), everything else to the firmware; a bad line is
+  logged (masked) and skipped;
 * blocking jobs (kernel, acquirer) run in one worker thread; results come back through a
   wake-up pipe.  One ``select`` loop, its timeout = the nearest link or firmware deadline.
 """
@@ -10,7 +12,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import queue
@@ -26,6 +27,8 @@ from typing import Any
 
 from protocols import ecr
 from protocols.errors import DecodeError
+from protocols.jsonlines import JsonLineBuffer, encode_line
+from protocols.masking import scrub
 from sim.terminal.firmware import (
     Action,
     AuthJob,
@@ -45,8 +48,12 @@ from sim.terminal.slot import HarnessSlot, SlotError
 
 log = logging.getLogger(__name__)
 
+#: Field 22 of a chip-read transaction: 05 (ICC) + 1 (PIN entry capability).
+ENTRY_MODE_CHIP_PIN = "051"
 ECR_RETRY_S = 0.1  # after EIO (no process has the slave open) look at the port again this late
 IDLE_WAIT_S = 1.0
+#: Harness messages that answer the card slot (everything else goes to the firmware).
+SLOT_REPLIES = frozenset({"atr", "rapdu"})
 
 
 class KernelServices:
@@ -95,12 +102,16 @@ class KernelServices:
 
     def authorize(self, job: AuthJob) -> Any:
         card = job.card
-        return self._acquirer().purchase(
-            keys=job.keys, stan=job.stan, batch_no=job.batch_no, amount_minor=job.amount_minor,
-            pan=card.pan, expiry=card.expiry,
-            pan_seq=None if card.pan_seq is None else str(card.pan_seq),
-            track2_equivalent=card.track2_equivalent, icc_data=card.icc_data, pin=job.pin,
-            entry_mode="051")
+        card_fields: dict[str, Any] = {}
+        if card is not None:
+            card_fields = dict(
+                pan=card.pan, expiry=card.expiry,
+                pan_seq=None if card.pan_seq is None else str(card.pan_seq),
+                track2_equivalent=card.track2_equivalent, icc_data=card.icc_data,
+                entry_mode=ENTRY_MODE_CHIP_PIN)
+        return self._acquirer().financial(
+            job.txn_type, keys=job.keys, stan=job.stan, batch_no=job.batch_no,
+            amount_minor=job.amount_minor, pin=job.pin, original=job.original, **card_fields)
 
 
 class TerminalRunner:
@@ -115,10 +126,11 @@ class TerminalRunner:
         self.firmware = firmware
         self.clock = clock
         self.link = link or ecr.EcrLink()
+        self._specs = ecr.message_specs(firmware.transactions)  # the firmware's transaction codes
         self.slot = HarnessSlot(self.send_harness)
         self.services = make_services(self.slot)
         self._harness_lock = threading.Lock()
-        self._harness_buf = bytearray()
+        self._harness_in = JsonLineBuffer("terminal harness", require="t")
         self._results: queue.Queue[JobResult] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -141,7 +153,7 @@ class TerminalRunner:
             pass  # pipe full or closed: the loop is waking up anyway
 
     def send_harness(self, obj: Mapping[str, Any]) -> None:
-        line = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        line = encode_line(obj)
         with self._harness_lock:
             self.harness.sendall(line)
 
@@ -221,32 +233,33 @@ class TerminalRunner:
             log.info("terminal: harness closed by the bench; stopping")
             self._stop = True
             return
-        self._harness_buf += data
-        while b"\n" in self._harness_buf:
-            line, _, rest = bytes(self._harness_buf).partition(b"\n")
-            self._harness_buf = bytearray(rest)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                log.error("terminal: harness line is not JSON: %r", line[:80])
-                continue
-            if obj.get("t") in ("atr", "rapdu"):
+        for obj in self._harness_objects(data):
+            if obj["t"] in SLOT_REPLIES:
                 self.slot.deliver(obj)
             else:
                 self._execute(self.firmware.on_harness(obj, self.clock()))
+
+    def _harness_objects(self, data: bytes) -> list[dict[str, Any]]:
+        """Whole objects in *data* (with what came before); a bad line is logged (masked) and
+        skipped without losing the lines around it (the buffer is fed line by line)."""
+        out: list[dict[str, Any]] = []
+        for piece in data.splitlines(keepends=True):
+            try:
+                out += self._harness_in.feed(piece)
+            except DecodeError as exc:
+                log.error("terminal: bad harness line skipped: %s", scrub(str(exc)))
+        return out
 
     def _link_events(self, events: list[ecr.LinkEvent]) -> None:
         for ev in events:
             if isinstance(ev, ecr.Received):
                 try:
-                    msg = ecr.decode_message(ev.payload, "rig")
+                    msg = ecr.decode_message(ev.payload, "rig", self._specs)
                 except DecodeError as exc:
                     log.warning("terminal: ECR request rejected: %s", exc)
                     self._execute(self.firmware.on_bad_request(str(exc)))
                     continue
-                log.info("terminal: ECR rx %s", msg.describe("rig"))
+                log.info("terminal: ECR rx %s", msg.describe("rig", self._specs))
                 self._execute(self.firmware.on_ecr(msg, self.clock()))
             elif isinstance(ev, ecr.Failed):
                 log.warning("terminal: ECR frame dropped: %s", ev.error)
@@ -261,7 +274,7 @@ class TerminalRunner:
         self._flush_link()
 
     def _do_send_ecr(self, action: SendEcr) -> None:
-        log.info("terminal: ECR tx %s", action.msg.describe("terminal"))
+        log.info("terminal: ECR tx %s", action.msg.describe("terminal", self._specs))
         self.link.send(ecr.encode_message(action.msg), self.clock())
 
     def _do_send_harness(self, action: SendHarness) -> None:

@@ -8,9 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from protocols import ecr
-from rigs.errors import DeviceStateError, NoResponse
-from rigs.terminal import SerialTerminalLink
+from protocols.ecr import EventCode, Key, MsgCode, Prompt
+from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable
+from rigs.errors import ConfigError, DeviceStateError, NoResponse
+from rigs.terminal import Outcome, SerialTerminalLink, TxnType
 from rigs.transport import ScriptedTransport
+from tests.terminal.fakes import REFUND, TEST_TABLE, FakeTxn
 
 
 def frame(seq: int, mtype: str, **fields: str) -> bytes:
@@ -27,10 +30,12 @@ ST_RESP = dict(rc="OK", state="IDLE", signed_in="1", operator="01", paper="1", b
                volts="7.40", batch="000002", faults="PAPER_OUT,CARD_ERROR")
 
 
-def make(script: list, **kw: float) -> tuple[SerialTerminalLink, ScriptedTransport]:
+def make(script: list, *, ack_timeout: float = 0.5, max_retries: int = 3,
+         transactions: TransactionTable = TRANSACTIONS
+         ) -> tuple[SerialTerminalLink, ScriptedTransport]:
     t = ScriptedTransport(script, name="ecr")
-    link = SerialTerminalLink("term", t, ack_timeout=kw.get("ack_timeout", 0.5),
-                              max_retries=int(kw.get("max_retries", 3)))
+    link = SerialTerminalLink("term", t, ack_timeout=ack_timeout, max_retries=max_retries,
+                              transactions=transactions)
     return link, t
 
 
@@ -128,7 +133,7 @@ def test_duplicate_event_acked_twice_delivered_once(opened: list[SerialTerminalL
     opened.append(link)
     link.open()  # flushes stale input: the terminal speaks after our first request
     link.status()
-    got = link.wait_for_event("PAPER_OUT", timeout=1.0)
+    got = link.wait_for_event(EventCode.PAPER_OUT, timeout=1.0)
     assert (got.kind, got.text) == ("EVENT", "打印机缺纸 PAPER OUT")
     settle(t)
     assert [e.code for e in link.events] == ["PAPER_OUT"]
@@ -138,8 +143,8 @@ def test_purchase_pin_masked_in_transcript(opened: list[SerialTerminalLink]) -> 
     pu = frame(0, "PU", amt="100", cur="156", entry="chip")
     script: list = [("tx", pu), ("rx", ack(0) + frame(0, "PG", code="ENTER_PIN")),
                     ("tx", ack(0))]
-    for seq, key in enumerate(["4", "3", "2", "1", "ENTER"], start=1):
-        script += [("tx", frame(seq, "KY", k=key)), ("rx", ack(seq))]
+    for seq, key in enumerate(["4", "3", "2", "1", Key.ENTER], start=1):
+        script += [("tx", frame(seq, MsgCode.KEY, k=key)), ("rx", ack(seq))]
     final = frame(1, "PU", rc="APPROVED", hrc="00", stan="000007", rrn="000000000001",
                   auth="654321", pan="621234******1234", amt="100", cur="156")
     script += [("rx", frame(2, "PR", copy="merchant", text="CARD 621234******1234") + final),
@@ -148,7 +153,7 @@ def test_purchase_pin_masked_in_transcript(opened: list[SerialTerminalLink]) -> 
     opened.append(link)
     link.open()
     link.start_purchase(100)
-    link.wait_for_event("ENTER_PIN", timeout=1.0)
+    link.wait_for_event(Prompt.ENTER_PIN, timeout=1.0)
     link.enter_pin("4321")
     out = link.wait_outcome(timeout=1.0)
     assert (out.result, out.ok, out.response_code, out.stan, out.rrn, out.auth_code,
@@ -184,7 +189,68 @@ def test_unpowered_terminal_waits_time_out_with_bound(opened: list[SerialTermina
     opened.append(link)
     link.open()
     with pytest.raises(NoResponse, match=r"no READY event within 0.1 s \(since #0; seen: none\)"):
-        link.wait_for_event("READY", timeout=0.1)
-    with pytest.raises(DeviceStateError, match="no purchase pending"):
+        link.wait_for_event(EventCode.READY, timeout=0.1)
+    with pytest.raises(DeviceStateError, match="no transaction pending"):
         link.wait_outcome(timeout=0.1)
     t.assert_done()
+
+
+# ------------------------------------------------------------------ generic transactions
+
+def test_second_transaction_type_with_original_exact_bytes(
+        opened: list[SerialTerminalLink]) -> None:
+    """A test-only row (injected table) goes through the same driver code as the sale."""
+    rf = frame(0, "RF", amt="500", cur="156", entry="chip", orrn="000000001234", odate="0504")
+    final = frame(1, "RF", rc="APPROVED", hrc="00", stan="000009", rrn="000000000077",
+                  pan="621234******1234", amt="500", cur="156")
+    link, t = make([("tx", rf), ("rx", ack(0) + frame(0, "PG", code="INSERT_CARD")),
+                    ("tx", ack(0)), ("rx", final), ("tx", ack(1))], transactions=TEST_TABLE)
+    opened.append(link)
+    link.open()
+    link.start_transaction(FakeTxn.REFUND, 500,
+                           original=OriginalRef.by_rrn("000000001234", "0504"))
+    assert link.pending_transaction is REFUND and not link.is_nominal()
+    with pytest.raises(DeviceStateError,
+                       match=r"start_transaction\(sale\) while a REFUND \(refund\) is pending"):
+        link.start_purchase(100)
+    got = link.wait_for_prompt_or_outcome((Prompt.INSERT_CARD,), timeout=1.0)
+    assert not isinstance(got, Outcome) and got[1].code == Prompt.INSERT_CARD
+    out = link.wait_for_prompt_or_outcome((Prompt.ENTER_PIN,), timeout=1.0, since=got[0] + 1)
+    assert isinstance(out, Outcome)
+    assert (out.result, out.ok, out.stan, out.rrn, out.amount_minor) == (
+        "APPROVED", True, "000009", "000000000077", 500)
+    settle(t)
+    assert "RF(REFUND) amt=500 cur=156 entry=chip orrn=000000001234 odate=0504" in \
+        link.transcript_text()
+    assert link.is_nominal() and link.pending_transaction is None
+    with pytest.raises(DeviceStateError, match=r"wait_for_prompt_or_outcome\(\) with no "
+                                               r"transaction pending"):
+        link.wait_for_prompt_or_outcome((Prompt.INSERT_CARD,), timeout=0.1)
+
+
+def test_transaction_arguments_checked_before_sending(opened: list[SerialTerminalLink]) -> None:
+    link, t = make([], transactions=TEST_TABLE)
+    opened.append(link)
+    link.open()
+    with pytest.raises(ConfigError, match=r"start_transaction\(sale\) PURCHASE takes no "
+                                          r"original transaction; got TRACE 000007"):
+        link.start_transaction(TxnType.SALE, 100, original=OriginalRef.by_trace(7))
+    with pytest.raises(ConfigError, match=r"no type 'balance'; known: sale, refund, void"):
+        link.start_transaction("balance", 100)
+    with pytest.raises(ConfigError, match=r"start_transaction\(refund\) amount must be > 0"):
+        link.start_transaction(FakeTxn.REFUND, 0)
+    assert link.is_nominal()
+    t.assert_done()
+
+
+def test_reboot_mid_transaction_names_the_type(opened: list[SerialTerminalLink]) -> None:
+    vd = frame(0, "VD", amt="100", cur="156", entry="chip", ostan="000003")
+    link, t = make([("tx", vd), ("rx", ack(0) + frame(0, "RD", fw="SIM-1.0")), ("tx", ack(0))],
+                   transactions=TEST_TABLE)
+    opened.append(link)
+    link.open()
+    link.start_transaction(FakeTxn.VOID, 100, original=OriginalRef.by_trace(3))
+    with pytest.raises(DeviceStateError, match=r"rebooted \(READY\) during the VOID \(void\)"):
+        link.wait_outcome(timeout=5.0)
+    assert link.is_nominal()
+    settle(t)

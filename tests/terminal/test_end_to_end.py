@@ -7,6 +7,7 @@ fake kernel still drives the real HarnessSlot (card_power/capdu over the harness
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import signal
@@ -21,14 +22,25 @@ from typing import Any
 
 import pytest
 
+from protocols.ecr import EventCode, Prompt
+from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable
 from rigs.errors import DeviceStateError, NoResponse
-from rigs.terminal import SerialTerminalLink
+from rigs.terminal import Outcome, SerialTerminalLink
 from rigs.transport import serial_transport
-from sim.terminal.firmware import TerminalFirmware
+from sim.terminal.firmware import AuthJob, TerminalFirmware
 from sim.terminal.nvram import FileNvram
 from sim.terminal.runner import TerminalRunner
 from sim.terminal.slot import HarnessSlot
-from tests.terminal.fakes import MASKED, PAN, PROFILE_PATH, FakeServices, fast_profile
+from tests.terminal.fakes import (
+    MASKED,
+    PAN,
+    PROFILE_PATH,
+    REFUND,
+    TEST_TABLE,
+    FakeServices,
+    FakeTxn,
+    fast_profile,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,9 +100,11 @@ class Terminal:
     services: list[FakeServices] = field(default_factory=list)
     runner: TerminalRunner | None = None
     thread: threading.Thread | None = None
+    transactions: TransactionTable = TRANSACTIONS
 
     def power_on(self) -> None:
-        fw = TerminalFirmware(fast_profile(), FileNvram(self.state_dir))
+        fw = TerminalFirmware(fast_profile(), FileNvram(self.state_dir),
+                              transactions=self.transactions)
 
         def make(slot: HarnessSlot) -> FakeServices:
             svc = FakeServices(slot)
@@ -112,12 +126,15 @@ class Terminal:
         self.runner = self.thread = None
 
 
-@pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[Terminal]:
+@pytest.fixture(params=[TRANSACTIONS], ids=["real-table"])
+def terminal(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Terminal]:
+    """A terminal running the firmware with the table in ``request.param`` (override with
+    ``@pytest.mark.parametrize("terminal", [TABLE], indirect=True)``)."""
     master, slave = os.openpty()
     bench_sock, term_sock = socket.socketpair()
     peer = HarnessPeer(bench_sock)
-    term = Terminal(master, os.ttyname(slave), tmp_path, peer, term_sock)
+    term = Terminal(master, os.ttyname(slave), tmp_path, peer, term_sock,
+                    transactions=request.param)
     try:
         term.power_on()
         yield term
@@ -131,7 +148,8 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
 
 @pytest.fixture
 def link(terminal: Terminal) -> Iterator[SerialTerminalLink]:
-    drv = SerialTerminalLink("term", serial_transport(terminal.slave_path))
+    drv = SerialTerminalLink("term", serial_transport(terminal.slave_path),
+                             transactions=terminal.transactions)
     drv.open()
     try:
         yield drv
@@ -149,9 +167,9 @@ def test_purchase_end_to_end(terminal: Terminal, link: SerialTerminalLink) -> No
     assert link.sign_in(timeout=3.0).result == "APPROVED"
     mark = len(link.events)
     link.start_purchase(2500)
-    link.wait_for_event("INSERT_CARD", timeout=2.0, since=mark)
+    link.wait_for_event(Prompt.INSERT_CARD, timeout=2.0, since=mark)
     terminal.peer.send(t="card", present=True)
-    link.wait_for_event("ENTER_PIN", timeout=3.0, since=mark)
+    link.wait_for_event(Prompt.ENTER_PIN, timeout=3.0, since=mark)
     link.enter_pin("2468")
     out = link.wait_outcome(timeout=5.0)
     assert (out.result, out.ok, out.masked_pan, out.amount_minor, out.auth_code) == (
@@ -178,7 +196,7 @@ def test_paper_out_event_and_refusal(terminal: Terminal, link: SerialTerminalLin
     link.sign_in(timeout=3.0)
     mark = len(link.events)
     terminal.peer.send(t="paper", present=False)
-    assert link.wait_for_event("PAPER_OUT", timeout=2.0, since=mark).kind == "EVENT"
+    assert link.wait_for_event(EventCode.PAPER_OUT, timeout=2.0, since=mark).kind == "EVENT"
     link.start_purchase(100)
     assert link.wait_outcome(timeout=2.0).result == "PAPER_OUT"
 
@@ -189,7 +207,7 @@ def test_reboot_mid_transaction_loses_sign_in_not_the_driver(
     link.login("01", "0000")
     link.sign_in(timeout=3.0)
     link.start_purchase(100)
-    link.wait_for_event("INSERT_CARD", timeout=2.0)
+    link.wait_for_event(Prompt.INSERT_CARD, timeout=2.0)
     terminal.power_off()  # the process is gone: nothing answers
     with pytest.raises(NoResponse, match=r"no PURCHASE outcome within 0.3 s"):
         link.wait_outcome(timeout=0.3)
@@ -242,3 +260,45 @@ def test_module_entry_point_boots_and_stops_on_sigterm(tmp_path: Path) -> None:
             s.close()
         os.close(slave)
         os.close(master)
+
+
+@pytest.mark.parametrize("terminal", [TEST_TABLE], indirect=True, ids=["test-table"])
+def test_second_transaction_type_end_to_end(terminal: Terminal,
+                                            link: SerialTerminalLink) -> None:
+    """A test-only refund row (card, original, no PIN) through runner, firmware and driver."""
+    link.wait_ready(timeout=3.0)
+    link.login("01", "0000")
+    assert link.sign_in(timeout=3.0).result == "APPROVED"
+    link.start_transaction(FakeTxn.REFUND, 800)  # no original: the terminal refuses
+    refused = link.wait_outcome(timeout=2.0)
+    assert refused.result == "BAD_REQUEST" and "ostan" in refused.display
+    mark = len(link.events)
+    link.start_transaction(FakeTxn.REFUND, 800, original=OriginalRef.by_trace(7))
+    prompts = (Prompt.INSERT_CARD, Prompt.ENTER_PIN)
+    got = link.wait_for_prompt_or_outcome(prompts, timeout=2.0, since=mark)
+    assert not isinstance(got, Outcome) and got[1].code == Prompt.INSERT_CARD
+    terminal.peer.send(t="card", present=True)
+    out = link.wait_for_prompt_or_outcome(prompts, timeout=5.0, since=got[0] + 1)
+    assert isinstance(out, Outcome), f"the refund asked for {out[1].code}"
+    assert (out.result, out.masked_pan, out.amount_minor) == ("APPROVED", MASKED, 800)
+    (auth,) = [j for j in terminal.services[0].jobs if isinstance(j, AuthJob)]
+    assert (auth.txn_type, auth.original, auth.pin) == (REFUND, OriginalRef.by_trace(7), None)
+    assert len(link.receipts) == 2 and all("退货 REFUND" in r for r in link.receipts)
+    assert "RF(REFUND) amt=800" in link.transcript_text()
+    assert link.is_nominal()
+
+
+def test_bad_harness_line_is_skipped_not_fatal(terminal: Terminal, link: SerialTerminalLink,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="sim.terminal.runner")
+    link.wait_ready(timeout=3.0)
+    # a bad line between two good ones, in one write: the good ones still count
+    terminal.peer.sock.sendall(b'{"t":"paper","present":false}\nnot json ' + PAN.encode() +
+                               b'\n{"t":"rail","volts":6.5}\n{"no_type":1}\n')
+    st_ev = link.wait_for_event(EventCode.LOW_BATTERY, timeout=2.0)
+    assert st_ev.kind == "EVENT"
+    st = link.status()
+    assert (st.paper_present, st.battery_low) == (False, True)
+    bad = [r.getMessage() for r in caplog.records if "bad harness line" in r.getMessage()]
+    assert len(bad) == 2, bad  # the non-JSON line and the object without "t"
+    assert PAN not in caplog.text and MASKED in bad[0]

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from protocols.ecr import Message
+from protocols.ecr import EventCode, Key, Message, MsgCode, Prompt
+from protocols.transactions import SALE, TRANSACTIONS, OriginalRef, TransactionTable
 from sim.terminal.firmware import (
     Action,
     AuthJob,
@@ -26,6 +27,9 @@ from tests.terminal.fakes import (
     MASKED,
     NOW,
     PAN,
+    REFUND,
+    TEST_TABLE,
+    VOID,
     FakeAuthResult,
     FakeCard,
     FakeCardError,
@@ -34,6 +38,8 @@ from tests.terminal.fakes import (
     FakeSignInResult,
     fast_profile,
 )
+
+PU = SALE.ecr_code
 
 
 def ecr_out(actions: list[Action]) -> list[Message]:
@@ -62,10 +68,12 @@ def job_of(actions: list[Action]) -> Any:
 class Bench:
     """A firmware instance and a clock to drive it."""
 
-    def __init__(self, nvram: MemoryNvram | None = None) -> None:
+    def __init__(self, nvram: MemoryNvram | None = None,
+                 transactions: TransactionTable = TRANSACTIONS) -> None:
         self.nvram = nvram or MemoryNvram()
         self.fw = TerminalFirmware(fast_profile(), self.nvram, clock=lambda: NOW,
-                                   rng=lambda n: bytes(range(1, n + 1)))
+                                   rng=lambda n: bytes(range(1, n + 1)),
+                                   transactions=transactions)
         self.now = 0.0
 
     def boot(self) -> list[Action]:
@@ -87,11 +95,11 @@ class Bench:
         return self.fw.on_job(JobResult(job.job_id, value, failure, reason, message), self.now)
 
     def login(self) -> None:
-        assert codes(self.req("LI", op="01", pw="0000")) == ["LI:OK"]
+        assert codes(self.req(MsgCode.LOGIN, op="01", pw="0000")) == ["LI:OK"]
 
     def sign_in(self) -> None:
         self.login()
-        job = job_of(self.req("SI"))
+        job = job_of(self.req(MsgCode.SIGN_IN))
         assert codes(self.done(job, FakeSignInResult())) == ["SI:APPROVED"]
 
 
@@ -106,8 +114,8 @@ def test_boot_flushes_ecr_then_ready_after_post() -> None:
     b = Bench()
     out = b.fw.start(0.0)
     assert out == [FlushEcr(), SendHarness({"t": "load", "state": "booting"})]
-    assert codes(b.req("PU", amt="100", cur="156")) == ["PU:BUSY"]
-    assert ecr_out(b.req("ST"))[0].get("state") == "BOOTING"
+    assert codes(b.req(PU, amt="100", cur="156")) == ["PU:BUSY"]
+    assert ecr_out(b.req(MsgCode.STATUS))[0].get("state") == "BOOTING"
     assert b.advance(0.049) == []
     out = b.advance(0.001)
     assert codes(out) == ["RD"] and loads(out) == ["idle"]
@@ -124,29 +132,29 @@ def test_boot_with_paper_out_and_low_battery_reports_both_after_ready() -> None:
 
 
 def test_login_ok_and_wrong_password(bench: Bench) -> None:
-    assert codes(bench.req("LI", op="01", pw="9999")) == ["LI:LOGIN_FAILED"]
-    assert codes(bench.req("LI", op="07", pw="0000")) == ["LI:LOGIN_FAILED"]
-    (msg,) = ecr_out(bench.req("LI", op="00", pw="123456"))
+    assert codes(bench.req(MsgCode.LOGIN, op="01", pw="9999")) == ["LI:LOGIN_FAILED"]
+    assert codes(bench.req(MsgCode.LOGIN, op="07", pw="0000")) == ["LI:LOGIN_FAILED"]
+    (msg,) = ecr_out(bench.req(MsgCode.LOGIN, op="00", pw="123456"))
     assert msg.get("rc") == "OK" and msg.get("role") == "admin"
     assert bench.fw.operator == "00"
-    assert codes(bench.req("LO")) == ["LO:OK"] and bench.fw.operator is None
+    assert codes(bench.req(MsgCode.LOGOUT)) == ["LO:OK"] and bench.fw.operator is None
 
 
 def test_purchase_refused_when_not_logged_in_or_not_signed_in(bench: Bench) -> None:
-    assert codes(bench.req("PU", amt="100", cur="156")) == ["PU:NOT_LOGGED_IN"]
-    assert codes(bench.req("SI")) == ["SI:NOT_LOGGED_IN"]
+    assert codes(bench.req(PU, amt="100", cur="156")) == ["PU:NOT_LOGGED_IN"]
+    assert codes(bench.req(MsgCode.SIGN_IN)) == ["SI:NOT_LOGGED_IN"]
     bench.login()
-    assert codes(bench.req("PU", amt="100", cur="156")) == ["PU:NOT_SIGNED_IN"]
+    assert codes(bench.req(PU, amt="100", cur="156")) == ["PU:NOT_SIGNED_IN"]
     assert bench.fw.state is State.IDLE
 
 
 def test_sign_in_stores_keys_in_ram_and_batch_stan_in_nvram(bench: Bench) -> None:
     bench.login()
-    out = bench.req("SI")
+    out = bench.req(MsgCode.SIGN_IN)
     job = job_of(out)
     assert isinstance(job, SignInJob) and (job.operator, job.stan, job.batch_no) == ("01", 1, 1)
     assert loads(out) == ["comms"] and codes(out) == ["PG:CONNECTING"]
-    assert codes(bench.req("PU", amt="1", cur="156")) == ["PU:BUSY"]
+    assert codes(bench.req(PU, amt="1", cur="156")) == ["PU:BUSY"]
     out = bench.done(job, FakeSignInResult(batch_no=2))
     assert codes(out) == ["SI:APPROVED"] and loads(out) == ["idle"]
     assert bench.fw.signed_in
@@ -159,20 +167,20 @@ def test_sign_in_stores_keys_in_ram_and_batch_stan_in_nvram(bench: Bench) -> Non
 
 def test_sign_in_declined_and_comms_error(bench: Bench) -> None:
     bench.login()
-    job = job_of(bench.req("SI"))
+    job = job_of(bench.req(MsgCode.SIGN_IN))
     (msg,) = ecr_out(bench.done(job, FakeSignInResult(response_code="97", keys=None)))
     assert (msg.get("rc"), msg.get("hrc")) == ("DECLINED", "97")
-    job = job_of(bench.req("SI"))
+    job = job_of(bench.req(MsgCode.SIGN_IN))
     assert codes(bench.done(job, failure="comms", reason="connect",
                             message="connect to 198.18.0.20:8583 timed out after 3.0 s")) \
         == ["SI:COMMS_ERROR"]
     assert not bench.fw.signed_in
-    assert "COMMS_ERROR" in ecr_out(bench.req("ST"))[0].get("faults")
+    assert "COMMS_ERROR" in ecr_out(bench.req(MsgCode.STATUS))[0].get("faults")
 
 
 def test_purchase_approved_with_masked_receipts(bench: Bench) -> None:
     bench.sign_in()
-    out = bench.req("PU", amt="12345", cur="156")
+    out = bench.req(PU, amt="12345", cur="156")
     assert codes(out) == ["PG:INSERT_CARD"]
     assert bench.fw.state is State.WAIT_CARD
     out = bench.hw(t="card", present=True)
@@ -184,8 +192,8 @@ def test_purchase_approved_with_masked_receipts(bench: Bench) -> None:
     out = bench.done(chip, FakeCard())
     assert codes(out) == ["PG:ENTER_PIN"]
     for k in "9876":
-        assert bench.req("KY", k=k) == []
-    out = bench.req("KY", k="ENTER")
+        assert bench.req(MsgCode.KEY, k=k) == []
+    out = bench.req(MsgCode.KEY, k=Key.ENTER)
     auth = job_of(out)
     assert isinstance(auth, AuthJob)
     assert (auth.pin, auth.stan, auth.batch_no, auth.amount_minor) == ("9876", 2, 2, 12345)
@@ -209,9 +217,9 @@ def test_purchase_approved_with_masked_receipts(bench: Bench) -> None:
 def test_purchase_refused_on_paper_out(bench: Bench) -> None:
     bench.sign_in()
     assert codes(bench.hw(t="paper", present=False)) == ["EV:PAPER_OUT"]
-    assert codes(bench.req("PU", amt="100", cur="156")) == ["PU:PAPER_OUT"]
+    assert codes(bench.req(PU, amt="100", cur="156")) == ["PU:PAPER_OUT"]
     assert codes(bench.hw(t="paper", present=True)) == ["EV:PAPER_OK"]
-    assert codes(bench.req("PU", amt="100", cur="156")) == ["PG:INSERT_CARD"]
+    assert codes(bench.req(PU, amt="100", cur="156")) == ["PG:INSERT_CARD"]
 
 
 @pytest.mark.parametrize("volts, refused", [(6.80, True), (6.5, True), (6.81, False)])
@@ -220,8 +228,8 @@ def test_purchase_refused_on_low_battery(bench: Bench, volts: float, refused: bo
     out = bench.hw(t="rail", volts=volts)
     assert codes(out) == (["EV:LOW_BATTERY"] if refused else [])
     expect = "PU:LOW_BATTERY" if refused else "PG:INSERT_CARD"
-    assert codes(bench.req("PU", amt="100", cur="156")) == [expect]
-    st = ecr_out(bench.req("ST"))[0]
+    assert codes(bench.req(PU, amt="100", cur="156")) == [expect]
+    st = ecr_out(bench.req(MsgCode.STATUS))[0]
     assert st.get("battery_low") == ("1" if refused else "0")
     assert st.get("volts") == f"{volts:.2f}"
 
@@ -234,21 +242,21 @@ def test_battery_recovers(bench: Bench) -> None:
 
 def test_card_error(bench: Bench) -> None:
     bench.sign_in()
-    bench.req("PU", amt="100", cur="156")
+    bench.req(PU, amt="100", cur="156")
     chip = job_of(bench.hw(t="card", present=True))
     (msg,) = ecr_out(bench.done(chip, failure="card", reason="mute", message="card mute"))
     assert (msg.code, msg.get("rc"), msg.get("reason")) == ("PU", "CARD_ERROR", "mute")
     assert "读卡失败" in msg.get("text")
     assert bench.fw.state is State.IDLE
-    assert ecr_out(bench.req("ST"))[0].get("faults").endswith("CARD_ERROR")
+    assert ecr_out(bench.req(MsgCode.STATUS))[0].get("faults").endswith("CARD_ERROR")
 
 
 def test_comms_error_during_authorisation(bench: Bench) -> None:
     bench.sign_in()
-    bench.req("PU", amt="100", cur="156")
+    bench.req(PU, amt="100", cur="156")
     bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
-    for k in ["1", "2", "3", "4", "ENTER"]:
-        out = bench.req("KY", k=k)
+    for k in ["1", "2", "3", "4", Key.ENTER]:
+        out = bench.req(MsgCode.KEY, k=k)
     out = bench.done(job_of(out), failure="comms", reason="response", message="no response")
     (msg,) = ecr_out(out)
     assert (msg.get("rc"), msg.get("pan"), msg.get("stan")) == ("COMMS_ERROR", MASKED, "000002")
@@ -256,7 +264,7 @@ def test_comms_error_during_authorisation(bench: Bench) -> None:
 
 def test_declined_and_host_asks_for_sign_in(bench: Bench) -> None:
     bench.sign_in()
-    bench.req("PU", amt="100", cur="156")
+    bench.req(PU, amt="100", cur="156")
     bench.done(job_of(bench.hw(t="card", present=True)), FakeCard(cvm="no_cvm"))
     # no PIN asked: the job started right after the card read
     assert bench.fw.state is State.PROCESSING
@@ -270,29 +278,29 @@ def test_declined_and_host_asks_for_sign_in(bench: Bench) -> None:
 
 def test_card_wait_and_pin_timeouts(bench: Bench) -> None:
     bench.sign_in()
-    bench.req("PU", amt="100", cur="156")
+    bench.req(PU, amt="100", cur="156")
     assert bench.advance(1.9) == []
     assert codes(bench.advance(0.2)) == ["PU:TIMEOUT"]
-    bench.req("PU", amt="100", cur="156")
+    bench.req(PU, amt="100", cur="156")
     bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
-    bench.req("KY", k="1")
+    bench.req(MsgCode.KEY, k="1")
     assert codes(bench.advance(2.1)) == ["PU:TIMEOUT"]
 
 
 def test_cancel_and_short_pin(bench: Bench) -> None:
     bench.sign_in()
-    assert codes(bench.req("CN")) == ["CN:OK"]
-    bench.req("PU", amt="100", cur="156")
+    assert codes(bench.req(MsgCode.CANCEL)) == ["CN:OK"]
+    bench.req(PU, amt="100", cur="156")
     bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
-    bench.req("KY", k="1")
-    assert bench.req("KY", k="ENTER") == []  # too short: still waiting
-    assert codes(bench.req("CN")) == ["CN:OK", "PU:CANCELLED"]
+    bench.req(MsgCode.KEY, k="1")
+    assert bench.req(MsgCode.KEY, k=Key.ENTER) == []  # too short: still waiting
+    assert codes(bench.req(MsgCode.CANCEL)) == ["CN:OK", "PU:CANCELLED"]
     assert bench.fw.state is State.IDLE
 
 
 def test_bad_requests(bench: Bench) -> None:
     bench.sign_in()
-    assert codes(bench.req("PU", amt="12a", cur="156")) == ["PU:BAD_REQUEST"]
+    assert codes(bench.req(PU, amt="12a", cur="156")) == ["PU:BAD_REQUEST"]
     assert codes(bench.req("ZZ")) == ["ER:BAD_REQUEST"]
     assert codes(bench.fw.on_bad_request("ECR message: unknown code")) == ["ER:BAD_REQUEST"]
 
@@ -323,8 +331,74 @@ def test_card_detect_changes_are_events_and_in_status(bench: Bench) -> None:
     the slot's wire made the next purchase read an absent card (seen under CPU load)."""
     assert codes(bench.hw(t="card", present=True)) == ["EV:CARD_INSERTED"]
     assert bench.hw(t="card", present=True) == []  # no change, no event
-    (st,) = ecr_out(bench.req("ST"))
+    (st,) = ecr_out(bench.req(MsgCode.STATUS))
     assert st.get("card") == "1"
     assert codes(bench.hw(t="card", present=False)) == ["EV:CARD_REMOVED"]
-    (st,) = ecr_out(bench.req("ST"))
+    (st,) = ecr_out(bench.req(MsgCode.STATUS))
     assert st.get("card") == "0"
+
+
+# ------------------------------------------------------------------ generic transaction types
+
+@pytest.fixture
+def txn_bench() -> Bench:
+    """A firmware with a test-only table: sale, refund (card, original, no PIN), void (no card)."""
+    b = Bench(transactions=TEST_TABLE)
+    b.boot()
+    b.sign_in()
+    return b
+
+
+def test_original_needing_type_without_original_is_refused_naming_the_field(
+        txn_bench: Bench) -> None:
+    (msg,) = ecr_out(txn_bench.req(REFUND.ecr_code, amt="500", cur="156"))
+    assert (msg.code, msg.get("rc")) == ("RF", "BAD_REQUEST")
+    assert "ostan" in msg.get("text") and "orrn + odate" in msg.get("text")
+    (msg,) = ecr_out(txn_bench.req(REFUND.ecr_code, amt="500", cur="156", orrn="000000001234"))
+    assert msg.get("rc") == "BAD_REQUEST" and "orrn needs odate" in msg.get("text")
+    (msg,) = ecr_out(txn_bench.req(VOID.ecr_code, amt="500", cur="156", ostan="12"))
+    assert msg.get("rc") == "BAD_REQUEST" and "ostan must be 6 digits" in msg.get("text")
+    assert txn_bench.fw.state is State.IDLE
+
+
+def test_second_type_flows_through_the_generic_handler(txn_bench: Bench) -> None:
+    b = txn_bench
+    original = OriginalRef.by_rrn("000000001234", "0504")
+    out = b.req(REFUND.ecr_code, amt="700", cur="156", **original.ecr_fields())
+    assert codes(out) == ["PG:INSERT_CARD"]
+    chip = job_of(b.hw(t="card", present=True))
+    out = b.done(chip, FakeCard())  # the card asks for online PIN, the refund row never does
+    auth = job_of(out)
+    assert codes(out) == ["PG:PROCESSING", "PG:CONNECTING"]
+    assert isinstance(auth, AuthJob)
+    assert (auth.txn_type, auth.original, auth.pin, auth.amount_minor) == (
+        REFUND, original, None, 700)
+    assert codes(b.done(auth, FakeAuthResult())) == ["PG:PRINTING"]
+    merchant = ecr_out(b.advance(0.02))[0].get("text")
+    assert "交易类型 TYPE: 退货 REFUND" in merchant and "消费 SALE" not in merchant
+    assert "原交易 ORIGINAL: RRN 000000001234 (0504)" in merchant
+    out = b.advance(0.02)
+    assert codes(out) == ["PR:customer", "RF:APPROVED"]
+    final = ecr_out(out)[-1]
+    assert (final.get("amt"), final.get("pan"), final.get("stan")) == ("700", MASKED, "000002")
+    # the sale still answers with its own code from the same firmware
+    assert codes(b.hw(t="card", present=False)) == ["EV:CARD_REMOVED"]
+    assert codes(b.req(PU, amt="100", cur="156")) == ["PG:INSERT_CARD"]
+    assert codes(b.req(MsgCode.CANCEL)) == ["CN:OK", "PU:CANCELLED"]
+
+
+def test_type_without_card_goes_online_at_once(txn_bench: Bench) -> None:
+    out = txn_bench.req(VOID.ecr_code, amt="100", cur="156", ostan="000001")
+    auth = job_of(out)
+    assert codes(out) == ["PG:PROCESSING", "PG:CONNECTING"]
+    assert (auth.txn_type, auth.card, auth.original) == (VOID, None, OriginalRef.by_trace(1))
+    (msg,) = ecr_out(txn_bench.done(auth, FakeAuthResult(response_code="25", approved=False)))
+    assert (msg.code, msg.get("rc"), msg.get("hrc")) == ("VD", "DECLINED", "25")
+    assert "pan" not in msg.fields
+
+
+def test_event_and_prompt_codes_are_the_enums(bench: Bench) -> None:
+    bench.sign_in()
+    out = bench.req(PU, amt="100", cur="156") + bench.hw(t="card", present=True)
+    got = [m.get("code") for m in ecr_out(out)]
+    assert got == [Prompt.INSERT_CARD, EventCode.CARD_INSERTED, Prompt.READING_CARD]
