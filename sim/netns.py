@@ -7,8 +7,11 @@
 
 Nothing forwards between ``r-term`` and ``r-host`` except the rig's injector process: the rig
 namespace has no bridge device and its veth ends carry no address (not even an IPv6 link-local
-one, so the rig never emits a frame of its own).  TX checksum offload is off on ``term0`` and
-``host0``, otherwise frames forwarded by a user-space bridge carry bad checksums.
+one, so the rig never emits a frame of its own).  ``create(topo, kernel_bridge=True)`` builds the
+other lab: the terminal cabled straight to the host network, through a Linux bridge ``r-br`` in
+the rig namespace (the baseline without an in-line injector; never run the injector on it).
+TX checksum offload is off on ``term0`` and ``host0``, otherwise frames forwarded by a
+user-space bridge carry bad checksums.
 
 Every name is a field of :class:`Topology`, so tests build their own with a unique prefix
 (:meth:`Topology.with_prefix`) and never touch the contract one.  Creation and removal shell out
@@ -58,9 +61,11 @@ class Topology:
     terminal_ip: str
     host_ip: str
     prefix_len: int
+    bridge_if: str = "r-br"
+    """The Linux bridge in the rig namespace, made only by ``create(..., kernel_bridge=True)``."""
 
     def __post_init__(self) -> None:
-        for field_name in ("term_if", "rig_term_if", "host_if", "rig_host_if"):
+        for field_name in ("term_if", "rig_term_if", "host_if", "rig_host_if", "bridge_if"):
             value = getattr(self, field_name)
             if not value or len(value) > IFNAMSIZ or "/" in value or " " in value:
                 raise SimError(
@@ -81,9 +86,10 @@ class Topology:
     def with_prefix(cls, prefix: str) -> Topology:
         """A test topology: every namespace and interface name starts with *prefix*.
 
-        Interface names are ``{prefix}t0``, ``{prefix}rt``, ``{prefix}h0``, ``{prefix}rh``, so the
-        prefix may have up to 13 characters.  Addresses are the contract ones: they only exist
-        inside the namespaces, so several topologies never collide.
+        Interface names are ``{prefix}t0``, ``{prefix}rt``, ``{prefix}h0``, ``{prefix}rh`` (and
+        the kernel bridge ``{prefix}br``), so the prefix may have up to 13 characters.  Addresses
+        are the contract ones: they only exist inside the namespaces, so several topologies never
+        collide.
         """
         if not prefix:
             raise SimError("Topology.with_prefix(''): a test prefix must be non-empty (an empty "
@@ -93,7 +99,7 @@ class Topology:
                    term_if=f"{prefix}t0", rig_term_if=f"{prefix}rt",
                    host_if=f"{prefix}h0", rig_host_if=f"{prefix}rh",
                    terminal_ip=base.terminal_ip, host_ip=base.host_ip,
-                   prefix_len=base.prefix_len)
+                   prefix_len=base.prefix_len, bridge_if=f"{prefix}br")
 
     @property
     def namespaces(self) -> tuple[str, str, str]:
@@ -159,9 +165,20 @@ def exists(topo: Topology) -> bool:
     return all(_link_present(ns, ifname) for ns, ifname in topo.links)
 
 
-def create(topo: Topology) -> None:
+def has_kernel_bridge(topo: Topology) -> bool:
+    """Whether the rig namespace holds *topo*'s kernel bridge (a kernel path terminal ⇄ host)."""
+    _require_root("has_kernel_bridge")
+    return topo.rig_ns in _namespaces_present() and _link_present(topo.rig_ns, topo.bridge_if)
+
+
+def create(topo: Topology, *, kernel_bridge: bool = False) -> None:
     """Create *topo*.  Leftovers of an earlier run are removed first (with a warning); on a
-    partial failure what was made is removed again and :class:`SimError` names the command."""
+    partial failure what was made is removed again and :class:`SimError` names the command.
+
+    With *kernel_bridge*, the rig's two veth ends are also enslaved to a Linux bridge
+    (``topo.bridge_if``: STP off, forward delay 0, no IPv6 link-local address): the terminal is
+    cabled straight to the host network, as in a lab without an in-line injector.  The rig's
+    injector must not run on such a topology (every frame would cross twice)."""
     _require_root("create")
     stale = leftovers(topo)
     if stale:
@@ -170,6 +187,8 @@ def create(topo: Topology) -> None:
         destroy(topo)
     try:
         _build(topo)
+        if kernel_bridge:
+            _build_kernel_bridge(topo)
     except SimError:
         log.error("netns: creating %s failed; removing what was made", topo.namespaces)
         try:
@@ -177,8 +196,9 @@ def create(topo: Topology) -> None:
         except SimError as cleanup_error:
             log.error("netns: cleanup after failed create also failed: %s", cleanup_error)
         raise
-    log.info("netns: created %s/%s/%s (%s ⇄ %s, %s ⇄ %s)", *topo.namespaces,
-             topo.term_if, topo.rig_term_if, topo.host_if, topo.rig_host_if)
+    log.info("netns: created %s/%s/%s (%s ⇄ %s, %s ⇄ %s)%s", *topo.namespaces,
+             topo.term_if, topo.rig_term_if, topo.host_if, topo.rig_host_if,
+             f" with kernel bridge {topo.bridge_if}" if kernel_bridge else "")
 
 
 def _build(topo: Topology) -> None:
@@ -199,6 +219,17 @@ def _build(topo: Topology) -> None:
         _run([IP, "-n", ns, "addr", "add", f"{addr}/{topo.prefix_len}", "dev", end])
         _run([IP, "netns", "exec", ns, ETHTOOL, "-K", end, "tx", "off"])
         _run([IP, "-n", ns, "link", "set", end, "up"])
+
+
+def _build_kernel_bridge(topo: Topology) -> None:
+    rig = [IP, "-n", topo.rig_ns, "link"]
+    _run([*rig, "add", "name", topo.bridge_if, "type", "bridge", "stp_state", "0",
+          "forward_delay", "0"])
+    # silent like the veth ends: no IPv6 link-local address, so it emits no frame of its own
+    _run([*rig, "set", topo.bridge_if, "addrgenmode", "none"])
+    for end in (topo.rig_term_if, topo.rig_host_if):
+        _run([*rig, "set", end, "master", topo.bridge_if])
+    _run([*rig, "set", topo.bridge_if, "up"])
 
 
 def _pids_in(ns: str) -> list[int]:

@@ -1,4 +1,5 @@
-"""The rig's in-line network fault injector: the driver, and the bridge process it starts.
+"""The rig's in-line network fault injector: the driver, the bridge process it starts, and the
+typed records they exchange.
 
 Names are loaded lazily so that ``python -m rigs.network.bridge`` (the bridge process) does not
 import its own module twice through this package.
@@ -10,41 +11,65 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from protocols.faults import Direction
+    from rigs.interfaces import NetworkInjector
     from rigs.network.bridge import (
         DROP,
         FORWARD,
-        Action,
+        RULE_KINDS,
         BridgeState,
-        Direction,
-        Mode,
         Rule,
+        RuleFactory,
         Verdict,
     )
-    from rigs.network.injector import NetworkInjector, ScapyBridgeInjector
+    from rigs.network.injector import ScapyBridgeInjector
+    from rigs.network.records import (
+        Action,
+        CapturePaths,
+        DirectionStats,
+        InjectorStats,
+        RuleRecord,
+        TcpSegment,
+        Trip,
+    )
 
 _EXPORTS = {
     "DROP": "rigs.network.bridge",
     "FORWARD": "rigs.network.bridge",
-    "Action": "rigs.network.bridge",
+    "RULE_KINDS": "rigs.network.bridge",
     "BridgeState": "rigs.network.bridge",
-    "Direction": "rigs.network.bridge",
-    "Mode": "rigs.network.bridge",
     "Rule": "rigs.network.bridge",
+    "RuleFactory": "rigs.network.bridge",
     "Verdict": "rigs.network.bridge",
-    "NetworkInjector": "rigs.network.injector",
+    "Direction": "protocols.faults",
+    "NetworkInjector": "rigs.interfaces",
     "ScapyBridgeInjector": "rigs.network.injector",
+    "Action": "rigs.network.records",
+    "CapturePaths": "rigs.network.records",
+    "DirectionStats": "rigs.network.records",
+    "InjectorStats": "rigs.network.records",
+    "RuleRecord": "rigs.network.records",
+    "TcpSegment": "rigs.network.records",
+    "Trip": "rigs.network.records",
 }
 
 __all__ = [
     "DROP",
     "FORWARD",
+    "RULE_KINDS",
     "Action",
     "BridgeState",
+    "CapturePaths",
     "Direction",
-    "Mode",
+    "DirectionStats",
+    "InjectorStats",
     "NetworkInjector",
     "Rule",
+    "RuleFactory",
+    "RuleRecord",
     "ScapyBridgeInjector",
+    "TcpSegment",
+    "Trip",
     "Verdict",
 ]
 

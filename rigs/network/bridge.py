@@ -9,32 +9,48 @@ virtual bench they are the rig's veth ends inside netns ``rig``.  Same code.
 
 Layers, each testable on its own:
 
-* **Rules** — pure functions ``(direction, frame, now) -> Verdict`` (forward / drop / replace
-  bytes / defer until a time; a verdict may also name the mode to switch to after this frame,
-  which is how a traffic-triggered fault trips).  A mode is a rule; :data:`MODE_RULES` is the
-  dispatch table.
-  Frames are raw bytes; a rule that needs to look parses them itself (scapy ``Ether(frame)``),
-  so the fast path (PASS) never dissects anything.
-* :class:`BridgeCore` — applies the current rule, keeps per-direction counters, the timed queue
-  of deferred frames and the pcap capture.  No sockets; time passed in.  An exception raised by
-  a rule marks the core FAILED (every later frame is dropped and every control answer says
-  FAILED): a bug in a rule must fail the scenario loudly, never look like an injected fault.
-* :func:`handle_request` — the control protocol (JSON objects in, JSON objects out).
+* **Rules** — pure objects ``rule(direction, frame, now) -> Verdict`` (forward / drop / replace
+  bytes / defer until a time; a verdict may also mark a trip, and name the fault the rule turns
+  into after this frame, which is how a traffic-triggered fault trips).  A rule is built from a
+  :class:`~protocols.faults.FaultSpec` by the factory :data:`RULE_KINDS` maps its kind to.
+  Frames are raw bytes; a rule that needs to look parses what it needs (:func:`tcp_segment`),
+  so with no rule active the fast path dissects nothing.
+* :class:`BridgeCore` — the active rules (in the order they were added; the first verdict
+  that is not FORWARD decides), the fault ledger (every rule ever added, latest
+  :data:`LEDGER_KEPT`: armed / fired / cleared with wall times), per-direction counters, the timed
+  queue of deferred frames and the two pcap captures (frames seen, frames delivered).  No
+  sockets; time passed in.  An exception raised by a rule marks the core FAILED (every later
+  frame is dropped and every control answer says FAILED): a bug in a rule must fail the scenario
+  loudly, never look like an injected fault.
+* :func:`handle_request` / :class:`ControlSession` — the control protocol (JSON lines in, JSON
+  lines out; :mod:`protocols.jsonlines`).
 * :class:`BridgeLoop` — the host: ``select`` over the two ports, the control socket and a
   signal wake-up fd, bounded timeouts.  No logic beyond moving bytes.
 * :class:`ScapyPort` — a scapy L2 socket bound to one interface, read with ``recv_raw`` (the
   frames we send ourselves are filtered out).
 
 Control protocol (unix stream socket, UTF-8 JSON, one object per line; every answer carries
-``ok``, ``state`` (``RUNNING``/``FAILED``), ``failure`` and ``mode``)::
+``ok``, ``state`` (``RUNNING``/``FAILED``), ``failure`` and ``active`` — the active rules, each
+``{"id": N, "spec": {"kind": ..., "params": {...}}}`` in the order they apply; a request's
+integer ``seq`` is echoed in its answer)::
 
-    {"op":"ping"}                               -> {"ok":true,"pid":123,...}
-    {"op":"set_mode","mode":"CABLE_PULLED"}     -> {"ok":true,"mode":"CABLE_PULLED",...}
-    {"op":"start_capture","path":"/abs/x.pcap"} -> {"ok":true,"path":"/abs/x.pcap",...}
-    {"op":"stop_capture"}                       -> {"ok":true,"path":"/abs/x.pcap","frames":42,...}
-    {"op":"stats"}                              -> {"ok":true,"directions":{...},"capture":...,
-                                                    "trip":{...} or null,"trips":[...]}
-    anything wrong                              -> {"ok":false,"error":"...",...}
+    {"op":"ping"}                                         -> {"pid":123}
+    {"op":"add_rule","rule":{"kind":"cable_pull","params":{"direction":"both"}}}
+                                                          -> {"id":1,"rule":RULE}
+    {"op":"clear_rule","id":1}                            -> {"rule":RULE}
+    {"op":"clear_rules"}                                  -> {"cleared":[RULE,...]}
+    {"op":"rules"}                                        -> {"rules":[RULE,...]} (the ledger)
+    {"op":"trips","after":0}                              -> {"trips":[TRIP,...]}
+    {"op":"start_capture","path":"/abs/x.pcap"}           -> {"capture":CAPTURE}
+    {"op":"flush_capture"}                                -> {"capture":CAPTURE}
+    {"op":"stop_capture"}                                 -> {"capture":CAPTURE}
+    {"op":"stats"}                                        -> {"directions":{...},"deferred":0,
+                                                              "capture":CAPTURE|null,
+                                                              "trips_total":0}
+    anything wrong                                        -> {"ok":false,"error":"..."}
+
+RULE, TRIP and CAPTURE are the JSON forms of :class:`~rigs.network.records.RuleRecord`,
+:class:`~rigs.network.records.Trip` and :class:`~rigs.network.records.CapturePaths`.
 """
 
 from __future__ import annotations
@@ -58,7 +74,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Protocol
 
-from protocols.errors import hexdump
+from protocols.errors import ConfigError, DecodeError, hexdump
+from protocols.faults import FAULT_KINDS, Direction, FaultKind, FaultSpec, Target, parse_spec
+from protocols.jsonlines import JsonLineBuffer, encode_line
+from rigs.network.records import (
+    FRAME_DIRECTIONS,
+    Action,
+    CapturePaths,
+    RuleRecord,
+    TcpSegment,
+    Trip,
+    delivered_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +93,12 @@ MAX_FRAME = 65535
 IDLE_WAKE_S = 0.5
 """Longest the loop sleeps in select() without an event (it is woken by frames, control
 requests, signals and deferred-frame deadlines before that)."""
-CONTROL_LINE_MAX = 64 * 1024
-TRIPS_KEPT = 100
-
-
-class Direction(enum.StrEnum):
-    TO_HOST = "terminal_to_host"
-    TO_TERMINAL = "host_to_terminal"
-
-
-class Mode(enum.StrEnum):
-    PASS = "PASS"
-    CABLE_PULLED = "CABLE_PULLED"
-    PULL_ON_REQUEST = "PULL_ON_REQUEST"
-    """Armed: forward until the terminal sends a TCP segment carrying data towards the host,
-    drop that segment and switch to CABLE_PULLED (the cable is pulled with the request in
-    flight: the connection is up, the request never arrives)."""
+CONTROL_SEND_TIMEOUT_S = 1.0
+"""Bound of sending one control answer to a client that does not read."""
+LEDGER_KEPT = 200
+"""Rules the fault ledger keeps (active ones are never dropped; the oldest cleared ones go)."""
+TRIPS_PER_RULE = 50
+"""Trips kept per rule in the ledger (``fired_count`` counts them all)."""
 
 
 class BridgeState(enum.StrEnum):
@@ -89,22 +106,20 @@ class BridgeState(enum.StrEnum):
     FAILED = "FAILED"
 
 
-class Action(enum.Enum):
-    FORWARD = "forward"
-    DROP = "drop"
-    REPLACE = "replace"
-    DEFER = "defer"
+# --- verdicts and rules ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a rule decided for one frame.  Build with the helpers below."""
+    """What a rule decided for one frame.  Build with the constants and helpers below."""
 
     action: Action
     data: bytes = b""
     until: float = 0.0
-    then: Mode | None = None
-    """Switch the bridge to this mode once the frame is handled (the fault trips)."""
+    then: FaultSpec | None = None
+    """Turn the rule into this fault once the frame is handled (the fault trips)."""
+    trip: bool = False
+    """Record this frame as a trip of the rule in the ledger (implied by ``then``)."""
 
     @staticmethod
     def replace(data: bytes | bytearray) -> Verdict:
@@ -117,46 +132,30 @@ class Verdict:
         return Verdict(Action.DEFER, until=until)
 
     @staticmethod
-    def drop_then(mode: Mode) -> Verdict:
-        """Drop the frame and switch the bridge to *mode* from the next frame on."""
-        return Verdict(Action.DROP, then=mode)
+    def drop_then(spec: FaultSpec) -> Verdict:
+        """Drop the frame and turn the rule into *spec* from the next frame on (a trip)."""
+        return Verdict(Action.DROP, then=spec, trip=True)
+
+    def tripped(self) -> Verdict:
+        """This verdict, recorded as a trip of the rule (e.g. 'drop the 3rd segment')."""
+        return Verdict(self.action, self.data, self.until, self.then, True)
+
+    @property
+    def is_trip(self) -> bool:
+        return self.trip or self.then is not None
 
 
 FORWARD = Verdict(Action.FORWARD)
 DROP = Verdict(Action.DROP)
 
+
 Rule = Callable[[Direction, bytes, float], Verdict]
-"""A fault rule: (direction, raw Ethernet frame, monotonic now) -> Verdict.  Pure."""
+"""A fault rule: (direction, raw Ethernet frame, monotonic now) -> Verdict.  A function or an
+object with ``__call__``; no I/O; it may keep its own state (a counter), nothing else."""
 
 
-def pass_rule(direction: Direction, frame: bytes, now: float) -> Verdict:
-    """PASS: forward everything, untouched."""
-    return FORWARD
-
-
-def cable_pulled_rule(direction: Direction, frame: bytes, now: float) -> Verdict:
-    """CABLE_PULLED: drop everything, both directions."""
-    return DROP
-
-
-@dataclass(frozen=True)
-class TcpSegment:
-    """What a rule may look at in an IPv4 TCP segment: addresses, ports, flags, sequence number
-    and the payload length (never the payload itself)."""
-
-    src: str
-    dst: str
-    sport: int
-    dport: int
-    flags: int
-    seq: int
-    payload_len: int
-
-    def describe(self) -> str:
-        names = "".join(n for bit, n in zip((0x02, 0x10, 0x08, 0x01, 0x04), "SAPFR", strict=True)
-                        if self.flags & bit)
-        return (f"TCP {self.src}:{self.sport} > {self.dst}:{self.dport} [{names or '.'}] "
-                f"seq {self.seq} with {self.payload_len} payload byte(s)")
+RuleFactory = Callable[[FaultSpec], Rule]
+"""Builds the rule of one (validated) fault spec; raises ConfigError for a spec it refuses."""
 
 
 ETH_P_IP = 0x0800
@@ -164,54 +163,102 @@ ETH_P_8021Q = 0x8100
 IPPROTO_TCP = 6
 
 
-def tcp_segment(frame: bytes) -> TcpSegment | None:
-    """Parse just enough of an Ethernet frame (one optional 802.1Q tag) to describe an IPv4 TCP
-    segment; None for anything else, including truncated or non-first IP fragments."""
-    offset = 12
-    if len(frame) < offset + 2:
+_HALF = struct.Struct("!H")
+_PORTS_SEQ_ACK = struct.Struct("!HHII")
+
+
+def _tcp_header(frame: bytes) -> tuple[int, int, int] | None:
+    """(IP header offset, TCP header offset, payload length) of an IPv4 TCP segment in an
+    Ethernet frame (one optional 802.1Q tag); None for anything else, including truncated or
+    non-first IP fragments.  Reads header bytes only."""
+    size = len(frame)
+    if size < 34:  # Ethernet + the smallest IP header
         return None
-    ethertype = int.from_bytes(frame[offset:offset + 2], "big")
-    offset += 2
+    ethertype = _HALF.unpack_from(frame, 12)[0]
+    offset = 14
     if ethertype == ETH_P_8021Q:
-        if len(frame) < offset + 4:
+        if size < 38:
             return None
-        ethertype = int.from_bytes(frame[offset + 2:offset + 4], "big")
-        offset += 4
-    if ethertype != ETH_P_IP or len(frame) < offset + 20:
+        ethertype = _HALF.unpack_from(frame, 16)[0]
+        offset = 18
+    if ethertype != ETH_P_IP or size < offset + 20:
         return None
     version_ihl = frame[offset]
     ihl = (version_ihl & 0x0F) * 4
-    total_len = int.from_bytes(frame[offset + 2:offset + 4], "big")
-    fragment_offset = int.from_bytes(frame[offset + 6:offset + 8], "big") & 0x1FFF
+    total_len = _HALF.unpack_from(frame, offset + 2)[0]
     if (version_ihl >> 4 != 4 or ihl < 20 or frame[offset + 9] != IPPROTO_TCP
-            or fragment_offset or total_len < ihl + 20 or len(frame) < offset + total_len):
+            or _HALF.unpack_from(frame, offset + 6)[0] & 0x1FFF
+            or total_len < ihl + 20 or size < offset + total_len):
         return None
     tcp = offset + ihl
     data_offset = (frame[tcp + 12] >> 4) * 4
     if data_offset < 20 or ihl + data_offset > total_len:
         return None
-    src = ".".join(str(b) for b in frame[offset + 12:offset + 16])
-    dst = ".".join(str(b) for b in frame[offset + 16:offset + 20])
-    sport, dport, seq = struct.unpack_from("!HHI", frame, tcp)
-    return TcpSegment(src, dst, sport, dport, frame[tcp + 13], seq,
-                      total_len - ihl - data_offset)
+    return offset, tcp, total_len - ihl - data_offset
 
 
-def pull_on_request_rule(direction: Direction, frame: bytes, now: float) -> Verdict:
-    """PULL_ON_REQUEST: forward (ARP, the TCP handshake, …) until the terminal sends data
-    towards the host; that segment is dropped and the cable is pulled from then on."""
-    if direction is Direction.TO_HOST:
-        segment = tcp_segment(frame)
-        if segment is not None and segment.payload_len > 0:
-            return Verdict.drop_then(Mode.CABLE_PULLED)
-    return FORWARD
+def tcp_payload_len(frame: bytes) -> int | None:
+    """The TCP payload length of an IPv4 TCP segment, or None for anything else (the cheapest
+    look a rule can take: no record built)."""
+    header = _tcp_header(frame)
+    return None if header is None else header[2]
 
 
-MODE_RULES: Mapping[Mode, Rule] = MappingProxyType({
-    Mode.PASS: pass_rule,
-    Mode.CABLE_PULLED: cable_pulled_rule,
-    Mode.PULL_ON_REQUEST: pull_on_request_rule,
+def tcp_segment(frame: bytes) -> TcpSegment | None:
+    """Describe an IPv4 TCP segment (addresses, ports, flags, sequence and acknowledgement
+    numbers, payload length; never the payload); None for anything else."""
+    header = _tcp_header(frame)
+    if header is None:
+        return None
+    ip, tcp, payload_len = header
+    src = ".".join(str(b) for b in frame[ip + 12:ip + 16])
+    dst = ".".join(str(b) for b in frame[ip + 16:ip + 20])
+    sport, dport, seq, ack = _PORTS_SEQ_ACK.unpack_from(frame, tcp)
+    return TcpSegment(src, dst, sport, dport, frame[tcp + 13], seq, ack, payload_len)
+
+
+@dataclass(frozen=True)
+class CablePull:
+    """CABLE_PULL: drop every frame travelling the given way(s).  Parses nothing."""
+
+    reach: Direction = Direction.BOTH
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> CablePull:
+        return cls(Direction(spec.params["direction"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        reach = self.reach
+        return DROP if reach is Direction.BOTH or reach is direction else FORWARD
+
+
+CABLE_PULLED_BOTH = FaultSpec.of(FaultKind.CABLE_PULL, direction=Direction.BOTH.value)
+_PULL_NOW = Verdict.drop_then(CABLE_PULLED_BOTH)
+
+
+@dataclass(frozen=True)
+class PullOnRequest:
+    """PULL_ON_REQUEST: forward (ARP, the TCP handshake, …) until the terminal sends a TCP
+    segment carrying data towards the host; drop it, and become CABLE_PULL(both)."""
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> PullOnRequest:
+        return cls()
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if direction is Direction.TO_HOST:
+            payload_len = tcp_payload_len(frame)
+            if payload_len is not None and payload_len > 0:
+                return _PULL_NOW
+        return FORWARD
+
+
+RULE_KINDS: Mapping[FaultKind, RuleFactory] = MappingProxyType({
+    FaultKind.CABLE_PULL: CablePull.from_spec,
+    FaultKind.PULL_ON_REQUEST: PullOnRequest.from_spec,
 })
+"""Fault kind → factory of its rule.  Adding a network fault kind = one rule class + one row
+(and the kind with its parameters in :data:`protocols.faults.FAULT_KINDS`)."""
 
 
 def frame_summary(frame: bytes) -> str:
@@ -242,17 +289,50 @@ class PcapSink:
         self._file.write(frame)
         self.frames += 1
 
+    def flush(self) -> None:
+        """Whole records only reach the file (the loop is single-threaded): readable as is."""
+        self._file.flush()
+
     def close(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
 
 
+class Capture:
+    """The two pcaps of one capture: frames seen (as received, whatever became of them) and
+    frames delivered (as sent out of a port)."""
+
+    def __init__(self, seen: Path) -> None:
+        self.seen = PcapSink(seen)
+        try:
+            self.delivered = PcapSink(delivered_path(seen))
+        except OSError:
+            self.seen.close()
+            raise
+
+    def paths(self) -> CapturePaths:
+        return CapturePaths(self.seen.path, self.delivered.path, self.seen.frames,
+                            self.delivered.frames)
+
+    def flush(self) -> None:
+        self.seen.flush()
+        self.delivered.flush()
+
+    def close(self) -> None:
+        try:
+            self.seen.close()
+        finally:
+            self.delivered.close()
+
+
 # --- the core ---------------------------------------------------------------------------------
 
 
 @dataclass
-class DirectionStats:
+class DirectionCounters:
+    """Mutable counters of one direction (the driver reads them as records.DirectionStats)."""
+
     frames_forwarded: int = 0
     bytes_forwarded: int = 0
     frames_dropped: int = 0
@@ -266,74 +346,196 @@ class BridgeError(Exception):
     """A control request the core refuses (turned into ``{"ok": false}`` by handle_request)."""
 
 
+class RuleEntry:
+    """A rule of the ledger, as the core keeps it (mutable; :meth:`record` is the typed view)."""
+
+    __slots__ = ("id", "spec", "current", "rule", "armed", "cleared", "fired", "fired_count",
+                 "frames_acted")
+
+    def __init__(self, rule_id: int, spec: FaultSpec, rule: Rule, armed: float) -> None:
+        self.id = rule_id
+        self.spec = spec
+        self.current = spec
+        self.rule = rule
+        self.armed = armed
+        self.cleared: float | None = None
+        self.fired: deque[Trip] = deque(maxlen=TRIPS_PER_RULE)
+        self.fired_count = 0
+        self.frames_acted = 0
+
+    @property
+    def active(self) -> bool:
+        return self.cleared is None
+
+    def record(self) -> RuleRecord:
+        return RuleRecord(self.id, self.spec, self.current, self.armed, tuple(self.fired),
+                          self.fired_count, self.frames_acted, self.cleared, self.active)
+
+
 class BridgeCore:
     """The bridge's state machine: frames in, frames to send out.  No sockets, time passed in."""
 
-    def __init__(self, rules: Mapping[Mode, Rule] = MODE_RULES, mode: Mode = Mode.PASS) -> None:
-        self.rules = rules
-        self.mode = mode
+    def __init__(self, rule_kinds: Mapping[FaultKind, RuleFactory] = RULE_KINDS, *,
+                 ledger_kept: int = LEDGER_KEPT) -> None:
+        self.rule_kinds = rule_kinds
+        self.ledger_kept = ledger_kept
         self.state = BridgeState.RUNNING
         self.failure: str | None = None
-        self.stats: dict[Direction, DirectionStats] = {d: DirectionStats() for d in Direction}
-        self.capture: PcapSink | None = None
+        self.stats: dict[Direction, DirectionCounters] = {
+            d: DirectionCounters() for d in FRAME_DIRECTIONS}
+        self.capture: Capture | None = None
         self._deferred: list[tuple[float, int, Direction, bytes]] = []
         self._seq = 0
-        self.trip: dict[str, Any] | None = None
-        """The last traffic-triggered mode switch since the mode was last set, or None."""
-        self.trips: deque[dict[str, Any]] = deque(maxlen=TRIPS_KEPT)
-        """The latest traffic-triggered switches, each numbered ``n`` from 1 (never reset)."""
+        self._active: list[RuleEntry] = []
+        self._ledger: dict[int, RuleEntry] = {}
+        self._next_id = 1
         self._trip_count = 0
 
-    def set_mode(self, mode: Mode) -> None:
-        if mode not in self.rules:
-            raise BridgeError(f"mode {mode.value} has no rule; known: "
-                              f"{', '.join(m.value for m in self.rules)}")
-        if mode is not self.mode:
-            log.info("bridge: mode %s -> %s", self.mode.value, mode.value)
-        self.mode = mode
-        self.trip = None
+    # --- rules and the ledger ----------------------------------------------------------------------
 
-    def _tripped(self, direction: Direction, frame: bytes, verdict: Verdict, to: Mode,
-                 wall: float) -> None:
-        segment = tcp_segment(frame)
-        self._trip_count += 1
-        self.trip = {
-            "n": self._trip_count, "wall": wall, "from": self.mode.value, "to": to.value,
-            "direction": direction.value, "action": verdict.action.value,
-            "frame": segment.describe() if segment is not None else frame_summary(frame),
-            "tcp": None if segment is None else asdict(segment),
-        }
-        self.trips.append(self.trip)
-        log.info("bridge: tripped %s -> %s on %s", self.mode.value, to.value, self.trip["frame"])
-        self.mode = to
+    def add_rule(self, spec: FaultSpec, wall: float) -> RuleEntry:
+        """Build *spec*'s rule and append it to the active ones (it applies after them)."""
+        if spec.target is not Target.NETWORK:
+            raise BridgeError(f"add_rule: {spec.describe()} is a {spec.target.value} fault; this "
+                              f"bridge injects network faults only")
+        factory = self.rule_kinds.get(spec.kind)
+        if factory is None:
+            raise BridgeError(f"add_rule: kind {spec.kind.value} has no rule in this bridge; it "
+                              f"has {', '.join(k.value for k in self.rule_kinds)}")
+        try:
+            rule = factory(spec)
+        except ConfigError as exc:
+            raise BridgeError(f"add_rule: {exc}") from exc
+        except Exception as exc:  # a factory's bug: the bridge is not to be trusted any more
+            self._fail(f"building the rule of {spec.describe()} raised "
+                       f"{type(exc).__name__}: {exc}")
+            raise BridgeError(f"add_rule: building the rule of {spec.describe()} failed "
+                              f"({type(exc).__name__}); the bridge is FAILED") from exc
+        if len(self._ledger) >= self.ledger_kept:
+            oldest = next((e for e in self._ledger.values() if not e.active), None)
+            if oldest is None:
+                raise BridgeError(f"add_rule: {len(self._ledger)} rules are active, the most "
+                                  f"this bridge keeps; clear some first")
+            del self._ledger[oldest.id]
+        entry = RuleEntry(self._next_id, spec, rule, wall)
+        self._next_id += 1
+        self._ledger[entry.id] = entry
+        self._active.append(entry)
+        log.info("bridge: rule #%d %s armed (%d active)", entry.id, spec.describe(),
+                 len(self._active))
+        return entry
+
+    def clear_rule(self, rule_id: int, wall: float) -> RuleEntry:
+        entry = self._ledger.get(rule_id)
+        if entry is None:
+            kept = ", ".join(f"#{i}" for i in self._ledger) or "none"
+            raise BridgeError(f"clear_rule: no rule #{rule_id} (rules kept: {kept})")
+        if not entry.active:
+            raise BridgeError(f"clear_rule: rule #{rule_id} {entry.spec.describe()} was already "
+                              f"cleared")
+        entry.cleared = wall
+        self._active.remove(entry)
+        log.info("bridge: rule #%d %s cleared (%d active)", entry.id, entry.current.describe(),
+                 len(self._active))
+        return entry
+
+    def clear_rules(self, wall: float) -> list[RuleEntry]:
+        return [self.clear_rule(entry.id, wall) for entry in list(self._active)]
+
+    def active(self) -> list[RuleEntry]:
+        """The active rules, in the order they apply."""
+        return list(self._active)
+
+    def ledger(self) -> list[RuleEntry]:
+        """Every rule kept, oldest first."""
+        return list(self._ledger.values())
+
+    def trips(self, after: int = 0) -> list[Trip]:
+        """The kept trips numbered above *after*, in order."""
+        found = [t for e in self._ledger.values() for t in e.fired if t.n > after]
+        return sorted(found, key=lambda t: t.n)
+
+    @property
+    def trips_total(self) -> int:
+        return self._trip_count
+
+    # --- frames ------------------------------------------------------------------------------------
 
     def handle(self, direction: Direction, frame: bytes, now: float,
                wall: float) -> list[tuple[Direction, bytes]]:
         """One frame received travelling *direction*; returns the frames to send now."""
-        if self.capture is not None:
-            self.capture.write(frame, wall)
+        capture = self.capture
+        if capture is not None:
+            capture.seen.write(frame, wall)
         counters = self.stats[direction]
         if self.state is BridgeState.FAILED:
             counters.frames_dropped += 1
             counters.bytes_dropped += len(frame)
             return []
+        if not self._active:  # the fast path: nothing parsed, nothing decided
+            counters.frames_forwarded += 1
+            counters.bytes_forwarded += len(frame)
+            if capture is not None:
+                capture.delivered.write(frame, wall)
+            return [(direction, frame)]
+        blame: RuleEntry | None = None
         try:
-            verdict = self.rules[self.mode](direction, frame, now)
+            verdict = FORWARD
+            decider: RuleEntry | None = None
+            trips: list[tuple[RuleEntry, Verdict]] | None = None
+            for blame in self._active:
+                v = blame.rule(direction, frame, now)
+                if v is FORWARD:  # the common answer: nothing to look at
+                    continue
+                self._check(v)
+                if v.is_trip:
+                    trips = [*(trips or ()), (blame, v)]
+                if v.action is not Action.FORWARD:
+                    verdict, decider = v, blame
+                    break
+            blame = decider
             out = self._apply(direction, frame, verdict, counters)
-            if verdict.then is not None:
-                if verdict.then not in self.rules:
-                    raise TypeError(f"verdict switches to mode {verdict.then!r}, which has no rule")
-                self._tripped(direction, frame, verdict, verdict.then, wall)
+            if decider is not None:
+                decider.frames_acted += 1
+            for blame, v in trips or ():
+                self._trip(blame, direction, frame, v, wall)
         except Exception as exc:  # a rule's bug: reported loudly, never an injected fault
-            self._fail(f"rule for mode {self.mode.value} raised {type(exc).__name__}: {exc} "
-                       f"on a {direction.value} {frame_summary(frame)}")
+            who = (f"rule #{blame.id} {blame.current.describe()}" if blame is not None
+                   else "the bridge core")
+            self._fail(f"{who} raised {type(exc).__name__}: {exc} on a {direction.value} "
+                       f"{frame_summary(frame)}")
             counters.frames_dropped += 1
             counters.bytes_dropped += len(frame)
             return []
+        if capture is not None:
+            for _, sent in out:
+                capture.delivered.write(sent, wall)
         return out
 
+    def _check(self, verdict: object) -> None:
+        """A verdict other than the FORWARD constant: is it one the core can carry out?"""
+        if not isinstance(verdict, Verdict):
+            raise TypeError(f"it returned {type(verdict).__name__}, not a Verdict")
+        if verdict.then is not None and verdict.then.kind not in self.rule_kinds:
+            raise TypeError(f"its verdict switches to {verdict.then.describe()}, which has no "
+                            f"rule in this bridge")
+
+    def _trip(self, entry: RuleEntry, direction: Direction, frame: bytes, verdict: Verdict,
+              wall: float) -> None:
+        segment = tcp_segment(frame)
+        self._trip_count += 1
+        trip = Trip(self._trip_count, entry.id, entry.current, wall, direction,
+                    segment.describe() if segment is not None else frame_summary(frame),
+                    segment, verdict.action, verdict.then)
+        entry.fired.append(trip)
+        entry.fired_count += 1
+        if verdict.then is not None:
+            entry.rule = self.rule_kinds[verdict.then.kind](verdict.then)
+            entry.current = verdict.then
+        log.info("bridge: %s", trip.describe())
+
     def _apply(self, direction: Direction, frame: bytes, verdict: Verdict,
-               counters: DirectionStats) -> list[tuple[Direction, bytes]]:
+               counters: DirectionCounters) -> list[tuple[Direction, bytes]]:
         action = verdict.action
         if action is Action.FORWARD:
             counters.frames_forwarded += 1
@@ -358,8 +560,8 @@ class BridgeCore:
             return []
         raise TypeError(f"unknown verdict action {action!r}")
 
-    def release(self, now: float) -> list[tuple[Direction, bytes]]:
-        """Deferred frames whose time has come, in deadline order."""
+    def release(self, now: float, wall: float) -> list[tuple[Direction, bytes]]:
+        """Deferred frames whose time has come, in deadline order (they are not judged again)."""
         out: list[tuple[Direction, bytes]] = []
         while self._deferred and self._deferred[0][0] <= now:
             _, _, direction, frame = heapq.heappop(self._deferred)
@@ -368,6 +570,8 @@ class BridgeCore:
             counters = self.stats[direction]
             counters.frames_forwarded += 1
             counters.bytes_forwarded += len(frame)
+            if self.capture is not None:
+                self.capture.delivered.write(frame, wall)
             out.append((direction, frame))
         return out
 
@@ -391,103 +595,205 @@ class BridgeCore:
     def port_failed(self, port: str, error: OSError) -> None:
         self._fail(f"receiving on {port} failed: {error}")
 
-    def start_capture(self, path: Path) -> None:
+    # --- capture -------------------------------------------------------------------------------------
+
+    def start_capture(self, path: Path) -> CapturePaths:
         if self.capture is not None:
-            raise BridgeError(f"start_capture: a capture to {self.capture.path} is running; "
+            raise BridgeError(f"start_capture: a capture to {self.capture.seen.path} is running; "
                               "stop it first")
         if not path.is_absolute():
             raise BridgeError(f"start_capture: path {str(path)!r} must be absolute")
         try:
-            self.capture = PcapSink(path)
+            self.capture = Capture(path)
         except OSError as exc:
             raise BridgeError(f"start_capture: cannot write {path}: {exc}") from exc
-        log.info("bridge: capturing to %s", path)
+        log.info("bridge: capturing to %s and %s", path, self.capture.delivered.path)
+        return self.capture.paths()
 
-    def stop_capture(self) -> tuple[Path, int]:
+    def flush_capture(self) -> CapturePaths:
+        if self.capture is None:
+            raise BridgeError("flush_capture: no capture is running")
+        try:
+            self.capture.flush()
+        except OSError as exc:
+            raise BridgeError(f"flush_capture: writing {self.capture.seen.path} failed: "
+                              f"{exc}") from exc
+        return self.capture.paths()
+
+    def stop_capture(self) -> CapturePaths:
         if self.capture is None:
             raise BridgeError("stop_capture: no capture is running")
-        sink, self.capture = self.capture, None
-        sink.close()
-        log.info("bridge: capture %s closed with %d frames", sink.path, sink.frames)
-        return sink.path, sink.frames
+        capture, self.capture = self.capture, None
+        paths = capture.paths()
+        try:
+            capture.close()
+        except OSError as exc:
+            raise BridgeError(f"stop_capture: closing {paths.seen} failed: {exc}") from exc
+        log.info("bridge: capture closed: %d frame(s) seen, %d delivered", paths.frames_seen,
+                 paths.frames_delivered)
+        return paths
 
     def close(self) -> None:
         if self.capture is not None:
             self.stop_capture()
 
+    # --- views ---------------------------------------------------------------------------------------
+
+    def active_json(self) -> list[dict[str, Any]]:
+        return [{"id": e.id, "spec": e.current.to_json()} for e in self._active]
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "directions": {d.value: asdict(s) for d, s in self.stats.items()},
-            "capture": None if self.capture is None else {
-                "path": str(self.capture.path), "frames": self.capture.frames},
+            "capture": None if self.capture is None else self.capture.paths().to_json(),
             "deferred": len(self._deferred),
-            "trip": self.trip,
-            "trips": list(self.trips),
+            "trips_total": self._trip_count,
         }
 
 
 # --- control protocol -------------------------------------------------------------------------
 
+Request = Mapping[str, Any]
 
-def _op_ping(core: BridgeCore, request: Mapping[str, Any]) -> dict[str, Any]:
+
+def _op_ping(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
-def _op_set_mode(core: BridgeCore, request: Mapping[str, Any]) -> dict[str, Any]:
-    raw = request.get("mode")
+def _op_add_rule(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    if "rule" not in request:
+        raise BridgeError('add_rule: a request needs "rule": {"kind": ..., "params": {...}}; '
+                          f"network kinds: {', '.join(_network_kinds())}")
     try:
-        mode = Mode(str(raw))
-    except ValueError as exc:
-        raise BridgeError(f"set_mode: mode {raw!r} is unknown; expected one of "
-                          f"{', '.join(m.value for m in Mode)}") from exc
-    core.set_mode(mode)
-    return {}
+        spec = parse_spec(request["rule"], where="add_rule: rule")
+    except ConfigError as exc:
+        raise BridgeError(str(exc)) from exc
+    entry = core.add_rule(spec, wall)
+    return {"id": entry.id, "rule": entry.record().to_json()}
 
 
-def _op_start_capture(core: BridgeCore, request: Mapping[str, Any]) -> dict[str, Any]:
+def _network_kinds() -> list[str]:
+    return [k.value for k, ks in FAULT_KINDS.items() if ks.target is Target.NETWORK]
+
+
+def _rule_id(request: Request) -> int:
+    raw = request.get("id")
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise BridgeError(f"clear_rule: 'id' must be a rule id (an integer), got {raw!r}")
+    return raw
+
+
+def _op_clear_rule(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    return {"rule": core.clear_rule(_rule_id(request), wall).record().to_json()}
+
+
+def _op_clear_rules(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    return {"cleared": [e.record().to_json() for e in core.clear_rules(wall)]}
+
+
+def _op_rules(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    return {"rules": [e.record().to_json() for e in core.ledger()]}
+
+
+def _op_trips(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    after = request.get("after", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise BridgeError(f"trips: 'after' must be a trip number >= 0, got {after!r}")
+    return {"trips": [t.to_json() for t in core.trips(after)]}
+
+
+def _op_start_capture(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
     raw = request.get("path")
     if not isinstance(raw, str) or not raw:
         raise BridgeError(f"start_capture: 'path' must be a non-empty string, got {raw!r}")
-    core.start_capture(Path(raw))
-    return {"path": raw}
+    return {"capture": core.start_capture(Path(raw)).to_json()}
 
 
-def _op_stop_capture(core: BridgeCore, request: Mapping[str, Any]) -> dict[str, Any]:
-    path, frames = core.stop_capture()
-    return {"path": str(path), "frames": frames}
+def _op_flush_capture(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    return {"capture": core.flush_capture().to_json()}
 
 
-def _op_stats(core: BridgeCore, request: Mapping[str, Any]) -> dict[str, Any]:
+def _op_stop_capture(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
+    return {"capture": core.stop_capture().to_json()}
+
+
+def _op_stats(core: BridgeCore, request: Request, wall: float) -> dict[str, Any]:
     return core.snapshot()
 
 
-OPS: Mapping[str, Callable[[BridgeCore, Mapping[str, Any]], dict[str, Any]]] = MappingProxyType({
+OPS: Mapping[str, Callable[[BridgeCore, Request, float], dict[str, Any]]] = MappingProxyType({
     "ping": _op_ping,
-    "set_mode": _op_set_mode,
+    "add_rule": _op_add_rule,
+    "clear_rule": _op_clear_rule,
+    "clear_rules": _op_clear_rules,
+    "rules": _op_rules,
+    "trips": _op_trips,
     "start_capture": _op_start_capture,
+    "flush_capture": _op_flush_capture,
     "stop_capture": _op_stop_capture,
     "stats": _op_stats,
 })
 
 
-def handle_request(core: BridgeCore, line: bytes) -> dict[str, Any]:
-    """One control line in, one answer out (never raises for a bad request)."""
-    answer: dict[str, Any]
+def _stamp(core: BridgeCore, answer: dict[str, Any]) -> dict[str, Any]:
+    answer.update(state=core.state.value, failure=core.failure, active=core.active_json())
+    return answer
+
+
+def error_answer(core: BridgeCore, error: str) -> dict[str, Any]:
+    """A refusal: ``ok`` false, the reason, and the core's state."""
+    return _stamp(core, {"ok": False, "error": error})
+
+
+def handle_request(core: BridgeCore, request: object, wall: float) -> dict[str, Any]:
+    """One decoded control request in, one answer out (never raises for a bad request).
+    *wall* is the time rules are armed / cleared at.  A request's ``seq`` (an integer) is echoed
+    in its answer, so a client can tell a late answer from the one it waits for."""
+    seq = request.get("seq") if isinstance(request, Mapping) else None
     try:
-        request = json.loads(line.decode("utf-8"))
-        if not isinstance(request, dict):
+        if not isinstance(request, Mapping):
             raise BridgeError(f"a request is a JSON object, got {type(request).__name__}")
         op = request.get("op")
         handler = OPS.get(op) if isinstance(op, str) else None
         if handler is None:
             raise BridgeError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
-        answer = {"ok": True, **handler(core, request)}
-    except (ValueError, UnicodeDecodeError) as exc:
-        answer = {"ok": False, "error": f"request is not a JSON line: {exc}"}
+        answer = {"ok": True, **handler(core, request, wall)}
     except BridgeError as exc:
-        answer = {"ok": False, "error": str(exc)}
-    answer.update(state=core.state.value, failure=core.failure, mode=core.mode.value)
+        answer = error_answer(core, str(exc))
+    else:
+        _stamp(core, answer)
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        answer["seq"] = seq
     return answer
+
+
+class ControlSession:
+    """One control client: bytes in (any chunking), answers out, one per request line.  A line
+    that is not a JSON object gets an error answer and the session goes on; a line longer than
+    the buffer's bound ends the session (:attr:`broken`)."""
+
+    def __init__(self, core: BridgeCore, where: str = "bridge control socket") -> None:
+        self.core = core
+        self.buffer = JsonLineBuffer(where)
+        self.broken = False
+
+    def feed(self, data: bytes, wall: float) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        pieces = data.split(b"\n")
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            if last and not piece:
+                break
+            try:
+                requests = self.buffer.feed(piece if last else piece + b"\n")
+            except DecodeError as exc:
+                answers.append(error_answer(self.core, f"request refused: {exc}"))
+                if last:  # only an over-long unterminated line fails without a newline
+                    self.broken = True
+                    break
+                continue
+            answers.extend(handle_request(self.core, r, wall) for r in requests)
+        return answers
 
 
 # --- hosting: ports, the select loop, the process -----------------------------------------------
@@ -553,7 +859,7 @@ class BridgeLoop:
         self.clock = clock
         self.wall = wall
         self.stopping = False
-        self._buffers: dict[socket.socket, bytearray] = {}
+        self._sessions: dict[socket.socket, ControlSession] = {}
         self._sel = selectors.DefaultSelector()
         self._sel.register(terminal.fileno(), selectors.EVENT_READ, ("port", Direction.TO_HOST))
         self._sel.register(host.fileno(), selectors.EVENT_READ, ("port", Direction.TO_TERMINAL))
@@ -588,7 +894,7 @@ class BridgeLoop:
             else:
                 self._drain_wake(key.fd)
         if self.core.next_deadline() is not None:
-            self._send(self.core.release(self.clock()))
+            self._send(self.core.release(self.clock(), self.wall()))
 
     def _on_frame(self, direction: Direction, fd: int) -> None:
         port = self._sources[direction]
@@ -615,7 +921,7 @@ class BridgeLoop:
         except BlockingIOError:
             return
         conn.setblocking(False)
-        self._buffers[conn] = bytearray()
+        self._sessions[conn] = ControlSession(self.core)
         self._sel.register(conn, selectors.EVENT_READ, ("conn", None))
 
     def _on_control(self, conn: socket.socket) -> None:
@@ -628,26 +934,22 @@ class BridgeLoop:
         if not chunk:
             self._drop_conn(conn)
             return
-        buf = self._buffers[conn]
-        buf += chunk
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            answer = handle_request(self.core, line)
+        session = self._sessions[conn]
+        for answer in session.feed(chunk, self.wall()):
             try:
                 conn.setblocking(True)
-                conn.settimeout(1.0)
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+                conn.settimeout(CONTROL_SEND_TIMEOUT_S)
+                conn.sendall(encode_line(answer))
                 conn.setblocking(False)
             except OSError:
                 self._drop_conn(conn)
                 return
-        if len(buf) > CONTROL_LINE_MAX:
-            log.warning("bridge: control client sent %d bytes without a newline; dropped", len(buf))
+        if session.broken:
+            log.warning("bridge: a control client sent an over-long line; connection dropped")
             self._drop_conn(conn)
 
     def _drop_conn(self, conn: socket.socket) -> None:
-        self._buffers.pop(conn, None)
+        self._sessions.pop(conn, None)
         self._sel.unregister(conn)
         conn.close()
 
@@ -658,7 +960,7 @@ class BridgeLoop:
             pass
 
     def close(self) -> None:
-        for conn in list(self._buffers):
+        for conn in list(self._sessions):
             self._drop_conn(conn)
         self._sel.close()
 
@@ -698,10 +1000,10 @@ def _report(fd: int | None, text: str) -> None:
 
 def main(argv: list[str] | None = None, *,
          port_factory: Callable[[str], Port] = ScapyPort,
-         rules: Mapping[Mode, Rule] = MODE_RULES) -> int:
+         rule_kinds: Mapping[FaultKind, RuleFactory] = RULE_KINDS) -> int:
     """Entry point of the bridge process.  Exit 0 after SIGTERM/SIGINT, 2 if it cannot start.
 
-    *port_factory* and *rules* are the seams a test bridge replaces (fake ports, a failing rule).
+    *port_factory* and *rule_kinds* are the seams a test bridge replaces (fake ports, a failing rule).
     """
     args = _parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -724,7 +1026,7 @@ def main(argv: list[str] | None = None, *,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    core = BridgeCore(rules)
+    core = BridgeCore(rule_kinds)
     ports: list[Port] = []
     control: socket.socket | None = None
     try:

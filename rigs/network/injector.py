@@ -2,8 +2,14 @@
 
 The driver starts ``python -m rigs.network.bridge`` (inside ``ip netns exec NS`` when the bench
 YAML gives a namespace), waits — bounded — for the bridge to report ready on an inherited pipe,
-then talks to it over its unix control socket (JSON lines).  The bridge dies with the driver's
-process (``PR_SET_PDEATHSIG``, which survives the exec of ``ip netns exec``).
+then talks to it over its unix control socket (JSON lines, :mod:`protocols.jsonlines`).  The
+bridge dies with the driver's process (``PR_SET_PDEATHSIG``, which survives the exec of
+``ip netns exec``).
+
+Faults are rules built from :class:`~protocols.faults.FaultSpec` (:meth:`apply` returns the
+rule's id; several may be active at once).  Everything the driver returns is a typed record of
+:mod:`rigs.network.records`; a malformed answer from the bridge is a
+:class:`~protocols.errors.TransportError` naming the field.
 
 Caveat: the parent-death signal fires when the *thread* that called :meth:`open` ends, so open
 the injector from a thread that lives as long as the bench (the main thread, normally).
@@ -12,7 +18,6 @@ the injector from a thread that lives as long as the bench (the main thread, nor
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import select
@@ -21,52 +26,38 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
+from protocols.errors import DecodeError
+from protocols.faults import Direction, FaultKind, FaultSpec, Target
+from protocols.jsonlines import JsonLineBuffer, encode_line
 from protocols.masking import scrub
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, DeviceStateError, NoResponse, TransportError
-from rigs.network.bridge import BridgeState, Mode
+from rigs.events import Source
+from rigs.network.bridge import BridgeState
+from rigs.network.records import (
+    FRAME_DIRECTIONS,
+    ActiveRule,
+    CapturePaths,
+    InjectorStats,
+    RuleRecord,
+    Trip,
+    active_from_json,
+    covers,
+    list_from_json,
+)
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 PR_SET_PDEATHSIG = 1
 UNIX_PATH_MAX = 107
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-class NetworkInjector(Protocol):
-    """What the bench façade and the steps use of a network fault injector."""
-
-    name: str
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def pull_cable(self) -> None: ...
-
-    def pull_cable_on_next_request(self) -> None: ...
-
-    def last_trip(self) -> dict[str, Any] | None: ...
-
-    def trips(self, after: int = 0) -> list[dict[str, Any]]: ...
-
-    def restore(self) -> None: ...
-
-    @property
-    def mode(self) -> Mode: ...
-
-    def start_capture(self, path: Path) -> None: ...
-
-    def stop_capture(self) -> Path: ...
-
-    def stats(self) -> dict[str, Any]: ...
-
-    def is_nominal(self) -> bool: ...
-
-    def restore_nominal(self) -> None: ...
+ANSWER_MAX = 16 * 1024 * 1024
+"""Longest control answer accepted (the whole ledger: 200 rules x 50 trips fits)."""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -109,8 +100,9 @@ class ScapyBridgeInjector(Driver):
                               f"has at most {UNIX_PATH_MAX}: use a shorter workdir")
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: socket.socket | None = None
-        self._rbuf = bytearray()
-        self._capture_path: Path | None = None
+        self._rbuf = JsonLineBuffer("injector control socket", max_line=ANSWER_MAX)
+        self._pending: list[dict[str, Any]] = []
+        self._seq = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -153,6 +145,8 @@ class ScapyBridgeInjector(Driver):
             self._proc = None
             raise TransportError(f"{self!r}: open(): the bridge could not start: "
                                  f"{line or '(no report)'}; {why}")
+        self._rbuf.clear()
+        self._pending.clear()
         try:
             self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._conn.settimeout(self.reply_timeout_s)
@@ -188,7 +182,6 @@ class ScapyBridgeInjector(Driver):
             self._conn.close()
             self._conn = None
         self._terminate()
-        self._capture_path = None
         self.state = SessionState.CLOSED
 
     def _terminate(self) -> None:
@@ -256,9 +249,10 @@ class ScapyBridgeInjector(Driver):
         if proc is None or conn is None or proc.poll() is not None:
             raise TransportError(f"{self!r}: {operation}() needs the bridge process; "
                                  f"{self._exit_text()}")
+        self._seq += 1
         try:
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            answer = self._read_line(operation, request["op"])
+            conn.sendall(encode_line({**request, "seq": self._seq}))
+            answer = self._read_answer(operation, request["op"], self._seq)
         except OSError as exc:
             self._settle(proc)
             raise TransportError(f"{self!r}: {operation}(): control socket {self.control_path} "
@@ -267,16 +261,24 @@ class ScapyBridgeInjector(Driver):
             raise DeviceStateError(
                 f"{self!r}: {operation}(): the bridge is FAILED (a bug in the injector, not an "
                 f"injected fault): {answer.get('failure')}")
-        if not answer.get("ok"):
+        if answer.get("ok") is not True:
             raise DeviceStateError(f"{self!r}: {operation}(): the bridge refused "
                                    f"{request['op']!r}: {answer.get('error')}")
         return answer
 
-    def _read_line(self, operation: str, op: str) -> dict[str, Any]:
+    def _read_answer(self, operation: str, op: str, seq: int) -> dict[str, Any]:
+        """The answer carrying *seq* (or no seq at all); late answers to earlier requests (that
+        timed out) are skipped.  Bounded by :attr:`reply_timeout_s`."""
         conn = self._conn
         assert conn is not None
         deadline = time.monotonic() + self.reply_timeout_s
-        while b"\n" not in self._rbuf:
+        while True:
+            while self._pending:
+                answer = self._pending.pop(0)
+                if answer.get("seq", seq) == seq:
+                    return answer
+                log.debug("%r: skipped a late answer (seq %r) while waiting for %d", self,
+                          answer.get("seq"), seq)
             left = deadline - time.monotonic()
             readable, _, _ = select.select([conn], [], [], max(0.0, left))
             if not readable:
@@ -288,91 +290,177 @@ class ScapyBridgeInjector(Driver):
                     self._settle(self._proc)
                 raise TransportError(f"{self!r}: {operation}(): the bridge closed its control "
                                      f"socket; {self._exit_text()}")
-            self._rbuf += chunk
-        line, _, rest = bytes(self._rbuf).partition(b"\n")
-        self._rbuf[:] = rest
+            try:
+                self._pending.extend(self._rbuf.feed(chunk))
+            except DecodeError as exc:
+                raise TransportError(f"{self!r}: {operation}(): the bridge answered {op!r} with "
+                                     f"a malformed line: {exc}") from exc
+
+    def _parsed(self, op: str, parse: Callable[[], R]) -> R:
+        """Run *parse* on an answer to *op*; a malformed answer names the op and the field."""
         try:
-            answer = json.loads(line)
-        except ValueError as exc:
-            raise TransportError(f"{self!r}: {operation}(): the bridge answered {op!r} with "
-                                 f"something that is not JSON: {line[:200]!r}") from exc
-        if not isinstance(answer, dict):
-            raise TransportError(f"{self!r}: {operation}(): answer to {op!r} is not an object")
-        return answer
-
-    def _set_mode(self, operation: str, mode: Mode) -> None:
-        answer = self._request(operation, {"op": "set_mode", "mode": mode.value})
-        if answer.get("mode") != mode.value:
-            raise DeviceStateError(f"{self!r}: {operation}(): asked for mode {mode.value}, the "
-                                   f"bridge reports {answer.get('mode')}")
-        log.info("%r: mode %s", self, mode.value)
-
-    # --- the surface used by the bench ------------------------------------------------------------
+            return parse()
+        except TransportError as exc:
+            raise TransportError(f"{self!r}: malformed answer to {op!r} from the bridge: "
+                                 f"{exc}") from None
 
     def ping(self) -> int:
         """Round trip to the bridge; returns its pid."""
-        return int(self._request("ping", {"op": "ping"})["pid"])
+        answer = self._request("ping", {"op": "ping"})
+        pid = answer.get("pid")
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise TransportError(f"{self!r}: malformed answer to 'ping' from the bridge: pid "
+                                 f"must be an integer, got {pid!r}")
+        return pid
 
-    def pull_cable(self) -> None:
-        """Drop every frame in both directions (as if the terminal's cable were pulled)."""
-        self._set_mode("pull_cable", Mode.CABLE_PULLED)
+    # --- faults ---------------------------------------------------------------------------------
 
-    def pull_cable_on_next_request(self) -> None:
+    def apply(self, spec: FaultSpec) -> int:
+        """Arm *spec* as a new rule (after the active ones); returns its id."""
+        return self._arm("apply", spec)
+
+    def _arm(self, operation: str, spec: FaultSpec) -> int:
+        if not isinstance(spec, FaultSpec):
+            raise ConfigError(f"{self!r}: apply() takes a FaultSpec, got {type(spec).__name__}")
+        if spec.target is not Target.NETWORK:
+            raise ConfigError(f"{self!r}: apply({spec.describe()}): a {spec.target.value} fault; "
+                              f"the network injector carries out network faults only")
+        answer = self._request(operation, {"op": "add_rule", "rule": spec.to_json()})
+        record = self._parsed("add_rule", lambda: RuleRecord.from_json(answer.get("rule"), "rule"))
+        if answer.get("id") != record.id:
+            raise TransportError(f"{self!r}: malformed answer to 'add_rule' from the bridge: id "
+                                 f"must be {record.id} (the rule's id), got {answer.get('id')!r}")
+        log.info("%r: rule #%d %s armed", self, record.id, spec.describe())
+        self.event_sink.publish(Source.NETWORK, "fault", "armed", spec.describe(),
+                                t=record.armed, data={"rule": record.id})
+        return record.id
+
+    def clear(self, rule_id: int) -> None:
+        """Clear the active rule *rule_id* (an unknown or already cleared id is refused)."""
+        if isinstance(rule_id, bool) or not isinstance(rule_id, int):
+            raise ConfigError(f"{self!r}: clear() takes a rule id (int), got {rule_id!r}")
+        answer = self._request("clear", {"op": "clear_rule", "id": rule_id})
+        self._cleared([self._parsed("clear_rule",
+                                    lambda: RuleRecord.from_json(answer.get("rule"), "rule"))])
+
+    def clear_all(self) -> None:
+        """Clear every active rule: everything is forwarded untouched again."""
+        answer = self._request("clear_all", {"op": "clear_rules"})
+        self._cleared(self._parsed("clear_rules", lambda: list_from_json(
+            answer, "cleared", RuleRecord.from_json)))
+
+    def _cleared(self, records: list[RuleRecord]) -> None:
+        for record in records:
+            log.info("%r: rule #%d %s cleared", self, record.id, record.current.describe())
+            self.event_sink.publish(Source.NETWORK, "fault", "cleared", record.spec.describe(),
+                                    t=record.cleared, data={"rule": record.id})
+
+    def pull_cable(self, direction: Direction = Direction.BOTH) -> int:
+        """Drop every frame travelling *direction* (both: as if the terminal's cable were
+        pulled).  Returns the rule id."""
+        return self._arm("pull_cable",
+                         FaultSpec.of(FaultKind.CABLE_PULL, direction=Direction(direction).value))
+
+    def pull_cable_on_next_request(self) -> int:
         """Arm a traffic-triggered pull: frames pass (ARP, the TCP handshake) until the terminal
-        sends data towards the host; that segment is dropped and the cable is pulled from then
-        on.  :meth:`last_trip` tells when and on which segment it happened."""
-        self._set_mode("pull_cable_on_next_request", Mode.PULL_ON_REQUEST)
-
-    def last_trip(self) -> dict[str, Any] | None:
-        """The traffic-triggered switch since the mode was last set (``from``, ``to``,
-        ``direction``, ``frame`` description, ``tcp`` header fields, ``wall`` time), or None
-        if the armed fault has not tripped."""
-        trip = self._request("last_trip", {"op": "stats"}).get("trip")
-        return trip if isinstance(trip, dict) else None
-
-    def trips(self, after: int = 0) -> list[dict[str, Any]]:
-        """The traffic-triggered switches numbered above *after* (the bridge keeps the latest
-        100; each has ``n``, counted from 1 since the bridge started)."""
-        trips = self._request("trips", {"op": "stats"}).get("trips") or []
-        return [t for t in trips if isinstance(t, dict) and int(t.get("n", 0)) > after]
+        sends data towards the host; that segment is dropped and the rule becomes
+        CABLE_PULL(both).  :meth:`last_trip` tells when and on which segment.  Returns the id."""
+        return self._arm("pull_cable_on_next_request", FaultSpec.of(FaultKind.PULL_ON_REQUEST))
 
     def restore(self) -> None:
-        """Forward everything again."""
-        self._set_mode("restore", Mode.PASS)
+        """Forward everything again (:meth:`clear_all`)."""
+        self.clear_all()
 
-    @property
-    def mode(self) -> Mode:
-        return Mode(self._request("mode", {"op": "stats"})["mode"])
+    def fault_ledger(self) -> list[RuleRecord]:
+        """Every rule the bridge keeps (the latest 200), oldest first, active or cleared."""
+        answer = self._request("fault_ledger", {"op": "rules"})
+        return self._parsed("rules", lambda: list_from_json(answer, "rules", RuleRecord.from_json))
+
+    def active(self) -> list[RuleRecord]:
+        """The active rules, in the order they apply to each frame."""
+        return [r for r in self.fault_ledger() if r.active]
+
+    def _active_rules(self, operation: str) -> tuple[ActiveRule, ...]:
+        answer = self._request(operation, {"op": "ping"})
+        return self._parsed("ping", lambda: active_from_json(answer))
+
+    def is_cable_pulled(self, direction: Direction = Direction.BOTH) -> bool:
+        """Whether active CABLE_PULL rules drop every frame travelling *direction* (both: both
+        ways, by one rule or two)."""
+        wanted = [d for d in FRAME_DIRECTIONS if covers(Direction(direction), d)]
+        reach = [Direction(r.spec.params["direction"])
+                 for r in self._active_rules("is_cable_pulled")
+                 if r.spec.kind is FaultKind.CABLE_PULL]
+        return all(any(covers(r, d) for r in reach) for d in wanted)
+
+    def trips(self, after: int = 0) -> list[Trip]:
+        """The trips numbered above *after* (``n`` counts from 1 over the bridge's life; the
+        ledger keeps the latest 50 of each of its 200 rules)."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ConfigError(f"{self!r}: trips(after=...) takes a trip number >= 0, got "
+                              f"{after!r}")
+        answer = self._request("trips", {"op": "trips", "after": after})
+        return self._parsed("trips", lambda: list_from_json(answer, "trips", Trip.from_json))
+
+    def last_trip(self) -> Trip | None:
+        """The newest trip of a rule that is still active, or None (an armed fault that has not
+        tripped yet, or every rule cleared)."""
+        fired = [r.last_trip for r in self.active() if r.last_trip is not None]
+        return max(fired, key=lambda t: t.n) if fired else None
+
+    def publish_trips(self, after: int) -> int:
+        """Publish every trip numbered above *after* as a ``fault``/``fired`` network event at
+        the trip's wall time; returns the highest trip number seen (*after* if none)."""
+        highest = after
+        for trip in self.trips(after):
+            became = f"; became {trip.became.describe()}" if trip.became is not None else ""
+            self.event_sink.publish(
+                Source.NETWORK, "fault", "fired",
+                f"{trip.spec.describe()}: {trip.action.value} {trip.direction.value} "
+                f"{trip.frame}{became}",
+                t=trip.wall, data={"rule": trip.rule_id, "n": trip.n})
+            highest = max(highest, trip.n)
+        return highest
+
+    # --- capture and counters -------------------------------------------------------------------
 
     def start_capture(self, path: Path) -> None:
-        """Write every frame seen (both directions, forwarded or dropped) to pcap *path*."""
+        """Write every frame seen (both directions, whatever became of it) to pcap *path*, and
+        every frame delivered (sent out of a port) to ``PATH.delivered.pcap`` next to it."""
         target = Path(path).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         self._request("start_capture", {"op": "start_capture", "path": str(target)})
-        self._capture_path = target
 
-    def stop_capture(self) -> Path:
-        """Stop the capture; the file is flushed and closed when this returns."""
-        answer = self._request("stop_capture", {"op": "stop_capture"})
-        self._capture_path = None
-        return Path(answer["path"])
+    def _capture(self, operation: str, op: str) -> CapturePaths:
+        answer = self._request(operation, {"op": op})
+        return self._parsed(op, lambda: CapturePaths.from_json(answer.get("capture"), "capture"))
 
-    def stats(self) -> dict[str, Any]:
-        """Counters per direction (frames/bytes forwarded and dropped, …), mode, state, capture."""
+    def flush_capture(self) -> CapturePaths:
+        """Flush both capture files (they stay open): decodable up to now, mid-scenario."""
+        return self._capture("flush_capture", "flush_capture")
+
+    def stop_capture(self) -> CapturePaths:
+        """Stop the capture; both files are flushed and closed when this returns."""
+        return self._capture("stop_capture", "stop_capture")
+
+    def stats(self) -> InjectorStats:
+        """Counters per direction (frames/bytes forwarded and dropped, …), deferred frames,
+        the running capture and the number of trips so far."""
         answer = self._request("stats", {"op": "stats"})
-        answer.pop("ok", None)
-        return answer
+        return self._parsed("stats", lambda: InjectorStats.from_json(answer, "stats"))
+
+    # --- nominal --------------------------------------------------------------------------------
 
     def is_nominal(self) -> bool:
-        """The bridge process is alive, answers, is not FAILED and forwards everything."""
+        """The bridge process is alive, answers, is not FAILED and has no active rule."""
         if self.state is not SessionState.OPEN:
             return False
         try:
-            return self.mode is Mode.PASS
+            return not self._active_rules("is_nominal")
         except (TransportError, NoResponse, DeviceStateError) as exc:
             log.warning("%r: not nominal: %s", self, exc)
             return False
 
     def restore_nominal(self) -> None:
-        """Back to PASS (raises if the bridge is dead or FAILED: that is not a state to hide)."""
-        self.restore()
+        """Clear every rule (raises if the bridge is dead or FAILED: not a state to hide)."""
+        self.clear_all()

@@ -4,7 +4,7 @@ Run as ``python fake_bridge.py <the bridge's arguments>``.  It is the real
 :func:`rigs.network.bridge.main` (control socket, signals, capture, rules) with each "interface"
 replaced by a unix datagram socket: the bridge receives the frames of interface X on
 ``DIR/X.in`` and sends the frames for X to ``DIR/X.out`` (DIR = the control socket's folder).
-With ``--fail-on-pull`` the CABLE_PULLED rule raises, to test how a rule's bug is reported.
+With ``--fail-on-pull`` the CABLE_PULL rule raises, to test how a rule's bug is reported.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import socket
 import sys
 from pathlib import Path
 
-from rigs.network.bridge import MODE_RULES, Direction, Mode, Verdict, main, pass_rule
+from protocols.faults import Direction, FaultKind, FaultSpec
+from rigs.network.bridge import RULE_KINDS, Rule, RuleFactory, Verdict, main
 
 
 class DgramPort:
@@ -42,13 +43,17 @@ def broken_rule(direction: Direction, frame: bytes, now: float) -> Verdict:
     raise ZeroDivisionError("a bug in a rule")
 
 
+def broken_factory(spec: FaultSpec) -> Rule:
+    return broken_rule
+
+
 def run(argv: list[str]) -> int:
-    rules = dict(MODE_RULES)
+    kinds: dict[FaultKind, RuleFactory] = dict(RULE_KINDS)
     if "--fail-on-pull" in argv:
         argv = [a for a in argv if a != "--fail-on-pull"]
-        rules = {Mode.PASS: pass_rule, Mode.CABLE_PULLED: broken_rule}
+        kinds[FaultKind.CABLE_PULL] = broken_factory
     folder = Path(argv[argv.index("--control") + 1]).parent
-    return main(argv, port_factory=lambda name: DgramPort(name, folder), rules=rules)
+    return main(argv, port_factory=lambda name: DgramPort(name, folder), rule_kinds=kinds)
 
 
 if __name__ == "__main__":

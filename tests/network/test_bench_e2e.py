@@ -1,5 +1,6 @@
 """End to end (root): a test topology, the real bridge in the rig namespace, TCP from the
-terminal's namespace to a server in the host's, cable pull and restore, pcap, no kernel path."""
+terminal's namespace to a server in the host's, cable pull and restore, the seen and delivered
+pcaps, no kernel path."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from rigs.network import Mode, ScapyBridgeInjector
+from protocols.faults import Direction
+from rigs.network import ScapyBridgeInjector
 from sim import netns
 from sim.netns import Topology
 from tests.network.bench_helpers import (
@@ -67,21 +69,22 @@ def test_pass_pull_restore_and_capture(topo: Topology, server: socket.socket,
         assert exchange(topo, server, payload, WAIT_S) == payload
 
         injector.pull_cable()
-        assert injector.mode is Mode.CABLE_PULLED
+        assert injector.is_cable_pulled()
         failed, took = connect_fails(topo, PULLED_WAIT_S)
         assert failed, "connected through a pulled cable"
         assert took < PULLED_WAIT_S + 0.5
-        dropped = injector.stats()["directions"]["terminal_to_host"]
-        assert dropped["frames_dropped"] >= 1  # at least the SYN
+        dropped = injector.stats().direction(Direction.TO_HOST)
+        assert dropped.frames_dropped >= 1  # at least the SYN
 
         injector.restore()
         assert injector.is_nominal()
         assert exchange(topo, server, b"again", WAIT_S) == b"again"
-        pcap = injector.stop_capture()
+        final = injector.stats()
+        capture = injector.stop_capture()
     finally:
         injector.close()
 
-    frames = rdpcap(str(pcap))
+    frames = rdpcap(str(capture.seen))
     syns = [f for f in frames if TCP in f and f[TCP].flags == "S" and f[TCP].dport == HOST_PORT]
     assert len(syns) >= 3, "the SYNs of the pass, the pulled and the restored connect"
     assert all(f[IP].src == topo.terminal_ip and f[IP].dst == topo.host_ip for f in syns)
@@ -90,6 +93,17 @@ def test_pass_pull_restore_and_capture(topo: Topology, server: socket.socket,
     assert data.count(b"again") == 2
     stats_total = sum(1 for f in frames if TCP in f)
     assert stats_total >= len(syns) + 4
+    # what reached the other side: everything seen but the frames the pulled cable dropped
+    delivered = rdpcap(str(capture.delivered))
+    assert capture.frames_seen == len(frames) and capture.frames_delivered == len(delivered)
+    # frames are only dropped while the cable is pulled, inside the capture
+    assert len(frames) - len(delivered) == (final.to_host.frames_dropped
+                                            + final.to_terminal.frames_dropped)
+    delivered_syns = [f for f in delivered
+                      if TCP in f and f[TCP].flags == "S" and f[TCP].dport == HOST_PORT]
+    assert 2 <= len(delivered_syns) < len(syns)  # the pulled connect's SYN never arrived
+    assert [bytes(f[TCP].payload) for f in delivered
+            if TCP in f and len(f[TCP].payload)].count(payload) == 2
 
 
 def test_pull_on_request_lets_the_connection_up_and_drops_the_request(
@@ -100,8 +114,8 @@ def test_pull_on_request_lets_the_connection_up_and_drops_the_request(
     conn: socket.socket | None = None
     try:
         assert exchange(topo, server, b"warm", WAIT_S) == b"warm"
-        injector.pull_cable_on_next_request()
-        assert injector.mode is Mode.PULL_ON_REQUEST and injector.last_trip() is None
+        rule_id = injector.pull_cable_on_next_request()
+        assert not injector.is_cable_pulled() and injector.last_trip() is None
         client.settimeout(WAIT_S)
         client.connect((topo.host_ip, HOST_PORT))  # the handshake crosses the armed bridge
         server.settimeout(WAIT_S)
@@ -112,11 +126,12 @@ def test_pull_on_request_lets_the_connection_up_and_drops_the_request(
         with pytest.raises(TimeoutError):
             conn.recv(64)  # the request never arrives (nor its retransmissions)
         trip = injector.last_trip()
-        assert trip is not None and injector.mode is Mode.CABLE_PULLED
-        assert trip["direction"] == "terminal_to_host" and trip["to"] == "CABLE_PULLED"
-        assert trip["tcp"]["dport"] == HOST_PORT and trip["tcp"]["payload_len"] == 7
-        assert trip["tcp"]["src"] == topo.terminal_ip
-        assert [t["n"] for t in injector.trips(after=trip["n"] - 1)] == [trip["n"]]
+        assert trip is not None and injector.is_cable_pulled() and trip.rule_id == rule_id
+        assert trip.direction is Direction.TO_HOST and trip.became is not None
+        assert trip.became.kind.value == "cable_pull"
+        assert trip.tcp is not None and trip.tcp.dport == HOST_PORT and trip.tcp.payload_len == 7
+        assert trip.tcp.src == topo.terminal_ip and trip.tcp.is_ack and trip.tcp.carries_data
+        assert [t.n for t in injector.trips(after=trip.n - 1)] == [trip.n]
         injector.restore()
         assert injector.is_nominal() and injector.last_trip() is None
         conn.settimeout(2 * WAIT_S)  # the next retransmission comes after TCP's backoff

@@ -16,17 +16,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
+from protocols.faults import Direction, FaultKind, FaultSpec
 from rigs.errors import ConfigError, DeviceStateError, NoResponse, TransportError
-from rigs.network import Mode, NetworkInjector, ScapyBridgeInjector
+from rigs.events import EventStream, Source
+from rigs.network import NetworkInjector, ScapyBridgeInjector
+from rigs.network.records import Action, CapturePaths
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_bridge.py"
 ETH = bytes.fromhex("020000000002" "020000000001" "0800")
 WAIT_S = 2.0
+PULL = FaultSpec.of(FaultKind.CABLE_PULL, direction="both")
+ARMED = FaultSpec.of(FaultKind.PULL_ON_REQUEST)
+
+
+def tcp_frame(flags: str, payload: bytes = b"", seq: int = 1000) -> bytes:
+    """A frame from the terminal to the acquirer's port."""
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                 / IP(src="198.18.0.10", dst="198.18.0.20")
+                 / TCP(sport=40000, dport=8583, flags=flags, seq=seq) / payload)
 
 
 def fake_python(folder: Path, *extra: str) -> str:
@@ -88,6 +103,8 @@ def test_is_a_network_injector_and_closed_methods_say_so(workdir: Path) -> None:
     typed: NetworkInjector = inj  # the seam is checked by mypy
     assert typed is inj
     assert inj.is_nominal() is False
+    with pytest.raises(DeviceStateError, match=r"pull_cable_on_next_request\(\) needs an open session"):
+        inj.pull_cable_on_next_request()
     with pytest.raises(DeviceStateError,
                        match=r"ScapyBridgeInjector\(net\): pull_cable\(\) needs an open session; "
                              "state is CLOSED"):
@@ -110,27 +127,108 @@ def test_bad_configuration_is_refused_in_init(tmp_path: Path) -> None:
 def test_forwards_exact_frames_pulls_and_restores(injector: ScapyBridgeInjector,
                                                    wires: Wires) -> None:
     request, response = ETH + b"req", ETH + b"resp"
-    assert injector.is_nominal() and injector.mode is Mode.PASS
+    assert injector.is_nominal() and injector.active() == [] and not injector.is_cable_pulled()
     wires.from_terminal(request)
     assert recv_or_none(wires.host, WAIT_S) == request
     wires.from_host(response)
     assert recv_or_none(wires.terminal, WAIT_S) == response
 
-    injector.pull_cable()
-    assert injector.mode is Mode.CABLE_PULLED and not injector.is_nominal()
+    rule_id = injector.pull_cable()
+    assert injector.is_cable_pulled() and not injector.is_nominal()
+    assert [(r.id, r.spec) for r in injector.active()] == [(rule_id, PULL)]
     wires.from_terminal(request)
     wires.from_host(response)
     stats = injector.stats()
-    assert stats["directions"]["terminal_to_host"]["frames_dropped"] == 1
-    assert stats["directions"]["host_to_terminal"]["frames_dropped"] == 1
-    assert stats["directions"]["terminal_to_host"]["bytes_forwarded"] == len(request)
+    assert stats.to_host.frames_dropped == 1
+    assert stats.direction(Direction.TO_TERMINAL).frames_dropped == 1
+    assert stats.to_host.bytes_forwarded == len(request)
 
     injector.restore_nominal()
-    assert injector.is_nominal()
+    assert injector.is_nominal() and not injector.is_cable_pulled()
     wires.from_terminal(request)
     assert recv_or_none(wires.host, WAIT_S) == request
     assert recv_or_none(wires.host, 0.05) is None
     assert recv_or_none(wires.terminal, 0.05) is None
+
+
+def test_one_way_pulls_and_two_rules_at_once(injector: ScapyBridgeInjector, wires: Wires) -> None:
+    up, down = ETH + b"up", ETH + b"down"
+    to_terminal = injector.pull_cable(Direction.TO_TERMINAL)
+    assert injector.is_cable_pulled(Direction.TO_TERMINAL)
+    assert not injector.is_cable_pulled(Direction.TO_HOST) and not injector.is_cable_pulled()
+    wires.from_terminal(up)
+    assert recv_or_none(wires.host, WAIT_S) == up
+    wires.from_host(down)
+    assert recv_or_none(wires.terminal, 0.1) is None
+
+    to_host = injector.apply(FaultSpec.of("cable_pull", direction="terminal_to_host"))
+    assert injector.is_cable_pulled()  # both ways, by two rules
+    assert [r.id for r in injector.active()] == [to_terminal, to_host]
+    injector.clear(to_terminal)  # the other one stays
+    assert [r.id for r in injector.active()] == [to_host]
+    wires.from_host(down)
+    assert recv_or_none(wires.terminal, WAIT_S) == down
+    wires.from_terminal(up)
+    assert recv_or_none(wires.host, 0.1) is None
+    with pytest.raises(DeviceStateError, match=rf"refused 'clear_rule': clear_rule: rule "
+                                               rf"#{to_terminal} .* was already cleared"):
+        injector.clear(to_terminal)
+    injector.clear_all()
+    assert injector.is_nominal()
+    ledger = injector.fault_ledger()
+    assert [(r.id, r.active, r.cleared is not None) for r in ledger] == [
+        (to_terminal, False, True), (to_host, False, True)]
+    assert ledger[0].armed <= ledger[0].cleared  # type: ignore[operator]
+
+
+def test_apply_refuses_what_is_not_a_network_fault(injector: ScapyBridgeInjector) -> None:
+    with pytest.raises(ConfigError, match=r"apply\(paper_out\(\)\): a switch fault; the network "
+                                          r"injector carries out network faults only"):
+        injector.apply(FaultSpec.of("paper_out"))
+    with pytest.raises(ConfigError, match="takes a FaultSpec, got dict"):
+        injector.apply({"kind": "cable_pull"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="takes a rule id"):
+        injector.clear("1")  # type: ignore[arg-type]
+    assert injector.fault_ledger() == []
+
+
+def test_pull_on_request_trips_and_every_step_is_published(injector: ScapyBridgeInjector,
+                                                          wires: Wires) -> None:
+    stream = EventStream()
+    injector.event_sink = stream
+    assert injector.event_sink is stream
+    syn, request = tcp_frame("S"), tcp_frame("PA", b"\x00\x05hello", seq=4242)
+    before = time.time()
+    rule_id = injector.pull_cable_on_next_request()
+    assert injector.last_trip() is None and injector.trips() == []
+    wires.from_terminal(syn)
+    assert recv_or_none(wires.host, WAIT_S) == syn
+    wires.from_terminal(request)
+    assert recv_or_none(wires.host, 0.1) is None  # the request was dropped
+    trip = injector.last_trip()
+    assert trip is not None and trip.rule_id == rule_id and trip.n == 1
+    assert trip.direction is Direction.TO_HOST and trip.action is Action.DROP
+    assert trip.tcp is not None and trip.tcp.carries_data and trip.tcp.dport == 8583
+    assert trip.tcp.payload_len == 7 and trip.became == PULL and trip.spec == ARMED
+    assert before <= trip.wall <= time.time()
+    assert injector.is_cable_pulled() and injector.trips(after=1) == []
+    (record,) = injector.active()
+    assert (record.spec, record.current, record.fired) == (ARMED, PULL, (trip,))
+
+    assert injector.publish_trips(0) == 1
+    assert injector.publish_trips(1) == 1  # nothing new
+    injector.restore()
+    assert injector.last_trip() is None and [t.n for t in injector.trips()] == [1]
+    events = [(e.source, e.kind, e.name, e.detail) for e in stream.events()]
+    assert events == [
+        (Source.NETWORK, "fault", "armed", "pull_on_request()"),
+        (Source.NETWORK, "fault", "fired", f"pull_on_request(): drop terminal_to_host "
+                                           f"{trip.frame}; became cable_pull(direction=both)"),
+        (Source.NETWORK, "fault", "cleared", "pull_on_request()"),
+    ]
+    armed, fired, cleared = stream.events()
+    assert armed.t == record.armed and fired.t == trip.wall and cleared.t >= fired.t
+    assert fired.data == {"rule": rule_id, "n": 1}
 
 
 def test_capture_is_flushed_by_stop_and_by_sigterm(injector: ScapyBridgeInjector, wires: Wires,
@@ -140,17 +238,49 @@ def test_capture_is_flushed_by_stop_and_by_sigterm(injector: ScapyBridgeInjector
     wires.from_terminal(frames[0])
     assert recv_or_none(wires.host, WAIT_S) == frames[0]
     injector.pull_cable()
-    wires.from_host(frames[1])  # dropped, still captured
-    injector.stats()
-    assert injector.stop_capture() == workdir / "a.pcap"
+    wires.from_host(frames[1])  # dropped, still seen; not delivered
+    mid = injector.flush_capture()  # decodable mid-capture
+    assert mid == CapturePaths(workdir / "a.pcap", workdir / "a.delivered.pcap", 2, 1)
+    assert [bytes(p) for p in rdpcap(str(mid.seen))] == frames[:2]
+    assert [bytes(p) for p in rdpcap(str(mid.delivered))] == frames[:1]
+    assert injector.stats().capture == mid
+    assert injector.stop_capture() == mid
     assert [bytes(p) for p in rdpcap(str(workdir / "a.pcap"))] == frames[:2]
 
     injector.restore()
     injector.start_capture(workdir / "b.pcap")
     wires.from_terminal(frames[2])
     assert recv_or_none(wires.host, WAIT_S) == frames[2]
-    injector.close()  # SIGTERM with a capture running: the file must be complete
+    injector.close()  # SIGTERM with a capture running: both files must be complete
     assert [bytes(p) for p in rdpcap(str(workdir / "b.pcap"))] == [frames[2]]
+    assert [bytes(p) for p in rdpcap(str(workdir / "b.delivered.pcap"))] == [frames[2]]
+
+
+def test_a_malformed_answer_is_a_transport_error_naming_the_field(
+        injector: ScapyBridgeInjector, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: dict[str, dict[str, Any]] = {
+        "stats": {"directions": {"terminal_to_host": {}}, "deferred": 0},
+        "rules": {"rules": [{"id": 1, "spec": {"kind": "cable_pull"}}]},
+        "trips": {"trips": "none"},
+        "flush_capture": {"capture": {"seen": "/a", "delivered": None}},
+    }
+
+    def fake(operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "state": "RUNNING", "failure": None, "active": [],
+                **answers[request["op"]]}
+
+    monkeypatch.setattr(injector, "_request", fake)
+    with pytest.raises(TransportError, match=r"ScapyBridgeInjector\(net\): malformed answer to "
+                       r"'stats' from the bridge: stats\.directions\.terminal_to_host\."
+                       r"frames_forwarded must be an integer >= 0, got None"):
+        injector.stats()
+    with pytest.raises(TransportError, match=r"'rules' from the bridge: rules\[0\]\.fired must be a "
+                                             r"list, got None"):
+        injector.fault_ledger()
+    with pytest.raises(TransportError, match=r"trips must be a list, got 'none'"):
+        injector.trips()
+    with pytest.raises(TransportError, match=r"capture\.delivered must be a string, got None"):
+        injector.flush_capture()
 
 
 def test_refusals_from_the_bridge_become_device_state_errors(
@@ -165,11 +295,11 @@ def test_a_rule_bug_fails_loudly(workdir: Path, wires: Wires) -> None:
                               python=fake_python(workdir, "--fail-on-pull"))
     inj.open()
     try:
-        inj.pull_cable()
+        rule_id = inj.pull_cable()
         wires.from_terminal(ETH + b"x")
         with pytest.raises(DeviceStateError, match=r"the bridge is FAILED \(a bug in the injector, "
-                           r"not an injected fault\): rule for mode CABLE_PULLED raised "
-                           r"ZeroDivisionError: a bug in a rule"):
+                           rf"not an injected fault\): rule #{rule_id} cable_pull\(direction=both\) "
+                           r"raised ZeroDivisionError: a bug in a rule"):
             inj.stats()
         assert inj.is_nominal() is False
         with pytest.raises(DeviceStateError, match="FAILED"):

@@ -14,7 +14,13 @@ import pytest
 from protocols.errors import SimError
 from sim import netns
 from sim.netns import Topology
-from tests.network.bench_helpers import needs_root, unique_topology
+from tests.network.bench_helpers import (
+    connect_fails,
+    exchange,
+    listen_in_host_ns,
+    needs_root,
+    unique_topology,
+)
 
 
 def ip_json(*args: str) -> list[dict[str, Any]]:
@@ -37,6 +43,7 @@ def test_test_topologies_never_use_the_integration_names() -> None:
     t = Topology.with_prefix("nt1234a")
     assert t.namespaces == ("nt1234adut", "nt1234aacq", "nt1234arig")
     assert max(len(name) for _, name in t.links) <= 15
+    assert t.bridge_if == "nt1234abr" and Topology.default().bridge_if == "r-br"
     with pytest.raises(SimError, match="would give the integration run's namespace names"):
         Topology.with_prefix("")
     with pytest.raises(SimError, match="term_if='a-very-long-prefixt0' is not a usable"):
@@ -142,3 +149,34 @@ def test_partial_failure_removes_what_was_made_and_names_the_command(topo: Topol
                                        r"with exit code \d+: .*198.18.0.999"):
         netns.create(broken)
     assert netns.leftovers(broken) == []
+
+
+@needs_root
+def test_a_kernel_bridge_cables_the_terminal_straight_to_the_host(topo: Topology) -> None:
+    netns.create(topo)  # first without: still no kernel path
+    assert not netns.has_kernel_bridge(topo)
+    server = listen_in_host_ns(topo)
+    try:
+        failed, _ = connect_fails(topo, 0.5)
+        assert failed, "terminal reached the host without bridge nor injector: a kernel path"
+    finally:
+        server.close()
+
+    netns.create(topo, kernel_bridge=True)  # over the leftovers: rebuilt with the bridge
+    assert netns.exists(topo) and netns.has_kernel_bridge(topo)
+    (bridge,) = ip_json("-n", topo.rig_ns, "-d", "link", "show", "type", "bridge")
+    assert bridge["ifname"] == topo.bridge_if and "UP" in bridge["flags"]
+    info = bridge["linkinfo"]["info_data"]
+    assert info["stp_state"] == 0 and info["forward_delay"] == 0
+    rig = {a["ifname"]: a for a in ip_json("-n", topo.rig_ns, "addr")}
+    assert rig[topo.bridge_if]["addr_info"] == []  # silent: not even an IPv6 link-local
+    for end in (topo.rig_term_if, topo.rig_host_if):
+        assert rig[end]["master"] == topo.bridge_if and rig[end]["addr_info"] == []
+    server = listen_in_host_ns(topo)
+    try:  # no injector runs: the kernel forwards
+        assert exchange(topo, server, b"\x00\x05hello", 2.0) == b"\x00\x05hello"
+    finally:
+        server.close()
+    removed = netns.destroy(topo)
+    assert removed == [f"deleted netns {ns}" for ns in topo.namespaces]
+    assert netns.leftovers(topo) == []
