@@ -1,61 +1,51 @@
-"""The bench façade the steps use: ``bench.terminal``, ``bench.cards``, ``bench.power``,
-``bench.switch``, ``bench.network``, ``bench.host``.
+"""The bench façade the steps use.
 
-Built from a :class:`~rigs.config.BenchConfig`; the same code drives the virtual bench and a lab.
-It knows what "nominal" means for a bench (supply on at nominal voltage, network passing, paper
-in, no card in the slot, terminal idle) and restores it after every scenario; a bench that cannot
-be restored is marked broken so later scenarios fail at once with the first reason.
+``bench.terminal`` (a :class:`~rigs.interfaces.TerminalLink`) is always there; every other part
+is reached through a typed accessor that raises :class:`~rigs.errors.CapabilityMissing` (turned
+into a skip with the reason by the plugin) when the bench file lacks it: ``bench.cards``,
+``bench.power``, ``bench.switch``, ``bench.network``, and ``bench.acquirer`` (what crossed the
+wire, what the host booked).  ``bench.has(Capability…)`` asks without raising.
+
+The bench YAML chooses each implementation (:mod:`rigs.registry`); the façade names only the
+interfaces.  Every instrument answers ``is_nominal()`` / ``restore_nominal()``, so after every
+scenario the bench restores them in one loop; a bench that cannot be restored is marked broken
+and later scenarios fail at once with the first reason.
+
+Per scenario the bench keeps one event stream (:mod:`rigs.events`) every instrument publishes
+into and a fault ledger (:mod:`rigs.faults`); faults go through :meth:`Bench.inject` so each is
+recorded and cleared when the scenario ends.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from protocols.faults import FaultKind, FaultSpec
+from rigs import registry
+from rigs.acquirer import AcquirerView, decode_wire
+from rigs.capabilities import CAPABILITY_OF_TAG, REQUIREMENT, Capability, reason
 from rigs.config import BenchConfig
-from rigs.errors import BenchNotNominal, CapabilityMissing, NoResponse, RigError
-
-if TYPE_CHECKING:
-    from rigs.cards import PcscCardBank
-    from rigs.host import SqliteAcquirerLedger
-    from rigs.network import ScapyBridgeInjector
-    from rigs.power import ScpiPowerSupply
-    from rigs.switch import ScpiRelayUnit
-    from rigs.terminal import SerialTerminalLink, TerminalStatus
+from rigs.errors import BenchNotNominal, CapabilityMissing, ConfigError, RigError
+from rigs.events import EventStream, Source
+from rigs.faults import FaultLedger, FaultRecord
+from rigs.interfaces import (
+    AcquirerLedger,
+    CardBank,
+    Instrument,
+    NetworkInjector,
+    PowerSupply,
+    SwitchUnit,
+    TerminalLink,
+)
 
 log = logging.getLogger(__name__)
 
 PAPER_SENSOR = "paper_sensor"
-RECOVERY_BOUND = 5.0
-"""Longest wait (s), when the bench is restored, for the terminal to report that a fault the
-instruments just cleared is gone (card removed, paper in, battery fine)."""
-
-
-@dataclass(frozen=True)
-class TerminalCheck:
-    """One condition of a nominal terminal, as its STATUS shows it, and the event that says it
-    has recovered."""
-
-    failing: Callable[[TerminalStatus], bool]
-    recovery_event: str
-    describe: Callable[[TerminalStatus], str]
-
-
-TERMINAL_CHECKS = (
-    TerminalCheck(lambda st: st.card_present, "CARD_REMOVED",
-                  lambda st: "a card is still in the slot"),
-    TerminalCheck(lambda st: not st.paper_present, "PAPER_OK",
-                  lambda st: "paper sensor says no paper"),
-    TerminalCheck(lambda st: st.battery_low, "BATTERY_OK",
-                  lambda st: f"battery low at {st.supply_volts:.2f} V"),
-)
-
-# Scenario tags → the bench section they need.
-CAPABILITY_OF_TAG = {"card": "cards", "power": "power", "printer": "switch", "network": "network"}
+SAMPLE_PERIOD_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -66,230 +56,270 @@ class Evidence:
     path: Path | None = None
 
 
-def missing_capabilities(config: BenchConfig, tags: set[str]) -> list[str]:
-    """What a bench lacks for a scenario with *tags* (empty: it can run)."""
+def missing_for_tags(config: BenchConfig, tags: Iterable[str]) -> list[str]:
+    """Why a scenario with *tags* cannot run on the bench *config* describes (empty: it can)."""
     out = []
-    for tag, section in CAPABILITY_OF_TAG.items():
-        if tag in tags and getattr(config, section) is None:
-            out.append(f"@{tag} needs a '{section}' section in the bench file")
-    if "printer" in tags and config.switch is not None \
-            and PAPER_SENSOR not in config.switch.channels:
-        out.append(f"@printer needs switch.channels.{PAPER_SENSOR} in the bench file")
-    if "hw_only" in tags and config.bench.kind == "virtual":
-        out.append("@hw_only scenarios need a lab bench")
+    for tag in sorted(set(tags)):
+        cap = CAPABILITY_OF_TAG.get(tag)
+        if cap is not None and lacks(config, cap):
+            out.append(reason(f"@{tag}", cap))
     return out
 
 
-class Bench:
-    """One bench: its drivers, opened together, restored to nominal together."""
+def missing_capabilities(config: BenchConfig, tags: set[str]) -> list[str]:
+    """Alias kept for labs' conftests written against the first release."""
+    return missing_for_tags(config, tags)
 
-    def __init__(self, config: BenchConfig, *, workdir: Path) -> None:
+
+def lacks(config: BenchConfig, cap: Capability) -> bool:
+    """True when the bench *config* describes has no part providing *cap*."""
+    if cap is Capability.CARDS:
+        return config.cards is None
+    if cap is Capability.POWER:
+        return config.power is None
+    if cap is Capability.PAPER_SENSOR:
+        return config.switch is None or PAPER_SENSOR not in config.switch.channels
+    if cap is Capability.NETWORK:
+        return config.network is None
+    if cap is Capability.WIRE:
+        return config.network is None or config.host is None
+    if cap is Capability.LEDGER:
+        return config.host is None or config.host.ledger is None
+    if cap is Capability.LAB:
+        return config.bench.kind == "virtual"
+    raise ConfigError(f"unknown capability {cap!r}")
+
+
+class Bench:
+    """One bench: its instruments, opened together, restored to nominal together."""
+
+    def __init__(self, config: BenchConfig, *, workdir: Path,
+                 build: Callable[[str, Any, registry.BuildContext], Any] = registry.build
+                 ) -> None:
         self.config = config
         self.workdir = workdir
         self.broken: str | None = None
-        self.terminal: SerialTerminalLink = self._build_terminal()
-        self.cards: PcscCardBank | None = self._build_cards()
-        self.power: ScpiPowerSupply | None = self._build_power()
-        self.switch: ScpiRelayUnit | None = self._build_switch()
-        self.network: ScapyBridgeInjector | None = self._build_network()
-        self.host: SqliteAcquirerLedger | None = self._build_host()
-        self._opened: list[Any] = []
+        self.events = EventStream()
+        self.faults = FaultLedger(self.events)
+        ctx = registry.BuildContext(config, workdir)
+        self.terminal: TerminalLink = build("terminal", config.terminal, ctx)
+        self._cards: CardBank | None = (
+            None if config.cards is None else build("cards", config.cards, ctx))
+        self._power: PowerSupply | None = (
+            None if config.power is None else build("power", config.power, ctx))
+        self._switch: SwitchUnit | None = (
+            None if config.switch is None else build("switch", config.switch, ctx))
+        self._network: NetworkInjector | None = (
+            None if config.network is None else build("network", config.network, ctx))
+        self._ledger: AcquirerLedger | None = (
+            None if config.host is None or config.host.ledger is None
+            else build("ledger", config.host, ctx))
+        self.acquirer = AcquirerView(
+            config.bench.name, network=self._network, ledger=self._ledger,
+            host_port=None if config.host is None else config.host.port)
+        for instrument in self.instruments():
+            instrument.event_sink = self.events
+        self._opened: list[Instrument] = []
         self._capture: Path | None = None
         self._trip_mark = 0
-        self._ledger_mark: int | None = None
 
-    # -- construction: configuration in, drivers with injected transports out -------------------
-    def _build_terminal(self) -> SerialTerminalLink:
-        from rigs.terminal import SerialTerminalLink
-        from rigs.transport import serial_transport
+    # -- capabilities -----------------------------------------------------------------------
+    def has(self, cap: Capability) -> bool:
+        return not lacks(self.config, cap)
 
-        t = self.config.terminal
-        return SerialTerminalLink("terminal", serial_transport(
-            t.port, baudrate=t.baudrate, where="terminal.port"))
+    def _need(self, cap: Capability, part: Any) -> Any:
+        if part is None or not self.has(cap):
+            raise CapabilityMissing(f"bench {self.config.bench.name}: needs "
+                                    f"{REQUIREMENT[cap]}")
+        return part
 
-    def _build_cards(self) -> PcscCardBank | None:
-        if self.config.cards is None:
-            return None
-        from rigs.cards import PcscCardBank
-        from rigs.transport import serial_transport
+    @property
+    def cards(self) -> CardBank:
+        return self._need(Capability.CARDS, self._cards)  # type: ignore[no-any-return]
 
-        c = self.config.cards
-        return PcscCardBank("cards", serial_transport(c.probe, where="cards.probe"),
-                            {name: card.reader for name, card in c.bank.items()},
-                            c.pcsc_socket)
+    @property
+    def power(self) -> PowerSupply:
+        return self._need(Capability.POWER, self._power)  # type: ignore[no-any-return]
 
-    def _build_power(self) -> ScpiPowerSupply | None:
-        if self.config.power is None:
-            return None
-        from rigs.power import ScpiPowerSupply
-        from rigs.scpi import VisaScpiTransport
+    @property
+    def switch(self) -> SwitchUnit:
+        if self._switch is None:
+            raise CapabilityMissing(f"bench {self.config.bench.name}: needs a 'switch' section "
+                                    f"in the bench file (relay unit)")
+        return self._switch
 
-        p = self.config.power
-        return ScpiPowerSupply("psu", VisaScpiTransport(p.resource), max_volts=p.limits.max_volts,
-                               max_amps=p.limits.max_amps, dialect=p.dialect, channel=p.channel)
-
-    def _build_switch(self) -> ScpiRelayUnit | None:
-        if self.config.switch is None:
-            return None
-        from rigs.scpi import VisaScpiTransport
-        from rigs.switch import ScpiRelayUnit
-
-        return ScpiRelayUnit("relay", VisaScpiTransport(self.config.switch.resource))
-
-    def _build_network(self) -> ScapyBridgeInjector | None:
-        if self.config.network is None:
-            return None
-        from rigs.network import ScapyBridgeInjector
-
-        n = self.config.network
-        return ScapyBridgeInjector("network", n.terminal_if, n.host_if, n.netns,
-                                   self.workdir / "network")
-
-    def _build_host(self) -> SqliteAcquirerLedger | None:
-        if self.config.host is None or self.config.host.ledger is None:
-            return None
-        from rigs.host import SqliteAcquirerLedger
-
-        return SqliteAcquirerLedger("host", Path(self.config.host.ledger))
-
-    # -- life ---------------------------------------------------------------------------------
-    def drivers(self) -> list[Any]:
-        """Open order: instruments that shape the terminal's world first, the terminal last."""
-        return [d for d in (self.host, self.network, self.switch, self.power, self.cards,
-                            self.terminal) if d is not None]
-
-    def open(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for driver in self.drivers():
-            try:
-                driver.open()
-            except RigError as exc:
-                self.close()
-                raise RigError(f"bench {self.config.bench.name}: cannot open {driver!r}: {exc}") \
-                    from exc
-            self._opened.append(driver)
-
-    def close(self) -> None:
-        errors = []
-        for driver in reversed(self._opened):
-            try:
-                driver.close()
-            except RigError as exc:
-                errors.append(f"{driver!r}: {exc}")
-        self._opened.clear()
-        if errors:
-            log.error("closing the bench: %s", "; ".join(errors))
-
-    # -- capabilities ---------------------------------------------------------------------------
-    def need(self, section: str) -> Any:
-        driver = getattr(self, section)
-        if driver is None:
-            raise CapabilityMissing(f"bench {self.config.bench.name} has no '{section}' section")
-        return driver
-
-    def host_port(self) -> int:
-        """The acquirer's TCP port (bench YAML ``host.address``), to recognise its traffic."""
-        if self.config.host is None:
-            raise CapabilityMissing(f"bench {self.config.bench.name} has no 'host' section")
-        return self.config.host.port
+    @property
+    def network(self) -> NetworkInjector:
+        return self._need(Capability.NETWORK, self._network)  # type: ignore[no-any-return]
 
     def paper_channel(self) -> int:
         switch = self.config.switch
         if switch is None or PAPER_SENSOR not in switch.channels:
-            raise CapabilityMissing(f"bench {self.config.bench.name} has no relay wired to the "
-                                    f"paper sensor (switch.channels.{PAPER_SENSOR})")
+            raise CapabilityMissing(f"bench {self.config.bench.name}: needs "
+                                    f"{REQUIREMENT[Capability.PAPER_SENSOR]}")
         return switch.channels[PAPER_SENSOR]
 
     def card_pin(self, card: str) -> str:
         cards = self.config.cards
         if cards is None or card not in cards.bank:
-            raise CapabilityMissing(f"no card {card!r} in the card bank")
+            raise CapabilityMissing(f"bench {self.config.bench.name}: no card {card!r} in the "
+                                    f"card bank (cards.bank.{card})")
         pin = cards.bank[card].pin
         if pin is None:
             raise CapabilityMissing(f"card {card!r} has no pin in cards.bank.{card}.pin")
         return pin
+
+    # -- life ---------------------------------------------------------------------------------
+    def instruments(self) -> list[Instrument]:
+        """Open order: what shapes the terminal's world first, the terminal last.  Restore
+        uses the same order: the terminal judges the world the others have just restored."""
+        parts: list[Instrument | None] = [self._ledger, self._network, self._switch,
+                                          self._cards, self._power, self.terminal]
+        return [p for p in parts if p is not None]
+
+    def open(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for instrument in self.instruments():
+            try:
+                instrument.open()
+            except RigError as exc:
+                self.close()
+                raise RigError(f"bench {self.config.bench.name}: cannot open {instrument!r}: "
+                               f"{exc}") from exc
+            self._opened.append(instrument)
+
+    def close(self) -> None:
+        errors = []
+        for instrument in reversed(self._opened):
+            try:
+                instrument.close()
+            except RigError as exc:
+                errors.append(f"{instrument!r}: {exc}")
+        self._opened.clear()
+        if errors:
+            log.error("closing the bench: %s", "; ".join(errors))
+
+    # -- faults -------------------------------------------------------------------------------
+    def _fault_actions(self) -> Mapping[FaultKind, tuple[Callable[[FaultSpec], int | None],
+                                                         Callable[[FaultRecord], object]]]:
+        """Fault kind → (apply, clear) through the instrument that carries it out.  Adding a
+        kind is a row of protocols.faults.FAULT_KINDS and a row here (or, for a network kind,
+        a rule in the injector: the network row serves every network kind)."""
+        def network_apply(spec: FaultSpec) -> int | None:
+            return self.network.apply(spec)
+
+        def network_clear(rec: FaultRecord) -> None:
+            if rec.remote_id is not None:
+                self._sync_network_faults()
+                self.network.clear(rec.remote_id)
+
+        def paper_out(spec: FaultSpec) -> None:
+            self.switch.close_channel(self.paper_channel())
+
+        def sag(spec: FaultSpec) -> None:
+            self.power.sag_to(float(spec.params["volts"]))
+
+        def cut(spec: FaultSpec) -> None:
+            self.power.output_off()
+
+        network = (network_apply, network_clear)
+        return {
+            FaultKind.CABLE_PULL: network,
+            FaultKind.PULL_ON_REQUEST: network,
+            FaultKind.PAPER_OUT: (paper_out,
+                                  lambda rec: self.switch.open_channel(self.paper_channel())),
+            FaultKind.SUPPLY_SAG: (sag, lambda rec: self.power.set_voltage(
+                self.power.nominal_volts)),
+            FaultKind.POWER_CUT: (cut, lambda rec: self.power.output_on()),
+        }
+
+    #: Kinds armed now that fire later, on traffic (the injector reports when).
+    FIRES_LATER = frozenset({FaultKind.PULL_ON_REQUEST})
+
+    def inject(self, spec: FaultSpec) -> FaultRecord:
+        """Apply *spec* through the instrument that carries its kind out, and record it."""
+        action = self._fault_actions().get(spec.kind)
+        if action is None:
+            raise ConfigError(f"bench {self.config.bench.name}: no instrument carries out fault "
+                              f"kind {spec.kind.value} on {spec.target.value}")
+        remote = action[0](spec)
+        return self.faults.armed(spec, fires_now=spec.kind not in self.FIRES_LATER,
+                                 remote_id=remote)
+
+    def clear_fault(self, rec: FaultRecord, by: str = "step") -> None:
+        """Undo one injected fault through its instrument and record that."""
+        self._fault_actions()[rec.kind][1](rec)
+        self.faults.cleared(rec, by)
+
+    def clear_faults(self, *kinds: FaultKind, by: str = "step") -> list[FaultRecord]:
+        """Clear every active fault of *kinds* (all kinds when none given)."""
+        done = []
+        for rec in self.faults.active():
+            if not kinds or rec.kind in kinds:
+                self.clear_fault(rec, by)
+                done.append(rec)
+        return done
+
+    def _sync_network_faults(self) -> None:
+        """Copy when the injector's rules fired into the fault ledger."""
+        if self._network is None:
+            return
+        by_rule = {r.remote_id: r for r in self.faults.records() if r.remote_id is not None}
+        for rule in self._network.fault_ledger():
+            rec = by_rule.get(rule.id)
+            if rec is not None:
+                for trip in rule.fired:
+                    self.faults.fired(rec, trip.wall)
 
     # -- nominal ------------------------------------------------------------------------------
     def restore_nominal(self) -> None:
         """Return every instrument to nominal and check it; raise BenchNotNominal otherwise."""
         if self.broken:
             raise BenchNotNominal(self.broken)
+        try:
+            self._sync_network_faults()
+        except RigError as exc:
+            log.warning("bench: reading the injector's fault ledger: %s", exc)
         problems: list[str] = []
-
-        def step(what: str, fn: Callable[[], object]) -> None:
+        for instrument in self.instruments():
             try:
-                fn()
+                instrument.restore_nominal()
             except RigError as exc:
-                problems.append(f"{what}: {exc}")
-
-        t = self.config.terminal
-        if self.network is not None:
-            step("network", self.network.restore_nominal)
-        if self.switch is not None:
-            step("relay", self.switch.restore_nominal)
-        mark = len(self.terminal.events)
-        if self.cards is not None:
-            step("card bank", self.cards.restore_nominal)
-        step("terminal", self.terminal.restore_nominal)
-        if self.power is not None:
-            step("power supply", lambda: self.power.restore_nominal(t.nominal_volts))  # type: ignore[union-attr]
-        step("terminal", lambda: self._terminal_idle(mark))
-
-        for driver in self.drivers():
-            is_nominal = getattr(driver, "is_nominal", None)
-            if driver is self.power:
-                ok = self.power.is_nominal(t.nominal_volts)  # type: ignore[union-attr]
-            else:
-                ok = is_nominal() if is_nominal else True
+                problems.append(f"{instrument!r}: {exc}")
+        for instrument in self.instruments():
+            try:
+                ok = instrument.is_nominal()
+            except RigError as exc:
+                ok = False
+                problems.append(f"{instrument!r}: checking nominal: {exc}")
             if not ok:
-                problems.append(f"{driver!r} is not nominal after restoring it")
+                problems.append(f"{instrument!r} is not nominal after restoring it")
         if problems:
             self.broken = ("the bench could not be returned to nominal, so no later scenario "
                            "can be trusted: " + "; ".join(problems))
             raise BenchNotNominal(self.broken)
-
-    def _terminal_idle(self, mark: int) -> None:
-        """The terminal answers, is idle, sees no card, paper and a healthy battery (boots if it
-        was off).  The instruments were just restored, and what they changed reaches the
-        terminal on its own wires: for each condition still off, the terminal's recovery event
-        since event *mark* is awaited (bounded by RECOVERY_BOUND) before it is judged."""
-        t = self.config.terminal
-        status = self.terminal.wait_ready(timeout=t.boot_timeout)  # at once if it is up
-        for check in TERMINAL_CHECKS:
-            if check.failing(status):
-                try:
-                    self.terminal.wait_for_event(check.recovery_event, timeout=RECOVERY_BOUND,
-                                                 since=mark)
-                except NoResponse as exc:
-                    log.warning("%r: restore: %s", self, exc)  # judged below by STATUS
-                status = self.terminal.status()
-        bad = [check.describe(status) for check in TERMINAL_CHECKS if check.failing(status)]
-        if bad:
-            raise BenchNotNominal(f"terminal not nominal: {', '.join(bad)}")
+        for rec in self.faults.active():
+            self.faults.cleared(rec, "bench restored to nominal")
 
     # -- evidence -----------------------------------------------------------------------------
     def begin_scenario(self, slug: str) -> None:
         """Clear per-scenario evidence and start the capture."""
+        self.events.clear()
+        self.faults.reset()
         self.terminal.clear_evidence()
-        if self.cards is not None:
-            self.cards.clear_trace()
-        if self.power is not None:
-            self.power.clear_trace()
-            self.power.start_sampling(period_s=0.1)
-        if self.host is not None:
-            last = self.host.last()
-            self._ledger_mark = last.id if last is not None else 0
-        if self.network is not None:
+        if self._cards is not None:
+            self._cards.clear_trace()
+        if self._power is not None:
+            self._power.clear_trace()
+            self._power.start_sampling(period_s=SAMPLE_PERIOD_S)
+        self.acquirer.begin_scenario()
+        if self._network is not None:
             path = self.workdir / "capture" / f"{slug}.pcap"
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.network.start_capture(path)
+            self._network.start_capture(path)
             self._capture = path
-            tripped = self.network.trips()
-            self._trip_mark = max((int(t["n"]) for t in tripped), default=0)
-
-    def host_entries_this_scenario(self) -> list[Any]:
-        """The acquirer ledger's entries since the scenario began."""
-        return self.need("host").entries(since_id=self._ledger_mark)  # type: ignore[no-any-return]
+            self._trip_mark = max((t.n for t in self._network.trips()), default=0)
+        self.events.publish(Source.RIG, "scenario", "begin", slug)
 
     def end_scenario(self) -> list[Evidence]:
         """Stop the capture and collect what the scenario's report should carry (all masked)."""
@@ -297,36 +327,65 @@ class Bench:
         receipts = self.terminal.receipts
         if receipts:
             out.append(Evidence("receipts", "text", "\n\n".join(receipts)))
-        if self.cards is not None:
-            out.append(Evidence("APDU trace (PAN masked)", "text", self.cards.trace_text()))
-        if self.power is not None:
-            self.power.stop_sampling()
-            out.append(Evidence("power supply trace (V, A every 100 ms)", "csv",
-                                self.power.trace_csv()))
-        if self.network is not None and self._capture is not None:
-            from rigs.network.capture import redact_pcap
-
-            raw = self.network.stop_capture()
-            self._capture = None
-            if self.config.host is not None:
-                from rigs.host import decode_pcap, render_messages
-
-                out.append(Evidence("ISO 8583 messages (decoded, masked)", "text",
-                                    render_messages(decode_pcap(raw, port=self.config.host.port))))
-            safe = raw.with_name(raw.stem + ".redacted.pcap")
-            try:
-                redact_pcap(raw, safe)
-            finally:
-                raw.unlink(missing_ok=True)  # the raw capture holds PAN, track 2, PIN block
-            out.append(Evidence("network capture (payload blanked)", "pcap", path=safe))
-            tripped = self.network.trips(after=self._trip_mark)
-            if tripped:
-                out.append(Evidence("network faults tripped by traffic", "text", "\n".join(
-                    f"{dt.datetime.fromtimestamp(t['wall']).strftime('%H:%M:%S.%f')[:-3]} "
-                    f"{t['from']} -> {t['to']}: {t['action']} {t['direction']} {t['frame']}"
-                    for t in tripped)))
-        if self.host is not None:
-            entries = self.host_entries_this_scenario()
+        if self._cards is not None:
+            out.append(Evidence("APDU trace (card data masked)", "text",
+                                self._cards.trace_text()))
+        if self._power is not None:
+            self._power.stop_sampling()
+            out.append(Evidence(f"power supply trace (V, A every {SAMPLE_PERIOD_S * 1000:.0f} "
+                                f"ms)", "csv", self._power.trace_csv()))
+        if self._switch is not None:
+            relay = self._switch.trace_text()
+            if relay:
+                out.append(Evidence("relay unit actions", "text", relay))
+        if self._network is not None and self._capture is not None:
+            out += self._network_evidence(self._network)
+        if self._ledger is not None:
+            entries = self.acquirer.booked()
             out.append(Evidence("acquirer ledger (this scenario)", "text",
                                 "\n".join(str(e) for e in entries) or "(no entries)"))
+        self._sync_network_faults()
+        out.append(Evidence("faults injected (armed, fired, cleared)", "text", self.faults.text()))
+        self.events.publish(Source.RIG, "scenario", "end")
+        out.append(Evidence("timeline (every instrument, one clock)", "text",
+                            self.events.timeline()))
+        return out
+
+    def _network_evidence(self, network: NetworkInjector) -> list[Evidence]:
+        from rigs.host import render_messages
+        from rigs.network.capture import redact_pcap
+
+        out: list[Evidence] = []
+        paths = network.stop_capture()
+        self._capture = None
+        start = self._trip_mark
+        self._trip_mark = network.publish_trips(start)
+        try:
+            if self.config.host is not None:
+                port = self.config.host.port
+                for msg in decode_wire(paths.seen, port):
+                    self.events.publish(Source.NETWORK, "iso8583", msg.mti or "?",
+                                        f"{msg.direction.value} {msg.describe()}", t=msg.t)
+                from rigs.host import decode_pcap
+
+                out.append(Evidence("ISO 8583 messages sent (decoded, masked)", "text",
+                                    render_messages(decode_pcap(paths.seen, port=port))))
+                out.append(Evidence("ISO 8583 messages delivered by the injector (decoded, "
+                                    "masked)", "text",
+                                    render_messages(decode_pcap(paths.delivered, port=port))))
+            for raw, label in ((paths.seen, "seen"), (paths.delivered, "delivered")):
+                safe = raw.with_name(raw.stem + ".redacted.pcap")
+                try:
+                    redact_pcap(raw, safe)
+                finally:
+                    raw.unlink(missing_ok=True)  # raw captures hold PAN, track 2, PIN block
+                out.append(Evidence(f"network capture, frames {label} (payload blanked)",
+                                    "pcap", path=safe))
+        finally:
+            for raw in (paths.seen, paths.delivered):
+                raw.unlink(missing_ok=True)
+        tripped = network.trips(after=start)
+        if tripped:
+            out.append(Evidence("network faults tripped by traffic", "text",
+                                "\n".join(t.describe() for t in tripped)))
         return out

@@ -1,11 +1,13 @@
-"""What every instrument driver has in common: a name, an open/closed state, and the check that
-a public method is only used on an open session (the message names driver, operation, state)."""
+"""What every instrument driver has in common: a name, an open/closed state, the check that a
+public method is only used on an open session (the message names driver, operation, state), and
+the event sink it publishes into (:mod:`rigs.events`)."""
 
 from __future__ import annotations
 
 import enum
 
 from rigs.errors import DeviceStateError
+from rigs.events import NULL_SINK, EventSink
 
 
 class SessionState(enum.Enum):
@@ -19,6 +21,8 @@ class Driver:
     def __init__(self, name: str) -> None:
         self.name = name
         self.state = SessionState.CLOSED
+        self.event_sink: EventSink = NULL_SINK
+        """Where the driver publishes its events (the bench attaches the scenario's stream)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"

@@ -1,6 +1,6 @@
 """The bench power supply that stands in for the terminal's battery.
 
-:class:`PowerSupply` is the interface the bench façade and the steps use;
+:class:`rigs.interfaces.PowerSupply` is the interface the bench façade and the steps use;
 :class:`ScpiPowerSupply` drives any SCPI bench supply through an injected
 :class:`rigs.scpi.ScpiTransport`.  The instrument families differ only in command spelling, kept
 as data in :data:`DIALECTS` (one :class:`PsuDialect` row per family).
@@ -22,54 +22,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
 
 from rigs.errors import ConfigError, LimitError, RigError, TransportError
+from rigs.events import Source
 from rigs.scpi import ScpiInstrument, ScpiTransport, read_error_queue, scpi_property
 
 logger = logging.getLogger(__name__)
 
 MAX_VOLTS_KEY = "power.limits.max_volts"
 MAX_AMPS_KEY = "power.limits.max_amps"
-
-
-class PowerSupply(Protocol):
-    """A programmable supply feeding the terminal (in place of its battery).
-
-    Deliberately not ``runtime_checkable``: ``isinstance`` would read :attr:`output`, which
-    asks the instrument.  Conformance is checked statically (mypy).
-    """
-
-    name: str
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def set_voltage(self, volts: float) -> None: ...
-
-    def set_current_limit(self, amps: float) -> None: ...
-
-    def sag_to(self, volts: float) -> None: ...
-
-    def output_on(self) -> None: ...
-
-    def output_off(self) -> None: ...
-
-    @property
-    def output(self) -> bool: ...
-
-    def measure_voltage(self) -> float: ...
-
-    def measure_current(self) -> float: ...
-
-    def check_errors(self) -> None: ...
-
-    def is_nominal(self, nominal_volts: float) -> bool: ...
-
-    def restore_nominal(self, nominal_volts: float) -> None: ...
-
-    def trace_csv(self) -> str: ...
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +146,8 @@ class ScpiPowerSupply(ScpiInstrument):
         doc="Output current limit (A).")
 
     def __init__(self, name: str, transport: ScpiTransport, *, max_volts: float,
-                 max_amps: float, dialect: str = "keysight-e36xx", channel: int = 1) -> None:
+                 max_amps: float, nominal_volts: float, dialect: str = "keysight-e36xx",
+                 channel: int = 1) -> None:
         super().__init__(name, transport)
         if dialect not in DIALECTS:
             raise ConfigError(f"ScpiPowerSupply({name}): power.dialect {dialect!r} unknown; "
@@ -200,6 +162,11 @@ class ScpiPowerSupply(ScpiInstrument):
                 raise ConfigError(f"ScpiPowerSupply({name}): {key} must be > 0, got {value!r}")
         self.max_volts = float(max_volts)
         self.max_amps = float(max_amps)
+        if not (math.isfinite(nominal_volts) and 0 < nominal_volts <= self.max_volts):
+            raise ConfigError(f"ScpiPowerSupply({name}): terminal.nominal_volts {nominal_volts!r}"
+                              f" must be > 0 and within {MAX_VOLTS_KEY} ({self.max_volts:g} V)")
+        self.nominal_volts = float(nominal_volts)
+        """What nominal means for this supply: output on at this voltage (the healthy battery)."""
         self.channel = channel
         self.scpi_fields: Mapping[str, object] = MappingProxyType({"ch": channel})
         self.trace: list[TracePoint] = []
@@ -216,8 +183,12 @@ class ScpiPowerSupply(ScpiInstrument):
         self._record(kind, name, float(value))  # type: ignore[arg-type]
 
     def _record(self, kind: str, quantity: str, value: float) -> None:
-        self.trace.append(TracePoint(time.monotonic(), kind, quantity, value,
-                                     _UNITS.get(quantity, "")))
+        unit = _UNITS.get(quantity, "")
+        self.trace.append(TracePoint(time.monotonic(), kind, quantity, value, unit))
+        if kind == "set":
+            shown = ("on" if value else "off") if quantity == "output" else f"{value:g} {unit}"
+            self.event_sink.publish(Source.POWER, "set", quantity, shown,
+                                    data={quantity: value})
 
     def clear_trace(self) -> None:
         """Start a new trace (per scenario)."""
@@ -233,8 +204,11 @@ class ScpiPowerSupply(ScpiInstrument):
         def sample() -> None:
             while not stop.wait(period_s):
                 try:
-                    self.measure_voltage()
-                    self.measure_current()
+                    volts = self.measure_voltage()
+                    amps = self.measure_current()
+                    self.event_sink.publish(Source.POWER, "sample", "supply",
+                                            f"{volts:.2f} V {amps:.3f} A",
+                                            data={"volts": volts, "amps": amps})
                 except RigError as exc:  # the trace says so; the scenario's own calls will fail
                     self._record("sample-error", "none", math.nan)
                     logger.warning("%r: trace sampling: %s", self, exc)
@@ -319,10 +293,11 @@ class ScpiPowerSupply(ScpiInstrument):
         return value
 
     # -- errors and nominal state ---------------------------------------------------------
-    def is_nominal(self, nominal_volts: float, tolerance: float = 0.02) -> bool:
-        """Output on, setpoint at *nominal_volts*, rail within *tolerance* (relative) of it
-        (not in current limit), error queue empty."""
+    def is_nominal(self, tolerance: float = 0.02) -> bool:
+        """Output on, setpoint at :attr:`nominal_volts`, rail within *tolerance* (relative) of
+        it (not in current limit), error queue empty."""
         self.require_open("is_nominal")
+        nominal_volts = self.nominal_volts
         if not self.output:
             return False
         if abs(self.voltage - nominal_volts) > 0.0005:
@@ -331,11 +306,12 @@ class ScpiPowerSupply(ScpiInstrument):
             return False
         return not read_error_queue(self.transport, repr(self))
 
-    def restore_nominal(self, nominal_volts: float) -> None:
-        """Clear errors, current limit back to ``power.limits.max_amps``, *nominal_volts*, output
-        on, then check the instrument accepted all of it."""
+    def restore_nominal(self) -> None:
+        """Clear errors, current limit back to ``power.limits.max_amps``, :attr:`nominal_volts`,
+        output on, then check the instrument accepted all of it."""
         self.require_open("restore_nominal")
-        if nominal_volts > self.max_volts:
+        nominal_volts = self.nominal_volts
+        if nominal_volts > self.max_volts:  # checked at construction; kept as a last guard
             raise LimitError(f"{self!r}: restore_nominal({nominal_volts:g} V) refused: above the "
                              f"limit {self.max_volts:g} V (bench YAML {MAX_VOLTS_KEY}); "
                              f"nothing was sent")

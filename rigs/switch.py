@@ -1,7 +1,8 @@
 """The relay unit wired into the terminal (paper sensor etc.).
 
-:class:`SwitchUnit` is the interface; :class:`ScpiRelayUnit` drives a SCPI switch unit with the
-``ROUTe:CLOSe/OPEN (@list)`` surface through an injected :class:`rigs.scpi.ScpiTransport`.
+:class:`rigs.interfaces.SwitchUnit` is the interface; :class:`ScpiRelayUnit` drives a SCPI
+switch unit with the ``ROUTe:CLOSe/OPEN (@list)`` surface through an injected
+:class:`rigs.scpi.ScpiTransport`.
 Nominal = every relay OPEN (on the virtual bench channel 1 CLOSED shunts the printer's paper
 sensor: the terminal sees "paper out").
 """
@@ -11,35 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from rigs.errors import ConfigError, TransportError
+from rigs.events import Source
 from rigs.scpi import ScpiInstrument, ScpiTransport
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class SwitchUnit(Protocol):
-    """Relays the rig closes and opens to fake a sensor or cut a line."""
-
-    name: str
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def close_channel(self, channel: int) -> None: ...
-
-    def open_channel(self, channel: int) -> None: ...
-
-    def is_closed(self, channel: int) -> bool: ...
-
-    def open_all(self) -> None: ...
-
-    def is_nominal(self) -> bool: ...
-
-    def restore_nominal(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +46,10 @@ class ScpiRelayUnit(ScpiInstrument):
 
     def _record(self, action: str, channel: int, closed: bool | None) -> None:
         self.trace.append(SwitchEvent(time.monotonic(), action, channel, closed))
+        if action != "read":
+            where = "all" if channel == 0 else f"ch{channel}"
+            self.event_sink.publish(Source.SWITCH, "relay", action, where,
+                                    data={"channel": channel, "closed": closed})
 
     def close_channel(self, channel: int) -> None:
         self.require_open("close_channel")

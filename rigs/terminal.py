@@ -7,8 +7,13 @@ transcript, and runs one reader thread that decodes frames, ACKs them, retransmi
 
 A terminal that is unpowered simply says nothing: every wait here is bounded and raises
 :class:`~rigs.errors.NoResponse` naming the bound.  A terminal that reboots (READY) while a
-request or a purchase is pending makes the wait raise :class:`~rigs.errors.DeviceStateError`
+request or a transaction is pending makes the wait raise :class:`~rigs.errors.DeviceStateError`
 instead of hanging.
+
+Transactions are generic: :meth:`SerialTerminalLink.start_transaction` sends the request of any
+row of the transaction table (:mod:`protocols.transactions`; the ECR request code, name and
+whether an original is named come from the row) and :meth:`~SerialTerminalLink.wait_outcome`
+waits for that row's final response.  :meth:`~SerialTerminalLink.start_purchase` is the sale.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from dataclasses import dataclass, field
 
 from protocols import ecr
 from protocols.masking import scrub
+from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable, TransactionType
+from protocols.transactions import TxnType as TxnType  # start_transaction()'s type names
 from rigs.driver import Driver, SessionState
 from rigs.errors import (
+    BenchNotNominal,
     ConfigError,
     DecodeError,
     DeviceStateError,
@@ -30,6 +38,7 @@ from rigs.errors import (
     RigError,
     TransportError,
 )
+from rigs.events import Source
 from rigs.transport import ByteTransport, RecordingTransport, Transcript
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,29 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT = 0.02  # s, reader thread's read bound (also the retransmission timer's resolution)
 SUCCESS = frozenset({ecr.Result.OK.value, ecr.Result.APPROVED.value})
 KEY_NAMES = ecr.KEY_NAMES
+RECOVERY_BOUND = 5.0
+"""Longest wait (s), when the terminal is restored, for it to report that a fault the other
+instruments just cleared is gone (card removed, paper in, battery fine)."""
+
+
+@dataclass(frozen=True)
+class TerminalCheck:
+    """One condition of a nominal terminal, as its STATUS shows it, and the event that says it
+    has recovered."""
+
+    failing: Callable[[TerminalStatus], bool]
+    recovery_event: ecr.EventCode
+    describe: Callable[[TerminalStatus], str]
+
+
+TERMINAL_CHECKS = (
+    TerminalCheck(lambda st: st.card_present, ecr.EventCode.CARD_REMOVED,
+                  lambda st: "a card is still in the slot"),
+    TerminalCheck(lambda st: not st.paper_present, ecr.EventCode.PAPER_OK,
+                  lambda st: "paper sensor says no paper"),
+    TerminalCheck(lambda st: st.battery_low, ecr.EventCode.BATTERY_OK,
+                  lambda st: f"battery low at {st.supply_volts or 0:.2f} V"),
+)
 
 
 @dataclass(frozen=True)
@@ -100,12 +132,23 @@ class TerminalStatus:
                    fault_codes=tuple(faults.split(",")) if faults else ())
 
 
-_EVENT_KINDS: Mapping[str, Callable[[ecr.Message], tuple[str, str, str]]] = {
-    "RD": lambda m: ("READY", "READY", m.get("text")),
-    "EV": lambda m: ("EVENT", m.get("code"), m.get("text")),
-    "PG": lambda m: ("PROGRESS", m.get("code"), m.get("text")),
-    "PR": lambda m: ("PRINT", "PRINT", m.get("text")),
+#: Unsolicited message → the event's code (its kind is the message's name: READY, EVENT,
+#: PROGRESS, PRINT).
+_EVENT_CODES: Mapping[str, Callable[[ecr.Message], str]] = {
+    ecr.MsgCode.READY: lambda m: ecr.EventCode.READY.value,
+    ecr.MsgCode.EVENT: lambda m: m.get("code"),
+    ecr.MsgCode.PROGRESS: lambda m: m.get("code"),
+    ecr.MsgCode.PRINT: lambda m: "PRINT",
 }
+
+
+@dataclass
+class _Pending:
+    """The transaction the driver waits for: its row and the boot epoch at the request's ACK
+    (None until then); a READY after that ACK means no outcome will come."""
+
+    row: TransactionType
+    epoch: int | None = None
 
 
 class SerialTerminalLink(Driver):
@@ -113,12 +156,22 @@ class SerialTerminalLink(Driver):
 
     def __init__(self, name: str, transport: ByteTransport, *,
                  ack_timeout: float = ecr.ACK_TIMEOUT, max_retries: int = ecr.MAX_RETRIES,
-                 transcript: Transcript | None = None) -> None:
+                 transcript: Transcript | None = None,
+                 transactions: TransactionTable = TRANSACTIONS, boot_timeout: float = 20.0,
+                 recovery_bound: float = RECOVERY_BOUND) -> None:
         super().__init__(name)
         if ack_timeout <= 0 or max_retries < 0:
             raise ConfigError(f"{self!r}: ack_timeout must be > 0 and max_retries >= 0, got "
                               f"{ack_timeout}, {max_retries}")
+        if boot_timeout <= 0 or recovery_bound <= 0:
+            raise ConfigError(f"{self!r}: terminal.boot_timeout and the recovery bound must be "
+                              f"> 0, got {boot_timeout}, {recovery_bound}")
+        self.boot_timeout = boot_timeout
+        """Bound on power-on to ready (bench YAML ``terminal.boot_timeout``)."""
+        self.recovery_bound = recovery_bound
         self._rec = RecordingTransport(transport, transcript)
+        self._transactions = transactions
+        self._specs = ecr.message_specs(transactions)
         self._link = ecr.EcrLink(ack_timeout=ack_timeout, max_retries=max_retries)
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -128,7 +181,7 @@ class SerialTerminalLink(Driver):
         self._events: list[TerminalEvent] = []
         self._receipts: list[str] = []
         self._epoch = 0  # READY events seen (terminal boots)
-        self._purchase_epoch: int | None = None  # set while a purchase is pending
+        self._pending: _Pending | None = None  # set while a transaction is pending
         self._reader: threading.Thread | None = None
         self._running = False
         self._reader_error: BaseException | None = None
@@ -160,13 +213,13 @@ class SerialTerminalLink(Driver):
         if self._rec.is_open:
             self._rec.close()
         with self._cond:
-            self._purchase_epoch = None
+            self._pending = None
             self._cond.notify_all()
         super().close()
 
     # ------------------------------------------------------------------ requests
     def status(self, timeout: float = 2.0) -> TerminalStatus:
-        msg = self._request("ST", {}, timeout, "status")
+        msg = self._request(ecr.MsgCode.STATUS, {}, timeout, "status")
         return TerminalStatus.from_message(msg)
 
     def wait_ready(self, timeout: float) -> TerminalStatus:
@@ -183,7 +236,7 @@ class SerialTerminalLink(Driver):
                 ready_mark = self._epoch
             try:
                 st = self.status(timeout=min(remaining, 1.0))
-                if st.state != "BOOTING":
+                if st.state != ecr.TerminalState.BOOTING:
                     return st
                 last = f"state {st.state}"
             except (NoResponse, DeviceStateError) as exc:
@@ -192,31 +245,57 @@ class SerialTerminalLink(Driver):
 
     def login(self, operator: str, password: str, timeout: float = 5.0) -> Outcome:
         return Outcome.from_message(
-            self._request("LI", {"op": operator, "pw": password}, timeout, "login"))
+            self._request(ecr.MsgCode.LOGIN, {"op": operator, "pw": password}, timeout,
+                          "login"))
 
     def logout(self, timeout: float = 5.0) -> Outcome:
-        return Outcome.from_message(self._request("LO", {}, timeout, "logout"))
+        return Outcome.from_message(self._request(ecr.MsgCode.LOGOUT, {}, timeout, "logout"))
 
     def sign_in(self, timeout: float = 20.0) -> Outcome:
-        return Outcome.from_message(self._request("SI", {}, timeout, "sign_in"))
+        return Outcome.from_message(self._request(ecr.MsgCode.SIGN_IN, {}, timeout, "sign_in"))
 
     def cancel(self, timeout: float = 5.0) -> Outcome:
-        return Outcome.from_message(self._request("CN", {}, timeout, "cancel"))
+        return Outcome.from_message(self._request(ecr.MsgCode.CANCEL, {}, timeout, "cancel"))
+
+    def start_transaction(self, txn: TxnType | str, amount_minor: int, *, currency: str = "156",
+                          entry: str = "chip", original: OriginalRef | None = None) -> None:
+        """Send the request of transaction type *txn* (its row's ECR code) and return once it
+        is ACKed; :meth:`wait_outcome` gets the result.  *original* is sent (fields orrn/odate or
+        ostan/obatch) for a type that needs one; without it the terminal answers BAD_REQUEST."""
+        op = "start_transaction"
+        self.require_open(op)
+        row = self._transactions.get(txn)
+        if amount_minor <= 0:
+            raise ConfigError(f"{self!r}: {op}({row.type}) amount must be > 0, got "
+                              f"{amount_minor}")
+        if original is not None and not row.needs_original:
+            raise ConfigError(f"{self!r}: {op}({row.type}) {row.ecr_name} takes no original "
+                              f"transaction; got {original.describe()}")
+        fields = {"amt": str(amount_minor), "cur": currency, "entry": entry}
+        if original is not None:
+            fields.update(original.ecr_fields())
+        pending = _Pending(row)
+        with self._cond:
+            if self._pending is not None:
+                busy = self._pending.row
+                raise DeviceStateError(f"{self!r}: {op}({row.type}) while a {busy.ecr_name} "
+                                       f"({busy.type}) is pending")
+            self._responses.pop(row.ecr_code, None)
+            self._pending = pending
+        try:
+            epoch = self._send(ecr.Message(row.ecr_code, fields), self._frame_bound(), op)
+        except BaseException:
+            with self._cond:
+                if self._pending is pending:
+                    self._pending = None
+            raise
+        with self._cond:
+            pending.epoch = epoch
 
     def start_purchase(self, amount_minor: int, currency: str = "156",
                        entry: str = "chip") -> None:
-        """Send PURCHASE and return once it is ACKed; :meth:`wait_outcome` gets the result."""
-        self.require_open("start_purchase")
-        if amount_minor <= 0:
-            raise ConfigError(f"{self!r}: start_purchase() amount must be > 0, got {amount_minor}")
-        with self._cond:
-            if self._purchase_epoch is not None:
-                raise DeviceStateError(f"{self!r}: start_purchase() while a purchase is pending")
-            self._responses.pop("PU", None)
-        fields = {"amt": str(amount_minor), "cur": currency, "entry": entry}
-        epoch = self._send(ecr.Message("PU", fields), self._frame_bound(), "start_purchase")
-        with self._cond:
-            self._purchase_epoch = epoch
+        """Send PURCHASE (the sale row) and return once it is ACKed; see :meth:`wait_outcome`."""
+        self.start_transaction(TxnType.SALE, amount_minor, currency=currency, entry=entry)
 
     def enter_pin(self, pin: str) -> None:
         """The rig's finger: one KEY per digit, then ENTER (digits recorded as '*')."""
@@ -224,7 +303,7 @@ class SerialTerminalLink(Driver):
         if not pin.isdigit():
             raise ConfigError(f"{self!r}: enter_pin() wants digits only ({len(pin)} characters "
                               "given, not shown)")
-        for key in [*pin, "ENTER"]:
+        for key in [*pin, ecr.Key.ENTER]:
             self.press_key(key)
 
     def press_key(self, key: str) -> None:
@@ -233,30 +312,37 @@ class SerialTerminalLink(Driver):
         if not ((len(key) == 1 and key.isdigit()) or key in KEY_NAMES):
             raise ConfigError(f"{self!r}: press_key() key must be a digit or one of "
                               f"{sorted(KEY_NAMES)}, got {key!r}")
-        self._send(ecr.Message("KY", {"k": key}), self._frame_bound(), "press_key")
+        self._send(ecr.Message(ecr.MsgCode.KEY, {"k": key}), self._frame_bound(), "press_key")
 
     def wait_outcome(self, timeout: float) -> Outcome:
-        """The pending purchase's final response."""
+        """The pending transaction's final response (whichever type it is)."""
         self.require_open("wait_outcome")
         with self._cond:
-            if self._purchase_epoch is None and "PU" not in self._responses:
-                raise DeviceStateError(f"{self!r}: wait_outcome() with no purchase pending")
+            pending = self._pending
+            if pending is None:
+                raise DeviceStateError(f"{self!r}: wait_outcome() with no transaction pending")
+            row = pending.row
             self._cond.wait_for(
-                lambda: "PU" in self._responses or self._aborted(self._purchase_epoch),
+                lambda: row.ecr_code in self._responses or self._aborted(pending.epoch),
                 timeout=timeout)
-            msg = self._responses.pop("PU", None)
-            epoch = self._purchase_epoch
+            msg = self._responses.pop(row.ecr_code, None)
             if msg is not None:
-                self._purchase_epoch = None
+                self._pending = None
                 return Outcome.from_message(msg)
             self._raise_reader_error("wait_outcome")
-            if epoch is not None and self._epoch != epoch:
-                self._purchase_epoch = None
+            if pending.epoch is not None and self._epoch != pending.epoch:
+                self._pending = None
                 raise DeviceStateError(
                     f"{self!r}: wait_outcome(): the terminal rebooted (READY) during the "
-                    f"purchase; no outcome will come")
-        raise NoResponse(f"{self!r}: wait_outcome(): no PURCHASE outcome within {timeout:.1f} s"
-                         f" (events so far: {self._recent_codes()})")
+                    f"{row.ecr_name} ({row.type}); no outcome will come")
+        raise NoResponse(f"{self!r}: wait_outcome(): no {row.ecr_name} outcome within "
+                         f"{timeout:.1f} s (events so far: {self._recent_codes()})")
+
+    @property
+    def pending_transaction(self) -> TransactionType | None:
+        """The row of the transaction waiting for its outcome, or None."""
+        with self._cond:
+            return self._pending.row if self._pending is not None else None
 
     # ------------------------------------------------------------------ events, evidence
     @property
@@ -290,8 +376,9 @@ class SerialTerminalLink(Driver):
 
     def wait_for_prompt_or_outcome(self, codes: tuple[str, ...], timeout: float, since: int = 0
                                    ) -> tuple[int, TerminalEvent] | Outcome:
-        """During a purchase: the first event with one of *codes* at index >= *since* (with its
-        index), or the purchase's outcome if that comes first — what a cardholder reacts to."""
+        """During a transaction: the first event with one of *codes* (e.g. ``ecr.Prompt``
+        members) at index >= *since* (with its index), or the transaction's outcome if that
+        comes first — what a cardholder reacts to."""
         self.require_open("wait_for_prompt_or_outcome")
 
         def find() -> tuple[int, TerminalEvent] | None:
@@ -301,15 +388,17 @@ class SerialTerminalLink(Driver):
             return None
 
         with self._cond:
-            if self._purchase_epoch is None and "PU" not in self._responses:
-                raise DeviceStateError(f"{self!r}: wait_for_prompt_or_outcome() with no purchase "
-                                       "pending")
-            self._cond.wait_for(lambda: find() is not None or "PU" in self._responses
-                                or self._aborted(self._purchase_epoch), timeout=timeout)
+            pending = self._pending
+            if pending is None:
+                raise DeviceStateError(f"{self!r}: wait_for_prompt_or_outcome() with no "
+                                       "transaction pending")
+            code = pending.row.ecr_code
+            self._cond.wait_for(lambda: find() is not None or code in self._responses
+                                or self._aborted(pending.epoch), timeout=timeout)
             found = find()
             if found is not None:
                 return found
-            finished = "PU" in self._responses or self._aborted(self._purchase_epoch)
+            finished = code in self._responses or self._aborted(pending.epoch)
         if finished:
             return self.wait_outcome(timeout=0.0)  # takes the outcome, or raises why there is none
         raise NoResponse(f"{self!r}: wait_for_prompt_or_outcome(): none of {', '.join(codes)} nor "
@@ -319,12 +408,13 @@ class SerialTerminalLink(Driver):
     def transcript_text(self) -> str:
         """Masked, human-readable: time, direction, decoded message (bad frames as hex)."""
         decoders = {"tx": ecr.FrameDecoder(), "rx": ecr.FrameDecoder()}
+        specs = self._specs
         senders: dict[str, ecr.Sender] = {"tx": "rig", "rx": "terminal"}
         arrows = {"tx": "rig → terminal", "rx": "terminal → rig"}
         lines = []
         for rec in self._rec.transcript.snapshot():
             for item in decoders[rec.direction].feed(rec.data):
-                text = ecr.describe_item(item, senders[rec.direction])
+                text = ecr.describe_item(item, senders[rec.direction], specs)
                 lines.append(f"{rec.t:10.4f}  {arrows[rec.direction]}  {text}")
         for direction, dec in decoders.items():
             if dec.pending:
@@ -342,24 +432,45 @@ class SerialTerminalLink(Driver):
             self._receipts.clear()
 
     def is_nominal(self) -> bool:
+        """Open, no transaction pending, reader alive.  Asks the terminal nothing (it may be
+        mid-boot); what the terminal itself reports (idle, paper, card, battery) is judged by
+        :meth:`restore_nominal`, which raises when it is not right."""
         with self._cond:
-            return (self.state is SessionState.OPEN and self._purchase_epoch is None
+            return (self.state is SessionState.OPEN and self._pending is None
                     and self._reader_error is None)
 
     def restore_nominal(self) -> None:
-        """Cancel a pending purchase (bounded); a silent terminal just drops it."""
+        """Cancel a pending transaction (bounded; a silent terminal just drops it), wait until
+        the terminal answers and is ready (it boots if it was off; ``boot_timeout``), then judge
+        it: for each condition still off (a card in the slot, no paper, battery low) its recovery
+        event is awaited, bounded by ``recovery_bound``, since the instruments that clear them
+        were restored just before.  Raises BenchNotNominal naming what is still wrong."""
+        self.require_open("restore_nominal")
         with self._cond:
-            pending = self._purchase_epoch is not None
-        if not pending or self.state is not SessionState.OPEN:
-            return
-        try:
-            self.cancel(timeout=3.0)
-            self.wait_outcome(timeout=15.0)
-        except (NoResponse, DeviceStateError) as exc:
-            log.warning("%r: restore_nominal(): pending purchase dropped: %s", self, exc)
-        with self._cond:
-            self._purchase_epoch = None
-            self._responses.pop("PU", None)
+            pending = self._pending
+        if pending is not None:
+            try:
+                self.cancel(timeout=3.0)
+                self.wait_outcome(timeout=15.0)
+            except (NoResponse, DeviceStateError) as exc:
+                log.warning("%r: restore_nominal(): pending %s dropped: %s", self,
+                            pending.row.ecr_name, exc)
+            with self._cond:
+                self._pending = None
+                self._responses.pop(pending.row.ecr_code, None)
+        mark = len(self.events)
+        status = self.wait_ready(timeout=self.boot_timeout)  # at once if it is up
+        for check in TERMINAL_CHECKS:
+            if check.failing(status):
+                try:
+                    self.wait_for_event(check.recovery_event, timeout=self.recovery_bound,
+                                        since=mark)
+                except NoResponse as exc:
+                    log.warning("%r: restore: %s", self, exc)  # judged below by STATUS
+                status = self.status()
+        bad = [check.describe(status) for check in TERMINAL_CHECKS if check.failing(status)]
+        if bad:
+            raise BenchNotNominal(f"{self!r}: terminal not nominal: {', '.join(bad)}")
 
     # ------------------------------------------------------------------ internals
     def _wait_boot(self, mark: int, timeout: float) -> None:
@@ -388,14 +499,15 @@ class SerialTerminalLink(Driver):
         deadline = time.monotonic() + timeout
         with self._cond:
             self._responses.pop(code, None)
-            self._responses.pop("ER", None)
+            self._responses.pop(ecr.MsgCode.ERROR, None)
         epoch = self._send(ecr.Message(code, fields), timeout, op)
-        name = ecr.MESSAGE_SPECS[("rig", code)].name
+        name = self._specs[("rig", code)].name
         with self._cond:
             self._cond.wait_for(
-                lambda: code in self._responses or "ER" in self._responses
+                lambda: code in self._responses or ecr.MsgCode.ERROR in self._responses
                 or self._aborted(epoch), timeout=max(0.0, deadline - time.monotonic()))
-            msg = self._responses.pop(code, None) or self._responses.pop("ER", None)
+            msg = (self._responses.pop(code, None)
+                   or self._responses.pop(ecr.MsgCode.ERROR, None))
             if msg is not None:
                 return msg
             self._raise_reader_error(op)
@@ -407,7 +519,9 @@ class SerialTerminalLink(Driver):
     def _send(self, msg: ecr.Message, timeout: float, op: str) -> int:
         """Send one frame and wait for its ACK; returns the boot epoch at ACK time."""
         payload = ecr.encode_message(msg)
-        name = ecr.MESSAGE_SPECS[("rig", msg.code)].name
+        name = self._specs[("rig", msg.code)].name
+        self.event_sink.publish(Source.TERMINAL, "request", msg.code,
+                                msg.describe("rig", self._specs))  # PIN keys shown as '*'
         with self._send_lock:
             with self._cond:
                 self._raise_reader_error(op)
@@ -466,39 +580,44 @@ class SerialTerminalLink(Driver):
             log.warning("%r: ECR input rejected: %s", self, ev.error)
         elif isinstance(ev, ecr.Received):
             try:
-                msg = ecr.decode_message(ev.payload, "terminal")
+                msg = ecr.decode_message(ev.payload, "terminal", self._specs)
             except DecodeError as exc:
                 log.warning("%r: undecodable message from the terminal: %s", self, exc)
                 return
-            spec = ecr.MESSAGE_SPECS[("terminal", msg.code)]
+            spec = self._specs[("terminal", msg.code)]
             if spec.kind is ecr.Kind.EVENT:
-                kind, code, text = _EVENT_KINDS[msg.code](msg)
-                if kind == "READY":
+                kind, code, text = spec.name, _EVENT_CODES[msg.code](msg), msg.get("text")
+                if msg.code == ecr.MsgCode.READY:
                     self._epoch += 1
                     self._link.retransmit_now(time.monotonic())
-                if kind == "PRINT":
+                if msg.code == ecr.MsgCode.PRINT:
                     self._receipts.append(scrub(text))
                 self._events.append(TerminalEvent(kind, code, scrub(text),
                                                   time.monotonic() - self._t0))
+                shown = f"{msg.get('copy')} copy" if msg.code == ecr.MsgCode.PRINT else text
+                self.event_sink.publish(Source.TERMINAL, kind.lower(), code, shown)
             else:
                 self._responses[msg.code] = msg
+                self.event_sink.publish(Source.TERMINAL, "response", msg.code,
+                                        msg.describe("terminal", self._specs))
 
 
 def _mask_keys(data: bytes) -> bytes:
     """The bytes as the transcript keeps them: KEY frames carrying a digit re-encoded as '*'."""
-    if b"KY" not in data:
+    key_code = ecr.MsgCode.KEY.value.encode()
+    if key_code not in data:
         return data
     out = bytearray()
     for item in ecr.FrameDecoder().feed(data):
         if isinstance(item, ecr.Frame):
-            if item.payload.startswith(b"KY"):
+            if item.payload.startswith(key_code):
                 try:
                     msg = ecr.decode_message(item.payload)
                 except RigError:
-                    msg = ecr.Message("KY", {"k": "?"})
+                    msg = ecr.Message(ecr.MsgCode.KEY, {"k": "?"})
                 if msg.get("k").isdigit():
                     out += ecr.encode_frame(item.seq, ecr.encode_message(
-                        ecr.Message("KY", {"k": "*"})))
+                        ecr.Message(ecr.MsgCode.KEY, {"k": "*"})))
                     continue
             out += item.raw
         elif isinstance(item, ecr.AckIn):

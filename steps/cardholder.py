@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import time
 
+from protocols.ecr import EventCode, Prompt
+from protocols.transactions import TxnType
 from rigs.bench import Bench
 from rigs.errors import NoResponse
 from rigs.terminal import Outcome
 
-PROMPTS = ("INSERT_CARD", "ENTER_PIN")
+PROMPTS: tuple[str, ...] = (Prompt.INSERT_CARD, Prompt.ENTER_PIN)
 
 
 def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
                 timeout: float = 60.0) -> Outcome:
     """Start a purchase and play the cardholder until the terminal answers (bounded)."""
     terminal = bench.terminal
-    cards = bench.need("cards")
+    cards = bench.cards
     since = len(terminal.events)
-    terminal.start_purchase(amount_minor)
+    terminal.start_transaction(TxnType.SALE, amount_minor)
     deadline = time.monotonic() + timeout
     answered: set[str] = set()
     while True:
@@ -33,9 +35,9 @@ def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
             return got
         index, prompt = got
         since = index + 1
-        if prompt.code == "INSERT_CARD" and "INSERT_CARD" not in answered:
+        if prompt.code == Prompt.INSERT_CARD and Prompt.INSERT_CARD not in answered:
             cards.insert(card)
-        elif prompt.code == "ENTER_PIN" and "ENTER_PIN" not in answered:
+        elif prompt.code == Prompt.ENTER_PIN and Prompt.ENTER_PIN not in answered:
             if pin is None:
                 terminal.cancel()
             else:
@@ -51,5 +53,5 @@ def take_card_back(bench: Bench) -> None:
     next purchase cannot start while the terminal still believes a card is in the slot."""
     terminal = bench.terminal
     mark = len(terminal.events)
-    bench.need("cards").remove()
-    terminal.wait_for_event("CARD_REMOVED", timeout=CARD_REMOVED_BOUND, since=mark)
+    bench.cards.remove()
+    terminal.wait_for_event(EventCode.CARD_REMOVED, timeout=CARD_REMOVED_BOUND, since=mark)

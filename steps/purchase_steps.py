@@ -6,12 +6,16 @@ import re
 
 from pytest_bdd import then, when
 
+from protocols.ecr import Result
+from protocols.transactions import TxnType, transaction_type
 from rigs.bench import Bench
+from rigs.capabilities import Capability, needs
 from rigs.terminal import Outcome
 from steps.cardholder import pay_by_chip
 from steps.parsers import MASKED_PAN_RE, format_amount, step
 
 
+@needs(Capability.CARDS)
 @when(step("the cardholder pays {amount:Amount} by chip with the {card} card and its PIN"),
       target_fixture="purchase")
 @when(step("the cardholder tries to pay {amount:Amount} by chip with the {card} card and its PIN"),
@@ -21,6 +25,7 @@ def pays_by_chip_with_pin(bench: Bench, amount: int, card: str) -> Outcome:
     return pay_by_chip(bench, amount, card, bench.card_pin(card))
 
 
+@needs(Capability.CARDS)
 @when(step("the cardholder tries to pay {amount:Amount} by chip with the {card} card"),
       target_fixture="purchase")
 @when(step("持卡人用{card}卡插卡支付{amount:Amount}元"), target_fixture="purchase")
@@ -35,12 +40,12 @@ def _describe(o: Outcome) -> str:
 @then("the purchase is approved")
 @then("交易成功")
 def purchase_approved(purchase: Outcome) -> None:
-    assert purchase.ok and purchase.result == "APPROVED", \
+    assert purchase.ok and purchase.result == Result.APPROVED, \
         f"purchase not approved: {_describe(purchase)}"
     assert purchase.response_code == "00", f"host response code {purchase.response_code}"
 
 
-def _refused(purchase: Outcome, result: str) -> None:
+def _refused(purchase: Outcome, result: Result) -> None:
     assert not purchase.ok and purchase.result == result, \
         f"expected the terminal to refuse with {result}, it answered {_describe(purchase)}"
 
@@ -48,25 +53,25 @@ def _refused(purchase: Outcome, result: str) -> None:
 @then("the purchase is refused because the terminal is not signed in")
 @then("交易被拒绝，提示未签到")
 def refused_not_signed_in(purchase: Outcome) -> None:
-    _refused(purchase, "NOT_SIGNED_IN")
+    _refused(purchase, Result.NOT_SIGNED_IN)
 
 
 @then("the purchase is refused because the printer is out of paper")
 @then("交易被拒绝，提示打印机缺纸")
 def refused_paper_out(purchase: Outcome) -> None:
-    _refused(purchase, "PAPER_OUT")
+    _refused(purchase, Result.PAPER_OUT)
 
 
 @then("the purchase is refused because the battery is low")
 @then("交易被拒绝，提示电量低")
 def refused_low_battery(purchase: Outcome) -> None:
-    _refused(purchase, "LOW_BATTERY")
+    _refused(purchase, Result.LOW_BATTERY)
 
 
 @then("the purchase is refused with a card error shown on the display")
 @then("交易被拒绝，屏幕显示读卡失败")
 def refused_card_error(purchase: Outcome) -> None:
-    _refused(purchase, "CARD_ERROR")
+    _refused(purchase, Result.CARD_ERROR)
     assert purchase.display, "no card error text on the display"
 
 
@@ -86,12 +91,15 @@ def receipt_printed(bench: Bench, purchase: Outcome, amount: int) -> None:
         assert not full.search(text), "the full card number is printed on the receipt"
 
 
+@needs(Capability.LEDGER)
 @then(step("the acquirer's ledger shows the approved purchase of {amount:Amount}"))
 @then(step("收单机构账务中有这笔{amount:Amount}元的成功交易"))
 def ledger_shows(bench: Bench, purchase: Outcome, amount: int) -> None:
     tid = bench.config.terminal.terminal_id
-    sales = [e for e in bench.host_entries_this_scenario()
-             if e.mti == "0200" and e.terminal_id == tid and int(e.stan or -1) == int(purchase.stan)]
+    sale_row = transaction_type(TxnType.SALE)
+    sales = [e for e in bench.acquirer.booked()
+             if (e.mti, e.proc_code) == sale_row.iso_key and e.terminal_id == tid
+             and int(e.stan or -1) == int(purchase.stan)]
     assert len(sales) == 1, f"expected one sale with STAN {purchase.stan} from terminal {tid} " \
                             f"in this scenario, the acquirer has {len(sales)}"
     sale = sales[0]

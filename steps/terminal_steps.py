@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pytest_bdd import given, then, when
 
+from protocols.ecr import EventCode, Result
+from protocols.faults import FaultKind, FaultSpec
 from rigs.bench import Bench
+from rigs.capabilities import Capability, needs
 from rigs.terminal import Outcome, TerminalStatus
 
 SIGN_IN_BOUND = 20.0
@@ -18,17 +21,17 @@ def terminal_idle(bench: Bench) -> TerminalStatus:
     return status
 
 
+@needs(Capability.POWER)
 @given("the terminal has just been restarted", target_fixture="terminal_status")
 @given("终端刚刚重启", target_fixture="terminal_status")
 def terminal_restarted(bench: Bench) -> TerminalStatus:
     """Power-cycle the terminal with the supply (working keys are lost with power)."""
-    power = bench.need("power")
     terminal = bench.terminal
     mark = len(terminal.events)
-    power.output_off()
-    power.output_on()
+    cut = bench.inject(FaultSpec.of(FaultKind.POWER_CUT))
+    bench.clear_fault(cut)
     bound = bench.config.terminal.boot_timeout
-    terminal.wait_for_event("READY", timeout=bound, since=mark)  # a new boot, not the old one
+    terminal.wait_for_event(EventCode.READY, timeout=bound, since=mark)  # a new boot
     return terminal.wait_ready(timeout=bound)
 
 
@@ -66,7 +69,7 @@ def sign_in_succeeds(bench: Bench, sign_in: Outcome) -> None:
 @then("the sign-in fails with a communication error shown on the display")
 @then("签到失败并显示通讯错误")
 def sign_in_comms_error(sign_in: Outcome) -> None:
-    assert not sign_in.ok and sign_in.result == "COMMS_ERROR", \
+    assert not sign_in.ok and sign_in.result == Result.COMMS_ERROR, \
         f"expected COMMS_ERROR, terminal answered {sign_in.result} ({sign_in.display})"
     assert sign_in.display, "the terminal showed nothing about the failure"
 
@@ -77,3 +80,20 @@ def display_asks_sign_in(purchase: Outcome) -> None:
     assert "SIGN IN" in purchase.display.upper() or "签到" in purchase.display, \
         f"display shows {purchase.display!r}, no request to sign in"
 
+
+
+@needs(Capability.WIRE)
+@then("the acquirer received the sign-in and approved it")
+@then("收单机构收到签到请求并批准")
+def acquirer_approved_sign_in(bench: Bench) -> None:
+    """Evidence from the wire, not the terminal's word: one 0800 from this terminal reached the
+    host, and the host's 0810 with the same STAN and code 00 reached the terminal."""
+    tid = bench.config.terminal.terminal_id
+    requests = [m for m in bench.acquirer.received("0800") if tid is None or m.terminal_id == tid]
+    assert len(requests) == 1, (f"the acquirer received {len(requests)} sign-in request(s) from "
+                                f"terminal {tid} this scenario, expected one")
+    stan = requests[0].stan
+    answers = [m for m in bench.acquirer.answered("0810") if m.stan == stan]
+    assert answers, f"no 0810 answer with STAN {stan} reached the terminal"
+    assert answers[-1].response_code == "00", \
+        f"the acquirer answered the sign-in with {answers[-1].describe()}"

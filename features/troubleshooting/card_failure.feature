@@ -8,7 +8,7 @@ Feature: Card failure
     And the operator is logged in
     And the terminal is signed in with the acquirer
 
-  @fault
+  @fault @TS-04
   Scenario: A mute chip is reported as a card error, and a good card then pays
     When the cardholder tries to pay 8.00 by chip with the mute card
     Then the purchase is refused with a card error shown on the display

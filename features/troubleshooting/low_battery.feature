@@ -8,7 +8,7 @@ Feature: Low battery
     And the operator is logged in
     And the terminal is signed in with the acquirer
 
-  @fault
+  @fault @TS-15
   Scenario: Low battery warns and refuses purchases; a charged battery pays again
     When the battery sags to the low-battery threshold
     Then the terminal warns that the battery is low

@@ -7,7 +7,7 @@ Feature: Network dropped during sign-in
     Given the terminal is powered on and idle
     And the operator is logged in
 
-  @fault
+  @fault @TS-02 @OP-04
   Scenario: Sign-in fails while the cable is pulled and succeeds once it is back
     When the network cable between the terminal and the acquirer is pulled
     And the operator signs the terminal in with the acquirer
@@ -16,8 +16,9 @@ Feature: Network dropped during sign-in
     When the network cable is plugged back in
     And the operator signs the terminal in with the acquirer
     Then the sign-in succeeds
+    And the acquirer received the sign-in and approved it
 
-  @fault
+  @fault @TS-02
   Scenario: The cable is pulled while the sign-in request is on its way
     Given the network cable will be pulled as the terminal sends its next request to the acquirer
     When the operator signs the terminal in with the acquirer
@@ -27,3 +28,4 @@ Feature: Network dropped during sign-in
     When the network cable is plugged back in
     And the operator signs the terminal in with the acquirer
     Then the sign-in succeeds
+    And the acquirer received the sign-in and approved it

@@ -3,6 +3,7 @@ Feature: Terminal not signed in
   After a restart the terminal has no working keys: it refuses transactions and asks the operator
   to sign in (签到) with the acquirer; once signed in, purchases go through.
 
+  @TS-01
   Scenario: Purchases are refused until the terminal signs in
     Given the terminal has just been restarted
     And the operator is logged in

@@ -8,7 +8,7 @@ Feature: Printer out of paper
     And the operator is logged in
     And the terminal is signed in with the acquirer
 
-  @fault
+  @fault @TS-10
   Scenario: Paper out is reported; after reloading paper the receipt prints
     When the printer runs out of paper
     Then the terminal reports that the printer is out of paper

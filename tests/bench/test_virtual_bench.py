@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,9 +88,19 @@ def test_up_drive_every_part_down_leaves_nothing(workdir: Path, tmp_path: Path) 
         assert outcome.result == "COMMS_ERROR", outcome
         evidence = {e.name: e for e in bench.end_scenario()}
         trip = str(evidence["network faults tripped by traffic"].content)
-        assert "PULL_ON_REQUEST -> CABLE_PULLED: drop terminal_to_host TCP 198.18.0.10:" in trip
+        assert "pull_on_request() drop terminal_to_host TCP 198.18.0.10:" in trip
         assert "> 198.18.0.20:8583 [AP]" in trip and trip.count("\n") == 0
-        assert "MTI 0800" in str(evidence["ISO 8583 messages (decoded, masked)"].content)
+        assert trip.endswith("became cable_pull(direction=both)")
+        assert "MTI 0800" in str(evidence["ISO 8583 messages sent (decoded, masked)"].content)
+        # dropped by the armed pull: sent by the terminal, never delivered to the host
+        assert "MTI 0800" not in str(
+            evidence["ISO 8583 messages delivered by the injector (decoded, masked)"].content)
+        faults = str(evidence["faults injected (armed, fired, cleared)"].content)
+        assert "(no faults injected)" in faults  # driven directly, not through bench.inject
+        timeline = str(evidence["timeline (every instrument, one clock)"].content)
+        for seen in (r"terminal\s+request\s+SI", r"network\s+fault\s+fired",
+                     r"network\s+iso8583\s+0800", r"power\s+sample\s+supply"):
+            assert re.search(seen, timeline), f"{seen!r} not in the timeline:\n{timeline}"
         bench.restore_nominal()
         assert bench.network.is_nominal() and bench.terminal.sign_in(timeout=20.0).ok
 

@@ -84,3 +84,66 @@ def test_tags_are_registered_markers(project: pytest.Pytester) -> None:
     result = project.runpytest("--markers")
     for tag in ("fault", "network", "power", "card", "printer", "slow", "hw_only"):
         result.stdout.fnmatch_lines([f"@pytest.mark.{tag}:*"])
+
+
+STEPS_FEATURE = """\
+Feature: Step needs
+  Scenario: A step needs the ledger the bench lacks
+    Given a step that needs the ledger
+
+  Scenario: A step meets a missing part mid-way
+    Given a step that asks for the card bank anyway
+
+  Scenario: Nothing missing
+    Given a step that needs nothing
+"""
+
+STEPS_TEST = """\
+from pytest_bdd import given, scenarios
+
+from rigs.capabilities import Capability, needs
+
+scenarios("needs.feature")
+
+
+@needs(Capability.LEDGER)
+@given("a step that needs the ledger")
+def needs_ledger(bench):
+    raise AssertionError("a step whose part is missing ran")
+
+
+@given("a step that asks for the card bank anyway")
+def asks_cards(bench_config, tmp_path):
+    from rigs.bench import Bench
+
+    Bench(bench_config, workdir=tmp_path).cards.insert("good")  # built, not opened
+
+
+@given("a step that needs nothing")
+def needs_nothing(bench):
+    assert bench.terminal is not None
+"""
+
+
+def test_steps_needing_a_missing_part_skip_at_setup_or_mid_way(pytester: pytest.Pytester
+                                                               ) -> None:
+    pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makefile(".feature", needs=STEPS_FEATURE)
+    pytester.makepyfile(test_needs=STEPS_TEST)
+    bench = _bench_file(pytester, """\
+        bench: {name: terminal-only, kind: lab}
+        terminal: {port: "loop://"}
+        """)
+    result = pytester.runpytest("--bench", bench, "-p", "no:allure_pytest_bdd", "-rs",
+                                "-k", "ledger or mid")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines([
+        "*step 'Given a step that needs the ledger' needs host.ledger in the bench file*",
+        "*the bench lacks a part this scenario needs*'cards' section*",
+    ])
+
+
+def test_procedure_ids_are_registered_markers(project: pytest.Pytester) -> None:
+    result = project.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.OP-05: procedure OP-05, purchase by chip with PIN*",
+                                 "@pytest.mark.SEC-04:*"])

@@ -12,7 +12,8 @@ from rigs.errors import (
     NoResponse,
     TransportError,
 )
-from rigs.power import DIALECTS, PowerSupply, ScpiPowerSupply
+from rigs.interfaces import PowerSupply
+from rigs.power import DIALECTS, ScpiPowerSupply
 from rigs.scpi import FakeScpiTransport
 
 IDN = "Keysight Technologies,E36103B,MY00000001,2.1.0"
@@ -22,8 +23,8 @@ OPEN = [("*IDN?", IDN), ("*CLS", None)]
 def make(script: list[tuple[str, str | None | BaseException]], dialect: str = "keysight-e36xx",
          channel: int = 1) -> tuple[ScpiPowerSupply, FakeScpiTransport]:
     fake = FakeScpiTransport(OPEN + script)
-    psu = ScpiPowerSupply("psu", fake, max_volts=8.4, max_amps=2.0, dialect=dialect,
-                          channel=channel)
+    psu = ScpiPowerSupply("psu", fake, max_volts=8.4, max_amps=2.0, nominal_volts=7.4,
+                          dialect=dialect, channel=channel)
     psu.open()
     return psu, fake
 
@@ -92,7 +93,7 @@ def test_limit_is_inclusive() -> None:
 
 def test_closed_session_refused_with_state() -> None:
     fake = FakeScpiTransport([])
-    psu = ScpiPowerSupply("psu1", fake, max_volts=8.4, max_amps=2.0)
+    psu = ScpiPowerSupply("psu1", fake, max_volts=8.4, max_amps=2.0, nominal_volts=7.4)
     with pytest.raises(DeviceStateError,
                        match=r"^ScpiPowerSupply\(psu1\): set_voltage\(\) needs an open session; "
                              r"state is CLOSED$"):
@@ -200,9 +201,11 @@ def test_every_dialect_renders_every_template() -> None:
     ({"dialect": "agilent-6612"}, r"power.dialect 'agilent-6612' unknown; expected one of"),
     ({"channel": 2}, r"power.channel 2 outside 1..1"),
     ({"max_volts": 0.0}, r"power.limits.max_volts must be > 0"),
+    ({"nominal_volts": 9.0}, r"terminal.nominal_volts 9.0 must be > 0 and within "
+                             r"power.limits.max_volts \(8.4 V\)"),
 ])
 def test_bad_config(kwargs: dict[str, object], match: str) -> None:
-    args: dict[str, object] = {"max_volts": 8.4, "max_amps": 2.0, **kwargs}
+    args: dict[str, object] = {"max_volts": 8.4, "max_amps": 2.0, "nominal_volts": 7.4, **kwargs}
     with pytest.raises(ConfigError, match=match):
         ScpiPowerSupply("psu", FakeScpiTransport([]), **args)  # type: ignore[arg-type]
 
@@ -223,17 +226,17 @@ def test_restore_and_is_nominal() -> None:
         ("VOLT?", "+7.40000000E+00"),
         ("MEAS:VOLT?", "+6.00000000E+00"),  # in current limit: not nominal
     ])
-    psu.restore_nominal(7.4)
-    assert psu.is_nominal(7.4) is True
-    assert psu.is_nominal(7.4) is False
+    psu.restore_nominal()
+    assert psu.is_nominal() is True
+    assert psu.is_nominal() is False
     fake.assert_done()
 
 
-def test_restore_nominal_above_limit_sends_nothing() -> None:
-    psu, fake = make([])
-    with pytest.raises(LimitError, match="power.limits.max_volts"):
-        psu.restore_nominal(9.0)
-    fake.assert_done()
+def test_nominal_above_limit_refused_before_anything_is_sent() -> None:
+    fake = FakeScpiTransport([])
+    with pytest.raises(ConfigError, match="power.limits.max_volts"):
+        ScpiPowerSupply("psu", fake, max_volts=8.4, max_amps=2.0, nominal_volts=9.0)
+    assert fake.sent == []
 
 
 def test_trace_csv() -> None:

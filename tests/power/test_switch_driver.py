@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from rigs.errors import ConfigError, DeviceStateError, InstrumentError, TransportError
+from rigs.interfaces import SwitchUnit
+from rigs.registry import check_conforms
 from rigs.scpi import FakeScpiTransport
-from rigs.switch import ScpiRelayUnit, SwitchUnit
+from rigs.switch import ScpiRelayUnit
 
 OPEN = [("*IDN?", "posrig,SimRelayUnit 8ch,SIM-RLY-0001,1.0"), ("*CLS", None)]
 
@@ -30,7 +32,8 @@ def test_exact_commands() -> None:
         ("ROUT:OPEN:ALL", None),
         ("*OPC?", "1"),
     ])
-    assert isinstance(unit, SwitchUnit)
+    as_interface: SwitchUnit = unit  # mypy checks ScpiRelayUnit satisfies the interface
+    check_conforms(as_interface, SwitchUnit, "switch.driver")  # as a lab's own driver is checked
     unit.close_channel(1)
     assert unit.is_closed(1) is True
     unit.open_channel(1)

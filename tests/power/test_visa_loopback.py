@@ -51,19 +51,19 @@ def test_power_supply_over_pyvisa(
         psu_bench: tuple[SimPowerSupply, ScpiTcpServer, list[float]]) -> None:
     sim, server, rail_changes = psu_bench
     psu = ScpiPowerSupply("psu", VisaScpiTransport(server.resource, timeout_ms=1000),
-                          max_volts=8.4, max_amps=2.0)
+                          max_volts=8.4, max_amps=2.0, nominal_volts=7.4)
     psu.open()
     try:
         assert psu.idn == sim.idn
-        psu.restore_nominal(7.4)
+        psu.restore_nominal()
         assert rail_changes == [7.4]
         with server.lock:
             sim.load_state = "printing"
         assert psu.measure_current() == pytest.approx(1.2)
-        assert psu.is_nominal(7.4)
+        assert psu.is_nominal()
         psu.set_current_limit(1.0)  # the printer now wants more than the supply gives
         assert psu.measure_voltage() == pytest.approx(6.1666667, abs=1e-6)
-        assert not psu.is_nominal(7.4)
+        assert not psu.is_nominal()
         psu.sag_to(5.9)
         with pytest.raises(LimitError):
             psu.sag_to(8.5)
