@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from protocols.errors import DecodeError, ProtocolError, hexdump
 
@@ -48,6 +50,26 @@ INS_GENERATE_AC = 0xAE
 INS_GET_RESPONSE = 0xC0
 INS_VERIFY = 0x20
 INS_INTERNAL_AUTHENTICATE = 0x88
+
+#: Instruction byte → name, for traces and the event stream (``GENERATE AC``).
+INS_NAMES: Mapping[int, str] = MappingProxyType({
+    INS_SELECT: "SELECT",
+    INS_READ_RECORD: "READ RECORD",
+    INS_GET_PROCESSING_OPTIONS: "GET PROCESSING OPTIONS",
+    INS_GET_DATA: "GET DATA",
+    INS_GENERATE_AC: "GENERATE AC",
+    INS_GET_RESPONSE: "GET RESPONSE",
+    INS_VERIFY: "VERIFY",
+    INS_INTERNAL_AUTHENTICATE: "INTERNAL AUTHENTICATE",
+    0x82: "EXTERNAL AUTHENTICATE",
+    0x84: "GET CHALLENGE",
+    0x24: "CHANGE REFERENCE DATA",
+})
+
+
+def ins_name(ins: int) -> str:
+    """``0xAE`` → ``'GENERATE AC'``; an instruction EMV does not name → ``'INS 5A'``."""
+    return INS_NAMES.get(ins, f"INS {ins:02X}")
 
 
 def sw_text(sw: int) -> str:

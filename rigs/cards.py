@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from protocols.apdu import ins_name, sw_text
 from protocols.errors import DecodeError, FramingError
 from protocols.masking import render_tlv, scrub
 from protocols.probe import (
@@ -40,6 +41,7 @@ from protocols.probe import (
 )
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, InstrumentError, NoResponse, TransportError, hexdump
+from rigs.events import Source
 from rigs.transport import ByteTransport
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class PcscCardBank(Driver):
         self._trace_lock = threading.Lock()
         self._t0 = time.monotonic()
         self.relay_error: BaseException | None = None
+        self._last_ins = "?"  # the instruction the next R-APDU answers (event stream)
         self.probe_flags = StatusFlag(0)
 
     # -- session -------------------------------------------------------------------------
@@ -253,6 +256,29 @@ class PcscCardBank(Driver):
     def _add(self, kind: str, data: bytes = b"", note: str = "") -> None:
         with self._trace_lock:
             self._trace.append(TraceEntry(time.monotonic() - self._t0, kind, bytes(data), note))
+        self._publish(kind, bytes(data), note)
+
+    def _publish(self, kind: str, data: bytes, note: str) -> None:
+        """Into the event stream: C-APDUs by instruction name (``GENERATE AC``), R-APDUs by
+        status word with the instruction they answer, ATRs and card events; all masked."""
+        if kind == "C-APDU" and len(data) >= 4:
+            self._last_ins = ins_name(data[1])
+            self.event_sink.publish(Source.CARDS, "c-apdu", self._last_ins,
+                                    render_apdu(kind, data)[:120], data={"ins": data[1]})
+        elif kind == "R-APDU":
+            if len(data) >= 2:
+                sw = int.from_bytes(data[-2:], "big")
+                self.event_sink.publish(Source.CARDS, "r-apdu", f"{sw:04X}",
+                                        f"to {self._last_ins}: {sw_text(sw)}",
+                                        data={"sw": sw, "ins_name": self._last_ins})
+            else:
+                self.event_sink.publish(Source.CARDS, "r-apdu", "none",
+                                        f"to {self._last_ins}: {note}")
+        elif kind == "ATR":
+            self.event_sink.publish(Source.CARDS, "atr", "ATR" if data else "no ATR",
+                                    note)
+        else:
+            self.event_sink.publish(Source.CARDS, "event", note.split(" ", 1)[0], note)
 
     def _event(self, note: str) -> None:
         self._add("event", note=note)

@@ -11,6 +11,7 @@ import pytest
 
 from protocols import tlv
 from rigs.cards import PcscCardBank
+from rigs.events import EventStream, Source, matching
 from rigs.transport import serial_transport
 from sim.card.emv import AIP, CVR, compute_ac, load_profile
 from sim.pcsc import PcscDaemon
@@ -53,6 +54,8 @@ def test_private_pcscd_lists_two_readers(pcsc_bench: tuple[PcscDaemon, object]) 
 
 def test_kernel_run_through_card_bank(relay: tuple[PcscCardBank, PtyProbeHost]) -> None:
     bank, host = relay
+    stream = EventStream()
+    bank.event_sink = stream
     assert host.expect("card", 1.0) == {"t": "card", "present": False}   # at connect
     bank.insert("good")
     assert bank.inserted == "good"
@@ -74,6 +77,15 @@ def test_kernel_run_through_card_bank(relay: tuple[PcscCardBank, PtyProbeHost]) 
     assert "621483******0017" in text
     assert "[blanked]" in text                                      # track 2 equivalent
     assert text.count("C-APDU") == text.count("R-APDU") >= 6
+
+    # The event stream has every APDU by instruction name, masked, in order.
+    commands = [e.name for e in stream.events(matching(source=Source.CARDS, kind="c-apdu"))]
+    assert commands[0] == "SELECT" and commands[-1] == "GENERATE AC"
+    assert "GET PROCESSING OPTIONS" in commands and "READ RECORD" in commands
+    ac = stream.find(matching(kind="r-apdu", name="9000"), since=stream.events(
+        matching(name="GENERATE AC"))[-1].seq)
+    assert ac is not None and ac.detail.startswith("to GENERATE AC")
+    assert profile.pan not in stream.timeline()
 
     bank.restore_nominal()
     assert bank.is_nominal() and bank.inserted is None
