@@ -309,6 +309,8 @@ class Bench:
         self.terminal.clear_evidence()
         if self._cards is not None:
             self._cards.clear_trace()
+        if self._switch is not None:
+            self._switch.clear_trace()
         if self._power is not None:
             self._power.clear_trace()
             self._power.start_sampling(period_s=SAMPLE_PERIOD_S)

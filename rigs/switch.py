@@ -99,6 +99,10 @@ class ScpiRelayUnit(ScpiInstrument):
         self.open_all()
         self.check_errors()
 
+    def clear_trace(self) -> None:
+        """Start a new trace (per scenario)."""
+        self.trace.clear()
+
     def trace_text(self) -> str:
         """One line per relay action, for the report."""
         lines = []

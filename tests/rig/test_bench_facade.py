@@ -137,8 +137,8 @@ def test_bench_file_chooses_the_implementation(tmp_path: Path) -> None:
     doc["switch"]["driver"] = "tests.rig.test_bench_facade:half_relay"  # type: ignore[index]
     config = parse_bench(doc, "test")
     with pytest.raises(ConfigError, match=r"switch.driver: the driver built HalfRelay, which "
-                                          r"lacks close_channel, is_closed, open_all, "
-                                          r"open_channel, trace_text of the SwitchUnit"):
+                                          r"lacks clear_trace, close_channel, is_closed, "
+                                          r"open_all, open_channel, trace_text of the SwitchUnit"):
         build("switch", config.switch, BuildContext(config, tmp_path))
     doc["switch"]["driver"] = "serial"  # type: ignore[index]
     config = parse_bench(doc, "test")
@@ -175,6 +175,8 @@ class LabRelay(HalfRelay):
         return False
 
     def open_all(self) -> None: ...
+
+    def clear_trace(self) -> None: ...
 
     def trace_text(self) -> str:
         return ""
