@@ -59,10 +59,6 @@ class Problem:
     message: str
 
 
-Render = Callable[[str, str, Sequence[Problem]], str]
-"""``render(source, what, problems)`` → the ConfigError's message."""
-
-
 def render_problems(source: str, what: str, problems: Sequence[Problem]) -> str:
     """The standard message: a header naming the file, then one line per bad key."""
     lines = "\n".join(f"  {p.path}: {p.message}" for p in problems)
@@ -215,27 +211,27 @@ def read_yaml(path: str | os.PathLike[str], *, what: str) -> Any:
 
 
 def validate_model(model: type[M], data: Any, source: str, *, what: str,
-                   render: Render = render_problems, sensitive: Iterable[str] = ()) -> M:
+                   sensitive: Iterable[str] = ()) -> M:
     """Validate a loaded document against *model*; errors name *source* and every bad key.
 
     The validation context is ``{"source": source}`` (a model may keep where it came from).
     """
     if not isinstance(data, dict):
         got = "the file is empty" if data is None else f"got {_kind_of(data)}"
-        raise ConfigError(render(source, what, [Problem(
+        raise ConfigError(render_problems(source, what, [Problem(
             TOP_LEVEL, "invalid", f"expected a mapping of keys at the top level; {got}")]))
     try:
         return model.model_validate(data, context={"source": source})
     except ValidationError as exc:
         hidden = sensitive_names(model) | frozenset(sensitive)
-        raise ConfigError(render(source, what, problems_of(exc, hidden))) from None
+        raise ConfigError(render_problems(source, what, problems_of(exc, hidden))) from None
 
 
 def load_model(model: type[M], path: str | os.PathLike[str], *, what: str,
-               render: Render = render_problems, sensitive: Iterable[str] = ()) -> M:
+               sensitive: Iterable[str] = ()) -> M:
     """Read the YAML file at *path* and validate it against *model* (see :func:`validate_model`)."""
     data = read_yaml(path, what=what)
-    return validate_model(model, data, str(path), what=what, render=render, sensitive=sensitive)
+    return validate_model(model, data, str(path), what=what, sensitive=sensitive)
 
 
 def check_value(annotation: Any, value: object, where: str) -> Any:
@@ -311,7 +307,6 @@ __all__ = [
     "MerchantId",
     "TerminalId",
     "Problem",
-    "Render",
     "SENSITIVE_KEYS",
     "TOP_LEVEL",
     "check_value",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -30,7 +30,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from protocols.masking import mask_pan
-from protocols.yamlmodel import TOP_LEVEL, Problem, Render, load_model, validate_model
+from protocols.yamlmodel import load_model, validate_model
 
 WHAT = "card profile"
 
@@ -209,27 +209,14 @@ class CardProfile(BaseModel):
         return mask_pan(self.pan)
 
 
-def render_card_problems(source: str, what: str, problems: Sequence[Problem]) -> str:
-    """``card profile <file>: key '<path>': <what is wrong>``, one line per problem."""
-    lines = []
-    for p in problems:
-        text = {"missing": "missing (required)", "unknown": "unknown key (misspelt?)"}.get(
-            p.kind, p.message)
-        lines.append(f"{WHAT} {source}: {text}" if p.path == TOP_LEVEL else
-                     f"{WHAT} {source}: key '{p.path}': {text}")
-    return "\n".join(lines)
-
-
-def load_profile(path: str | os.PathLike[str], *, render: Render = render_card_problems
-                 ) -> CardProfile:
+def load_profile(path: str | os.PathLike[str]) -> CardProfile:
     """Load and validate ``fixtures/cards/<name>.yaml``."""
-    return load_model(CardProfile, path, what=WHAT, render=render)
+    return load_model(CardProfile, path, what=WHAT)
 
 
-def profile_from_dict(data: object, path: str = "<dict>", *,
-                      render: Render = render_card_problems) -> CardProfile:
+def profile_from_dict(data: object, path: str = "<dict>") -> CardProfile:
     """Validate a parsed profile; every error is a ConfigError naming the file and the key."""
-    return validate_model(CardProfile, data, path, what=WHAT, render=render)
+    return validate_model(CardProfile, data, path, what=WHAT)
 
 
 __all__ = [
@@ -241,5 +228,4 @@ __all__ = [
     "load_profile",
     "luhn_ok",
     "profile_from_dict",
-    "render_card_problems",
 ]

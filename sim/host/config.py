@@ -9,7 +9,6 @@ a mistake is a ConfigError naming the file and the key path, never showing a key
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from protocols.errors import ConfigError
 from protocols.masking import mask_pan
 from protocols.yamlmodel import (
-    TOP_LEVEL,
     HexKey,
     MerchantId,
-    Problem,
     TerminalId,
     load_model,
 )
@@ -84,26 +81,11 @@ def load_terminals(path: str | os.PathLike[str]) -> dict[str, TerminalRecord]:
     return {rec.terminal_id: rec for rec in file.terminals}
 
 
-def _render_account_problems(source: str, what: str, problems: Sequence[Problem]) -> str:
-    """The issuer's one-line messages: ``<file>: missing key 'issuer.status'``."""
-    lines = []
-    for p in problems:
-        if p.path == TOP_LEVEL:
-            lines.append(f"{source}: {p.message}")
-        elif p.kind == "missing":
-            lines.append(f"{source}: missing key '{p.path}'")
-        elif p.kind == "unknown":
-            lines.append(f"{source}: unknown key '{p.path}' (misspelt?)")
-        else:
-            lines.append(f"{source}: key '{p.path}' {p.message}")
-    return "\n".join(lines)
-
-
 def load_account(path: str | os.PathLike[str]) -> Account:
     """One card profile, read through the card model; the issuer keeps pan, expiry, pin,
     issuer.balance_minor and issuer.status."""
     p = Path(path)
-    card = load_model(CardProfile, p, what=CARD_PROFILE, render=_render_account_problems)
+    card = load_model(CardProfile, p, what=CARD_PROFILE)
     return Account(card.pan, card.expiry, card.pin, card.issuer["balance_minor"],
                    card.issuer["status"], source=p.name)
 

@@ -154,23 +154,23 @@ def _write(tmp_path: Path, **changes: object) -> Path:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"pan": "6214830000000018"}, r"key 'pan': 621483\*\*\*\*\*\*0018 fails the Luhn check"),
-    ({"pan": "4111111111111111"}, r"key 'pan': expected a UnionPay PAN: 16-19 digits starting "
+    ({"pan": "6214830000000018"}, r"pan: 621483\*\*\*\*\*\*0018 fails the Luhn check"),
+    ({"pan": "4111111111111111"}, r"pan: expected a UnionPay PAN: 16-19 digits starting "
                                   r"with 62, got <hidden>"),
-    ({"expiry": "3013"}, r"key 'expiry': expected YYMM, got '3013'"),
-    ({"pin": None}, r"key 'pin': missing \(required\)"),
-    ({"cvm": "telepathy"}, r"key 'cvm': expected one of"),
-    ({"keys": {"ac_key": "0011"}}, r"key 'keys.ac_key': expected 16 bytes of hex, got 2"),
+    ({"expiry": "3013"}, r"expiry: expected YYMM, got '3013'"),
+    ({"pin": None}, r"pin: required key is missing"),
+    ({"cvm": "telepathy"}, r"cvm: expected one of"),
+    ({"keys": {"ac_key": "0011"}}, r"keys.ac_key: expected 16 bytes of hex, got 2"),
     ({"issuer": {"status": "active", "balance_minor": "lots"}},
-     r"key 'issuer.balance_minor': expected an integer"),
-    ({"issuer": {"status": "active"}}, r"key 'issuer.balance_minor': missing \(required\)"),
-    ({"colour": "red"}, r"key 'colour': unknown key"),
-    ({"atr": "zz"}, r"key 'atr': expected a hex string"),
+     r"issuer.balance_minor: expected an integer"),
+    ({"issuer": {"status": "active"}}, r"issuer.balance_minor: required key is missing"),
+    ({"colour": "red"}, r"colour: unknown key"),
+    ({"atr": "zz"}, r"atr: expected a hex string"),
 ])
 def test_profile_errors_name_file_and_key(tmp_path: Path, change: dict[str, object],
                                           message: str) -> None:
     path = _write(tmp_path, **change)
-    with pytest.raises(ConfigError, match=rf"^card profile {path}: {message}"):
+    with pytest.raises(ConfigError, match=rf"^{path}: card profile is not valid:\n  {message}"):
         load_profile(path)
 
 

@@ -196,9 +196,10 @@ def test_card_profile_missing_key_names_file_and_key(tmp_path) -> None:  # type:
     path.write_text(card_yaml(PAN).replace("  status: active\n", ""))
     with pytest.raises(ConfigError) as err:
         load_account(path)
-    assert str(err.value) == f"{path}: missing key 'issuer.status'"
+    assert str(err.value) == (f"{path}: card profile is not valid:\n"
+                              f"  issuer.status: required key is missing")
     path.write_text(card_yaml(PAN, pin="12"))
-    with pytest.raises(ConfigError, match="key 'pin' must be 4..12 digits"):
+    with pytest.raises(ConfigError, match="pin: .*4..12 digits"):
         load_account(path)
 
 
