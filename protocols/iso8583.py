@@ -161,6 +161,7 @@ RESPONSE_CODES: Mapping[str, str] = MappingProxyType({
     "12": "INVALID TRANSACTION",
     "14": "INVALID CARD",
     "22": "SIGN IN AGAIN",
+    "25": "UNABLE TO LOCATE ORIGINAL",
     "30": "FORMAT ERROR",
     "41": "LOST CARD",
     "43": "STOLEN CARD",
