@@ -18,6 +18,7 @@ from protocols.ecr import EventCode
 from protocols.faults import Direction, FaultKind, FaultSpec
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
+from rigs.events import Event, Source, matching
 
 EVENT_BOUND = 5.0
 
@@ -74,12 +75,31 @@ def battery_nominal(bench: Bench) -> int:
     return _fault(bench, lambda: bench.clear_faults(FaultKind.SUPPLY_SAG))
 
 
+SAMPLE_BOUND = 2.0
+"""Longest wait (s) for the supply's next samples (taken every 100 ms during a scenario)."""
+RAIL_TOLERANCE = 0.05
+
+
+@needs(Capability.POWER)
 @then("the terminal warns that the battery is low")
 @then("终端提示电量低")
 def warns_low_battery(bench: Bench, fault_mark: int) -> None:
     bench.terminal.wait_for_event(EventCode.LOW_BATTERY, timeout=EVENT_BOUND, since=fault_mark)
     status = bench.terminal.status()
     assert status.battery_low, f"status says battery fine at {status.supply_volts:.2f} V"
+    # Evidence outside the terminal's word: the supply measured the sagged rail at its output.
+    low = bench.config.terminal.low_battery_volts
+    sag = bench.faults.active(FaultKind.SUPPLY_SAG)
+    assert sag, "no supply sag is active in the fault ledger"
+
+    def sagged_sample(ev: Event) -> bool:
+        volts = ev.data.get("volts")
+        return (ev.t >= sag[-1].armed and isinstance(volts, float)
+                and volts <= low + RAIL_TOLERANCE)
+
+    bench.events.wait_for(lambda ev: matching(source=Source.POWER, kind="sample")(ev)
+                          and sagged_sample(ev), SAMPLE_BOUND,
+                          what=f"supply sample at or below {low + RAIL_TOLERANCE:.2f} V")
 
 
 @then("the terminal no longer warns about the battery")
