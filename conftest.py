@@ -5,4 +5,5 @@ pytest_plugins = [
     "steps.terminal_steps",
     "steps.purchase_steps",
     "steps.fault_steps",
+    "steps.business_steps",
 ]

@@ -2,4 +2,4 @@
 
 from pytest_bdd import scenarios
 
-scenarios("operating", "troubleshooting", "zh-CN")
+scenarios("operating", "troubleshooting", "business", "zh-CN")

@@ -1,5 +1,5 @@
-"""Payment crypto for the UnionPay POS dialect (pycryptodome): DES/3DES, KCV, PIN block, MAC,
-working keys under the terminal master key.
+"""Payment crypto for the UnionPay POS dialect: DES/3DES, KCV, PIN block, MAC, working keys
+under the terminal master key.
 
 Choices (docs/iso8583.md):
 - PIN block: ISO 9564-1 format 0 (ANSI X9.8), encrypted with the PIK in 3DES ECB.
@@ -11,14 +11,37 @@ Choices (docs/iso8583.md):
   3DES ECB, followed by a 4-byte check value (first 4 bytes of the clear key's encryption of
   eight zero bytes).
 
+Where each piece comes from:
+- From pyemv (maintained payment-crypto library, on top of ``cryptography``):
+  :func:`mac_x919` is ``pyemv.mac.mac_iso9797_3`` (padding 1) and :func:`kcv` is
+  ``pyemv.tools.key_check_digits``.  pyemv wants DES keys as ``cryptography`` TripleDES keys;
+  ``cryptography`` deprecates 8- and 16-byte TripleDES keys, so single and double-length keys
+  are handed over as the equivalent 24-byte keys (K1K1K1, K1K2K1): same result, no reliance on
+  the deprecated key sizes.  pyemv still imports TripleDES from ``cryptography``'s old location;
+  that one deprecation warning is silenced around our pyemv calls only (it says nothing about
+  our data).  pyemv's exceptions are turned into :class:`CryptoError` naming the operation.
+- Hand-written, because pyemv has no equivalent:
+  * ISO 9564-1 format 0 PIN block encode/decode: pyemv only has format 2 and the VIS PIN-change
+    block (``pyemv.sm``);
+  * 3DES ECB/CBC encrypt *and decrypt* (pyemv has encryption only): pycryptodome, which also
+    treats degenerate 3DES keys (K1 == K2 [== K3]) as single DES;
+  * the UnionPay field 62 working-key layout (key under TMK ‖ 4-byte KCV, PIK then MAK) and
+    its length/KCV checks: dialect framing that no library covers.
+The published vectors in tests/host/test_crypto.py pin all of it.
+
 Nothing here logs; keys and PINs never appear in exception messages.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from Crypto.Cipher import DES, DES3
+from pyemv import mac as _pyemv_mac
+from pyemv import tools as _pyemv_tools
 
 from protocols.errors import ProtocolError, RigError
 
@@ -97,9 +120,38 @@ def tdes_cbc_decrypt(key: bytes, data: bytes, iv: bytes = ZERO_IV) -> bytes:
     return _cipher(key, DES.MODE_CBC, iv).decrypt(data)  # type: ignore[attr-defined,no-any-return]
 
 
+# --------------------------------------------------------------------------------------------
+# pyemv boundary
+
+
+@contextmanager
+def _pyemv(op: str) -> Iterator[None]:
+    """Around a pyemv call: pyemv's errors become :class:`CryptoError` naming *op* (the
+    original is dropped: the message stays ours), and the ``cryptography`` warning about
+    pyemv's TripleDES import path is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TripleDES has been moved", module=r"pyemv\.")
+        try:
+            yield
+        except (ValueError, TypeError) as exc:
+            raise CryptoError(f"{op}: pyemv rejected the input "
+                              f"({type(exc).__name__})") from None
+
+
+def _tdes24(key: bytes) -> bytes:
+    """The 24-byte 3DES key equivalent to a single-, double- or triple-length key."""
+    if len(key) == 8:
+        return key * 3
+    if len(key) == 16:
+        return key + key[:8]
+    return key
+
+
 def kcv(key: bytes, length: int = 3) -> bytes:
     """Key check value: the first *length* bytes of the key's encryption of eight zero bytes."""
-    return tdes_ecb_encrypt(key, bytes(BLOCK))[:length]
+    _check_key(key, "kcv()")
+    with _pyemv("kcv()"):
+        return _pyemv_tools.key_check_digits(_tdes24(key), length)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,11 +209,9 @@ def mac_x919(mak: bytes, data: bytes) -> bytes:
     if len(mak) not in (8, 16):
         raise CryptoError(f"mac_x919(): MAK must be 8 or 16 bytes; got {len(mak)} bytes")
     k1, k2 = mak[:8], mak[8:16] or mak[:8]
-    padded = bytes(data) + bytes(-len(data) % BLOCK) if data else bytes(BLOCK)
-    chained = DES.new(k1, DES.MODE_CBC, iv=ZERO_IV).encrypt(padded)[-BLOCK:]
-    if k2 == k1:
-        return chained
-    return DES.new(k1, DES.MODE_ECB).encrypt(DES.new(k2, DES.MODE_ECB).decrypt(chained))
+    with _pyemv("mac_x919()"):
+        # Single DES as 3DES K|K|K (see module docstring); K1 == K2 gives plain CBC-MAC.
+        return _pyemv_mac.mac_iso9797_3(_tdes24(k1), _tdes24(k2), bytes(data), padding=1)
 
 
 def verify_mac(mak: bytes, data: bytes, mac: bytes) -> bool:

@@ -429,6 +429,12 @@ class Result(enum.StrEnum):
     TIMEOUT = "TIMEOUT"
     BAD_REQUEST = "BAD_REQUEST"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    LOCKED = "LOCKED"  # the operator is locked (3 wrong passwords) until an admin unlocks
+    NOT_AUTHORISED = "NOT_AUTHORISED"  # the logged-in operator's role may not do this
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"  # a sale above limits.txn_limit, refused offline
+    DAILY_LIMIT_EXCEEDED = "DAILY_LIMIT_EXCEEDED"  # the day's sales would pass daily_limit
+    UNSETTLED_BATCH = "UNSETTLED_BATCH"  # shutdown refused: the open batch holds transactions
+    NOT_FOUND = "NOT_FOUND"  # no such transaction / receipt / operator in the terminal
 
 
 class MsgCode(enum.StrEnum):
@@ -440,6 +446,13 @@ class MsgCode(enum.StrEnum):
     SIGN_IN = "SI"
     KEY = "KY"
     CANCEL = "CN"
+    REPRINT = "RP"
+    QUERY = "QY"
+    TOTALS = "TT"
+    SETTLE = "SE"
+    UNLOCK = "UL"
+    PARAMETER = "PM"
+    SHUTDOWN = "SD"
     ERROR = "ER"
     READY = "RD"
     EVENT = "EV"
@@ -505,6 +518,49 @@ class PrintStatus(enum.StrEnum):
     INCOMPLETE = "INCOMPLETE"  # the paper ran out while printing
 
 
+class EntryMode(enum.StrEnum):
+    """How the card was read (the ``entry`` hint of a transaction request; the TOTALS keys
+    ``<mode>_n`` / ``<mode>_amt``).  MANUAL: no card read (a void or refund by reference)."""
+
+    CHIP = "chip"
+    SWIPE = "swipe"
+    TAP = "tap"
+    QR = "qr"
+    MANUAL = "manual"
+
+
+class TxnStatus(enum.StrEnum):
+    """``status`` of a QUERY response: what became of the transaction."""
+
+    APPROVED = "approved"
+    DECLINED = "declined"  # declined by the host, or refused by the terminal (limit, comms)
+    VOIDED = "voided"  # an approved sale an approved void took back
+    REVERSED = "reversed"  # reversed (0400 acknowledged)
+    REFUNDED = "refunded"  # an approved sale with approved refunds against it
+    PENDING = "pending"  # no answer yet, or a reversal not yet acknowledged
+
+
+class Parameter(enum.StrEnum):
+    """``name`` of a PARAMETER request (admin only)."""
+
+    CLOCK = "clock"  # value YYYYMMDDhhmmss: the terminal's own clock
+    TXN_LIMIT = "txn_limit"  # minor units; empty value: back to the profile's
+    DAILY_LIMIT = "daily_limit"
+    REFUND_LIMIT = "refund_limit"
+
+
+class Anomaly(enum.StrEnum):
+    """Prefixes of the TOTALS ``anomalies`` list (comma separated)."""
+
+    DECLINES = "declines"  # declines:<masked PAN>: one card declined N times or more
+    REFUND_BURST = "refund_burst"  # N refunds or more within the window
+    LIMIT = "limit"  # limit:<stan>: a sale refused for a limit
+
+
+#: Clock format of STATUS ``clock``, PARAMETER clock and QUERY ``time``.
+CLOCK_FORMAT = "%Y%m%d%H%M%S"
+
+
 class Kind(enum.StrEnum):
     REQUEST = "request"
     RESPONSE = "response"
@@ -538,12 +594,33 @@ _FIXED_SPECS: tuple[MessageSpec, ...] = (
                 doc="one keypad press: 0-9, ENTER, CANCEL, CLEAR; no response"),
     MessageSpec(MsgCode.CANCEL, "CANCEL", "rig", Kind.REQUEST,
                 doc="cancel the pending transaction"),
+    MessageSpec(MsgCode.REPRINT, "REPRINT", "rig", Kind.REQUEST,
+                doc="print the last receipt again, marked 重打印 REPRINT"),
+    MessageSpec(MsgCode.QUERY, "QUERY", "rig", Kind.REQUEST, ("stan",),
+                doc="look a transaction up by trace (stan, optional batch)"),
+    MessageSpec(MsgCode.TOTALS, "TOTALS", "rig", Kind.REQUEST,
+                doc="totals of the open batch by type and entry mode, with anomalies"),
+    MessageSpec(MsgCode.SETTLE, "SETTLE", "rig", Kind.REQUEST,
+                doc="settle the open batch with the acquirer (admin)"),
+    MessageSpec(MsgCode.UNLOCK, "UNLOCK", "rig", Kind.REQUEST, ("op",),
+                doc="unlock a locked operator (admin)"),
+    MessageSpec(MsgCode.PARAMETER, "PARAMETER", "rig", Kind.REQUEST, ("name", "value"),
+                doc="set a parameter: clock, txn_limit, daily_limit, refund_limit (admin)"),
+    MessageSpec(MsgCode.SHUTDOWN, "SHUTDOWN", "rig", Kind.REQUEST,
+                doc="ask to shut down; refused while the open batch is not settled"),
     # terminal → rig final responses (same code as the request)
     MessageSpec(MsgCode.STATUS, "STATUS", "terminal", Kind.RESPONSE, ("rc", "state")),
     MessageSpec(MsgCode.LOGIN, "LOGIN", "terminal", Kind.RESPONSE, ("rc",)),
     MessageSpec(MsgCode.LOGOUT, "LOGOUT", "terminal", Kind.RESPONSE, ("rc",)),
     MessageSpec(MsgCode.SIGN_IN, "SIGN_IN", "terminal", Kind.RESPONSE, ("rc",)),
     MessageSpec(MsgCode.CANCEL, "CANCEL", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.REPRINT, "REPRINT", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.QUERY, "QUERY", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.TOTALS, "TOTALS", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.SETTLE, "SETTLE", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.UNLOCK, "UNLOCK", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.PARAMETER, "PARAMETER", "terminal", Kind.RESPONSE, ("rc",)),
+    MessageSpec(MsgCode.SHUTDOWN, "SHUTDOWN", "terminal", Kind.RESPONSE, ("rc",)),
     MessageSpec(MsgCode.ERROR, "ERROR", "terminal", Kind.RESPONSE, ("rc",),
                 doc="answer to a request the terminal could not decode"),
     # terminal → rig unsolicited
@@ -556,9 +633,15 @@ _FIXED_SPECS: tuple[MessageSpec, ...] = (
 )
 
 
+def txn_required(row: TransactionType) -> tuple[str, ...]:
+    """Required request fields of a transaction type: ``amt`` and ``cur``, none for a type whose
+    amount is the original's (a void: ``amt`` optional, checked against the original)."""
+    return () if row.amount_from_original else TXN_REQUIRED
+
+
 def transaction_specs(row: TransactionType) -> tuple[MessageSpec, MessageSpec]:
     """The request and final-response specs of one transaction type (same code both ways)."""
-    return (MessageSpec(row.ecr_code, row.ecr_name, "rig", Kind.REQUEST, TXN_REQUIRED,
+    return (MessageSpec(row.ecr_code, row.ecr_name, "rig", Kind.REQUEST, txn_required(row),
                         doc=f"start a {row.type}: {row.description}; final response comes "
                             f"when it ends"),
             MessageSpec(row.ecr_code, row.ecr_name, "terminal", Kind.RESPONSE, ("rc",)))

@@ -107,6 +107,8 @@ _UNIONPAY_FIELDS: dict[str, dict[str, Any]] = {
     "41": _field("ascii", 0, 8, "Card acceptor terminal id (ans8)"),
     "42": _field("ascii", 0, 15, "Card acceptor id / merchant id (ans15)"),
     "44": _field("ascii", 1, 25, "Additional response data (an..25 LLVAR)"),
+    "48": _field("ascii", 2, 322, "Additional data, private: settlement totals in 0500/0510, "
+                                  "upload count in 0320 (ans...322 LLLVAR)"),
     "49": _field("ascii", 0, 3, "Currency code, transaction (an3)"),
     "52": _field("b", 0, 8, "PIN data (b64, ISO 9564 format 0 under PIK)"),
     "53": _field("b", 0, 8, "Security related control information (n16)"),
@@ -168,6 +170,8 @@ RESPONSE_CODES: Mapping[str, str] = MappingProxyType({
     "51": "INSUFFICIENT FUNDS",
     "54": "EXPIRED CARD",
     "55": "WRONG PIN",
+    "61": "EXCEEDS AMOUNT LIMIT",
+    "64": "ORIGINAL AMOUNT INCORRECT",
     "75": "PIN TRIES EXCEEDED",
     "77": "BATCH MISMATCH",
     "94": "DUPLICATE TRANSACTION",

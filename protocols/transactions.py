@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -30,6 +30,17 @@ class TxnType(enum.StrEnum):
     """The transaction types of the table (values are stable, lower-case names)."""
 
     SALE = "sale"
+    VOID = "void"
+    REFUND = "refund"
+
+
+class Book(enum.StrEnum):
+    """How an approved transaction of a type counts in the settlement totals (field 48):
+    sales are debits, refunds credits; a void counts in neither and takes its original out."""
+
+    DEBIT = "debit"
+    CREDIT = "credit"
+    CANCEL = "cancel"
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class TransactionType:
     needs_original: bool  # the request names an original transaction (OriginalRef)
     needs_pin: bool  # online PIN when the card's CVM asks for it
     description: str = ""
+    amount_from_original: bool = False  # the amount is the original's (ECR amt optional)
+    original_date: bool = True  # field 61 carries the original's date MMDD (a void's does not)
+    book: Book = Book.DEBIT  # how it counts in the settlement totals
 
     def __post_init__(self) -> None:
         checks = (
@@ -147,10 +161,25 @@ SALE = TransactionType(
     type=TxnType.SALE, ecr_code="PU", ecr_name="PURCHASE", mti="0200", proc_code="000000",
     condition_code="00", message_type_code="22", receipt_title="消费 SALE",
     needs_card=True, needs_original=False, needs_pin=True,
-    description="chip purchase, online PIN when the card asks, authorised online")
+    description="chip purchase, online PIN when the card asks, authorised online",
+    book=Book.DEBIT)
+
+VOID = TransactionType(
+    type=TxnType.VOID, ecr_code="VD", ecr_name="VOID", mti="0200", proc_code="200000",
+    condition_code="00", message_type_code="23", receipt_title="消费撤销 VOID",
+    needs_card=False, needs_original=True, needs_pin=False,
+    description="cancels a sale of the open batch named by trace; the amount is the original's",
+    amount_from_original=True, original_date=False, book=Book.CANCEL)
+
+REFUND = TransactionType(
+    type=TxnType.REFUND, ecr_code="RF", ecr_name="REFUND", mti="0220", proc_code="200000",
+    condition_code="00", message_type_code="25", receipt_title="退货 REFUND",
+    needs_card=False, needs_original=True, needs_pin=False,
+    description="gives back up to what is left of an original sale named by RRN + date or trace",
+    book=Book.CREDIT)
 
 #: The table every layer dispatches on by default.
-TRANSACTIONS = TransactionTable((SALE,))
+TRANSACTIONS = TransactionTable((SALE, VOID, REFUND))
 
 
 def transaction_type(txn: str) -> TransactionType:
@@ -228,11 +257,13 @@ class OriginalRef:
         return cls(rrn=fields.get("orrn", ""), date=fields.get("odate", ""),
                    stan=fields.get("ostan", ""), batch_no=fields.get("obatch", ""))
 
-    def field61(self, current_batch: int) -> str:
-        """ISO 8583 field 61 (original data): original batch (6) + STAN (6) + date MMDD (4);
-        unknown parts are zeros, a STAN without batch is in *current_batch*."""
+    def field61(self, current_batch: int, *, with_date: bool = True) -> str:
+        """ISO 8583 field 61 (original data): original batch (6) + STAN (6) [+ date MMDD (4)];
+        unknown parts are zeros, a STAN without batch is in *current_batch*.  A void sends no
+        date (*with_date* False: 12 digits)."""
         batch = self.batch_no or (f"{current_batch:06d}" if self.stan else "000000")
-        return f"{batch}{self.stan or '000000'}{self.date or '0000'}"
+        date = (self.date or "0000") if with_date else ""
+        return f"{batch}{self.stan or '000000'}{date}"
 
     def describe(self) -> str:
         """Short text for receipts and logs: ``RRN 000000001234 (0504)`` or ``TRACE 000012``."""
@@ -253,16 +284,100 @@ def parse_field61(value: str) -> tuple[str, str, str]:
             ("" if date in ("", "0000") else date))
 
 
+# ---------------------------------------------------------------------------- settlement totals
+
+#: Reconciliation codes of field 48 (docs/business-day.md).
+RECONCILE_SENT = "0"  # the terminal's 0500
+RECONCILE_BALANCED = "1"  # the host's 0510: its totals equal the terminal's
+RECONCILE_UNBALANCED = "2"  # the host's 0510: they differ (the terminal uploads its batch)
+FIELD48_LEN = 3 + 12 + 3 + 12 + 1
+
+
+@dataclass(frozen=True)
+class SettlementTotals:
+    """Field 48 of 0500/0510: debit count (3) + amount (12), credit count (3) + amount (12),
+    reconciliation code (1).  Debits are sales, credits refunds (:class:`Book`)."""
+
+    debit_count: int = 0
+    debit_amount: int = 0
+    credit_count: int = 0
+    credit_amount: int = 0
+    code: str = RECONCILE_SENT
+
+    def __post_init__(self) -> None:
+        limits = (("debit_count", self.debit_count, 999), ("debit_amount", self.debit_amount,
+                  10**12 - 1), ("credit_count", self.credit_count, 999),
+                  ("credit_amount", self.credit_amount, 10**12 - 1))
+        for name, value, top in limits:
+            if not 0 <= value <= top:
+                raise DecodeError(f"settlement totals: {name} must be 0..{top}, got {value}")
+        if len(self.code) != 1 or not self.code.isdigit():
+            raise DecodeError(f"settlement totals: reconciliation code must be 1 digit, "
+                              f"got {self.code!r}")
+
+    def field48(self) -> str:
+        return (f"{self.debit_count:03d}{self.debit_amount:012d}{self.credit_count:03d}"
+                f"{self.credit_amount:012d}{self.code}")
+
+    def with_code(self, code: str) -> SettlementTotals:
+        return SettlementTotals(self.debit_count, self.debit_amount, self.credit_count,
+                                self.credit_amount, code)
+
+    def same_totals(self, other: SettlementTotals) -> bool:
+        """Counts and amounts equal (the reconciliation codes aside)."""
+        return self.field48()[:-1] == other.field48()[:-1]
+
+    @classmethod
+    def parse(cls, value: str) -> SettlementTotals:
+        """Field 48 → totals; a DecodeError says what is wrong."""
+        if len(value) != FIELD48_LEN or not value.isdigit():
+            raise DecodeError(f"field 48 settlement totals {value!r}: expected {FIELD48_LEN} "
+                              f"digits: debit count (3) + amount (12) + credit count (3) + "
+                              f"amount (12) + reconciliation code (1)")
+        return cls(int(value[0:3]), int(value[3:15]), int(value[15:18]), int(value[18:30]),
+                   value[30])
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One approved transaction of the batch as the batch upload (0320 …201) carries it:
+    fields 11 (its STAN), 3, 4, 37 and 2 (PAN, when the terminal still has it; never shown)."""
+
+    stan: int
+    proc_code: str
+    amount_minor: int
+    rrn: str
+    pan: str | None = field(default=None, repr=False)
+
+
+def upload_count_field48(count: int) -> str:
+    """Field 48 of the batch-upload end (0320 …207): the count of uploaded transactions, 4
+    digits."""
+    if not 0 <= count <= 9999:
+        raise DecodeError(f"batch upload end: count must be 0..9999, got {count}")
+    return f"{count:04d}"
+
+
 __all__ = [
+    "FIELD48_LEN",
     "ORIGINAL_FIELDS",
+    "RECONCILE_BALANCED",
+    "RECONCILE_SENT",
+    "RECONCILE_UNBALANCED",
+    "REFUND",
     "SALE",
+    "Book",
+    "SettlementTotals",
     "TRANSACTIONS",
     "OriginalRef",
     "TransactionTable",
     "TransactionType",
     "TxnType",
+    "UploadItem",
+    "VOID",
     "by_ecr_code",
     "by_iso",
     "parse_field61",
     "transaction_type",
+    "upload_count_field48",
 ]

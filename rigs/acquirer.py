@@ -7,6 +7,9 @@
 - **The ledger** (:meth:`AcquirerView.booked`): what the host booked, from its ledger.  Usually
   only the virtual bench's host simulator exposes one; a scenario that needs it is tagged
   ``@ledger`` and skipped on a bench without.
+- **The control** (:attr:`AcquirerView.control`): setting the host's answers (a response code,
+  a late answer, no answer, a settlement that disagrees); the host simulator's control socket,
+  virtual bench only (``@host_control``).
 
 Asking for a part the bench lacks raises :class:`~rigs.errors.CapabilityMissing` (the plugin
 turns it into a skip with the reason).
@@ -24,7 +27,7 @@ from protocols.faults import Direction
 from rigs.capabilities import REQUIREMENT, Capability
 from rigs.errors import CapabilityMissing
 from rigs.host import LedgerEntry, decode_pcap
-from rigs.interfaces import AcquirerLedger, NetworkInjector
+from rigs.interfaces import AcquirerControl, AcquirerLedger, NetworkInjector
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,12 @@ class AcquirerView:
     """What the rig can know of the acquirer host on this bench (see the module doc)."""
 
     def __init__(self, bench_name: str, *, network: NetworkInjector | None,
-                 ledger: AcquirerLedger | None, host_port: int | None) -> None:
+                 ledger: AcquirerLedger | None, host_port: int | None,
+                 control: AcquirerControl | None = None) -> None:
         self.bench_name = bench_name
         self._network = network
         self._ledger = ledger
+        self._control = control
         self._host_port = host_port
         self._ledger_mark = 0
 
@@ -112,6 +117,14 @@ class AcquirerView:
             raise CapabilityMissing(f"bench {self.bench_name}: what the acquirer booked needs "
                                     f"{REQUIREMENT[Capability.LEDGER]}")
         return self._ledger
+
+    @property
+    def control(self) -> AcquirerControl:
+        """Setting the host's answers (rules, a settlement that disagrees)."""
+        if self._control is None:
+            raise CapabilityMissing(f"bench {self.bench_name}: setting the acquirer's answers "
+                                    f"needs {REQUIREMENT[Capability.HOST_CONTROL]}")
+        return self._control
 
     # -- the scenario ----------------------------------------------------------------------
     def begin_scenario(self) -> None:

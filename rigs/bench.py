@@ -33,6 +33,7 @@ from rigs.errors import BenchNotNominal, CapabilityMissing, ConfigError, RigErro
 from rigs.events import EventStream, Source
 from rigs.faults import FaultLedger, FaultRecord
 from rigs.interfaces import (
+    AcquirerControl,
     AcquirerLedger,
     CardBank,
     Instrument,
@@ -85,6 +86,8 @@ def lacks(config: BenchConfig, cap: Capability) -> bool:
         return config.network is None or config.host is None
     if cap is Capability.LEDGER:
         return config.host is None or config.host.ledger is None
+    if cap is Capability.HOST_CONTROL:
+        return config.host is None or getattr(config.host, "control", None) is None
     if cap is Capability.LAB:
         return config.bench.kind == "virtual"
     raise ConfigError(f"unknown capability {cap!r}")
@@ -114,8 +117,12 @@ class Bench:
         self._ledger: AcquirerLedger | None = (
             None if config.host is None or config.host.ledger is None
             else build("ledger", config.host, ctx))
+        self._control: AcquirerControl | None = (
+            None if lacks(config, Capability.HOST_CONTROL)
+            else build("control", config.host, ctx))
         self.acquirer = AcquirerView(
             config.bench.name, network=self._network, ledger=self._ledger,
+            control=self._control,
             host_port=None if config.host is None else config.host.port)
         for instrument in self.instruments():
             instrument.event_sink = self.events
@@ -173,8 +180,9 @@ class Bench:
     def instruments(self) -> list[Instrument]:
         """Open order: what shapes the terminal's world first, the terminal last.  Restore
         uses the same order: the terminal judges the world the others have just restored."""
-        parts: list[Instrument | None] = [self._ledger, self._network, self._switch,
-                                          self._cards, self._power, self.terminal]
+        parts: list[Instrument | None] = [self._ledger, self._control, self._network,
+                                          self._switch, self._cards, self._power,
+                                          self.terminal]
         return [p for p in parts if p is not None]
 
     def open(self) -> None:

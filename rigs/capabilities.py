@@ -23,6 +23,7 @@ class Capability(enum.StrEnum):
     NETWORK = "network"
     WIRE = "wire"
     LEDGER = "ledger"
+    HOST_CONTROL = "host_control"
     LAB = "lab"
 
 
@@ -34,6 +35,7 @@ CAPABILITY_OF_TAG: Mapping[str, Capability] = MappingProxyType({
     "network": Capability.NETWORK,
     "wire": Capability.WIRE,
     "ledger": Capability.LEDGER,
+    "host_control": Capability.HOST_CONTROL,
     "hw_only": Capability.LAB,
 })
 
@@ -48,6 +50,9 @@ REQUIREMENT: Mapping[Capability, str] = MappingProxyType({
                      "address) in the bench file, to see what crossed the wire",
     Capability.LEDGER: "host.ledger in the bench file (the acquirer host's ledger; usually only "
                        "the virtual bench has one)",
+    Capability.HOST_CONTROL: "host.control in the bench file (the acquirer host simulator's "
+                             "control socket, to set its answers; usually only the virtual "
+                             "bench has one)",
     Capability.LAB: "a lab bench (bench.kind: lab)",
 })
 

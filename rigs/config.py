@@ -169,6 +169,8 @@ class NetworkConfig(_Part):
 class HostConfig(_Part):
     address: HostPort = Field(description="host:port of the acquirer, to find its traffic in captures.")
     ledger: str | None = Field(None, description="Path of the host simulator's SQLite ledger.")
+    control: str | None = Field(None, description="Path of the host simulator's control socket "
+                                                  "(unix socket, JSON lines; virtual bench).")
 
     @property
     def port(self) -> int:

@@ -2,7 +2,10 @@
 seen on the wire (any bench, from a pcap).  Evidence only: everything returned is masked.
 
 - :class:`SqliteAcquirerLedger` reads the simulator's SQLite ledger read-only (schema in
-  docs/iso8583.md); the rig never imports ``sim``.
+  :mod:`protocols.ledger` and docs/iso8583.md): every request, what the host made of it (kind,
+  status: booked, voided, reversed…), the original a void, refund or reversal refers to, the
+  settlement's reconciliation code.  A ledger written by an older host (fewer columns) reads
+  with the missing columns empty.  The rig never imports ``sim``.
 - :func:`decode_pcap` reassembles the TCP streams to/from the acquirer port, unframes and decodes
   every message; bad bytes become an entry saying what failed, never an exception.
 - :func:`render_messages` turns that list into text for a report attachment.
@@ -19,7 +22,7 @@ from typing import Any
 
 from protocols.errors import ProtocolError, RigError
 from protocols.iso8583 import LengthFramer, decode_message, describe, response_text, unframe
-from protocols.ledger import COLUMNS, TABLE, LedgerRecord
+from protocols.ledger import COLUMNS, TABLE, LedgerRecord, Status
 from protocols.masking import scrub
 from rigs.driver import Driver
 from rigs.errors import DeviceStateError, TransportError
@@ -32,13 +35,21 @@ LEDGER_COLUMNS = ("id", *COLUMNS)
 
 @dataclass(frozen=True)
 class LedgerEntry(LedgerRecord):
-    """One request the host answered, with its row id (PAN masked; pan_hash for matching)."""
+    """One request the host answered, with its row id (PAN masked; pan_hash for matching).
+    ``status`` is what the host made of it (:class:`protocols.ledger.Status`): ``booked``,
+    ``voided``, ``reversed`` for a sale, void or refund; ``netted`` / ``nothing_to_net`` for a
+    reversal; ``balanced`` / ``unbalanced`` / ``forced`` for a settlement."""
 
     id: int = 0
 
     @property
     def approved(self) -> bool:
         return self.response_code == "00"
+
+    @property
+    def booked(self) -> bool:
+        """An approved sale, void or refund that stands (neither voided nor reversed)."""
+        return self.status == Status.BOOKED
 
 
 class SqliteAcquirerLedger(Driver):
@@ -49,6 +60,7 @@ class SqliteAcquirerLedger(Driver):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        self._columns: tuple[str, ...] = LEDGER_COLUMNS
 
     def open(self) -> None:
         if not self.path.is_file():
@@ -60,7 +72,18 @@ class SqliteAcquirerLedger(Driver):
         except sqlite3.Error as exc:
             raise TransportError(f"{self!r}: open(): cannot open {self.path} read-only "
                                  f"({exc})") from exc
+        self._columns = self._present_columns()
         super().open()
+
+    def _present_columns(self) -> tuple[str, ...]:
+        """The schema's columns this file has (an older host wrote fewer; none before the
+        host created the table)."""
+        assert self._db is not None
+        try:
+            have = {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({LEDGER_TABLE})")}
+        except sqlite3.Error:
+            return LEDGER_COLUMNS
+        return tuple(c for c in LEDGER_COLUMNS if c in have) if have else LEDGER_COLUMNS
 
     def close(self) -> None:
         if self._db is not None:
@@ -72,7 +95,7 @@ class SqliteAcquirerLedger(Driver):
                tail: str = "ORDER BY id") -> list[LedgerEntry]:
         self.require_open(op)
         assert self._db is not None
-        sql = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM {LEDGER_TABLE} {where} {tail}"
+        sql = f"SELECT {', '.join(self._columns)} FROM {LEDGER_TABLE} {where} {tail}"
         try:
             rows = self._db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -80,7 +103,8 @@ class SqliteAcquirerLedger(Driver):
                                  f"timeout {self.busy_timeout} s") from exc
         out = []
         for row in rows:
-            values = dict(zip(LEDGER_COLUMNS, row, strict=True))
+            values: dict[str, Any] = dict.fromkeys(LEDGER_COLUMNS)
+            values.update(zip(self._columns, row, strict=True))
             if values["pan_masked"]:
                 values["pan_masked"] = scrub(values["pan_masked"])
             out.append(LedgerEntry(**values))
@@ -93,7 +117,10 @@ class SqliteAcquirerLedger(Driver):
         return self._query("entries", "WHERE id > ?", (since_id,))
 
     def find(self, *, stan: str | int | None = None, terminal_id: str | None = None,
-             mti: str | None = None) -> list[LedgerEntry]:
+             mti: str | None = None, kind: str | None = None,
+             batch_no: str | int | None = None) -> list[LedgerEntry]:
+        """Rows matching every criterion given (*kind*: a transaction type or a management
+        kind of :data:`protocols.ledger.MANAGEMENT_KINDS`)."""
         clauses, params = [], []
         if stan is not None:
             clauses.append("stan = ?")
@@ -104,6 +131,12 @@ class SqliteAcquirerLedger(Driver):
         if mti is not None:
             clauses.append("mti = ?")
             params.append(mti)
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(str(kind))
+        if batch_no is not None:
+            clauses.append("batch_no = ?")
+            params.append(f"{int(batch_no):06d}")
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         return self._query("find", where, tuple(params))
 
@@ -130,19 +163,31 @@ class SqliteAcquirerLedger(Driver):
     def restore_nominal(self) -> None:
         """Reopen the file (the host may have recreated it)."""
         self.close()
-        self.open()
+        self.open()  # re-reads the columns (a newer host may have migrated the file)
         if not self.is_nominal():
             raise DeviceStateError(f"{self!r}: restore_nominal(): {self.path} has no "
                                    f"'{LEDGER_TABLE}' table")
 
     def text(self, since_id: int | None = None) -> str:
         """Rows as text for a report attachment (masked)."""
-        lines = ["id  time                     mti  code  tid       stan    amount  pan"]
+        lines = ["id  time                     mti  code  tid       batch  stan    amount  "
+                 "kind        status          original       pan"]
         for e in self.entries(since_id):
+            original = (f"{e.original_batch or '-'}/{e.original_stan or '-'}"
+                        if e.original_stan or e.original_batch else "")
+            extra = []
+            if e.reconciliation:
+                extra.append(f"reconciliation {e.reconciliation}")
+            if e.reason_code:
+                extra.append(f"reason {e.reason_code}")
+            if e.rule_id is not None:
+                extra.append(f"rule #{e.rule_id} {e.rule_action or ''}".rstrip())
             lines.append(f"{e.id:<3} {e.received_at:<24} {e.mti} {e.response_code or '--':<5}"
-                         f" {e.terminal_id or '-':<9} {e.stan or '-':<7} "
+                         f" {e.terminal_id or '-':<9} {e.batch_no or '-':<6} {e.stan or '-':<7} "
                          f"{'' if e.amount_minor is None else e.amount_minor:>7}  "
-                         f"{e.pan_masked or ''}")
+                         f"{e.kind or '-':<11} {e.status or '-':<15} {original:<14} "
+                         f"{e.pan_masked or ''}"
+                         + (f"  ({'; '.join(extra)})" if extra else ""))
         return "\n".join(lines)
 
 

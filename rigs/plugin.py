@@ -49,6 +49,7 @@ MARKERS = {
     "security": "a security check",
     "ledger": "checks what the acquirer host booked (needs its ledger; usually virtual bench only)",
     "wire": "checks what crossed the wire (needs the in-line network injector)",
+    "host_control": "sets the acquirer host's answers (needs its control; virtual bench only)",
 }
 SIM_BOUND = 120.0
 PROCEDURES = Path(__file__).resolve().parent.parent / "docs" / "procedures.md"

@@ -87,6 +87,12 @@ def sqlite_ledger(section: Any, ctx: BuildContext) -> Any:
     return SqliteAcquirerLedger("ledger", Path(section.ledger))
 
 
+def socket_host_control(section: Any, ctx: BuildContext) -> Any:
+    from rigs.hostctl import SocketAcquirerControl
+
+    return SocketAcquirerControl("hostctl", Path(section.control))
+
+
 @dataclass(frozen=True)
 class Slot:
     """One replaceable part of the bench: its YAML section, interface name and default."""
@@ -103,6 +109,7 @@ SLOTS: Mapping[str, Slot] = MappingProxyType({
     "switch": Slot("switch", "SwitchUnit", "scpi"),
     "network": Slot("network", "NetworkInjector", "scapy-bridge"),
     "ledger": Slot("host", "AcquirerLedger", "sqlite"),
+    "control": Slot("host", "AcquirerControl", "socket"),
 })
 
 BUILTIN: Mapping[tuple[str, str], Factory] = MappingProxyType({
@@ -112,6 +119,7 @@ BUILTIN: Mapping[tuple[str, str], Factory] = MappingProxyType({
     ("switch", "scpi"): scpi_switch,
     ("network", "scapy-bridge"): scapy_network,
     ("ledger", "sqlite"): sqlite_ledger,
+    ("control", "socket"): socket_host_control,
 })
 
 

@@ -14,15 +14,23 @@ Transactions are generic: :meth:`SerialTerminalLink.start_transaction` sends the
 row of the transaction table (:mod:`protocols.transactions`; the ECR request code, name and
 whether an original is named come from the row) and :meth:`~SerialTerminalLink.wait_outcome`
 waits for that row's final response.  :meth:`~SerialTerminalLink.start_purchase` is the sale.
+
+The business day (docs/business-day.md): :meth:`~SerialTerminalLink.reprint`,
+:meth:`~SerialTerminalLink.query`, :meth:`~SerialTerminalLink.totals` (:class:`Totals`),
+:meth:`~SerialTerminalLink.settle` (:class:`Settlement`), :meth:`~SerialTerminalLink.unlock`,
+:meth:`~SerialTerminalLink.set_parameter`, :meth:`~SerialTerminalLink.shutdown`.  Answers are
+parsed here, once, into typed records; a malformed field is a DecodeError naming it.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from protocols import ecr
 from protocols.masking import scrub
@@ -104,6 +112,42 @@ class Outcome:
                    amount_minor=int(amt) if amt.isdigit() else None, fields=dict(msg.fields))
 
 
+def _digits(msg: ecr.Message, key: str, *, default: int | None = None) -> int | None:
+    """Field *key* of *msg* as a non-negative integer; absent/empty → *default*; anything else
+    than digits is a DecodeError naming the message and the field."""
+    value = msg.get(key)
+    if value == "":
+        return default
+    if not value.isdigit():
+        raise DecodeError(f"ECR message {msg.code}: field {key} must be digits, got {value!r}")
+    return int(value)
+
+
+def _count(msg: ecr.Message, key: str) -> int:
+    value = _digits(msg, key, default=0)
+    assert value is not None
+    return value
+
+
+def _flag(msg: ecr.Message, key: str) -> bool:
+    """Field *key* as ``1``/``0`` (absent: False); anything else is a DecodeError."""
+    value = msg.get(key)
+    if value not in ("", "0", "1"):
+        raise DecodeError(f"ECR message {msg.code}: field {key} must be 1 or 0, got {value!r}")
+    return value == "1"
+
+
+def _clock(msg: ecr.Message, key: str) -> datetime.datetime | None:
+    value = msg.get(key)
+    if not value:
+        return None
+    try:
+        return datetime.datetime.strptime(value, ecr.CLOCK_FORMAT)
+    except ValueError:
+        raise DecodeError(f"ECR message {msg.code}: field {key} must be YYYYMMDDhhmmss, got "
+                          f"{value!r}") from None
+
+
 @dataclass(frozen=True)
 class TerminalStatus:
     state: str
@@ -115,6 +159,13 @@ class TerminalStatus:
     supply_volts: float | None
     batch_no: str
     fault_codes: tuple[str, ...]
+    clock: datetime.datetime | None = None  # the terminal's own clock
+    reversal_pending: bool = False
+    journal_entries: int = 0  # journal entries in the open batch
+    txn_limit: int | None = None  # limits in force (minor units)
+    daily_limit: int | None = None
+    refund_limit: int | None = None
+    day_sales: int = 0  # approved sales of the terminal's business day (what daily_limit sees)
 
     @classmethod
     def from_message(cls, msg: ecr.Message) -> TerminalStatus:
@@ -129,7 +180,71 @@ class TerminalStatus:
                    card_present=msg.get("card") == "1",
                    battery_low=msg.get("battery_low") == "1", supply_volts=supply,
                    batch_no=msg.get("batch"),
-                   fault_codes=tuple(faults.split(",")) if faults else ())
+                   fault_codes=tuple(faults.split(",")) if faults else (),
+                   clock=_clock(msg, "clock"), reversal_pending=_flag(msg, "reversal"),
+                   journal_entries=_count(msg, "journal"),
+                   txn_limit=_digits(msg, "txn_limit"), daily_limit=_digits(msg, "daily_limit"),
+                   refund_limit=_digits(msg, "refund_limit"), day_sales=_count(msg, "day_sales"))
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The TOTALS answer: the open batch's counted transactions by type and by entry mode as
+    ``(count, amount in minor units)``, and the anomalies (``declines:<masked PAN>``,
+    ``refund_burst``, ``limit:<stan>``)."""
+
+    batch: str
+    by_type: Mapping[str, tuple[int, int]]
+    by_entry: Mapping[str, tuple[int, int]]
+    anomalies: tuple[str, ...]
+    result: str = ecr.Result.OK.value
+    ok: bool = True
+    display: str = ""
+
+    @classmethod
+    def from_message(cls, msg: ecr.Message, transactions: TransactionTable = TRANSACTIONS
+                     ) -> Totals:
+        """Keys ``<type>_n`` / ``<type>_amt`` of the table's types go to ``by_type``, every other
+        ``<name>_n`` / ``<name>_amt`` pair (the entry modes) to ``by_entry``."""
+        types = {str(row.type) for row in transactions}
+        by_type: dict[str, tuple[int, int]] = {}
+        by_entry: dict[str, tuple[int, int]] = {}
+        for key in msg.fields:
+            if not key.endswith("_n"):
+                continue
+            name = key[:-2]
+            pair = (_count(msg, key), _count(msg, f"{name}_amt"))
+            (by_type if name in types else by_entry)[name] = pair
+        anomalies = msg.get("anomalies")
+        rc = msg.get("rc")
+        return cls(batch=msg.get("batch"), by_type=MappingProxyType(by_type),
+                   by_entry=MappingProxyType(by_entry),
+                   anomalies=tuple(a for a in anomalies.split(",") if a),
+                   result=rc, ok=rc in SUCCESS, display=msg.get("text"))
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The SETTLE answer.  ``ok`` and ``balanced``: the batch closed, ``batch`` is the one
+    settled and ``next_batch`` the open one now; ``uploaded`` transactions went in a batch
+    upload (0 when the first settlement balanced)."""
+
+    result: str
+    ok: bool
+    balanced: bool
+    uploaded: int
+    batch: str
+    next_batch: str
+    display: str = ""
+    response_code: str = ""
+
+    @classmethod
+    def from_message(cls, msg: ecr.Message) -> Settlement:
+        rc = msg.get("rc")
+        return cls(result=rc, ok=rc in SUCCESS, balanced=_flag(msg, "balanced"),
+                   uploaded=_count(msg, "uploaded"), batch=msg.get("batch"),
+                   next_batch=msg.get("next_batch"), display=msg.get("text"),
+                   response_code=msg.get("hrc"))
 
 
 #: Unsolicited message → the event's code (its kind is the message's name: READY, EVENT,
@@ -257,21 +372,32 @@ class SerialTerminalLink(Driver):
     def cancel(self, timeout: float = 5.0) -> Outcome:
         return Outcome.from_message(self._request(ecr.MsgCode.CANCEL, {}, timeout, "cancel"))
 
-    def start_transaction(self, txn: TxnType | str, amount_minor: int, *, currency: str = "156",
-                          entry: str = "chip", original: OriginalRef | None = None) -> None:
+    def start_transaction(self, txn: TxnType | str, amount_minor: int | None, *,
+                          currency: str = "156", entry: str = "chip",
+                          original: OriginalRef | None = None) -> None:
         """Send the request of transaction type *txn* (its row's ECR code) and return once it
         is ACKed; :meth:`wait_outcome` gets the result.  *original* is sent (fields orrn/odate or
-        ostan/obatch) for a type that needs one; without it the terminal answers BAD_REQUEST."""
+        ostan/obatch) for a type that needs one; without it the terminal answers BAD_REQUEST.
+        A type whose amount is the original's (a void) takes *amount_minor* None (the terminal
+        takes it from its journal) or the amount it must match; its request carries only the
+        original and that amount."""
         op = "start_transaction"
         self.require_open(op)
         row = self._transactions.get(txn)
-        if amount_minor <= 0:
+        if amount_minor is None and not row.amount_from_original:
+            raise ConfigError(f"{self!r}: {op}({row.type}) {row.ecr_name} needs an amount; "
+                              f"got None")
+        if amount_minor is not None and amount_minor <= 0:
             raise ConfigError(f"{self!r}: {op}({row.type}) amount must be > 0, got "
                               f"{amount_minor}")
         if original is not None and not row.needs_original:
             raise ConfigError(f"{self!r}: {op}({row.type}) {row.ecr_name} takes no original "
                               f"transaction; got {original.describe()}")
-        fields = {"amt": str(amount_minor), "cur": currency, "entry": entry}
+        fields: dict[str, str] = {}
+        if amount_minor is not None:
+            fields["amt"] = str(amount_minor)
+        if not row.amount_from_original:
+            fields.update(cur=currency, entry=entry)
         if original is not None:
             fields.update(original.ecr_fields())
         pending = _Pending(row)
@@ -291,6 +417,58 @@ class SerialTerminalLink(Driver):
             raise
         with self._cond:
             pending.epoch = epoch
+
+    # ------------------------------------------------------------------ the business day
+    def reprint(self, timeout: float = 15.0) -> Outcome:
+        """REPRINT: the last receipt printed again (its ``PR`` events marked 重打印 REPRINT);
+        the answer comes once both copies are out."""
+        return Outcome.from_message(self._request(ecr.MsgCode.REPRINT, {}, timeout, "reprint"))
+
+    def query(self, stan: str | int, *, batch: str | int | None = None,
+              timeout: float = 5.0) -> Outcome:
+        """QUERY by trace (the open batch unless *batch*): ``fields`` holds ``type``, ``amt``,
+        ``status``, ``rrn``, ``auth``, ``pan`` (masked), ``time``, ``batch``, ``stan``."""
+        fields = {"stan": self._six_digits("query", "stan", stan)}
+        if batch is not None:
+            fields["batch"] = self._six_digits("query", "batch", batch)
+        return Outcome.from_message(self._request(ecr.MsgCode.QUERY, fields, timeout, "query"))
+
+    def totals(self, timeout: float = 5.0) -> Totals:
+        """TOTALS of the open batch (:class:`Totals`)."""
+        return Totals.from_message(self._request(ecr.MsgCode.TOTALS, {}, timeout, "totals"),
+                                   self._transactions)
+
+    def settle(self, timeout: float = 120.0) -> Settlement:
+        """SETTLE the open batch (admin): reversals owed, 0500, a batch upload if the host's
+        totals differ, 0500 again (:class:`Settlement`).  *timeout* bounds the whole exchange."""
+        return Settlement.from_message(self._request(ecr.MsgCode.SETTLE, {}, timeout, "settle"))
+
+    def unlock(self, operator: str, timeout: float = 5.0) -> Outcome:
+        """UNLOCK a locked operator (an admin must be logged in)."""
+        return Outcome.from_message(self._request(ecr.MsgCode.UNLOCK, {"op": operator}, timeout,
+                                                  "unlock"))
+
+    def set_parameter(self, name: str, value: str, timeout: float = 5.0) -> Outcome:
+        """PARAMETER (admin): ``clock`` (YYYYMMDDhhmmss), ``txn_limit``, ``daily_limit``,
+        ``refund_limit`` (minor units; an empty value restores the profile's)."""
+        if name not in set(ecr.Parameter):
+            raise ConfigError(f"{self!r}: set_parameter() name must be one of "
+                              f"{', '.join(ecr.Parameter)}, got {name!r}")
+        return Outcome.from_message(self._request(ecr.MsgCode.PARAMETER,
+                                                  {"name": name, "value": value}, timeout,
+                                                  "set_parameter"))
+
+    def shutdown(self, timeout: float = 5.0) -> Outcome:
+        """SHUTDOWN: OK, or UNSETTLED_BATCH (with the reason in ``display``) while the open batch
+        holds transactions or a reversal is owed."""
+        return Outcome.from_message(self._request(ecr.MsgCode.SHUTDOWN, {}, timeout,
+                                                  "shutdown"))
+
+    def _six_digits(self, op: str, name: str, value: str | int) -> str:
+        text = str(value)
+        if not (text.isdigit() and len(text) <= 6):
+            raise ConfigError(f"{self!r}: {op}() {name} must be up to 6 digits, got {value!r}")
+        return text.zfill(6)
 
     def start_purchase(self, amount_minor: int, currency: str = "156",
                        entry: str = "chip") -> None:

@@ -70,6 +70,7 @@ BROWNOUT_VOLTS = 6.00  # the terminal profile has no brown-out: the supply simul
 HOST_PORT = 8583
 TERMINAL_PROFILE = REPO / "fixtures/terminal/profile.yaml"
 CARDS_DIR = REPO / "fixtures/cards"
+HOST_RULES = REPO / "fixtures/host/rules.yaml"
 #: Parts of the virtual bench that ``--without`` can leave out.
 PARTS = ("ledger", "network")
 #: Bench-file roles (terminal.operators) and the profile role each one takes its operator from.
@@ -94,6 +95,11 @@ class BenchPaths:
     @property
     def ledger(self) -> Path:
         return self.workdir / "host.sqlite"
+
+    @property
+    def host_control(self) -> Path:
+        """The host simulator's control socket (absolute: the rig connects to it by path)."""
+        return self.workdir.resolve() / "host.ctl"
 
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -185,7 +191,8 @@ class VirtualBench:
             "host", ["ip", "netns", "exec", self.topo.acq_ns, self.python, "-m", "sim.host",
                      "--listen", host_addr, "--db", str(self.paths.ledger),
                      "--terminals", str(REPO / "fixtures/host/terminals.yaml"),
-                     "--cards-dir", str(CARDS_DIR)],
+                     "--cards-dir", str(CARDS_DIR), "--rules", str(HOST_RULES),
+                     "--control", str(self.paths.host_control)],
             log_file=self.paths.log("host"), marker=b"READY", bound=READY_BOUND, cwd=REPO)
         self._record(host_rec)
         self._closers.append(lambda: kill(host_rec, grace=2.0))
@@ -234,7 +241,8 @@ class VirtualBench:
             profile=profile, ecr_path=ecr_path, probe_path=probe_path,
             pcsc_socket=self.pcscd.client_socket, readers=readers,
             psu_port=self.psu_server.port, relay_port=self.relay_server.port, topo=self.topo,
-            host_addr=host_addr, ledger=self.paths.ledger, without=self.without)
+            host_addr=host_addr, ledger=self.paths.ledger, without=self.without,
+            host_control=self.paths.host_control)
 
     def _pty(self, name: str) -> tuple[int, str]:
         master, slave = os.openpty()
@@ -481,11 +489,14 @@ class VirtualBench:
 def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
                    pcsc_socket: str | None, readers: dict[str, str], psu_port: int,
                    relay_port: int, topo: netns.Topology, host_addr: str, ledger: Path,
-                   without: Collection[str] = ()) -> dict[str, Any]:
+                   without: Collection[str] = (), host_control: Path | None = None
+                   ) -> dict[str, Any]:
     """The bench YAML document of a running virtual bench (what the rig loads).
 
     Terminal IDs, operators and thresholds come from the terminal *profile*, card PINs from the
-    card profiles; parts in *without* (:data:`PARTS`) are left out of the document."""
+    card profiles; parts in *without* (:data:`PARTS`) are left out of the document.
+    *host_control*: the host simulator's control socket, published as ``host.control`` (a
+    capability of its own: it stays when the ledger is left out)."""
     parts = check_parts(without)
     doc: dict[str, Any] = {
         "bench": {"name": "virtual", "kind": "virtual"},
@@ -516,6 +527,8 @@ def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
     doc["host"] = {"address": host_addr}
     if "ledger" not in parts:
         doc["host"]["ledger"] = str(ledger)
+    if host_control is not None:
+        doc["host"]["control"] = str(host_control)
     return doc
 
 

@@ -2,7 +2,8 @@
 [--host 198.18.0.20:8583] [--terminal-id ID] [--merchant-id ID]``
 
 Started by the bench supervisor when the PSU output comes on; SIGTERM ends it cleanly, SIGKILL
-is a power loss.  Logs go to stderr (masked).
+is a power loss.  Logs go to stderr (masked).  The state dir holds the NVRAM
+(``terminal-nvram.json``) and the journal (``terminal-journal.sqlite``, WAL).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import FrameType
 
 from protocols.errors import RigError
 from sim.terminal.firmware import TerminalFirmware
+from sim.terminal.journal import SqliteJournal
 from sim.terminal.nvram import FileNvram
 from sim.terminal.profile import load_profile, with_overrides
 from sim.terminal.runner import KernelServices, TerminalRunner
@@ -49,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("sim.terminal").error("%s", exc)
         return 2
     harness = socket.socket(fileno=args.harness_fd)
-    firmware = TerminalFirmware(profile, FileNvram(args.state_dir))
+    try:
+        journal = SqliteJournal(args.state_dir)
+    except RigError as exc:
+        logging.getLogger("sim.terminal").error("%s", exc)
+        return 2
+    firmware = TerminalFirmware(profile, FileNvram(args.state_dir), journal=journal)
 
     def services(slot: HarnessSlot) -> KernelServices:
         return KernelServices(slot, profile, profile.host, profile.port)
@@ -62,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        journal.close()
     return 0
 
 

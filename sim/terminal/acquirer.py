@@ -1,8 +1,10 @@
-"""The terminal firmware's acquirer client: sign-in (0800) and financial requests over TCP.
+"""The terminal firmware's acquirer client: sign-in (0800), financial requests, reversals
+(0400), settlement (0500) and batch upload (0320) over TCP (docs/business-day.md).
 
 A financial request is built from a row of the transaction table
 (:mod:`protocols.transactions`: MTI, processing code, condition code, field 60.1, whether it
-carries the original's data); :meth:`AcquirerClient.purchase` is the sale row.
+carries the original's data); :meth:`AcquirerClient.purchase` is the sale row.  A reversal
+repeats the fields of the request it reverses (:meth:`AcquirerClient.reversal`).
 
 Builds UnionPay-dialect messages with :mod:`protocols.iso8583` and :mod:`protocols.crypto`
 (PIN block under the PIK, X9.19 MAC under the MAK), one TCP connection per transaction, every
@@ -40,10 +42,14 @@ from protocols.masking import mask_pan
 from protocols.transactions import (
     TRANSACTIONS,
     OriginalRef,
+    SettlementTotals,
     TransactionTable,
     TransactionType,
     TxnType,
+    UploadItem,
+    upload_count_field48,
 )
+from sim.terminal.journal import REVERSAL_OF_STAGE, REVERSAL_OTHER
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ NET_CODE_3DES = "004"
 NET_CODE_NONE = "000"
 #: Fields 60.4 (terminal capability 5 = contact chip) and 60.5 (0) of financial requests.
 CAPABILITY_60_4_5 = "50"
+#: Field 60.1 of settlement and batch upload messages.
+MSG_TYPE_SETTLEMENT = "00"
+#: Field 60.3: settlement / batch upload of one transaction, end of the batch upload.
+NET_CODE_SETTLE = "201"
+NET_CODE_UPLOAD_END = "207"
 
 
 @dataclass
@@ -88,14 +99,45 @@ class AuthResult:
     rrn: str | None
     stan: int
     host_message: str
+    host_date: str | None = None  # MMDD, field 13 of the answer
+
+
+@dataclass(frozen=True)
+class HostAnswer:
+    """The answer to a reversal (0410) or a batch upload message (0330)."""
+
+    response_code: str
+    host_message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.response_code == "00"
+
+
+@dataclass(frozen=True)
+class SettlementResult:
+    """The 0510: field 39 and the host's totals (field 48, with its reconciliation code)."""
+
+    response_code: str
+    host_totals: SettlementTotals | None
+    host_message: str
+
+    @property
+    def reconciliation_code(self) -> str:
+        return self.host_totals.code if self.host_totals is not None else ""
 
 
 class CommsError(SimError):
-    """The exchange with the host failed at *stage* ('connect', 'send' or 'response')."""
+    """The exchange with the host failed at *stage* ('connect', 'send' or 'response').
 
-    def __init__(self, stage: Stage, message: str) -> None:
+    *reversal* is field 39 of the reversal a financial request that failed this way calls for
+    ('' none): by default what :data:`REVERSAL_OF_STAGE` says; ``06`` for an approval whose MAC
+    does not verify; '' for a decline whose MAC does not verify (nothing was booked)."""
+
+    def __init__(self, stage: Stage, message: str, *, reversal: str | None = None) -> None:
         super().__init__(message)
         self.stage: Stage = stage
+        self.reversal: str = REVERSAL_OF_STAGE[stage] if reversal is None else reversal
 
 
 Dial = Callable[[tuple[str, int], float], socket.socket]
@@ -171,10 +213,141 @@ class AcquirerClient:
         """One financial request of transaction type *txn* (a row, or a type looked up in this
         client's table): MTI, processing code (3), condition code (25) and field 60.1 come from
         the row; card fields (2, 14, 22, 23, 35, 55) when a card was read; PIN (26, 52, 53) when
-        *pin* is given; the original (61, and 37 when named by RRN) when the row needs one."""
-        row = txn if isinstance(txn, TransactionType) else self.transactions.get(txn)
+        *pin* is given; the original (61, and 37 when its RRN is known) when the row needs one."""
+        row = self._row(txn)
+        doc = self._request_doc(row, "financial", stan=stan, batch_no=batch_no,
+                                amount_minor=amount_minor, pan=pan, expiry=expiry,
+                                pan_seq=pan_seq, track2_equivalent=track2_equivalent,
+                                entry_mode=entry_mode, original=original)
+        if icc_data and pan is not None:
+            doc["55"] = icc_data.hex().upper()
+        if pin is not None:
+            if pan is None:
+                raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: a PIN block "
+                               f"needs the PAN; pan is None")
+            doc["26"] = "12"
+            doc["52"] = pin_block(pin, pan, keys.pik).hex().upper()
+            doc["53"] = SECURITY_CONTROL_PIN
+        payload = encode_with_mac(doc, keys.mak)
+        resp, raw = self._exchange(payload, response_mti(row.mti), doc["11"])
+        code = resp.get("39", "")
+        self._check_mac(resp, raw, keys, f"{row.type} STAN {stan:06d}",
+                        on_bad_approval=REVERSAL_OTHER)
+        logger.info("%r %s %s STAN %06d amount %d: %s %s", self, row.type,
+                    mask_pan(pan) if pan else "(no card)", stan, amount_minor, code,
+                    response_text(code))
+        return AuthResult(code, code == "00", resp.get("38"), resp.get("37"), stan,
+                          response_text(code), resp.get("13"))
+
+    def reversal(self, txn: TransactionType | str, *, keys: WorkingKeys, stan: int,
+                 batch_no: int, amount_minor: int, reason: str, pan: str | None = None,
+                 expiry: str | None = None, pan_seq: str | None = None,
+                 track2_equivalent: str | None = None, entry_mode: str | None = None,
+                 original: OriginalRef | None = None) -> HostAnswer:
+        """Reversal 0400 of the request of type *txn* with STAN *stan*: its fields 2, 3, 4, 11,
+        14, 22, 23, 25, 35, 41, 42, 49, 60 (+ 61/37), field 39 = *reason* (98 no response, 06
+        card declined after approval / other), MAC.  The host acknowledges with 0410 39 = 00."""
+        row = self._row(txn)
+        if not (len(reason) == 2 and reason.isalnum()):
+            raise SimError(f"{self!r}: reversal({row.type}) STAN {stan:06d}: reason must be a "
+                           f"2-character response code, got {reason!r}")
+        doc = self._request_doc(row, "reversal", stan=stan, batch_no=batch_no,
+                                amount_minor=amount_minor, pan=pan, expiry=expiry,
+                                pan_seq=pan_seq, track2_equivalent=track2_equivalent,
+                                entry_mode=entry_mode or "051", original=original)
+        doc["t"] = "0400"
+        doc["39"] = reason
+        resp, raw = self._exchange(encode_with_mac(doc, keys.mak), "0410", doc["11"])
+        code = resp.get("39", "")
+        self._check_mac(resp, raw, keys, f"reversal of {row.type} STAN {stan:06d}",
+                        on_bad_approval="")
+        logger.info("%r reversal of %s STAN %06d (reason %s): %s %s", self, row.type, stan,
+                    reason, code, response_text(code))
+        return HostAnswer(code, response_text(code))
+
+    def settlement(self, *, keys: WorkingKeys, stan: int, batch_no: int, operator: str,
+                   totals: SettlementTotals) -> SettlementResult:
+        """Settlement 0500 of batch *batch_no*: field 48 = *totals* with code 0; the 0510 has
+        the host's totals and its reconciliation code (1 balanced, 2 not)."""
+        doc = {
+            "t": "0500",
+            "11": f"{stan:06d}",
+            "41": self.terminal_id,
+            "42": self.merchant_id,
+            "48": totals.with_code("0").field48(),
+            "49": self.currency,
+            "60": f"{MSG_TYPE_SETTLEMENT}{batch_no:06d}{NET_CODE_SETTLE}",
+            "63": operator[:3].ljust(3),
+        }
+        resp, raw = self._exchange(encode_with_mac(doc, keys.mak), "0510", doc["11"])
+        code = resp.get("39", "")
+        self._check_mac(resp, raw, keys, f"settlement of batch {batch_no:06d}",
+                        on_bad_approval="")
+        host: SettlementTotals | None = None
+        if "48" in resp:
+            try:
+                host = SettlementTotals.parse(resp["48"])
+            except ProtocolError as exc:
+                raise CommsError("response", f"{self!r}: settlement of batch {batch_no:06d}: "
+                                             f"{exc}", reversal="") from None
+        elif code == "00":
+            raise CommsError("response", f"{self!r}: settlement of batch {batch_no:06d} "
+                                         f"answered 00 without field 48", reversal="")
+        logger.info("%r settlement of batch %06d (%s): %s %s, reconciliation %s", self,
+                    batch_no, doc["48"], code, response_text(code),
+                    host.code if host else "-")
+        return SettlementResult(code, host, response_text(code))
+
+    def batch_upload(self, *, keys: WorkingKeys, batch_no: int, item: UploadItem) -> HostAnswer:
+        """Batch upload 0320 …201 of one approved transaction: 2 (PAN, when known), 3, 4, 11
+        (the transaction's STAN), 37, 41, 42, 60, MAC."""
+        doc = {
+            "t": "0320",
+            "3": item.proc_code,
+            "4": f"{item.amount_minor:012d}",
+            "11": f"{item.stan:06d}",
+            "37": item.rrn.ljust(12)[:12],
+            "41": self.terminal_id,
+            "42": self.merchant_id,
+            "60": f"{MSG_TYPE_SETTLEMENT}{batch_no:06d}{NET_CODE_SETTLE}",
+        }
+        if item.pan:
+            doc["2"] = item.pan
+        return self._upload(doc, keys, f"batch upload of STAN {item.stan:06d}")
+
+    def batch_upload_end(self, *, keys: WorkingKeys, stan: int, batch_no: int,
+                         count: int) -> HostAnswer:
+        """End of the batch upload, 0320 …207: field 48 = *count* (4 digits)."""
+        doc = {
+            "t": "0320",
+            "11": f"{stan:06d}",
+            "41": self.terminal_id,
+            "42": self.merchant_id,
+            "48": upload_count_field48(count),
+            "60": f"{MSG_TYPE_SETTLEMENT}{batch_no:06d}{NET_CODE_UPLOAD_END}",
+        }
+        return self._upload(doc, keys, f"batch upload end of batch {batch_no:06d} "
+                                       f"({count} uploaded)")
+
+    def _upload(self, doc: dict[str, str], keys: WorkingKeys, what: str) -> HostAnswer:
+        resp, raw = self._exchange(encode_with_mac(doc, keys.mak), "0330", doc["11"])
+        code = resp.get("39", "")
+        self._check_mac(resp, raw, keys, what, on_bad_approval="")
+        logger.info("%r %s: %s %s", self, what, code, response_text(code))
+        return HostAnswer(code, response_text(code))
+
+    # -- message building ----------------------------------------------------------------------
+
+    def _row(self, txn: TransactionType | str) -> TransactionType:
+        return txn if isinstance(txn, TransactionType) else self.transactions.get(txn)
+
+    def _request_doc(self, row: TransactionType, op: str, *, stan: int, batch_no: int,
+                     amount_minor: int, pan: str | None, expiry: str | None,
+                     pan_seq: str | None, track2_equivalent: str | None, entry_mode: str,
+                     original: OriginalRef | None) -> dict[str, str]:
+        """The fields a financial request of *row* and its reversal share."""
         if not 0 < amount_minor < 10**12:
-            raise ValueError(f"{self!r}: financial({row.type}): amount_minor {amount_minor} "
+            raise ValueError(f"{self!r}: {op}({row.type}): amount_minor {amount_minor} "
                              f"outside 1..999999999999")
         doc: dict[str, str] = {
             "t": row.mti,
@@ -188,40 +361,35 @@ class AcquirerClient:
             "60": f"{row.message_type_code}{batch_no:06d}{NET_CODE_NONE}{CAPABILITY_60_4_5}",
         }
         if pan is not None:
-            doc.update(self._card_fields(pan, expiry, pan_seq, track2_equivalent, icc_data,
-                                         entry_mode))
+            doc.update(self._card_fields(pan, expiry, pan_seq, track2_equivalent, entry_mode))
         elif row.needs_card:
-            raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: the type needs a "
+            raise SimError(f"{self!r}: {op}({row.type}) STAN {stan:06d}: the type needs a "
                            f"card; pan is None")
-        if pin is not None:
-            if pan is None:
-                raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: a PIN block "
-                               f"needs the PAN; pan is None")
-            doc["26"] = "12"
-            doc["52"] = pin_block(pin, pan, keys.pik).hex().upper()
-            doc["53"] = SECURITY_CONTROL_PIN
         if row.needs_original:
             if original is None:
-                raise SimError(f"{self!r}: financial({row.type}) STAN {stan:06d}: the type "
+                raise SimError(f"{self!r}: {op}({row.type}) STAN {stan:06d}: the type "
                                f"needs the original transaction; original is None")
-            doc["61"] = original.field61(batch_no)
+            doc["61"] = original.field61(batch_no, with_date=row.original_date)
             if original.rrn:
                 doc["37"] = original.rrn
-        payload = encode_with_mac(doc, keys.mak)
-        resp, raw = self._exchange(payload, response_mti(row.mti), doc["11"])
+        return doc
+
+    def _check_mac(self, resp: dict[str, str], raw: bytes, keys: WorkingKeys, what: str, *,
+                   on_bad_approval: str) -> None:
+        """A response MAC that does not verify, or an approval without one, is not to be
+        trusted: CommsError, calling for a reversal *on_bad_approval* when the answer was an
+        approval ('' none), none for a decline."""
         code = resp.get("39", "")
         if "64" in resp:
             if not mac_ok(raw, keys.mak):
-                raise CommsError("response", f"{self!r}: {row.type} STAN {stan:06d}: response "
-                                             f"MAC does not verify (code {code}); reverse")
+                raise CommsError("response", f"{self!r}: {what}: response MAC does not verify "
+                                             f"(code {code})"
+                                 + ("; reverse" if code == "00" and on_bad_approval else ""),
+                                 reversal=on_bad_approval if code == "00" else "")
         elif code == "00":
-            raise CommsError("response", f"{self!r}: {row.type} STAN {stan:06d}: approval "
-                                         f"without MAC; reverse")
-        logger.info("%r %s %s STAN %06d amount %d: %s %s", self, row.type,
-                    mask_pan(pan) if pan else "(no card)", stan, amount_minor, code,
-                    response_text(code))
-        return AuthResult(code, code == "00", resp.get("38"), resp.get("37"), stan,
-                          response_text(code))
+            raise CommsError("response", f"{self!r}: {what}: approval without MAC"
+                             + ("; reverse" if on_bad_approval else ""),
+                             reversal=on_bad_approval)
 
     def purchase(self, *, keys: WorkingKeys, stan: int, batch_no: int, amount_minor: int,
                  pan: str, expiry: str, pan_seq: str | None, track2_equivalent: str,
@@ -234,8 +402,7 @@ class AcquirerClient:
 
     @staticmethod
     def _card_fields(pan: str, expiry: str | None, pan_seq: str | None,
-                     track2_equivalent: str | None, icc_data: bytes,
-                     entry_mode: str) -> dict[str, str]:
+                     track2_equivalent: str | None, entry_mode: str) -> dict[str, str]:
         doc = {"2": pan, "22": entry_mode}
         if expiry:
             doc["14"] = expiry
@@ -243,8 +410,6 @@ class AcquirerClient:
             doc["35"] = track2_equivalent.upper().replace("=", "D").rstrip("F")
         if pan_seq:
             doc["23"] = pan_seq.zfill(3)
-        if icc_data:
-            doc["55"] = icc_data.hex().upper()
         return doc
 
     # -- wire ----------------------------------------------------------------------------------

@@ -5,14 +5,24 @@ results of blocking work (:meth:`on_job`) and the passing of time (:meth:`tick`)
 ``now`` (monotonic seconds) passed in.  Outputs: a list of actions — :class:`SendEcr`,
 :class:`SendHarness`, :class:`StartJob`, :class:`FlushEcr` — that the runner carries out.
 
-Blocking work (the EMV kernel over the card slot, the acquirer's TCP exchange) is described by a
-job (:class:`ChipJob`, :class:`SignInJob`, :class:`AuthJob`); the runner executes it with
+Blocking work (the EMV kernel over the card slot, the acquirer's TCP exchanges) is described by
+a job (:class:`ChipJob`, :class:`SignInJob`, :class:`AuthJob`, :class:`ReversalJob`,
+:class:`SettleJob`, :class:`UploadJob`, :class:`UploadEndJob`); the runner executes it with
 :func:`perform` in a worker thread against injected :class:`Services` and feeds the
-:class:`JobResult` back.  So every decision here is unit-tested without sockets.
+:class:`JobResult` back.  What must survive a power cut is injected too: the NVRAM store
+(counters, clock offset, limits set by an admin, operator locks) and the journal
+(:mod:`sim.terminal.journal`), written *before* the firmware acts on it; the machine clock is
+injected, the terminal's own clock is that plus the NVRAM offset.  So every decision here is
+unit-tested without sockets, files or sleeping.
+
+The business day (docs/business-day.md, docs/terminal-behaviour.md): operators and roles with
+lock-out, limits, the terminal's clock, the journal, reversals, reprint / query / totals,
+settlement with batch upload, shutdown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -22,20 +32,45 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from protocols.ecr import (
+    CLOCK_FORMAT,
+    EntryMode,
     EventCode,
     Key,
     Message,
     MsgCode,
+    Parameter,
     PrintStatus,
     Prompt,
     Result,
     TerminalState,
+    TxnStatus,
 )
 from protocols.errors import DecodeError
 from protocols.masking import mask_pan
-from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable, TransactionType
+from protocols.transactions import (
+    RECONCILE_BALANCED,
+    RECONCILE_UNBALANCED,
+    TRANSACTIONS,
+    Book,
+    OriginalRef,
+    SettlementTotals,
+    TransactionTable,
+    TransactionType,
+    UploadItem,
+)
+from sim.terminal import books
+from sim.terminal.journal import (
+    REVERSAL_OF_STAGE,
+    REVERSAL_OTHER,
+    CardData,
+    EntryState,
+    Journal,
+    JournalEntry,
+    MemoryJournal,
+    NewEntry,
+)
 from sim.terminal.nvram import NvramData, NvramStore
-from sim.terminal.printer import COPIES, ReceiptData, format_receipt
+from sim.terminal.printer import COPIES, HELD_MARK, REPRINT_MARK, ReceiptData, format_receipt
 from sim.terminal.profile import Operator as Operator  # the profile's names, importable from here
 from sim.terminal.profile import Profile as Profile
 from sim.terminal.profile import load_profile as load_profile
@@ -43,11 +78,18 @@ from sim.terminal.profile import parse_hostport as parse_hostport
 
 log = logging.getLogger(__name__)
 
-FIRMWARE_VERSION = "SIM-1.0"
+FIRMWARE_VERSION = "SIM-1.1"
 MAX_FAULTS = 8
 PIN_MIN, PIN_MAX = 4, 12
 STAN_MAX = 999_999
 NO_PIN_CVMS = frozenset({"no_cvm", "signature"})
+#: Field 22 of a chip-read transaction: 05 (ICC) + 1 (PIN entry capability).
+POS_ENTRY_CHIP = "051"
+ADMIN = "admin"
+#: Host response codes after which the terminal drops its working keys (must sign in again).
+SIGN_IN_AGAIN = frozenset({"22", "77", "A0"})
+#: Journal states of the open batch that make it "unsettled" (shutdown refused).
+UNSETTLED_STATES = frozenset({EntryState.APPROVED, EntryState.REVERSAL_PENDING})
 
 
 # ------------------------------------------------------------------------------------- actions
@@ -101,7 +143,49 @@ class AuthJob:
     original: OriginalRef | None = None
 
 
-Job = ChipJob | SignInJob | AuthJob
+@dataclass(frozen=True)
+class ReversalJob:
+    """Send the 0400 of journal *entry* (one try, bounded by the client's time-outs)."""
+
+    job_id: int
+    txn_type: TransactionType
+    keys: Any = field(repr=False)
+    entry: JournalEntry
+    card: CardData | None = field(default=None, repr=False)
+
+    @property
+    def original(self) -> OriginalRef | None:
+        return books.original_ref(self.entry)
+
+
+@dataclass(frozen=True)
+class SettleJob:
+    job_id: int
+    keys: Any = field(repr=False)
+    stan: int
+    batch_no: int
+    operator: str
+    totals: SettlementTotals
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    job_id: int
+    keys: Any = field(repr=False)
+    batch_no: int
+    item: UploadItem
+
+
+@dataclass(frozen=True)
+class UploadEndJob:
+    job_id: int
+    keys: Any = field(repr=False)
+    stan: int
+    batch_no: int
+    count: int
+
+
+Job = ChipJob | SignInJob | AuthJob | ReversalJob | SettleJob | UploadJob | UploadEndJob
 
 
 @dataclass(frozen=True)
@@ -119,6 +203,7 @@ class JobResult:
     failure: str = ""  # "" | "card" | "comms" | "internal"
     reason: str = ""
     message: str = ""
+    reversal: str = ""  # field 39 of the reversal a financial request failing so calls for
 
 
 class Services(Protocol):
@@ -136,12 +221,26 @@ class Services(Protocol):
 
     def authorize(self, job: AuthJob) -> Any: ...
 
+    def reverse(self, job: ReversalJob) -> Any: ...
 
-_PERFORM: Mapping[type, str] = {ChipJob: "read_card", SignInJob: "sign_in", AuthJob: "authorize"}
+    def settle(self, job: SettleJob) -> Any: ...
+
+    def upload(self, job: UploadJob) -> Any: ...
+
+    def upload_end(self, job: UploadEndJob) -> Any: ...
+
+
+_PERFORM: Mapping[type, str] = {
+    ChipJob: "read_card", SignInJob: "sign_in", AuthJob: "authorize", ReversalJob: "reverse",
+    SettleJob: "settle", UploadJob: "upload", UploadEndJob: "upload_end",
+}
 
 
 def perform(job: Job, services: Services) -> JobResult:
-    """Run *job* (blocking; called in the runner's worker thread) and classify its failure."""
+    """Run *job* (blocking; called in the runner's worker thread) and classify its failure.
+
+    A comms failure says which reversal it calls for (``CommsError.reversal``, else by stage:
+    a request that may have reached the host is reversed with 98); a bug is reversed with 06."""
     method = _PERFORM[type(job)]
     try:
         return JobResult(job.job_id, value=getattr(services, method)(job))
@@ -149,12 +248,15 @@ def perform(job: Job, services: Services) -> JobResult:
         return JobResult(job.job_id, failure="card", reason=str(getattr(exc, "reason", "")),
                          message=str(exc))
     except services.comms_errors as exc:
-        return JobResult(job.job_id, failure="comms", reason=str(getattr(exc, "stage", "")),
-                         message=str(exc))
+        stage = str(getattr(exc, "stage", ""))
+        reversal = getattr(exc, "reversal", None)
+        return JobResult(job.job_id, failure="comms", reason=stage, message=str(exc),
+                         reversal=REVERSAL_OF_STAGE.get(stage, "98") if reversal is None
+                         else str(reversal))
     except Exception as exc:  # a bug in a kernel/client: reported loudly, never as a card fault
         log.exception("terminal: %s failed with an unexpected error", type(job).__name__)
         return JobResult(job.job_id, failure="internal", reason=type(exc).__name__,
-                         message=str(exc))
+                         message=str(exc), reversal=REVERSAL_OTHER)
 
 
 # --------------------------------------------------------------------------------------- state
@@ -191,6 +293,12 @@ DISPLAY: Mapping[str, str] = MappingProxyType({
     Result.TIMEOUT: "超时 TIMEOUT",
     Result.BAD_REQUEST: "请求无效 BAD REQUEST",
     Result.INTERNAL_ERROR: "终端故障 TERMINAL FAULT",
+    Result.LOCKED: "操作员已锁定 OPERATOR LOCKED",
+    Result.NOT_AUTHORISED: "无权限 NOT AUTHORISED",
+    Result.LIMIT_EXCEEDED: "超过单笔限额 ABOVE TRANSACTION LIMIT",
+    Result.DAILY_LIMIT_EXCEEDED: "超过当日限额 ABOVE DAILY LIMIT",
+    Result.UNSETTLED_BATCH: "批次未结算 BATCH NOT SETTLED",
+    Result.NOT_FOUND: "无此交易 NOT FOUND",
 })
 
 LOAD_OF_STATE: Mapping[State, str] = {
@@ -204,10 +312,28 @@ FAILURE_RESULT: Mapping[str, Result] = {
 }
 
 #: Request handlers (method names) of transaction types whose flow differs from the generic one
-#: (:meth:`TerminalFirmware._req_transaction`); empty today: every row of the table fits it.
+#: (:meth:`TerminalFirmware._req_transaction`); empty today: every row of the table fits it
+#: (what differs between sale, void and refund is a check by the row's book, below).
 TXN_REQUEST_HANDLERS: Mapping[str, str] = MappingProxyType({})
 
+#: The check each row's book adds before going online (method names):
+#: a sale against the limits, a void against its original in the journal, a refund against
+#: the refund limit (and its original, when the journal has it).
+TXN_CHECKS: Mapping[Book, str] = MappingProxyType({
+    Book.DEBIT: "_check_sale", Book.CANCEL: "_check_void", Book.CREDIT: "_check_refund",
+})
+
+#: PARAMETER names → the method that checks and applies the value (every one needs an admin).
+PARAMETER_SETTERS: Mapping[str, str] = MappingProxyType({
+    Parameter.CLOCK: "_pm_clock", Parameter.TXN_LIMIT: "_pm_limit",
+    Parameter.DAILY_LIMIT: "_pm_limit", Parameter.REFUND_LIMIT: "_pm_limit",
+})
+
+LIMIT_NAMES = (Parameter.TXN_LIMIT, Parameter.DAILY_LIMIT, Parameter.REFUND_LIMIT)
+
 RequestHandler = Callable[[Message, float], list[Action]]
+Continue = Callable[[float], list[Action]]
+Fail = Callable[[Result, str, dict[str, str]], list[Action]]
 
 
 @dataclass
@@ -216,34 +342,74 @@ class _Txn:
     amount_minor: int
     currency_code: str
     original: OriginalRef | None = None
+    original_entry: JournalEntry | None = None  # the original, when the journal has it
     job_id: int = 0
     card: Any = field(default=None, repr=False)
     pin: list[str] = field(default_factory=list, repr=False)
     stan: int = 0
+    entry_id: int = 0  # journal entry of the request, once written
     result: dict[str, str] = field(default_factory=dict)
-    copies: list[str] = field(default_factory=list)
-    print_ok: bool = True
+
+
+@dataclass
+class _Printing:
+    """Receipt copies still to print and what comes after (called with print_ok)."""
+
+    pages: list[tuple[str, str]]
+    then: Callable[[bool, float], list[Action]]
+
+
+@dataclass
+class _Reversals:
+    """Sending the pending reversals before a financial or settlement message."""
+
+    then: Continue
+    fail: Fail
+    entry_id: int = 0
+    tries: int = 0  # tries of the current entry on this occasion
+
+
+@dataclass
+class _Settlement:
+    batch_no: int
+    totals: SettlementTotals
+    round: int = 1
+    uploads: list[UploadItem] = field(default_factory=list)
+    uploaded: int = 0
+
+
+@dataclass(frozen=True)
+class _Pm:
+    """A PARAMETER value checked and ready to store."""
+
+    nv: NvramData
+    echo: str
 
 
 class TerminalFirmware:
     """The decision logic of the simulated POS terminal (see module doc).
 
     *transactions* is the table the ECR transaction requests are dispatched on (one generic
-    handler per row unless :data:`TXN_REQUEST_HANDLERS` names another).
+    handler per row unless :data:`TXN_REQUEST_HANDLERS` names another).  *journal* defaults to
+    a :class:`~sim.terminal.journal.MemoryJournal` (the runner passes the SQLite one); *clock*
+    is the machine's wall clock.
     """
 
     def __init__(self, profile: Profile, nvram: NvramStore, *,
+                 journal: Journal | None = None,
                  clock: Callable[[], datetime.datetime] = datetime.datetime.now,
                  rng: Callable[[int], bytes] = os.urandom,
                  transactions: TransactionTable = TRANSACTIONS) -> None:
         self.profile = profile
         self.nvram = nvram
+        self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.clock = clock
         self.rng = rng
         self.transactions = transactions
         self.state = State.BOOTING
         self.operator: str | None = None
         self.keys: Any = None  # WorkingKeys, RAM only
+        self._signed_day: str | None = None  # terminal date (YYYYMMDD) of the last sign-in
         self.paper_present = True
         self.volts = profile.nominal_volts
         self.card_present = False
@@ -252,12 +418,20 @@ class TerminalFirmware:
         self._load = ""
         self._timer: tuple[float, str] | None = None
         self._txn: _Txn | None = None
+        self._printing: _Printing | None = None
+        self._reversals: _Reversals | None = None
+        self._settlement: _Settlement | None = None
         self._job_id = 0
         self._pending_job: int | None = None
+        self._pending_kind: type | None = None
         requests: dict[str, RequestHandler] = {
             MsgCode.STATUS: self._req_status, MsgCode.LOGIN: self._req_login,
             MsgCode.LOGOUT: self._req_logout, MsgCode.SIGN_IN: self._req_sign_in,
             MsgCode.KEY: self._req_key, MsgCode.CANCEL: self._req_cancel,
+            MsgCode.REPRINT: self._req_reprint, MsgCode.QUERY: self._req_query,
+            MsgCode.TOTALS: self._req_totals, MsgCode.SETTLE: self._req_settle,
+            MsgCode.UNLOCK: self._req_unlock, MsgCode.PARAMETER: self._req_parameter,
+            MsgCode.SHUTDOWN: self._req_shutdown,
         }
         for row in transactions:
             requests[row.ecr_code] = self._txn_handler(row)
@@ -268,6 +442,11 @@ class TerminalFirmware:
         self._timers: Mapping[str, Callable[[float], list[Action]]] = {
             "boot": self._t_boot, "card_wait": self._t_txn_timeout,
             "pin_entry": self._t_txn_timeout, "print": self._t_print,
+        }
+        self._job_handlers: Mapping[type, Callable[[JobResult, float], list[Action]]] = {
+            SignInJob: self._job_sign_in, ChipJob: self._job_chip, AuthJob: self._job_auth,
+            ReversalJob: self._job_reversal, SettleJob: self._job_settle,
+            UploadJob: self._job_upload, UploadEndJob: self._job_upload_end,
         }
 
     def _txn_handler(self, row: TransactionType) -> RequestHandler:
@@ -280,22 +459,38 @@ class TerminalFirmware:
         return handle
 
     # ---- properties
+    def terminal_time(self) -> datetime.datetime:
+        """The terminal's own clock: the machine's plus the NVRAM offset (PM clock, sign-in)."""
+        return self.clock() + datetime.timedelta(seconds=self.nv.clock_offset_s)
+
+    @property
+    def business_day(self) -> str:
+        return self.terminal_time().strftime("%Y%m%d")
+
     @property
     def signed_in(self) -> bool:
-        return self.keys is not None
+        """Working keys from a sign-in of the terminal's current business day."""
+        return self.keys is not None and self._signed_day == self.business_day
 
     @property
     def battery_low(self) -> bool:
         return self.volts <= self.profile.low_battery_volts + 1e-9
+
+    def limit(self, name: str) -> int:
+        """Limit *name* in force: an admin's PARAMETER, else the profile's."""
+        return self.nv.limit_overrides.get(name, self.profile.limit(name))
 
     def next_deadline(self) -> float | None:
         return self._timer[0] if self._timer else None
 
     # ---- inputs
     def start(self, now: float) -> list[Action]:
-        """Power-on: POST takes ``boot_s``; the ECR input is flushed."""
-        self.nv = NvramData(self.nv.stan, self.nv.batch_no, self.nv.boot_count + 1)
-        self.nvram.save(self.nv)
+        """Power-on: POST takes ``boot_s``; the ECR input is flushed.  The journal is recovered
+        first: a request whose answer never came is now a pending reversal."""
+        self._save(dataclasses.replace(self.nv, boot_count=self.nv.boot_count + 1))
+        for entry in self.journal.recover():
+            log.warning("terminal: %s had no answer before the power went: reversal pending",
+                        entry.describe())
         self._timer = (now + self.profile.boot_s, "boot")
         return [FlushEcr(), *self._set_state(State.BOOTING)]
 
@@ -327,24 +522,17 @@ class TerminalFirmware:
         return handler(obj, now)
 
     def on_job(self, result: JobResult, now: float) -> list[Action]:
-        if result.job_id != self._pending_job:
+        if result.job_id != self._pending_job or self._pending_kind is None:
             log.warning("terminal: stale job result %s ignored", result.job_id)
             return []
-        self._pending_job = None
-        handlers: Mapping[State, Callable[[JobResult, float], list[Action]]] = {
-            State.SIGNING_IN: self._job_sign_in, State.READING_CARD: self._job_chip,
-            State.PROCESSING: self._job_auth,
-        }
-        handler = handlers.get(self.state)
-        if handler is None:
-            log.warning("terminal: job result %s in state %s ignored", result.job_id, self.state)
-            return []
-        return handler(result, now)
+        kind = self._pending_kind
+        self._pending_job = self._pending_kind = None
+        return self._job_handlers[kind](result, now)
 
     # ---- helpers
-    def _set_state(self, state: State) -> list[Action]:
+    def _set_state(self, state: State, load: str | None = None) -> list[Action]:
         self.state = state
-        load = LOAD_OF_STATE[state]
+        load = load or LOAD_OF_STATE[state]
         if load == self._load:
             return []
         self._load = load
@@ -363,24 +551,36 @@ class TerminalFirmware:
     def _fault(self, code: str) -> None:
         self.faults = (self.faults + [str(code)])[-MAX_FAULTS:]
 
+    def _save(self, nv: NvramData) -> None:
+        self.nv = nv
+        self.nvram.save(nv)
+
+    def _start(self, job: Job) -> StartJob:
+        self._pending_job = job.job_id
+        self._pending_kind = type(job)
+        return StartJob(job)
+
     def _next_job(self) -> int:
         self._job_id += 1
-        self._pending_job = self._job_id
         return self._job_id
 
     def _take_stan(self) -> int:
         stan = self.nv.stan
-        nxt = 1 if stan >= STAN_MAX else stan + 1
-        self.nv = NvramData(nxt, self.nv.batch_no, self.nv.boot_count)
-        self.nvram.save(self.nv)
+        self._save(dataclasses.replace(self.nv, stan=1 if stan >= STAN_MAX else stan + 1))
         return stan
 
-    def _refusal(self, need_signed_in: bool) -> Result | None:
+    def _role(self) -> str:
+        op = self.profile.operators.get(self.operator or "")
+        return op.role if op is not None else ""
+
+    def _refusal(self, need_signed_in: bool, *, admin: bool = False) -> Result | None:
         """Why a host operation cannot start now (None: it can)."""
         if self.state is not State.IDLE:
             return Result.BUSY
         if self.operator is None:
             return Result.NOT_LOGGED_IN
+        if admin and self._role() != ADMIN:
+            return Result.NOT_AUTHORISED
         if need_signed_in and not self.signed_in:
             return Result.NOT_SIGNED_IN
         if need_signed_in and self.battery_low:
@@ -389,8 +589,42 @@ class TerminalFirmware:
             return Result.PAPER_OUT
         return None
 
+    def _local_refusal(self, code: str, *, admin: bool = False) -> SendEcr | None:
+        """For local operations (no host): BUSY, NOT_LOGGED_IN, NOT_AUTHORISED (admin only)."""
+        refusal = self._refusal(need_signed_in=False, admin=admin)
+        return None if refusal is None else self._refuse(code, refusal)
+
+    def _refuse(self, code: str, refusal: Result) -> SendEcr:
+        """The answer refusing request *code*; NOT_AUTHORISED names who asked."""
+        if refusal is not Result.NOT_AUTHORISED:
+            return self._respond(code, refusal)
+        return self._respond(code, refusal, text=(
+            f"{DISPLAY[refusal]}: {code} needs an admin; operator {self.operator} is "
+            f"{self._role() or 'nobody'}"))
+
+    def _drop_keys_on(self, hrc: str) -> None:
+        if hrc in SIGN_IN_AGAIN:
+            log.info("terminal: host answered %s: working keys dropped, sign in again", hrc)
+            self.keys = None
+
     # ---- timers
     def _t_boot(self, now: float) -> list[Action]:
+        held = self.journal.unprinted()
+        if held and self.paper_present:
+            pages = [page for entry in held for page in self._pages(entry, HELD_MARK)]
+            log.info("terminal: printing %d held receipt(s) after a power cut", len(held))
+            ids = [e.id for e in held]
+
+            def ready(ok: bool, t: float) -> list[Action]:
+                if ok:
+                    for entry_id in ids:
+                        self.journal.printed(entry_id, held=True)
+                return self._ready()
+
+            return self._print(pages, ready, now, state=State.BOOTING)
+        return self._ready()
+
+    def _ready(self) -> list[Action]:
         out: list[Action] = [SendEcr(Message(MsgCode.READY.value, {
             "fw": FIRMWARE_VERSION, "tid": self.profile.terminal_id,
             "text": DISPLAY[EventCode.READY]}))]
@@ -406,37 +640,44 @@ class TerminalFirmware:
         return self._finish(Result.TIMEOUT)
 
     def _t_print(self, now: float) -> list[Action]:
-        txn = self._txn
-        assert txn is not None
+        printing = self._printing
+        assert printing is not None
         if not self.paper_present:
-            txn.print_ok = False
             self._fault(Result.PAPER_OUT)
-            return self._finish(Result.APPROVED, print=PrintStatus.INCOMPLETE.value)
-        copy = txn.copies.pop(0)
-        out: list[Action] = [SendEcr(Message(MsgCode.PRINT.value, {
-            "copy": str(copy), "text": self._receipt(copy)}))]
-        if txn.copies:
+            self._printing = None
+            return printing.then(False, now)
+        copy, text = printing.pages.pop(0)
+        out: list[Action] = [SendEcr(Message(MsgCode.PRINT.value, {"copy": copy, "text": text}))]
+        if printing.pages:
             self._timer = (now + self.profile.print_copy_s, "print")
             return out
-        return out + self._finish(Result.APPROVED, print=PrintStatus.OK.value)
+        self._printing = None
+        return out + printing.then(True, now)
 
-    def _receipt(self, copy: str) -> str:
-        txn = self._txn
-        assert txn is not None
-        r = txn.result
-        card = txn.card
-        return format_receipt(copy, ReceiptData(
+    # ---- printing
+    def _print(self, pages: list[tuple[str, str]], then: Callable[[bool, float], list[Action]],
+               now: float, *, state: State = State.PRINTING) -> list[Action]:
+        """Print *pages* one copy per ``print_copy_s``; then ``then(print_ok, now)``."""
+        self._printing = _Printing(list(pages), then)
+        self._timer = (now + self.profile.print_copy_s, "print")
+        out = self._set_state(state, load=LOAD_OF_STATE[State.PRINTING])
+        return out + ([self._event(Prompt.PRINTING)] if state is State.PRINTING else [])
+
+    def _pages(self, entry: JournalEntry, mark: str = "") -> list[tuple[str, str]]:
+        row = self.transactions.get(entry.txn_type)
+        when = datetime.datetime.strptime(entry.created, CLOCK_FORMAT)
+        data = ReceiptData(
             merchant_name=self.profile.merchant_name, merchant_id=self.profile.merchant_id,
-            terminal_id=self.profile.terminal_id, operator=self.operator or "",
-            batch_no=self.nv.batch_no, stan=txn.stan, rrn=r.get("rrn", ""),
-            auth_code=r.get("auth", ""), masked_pan=mask_pan(card.pan) if card else "",
-            app_label=str(getattr(card, "app_label", "")), amount_minor=txn.amount_minor,
-            currency_code=txn.currency_code, when=self.clock(),
-            title=txn.txn_type.receipt_title,
-            original=txn.original.describe() if txn.original else ""))
+            terminal_id=self.profile.terminal_id, operator=entry.operator,
+            batch_no=entry.batch_no, stan=entry.stan, rrn=entry.rrn, auth_code=entry.auth_code,
+            masked_pan=entry.masked_pan, app_label=entry.app_label,
+            amount_minor=entry.amount_minor, currency_code=entry.currency, when=when,
+            title=row.receipt_title, original=books.describe_original(entry), mark=mark)
+        return [(str(copy), format_receipt(copy, data)) for copy in COPIES]
 
-    # ---- requests
+    # ---- requests: status, operators, parameters
     def _req_status(self, msg: Message, now: float) -> list[Action]:
+        batch = self.journal.entries(self.nv.batch_no)
         return [SendEcr(Message(MsgCode.STATUS.value, {
             "rc": Result.OK.value, "state": self.state.value,
             "signed_in": "1" if self.signed_in else "0", "operator": self.operator or "",
@@ -444,18 +685,48 @@ class TerminalFirmware:
             "card": "1" if self.card_present else "0",
             "battery_low": "1" if self.battery_low else "0", "volts": f"{self.volts:.2f}",
             "batch": f"{self.nv.batch_no:06d}", "faults": ",".join(self.faults),
+            "clock": self.terminal_time().strftime(CLOCK_FORMAT),
+            "reversal": "1" if self.journal.pending_reversals() else "0",
+            "journal": str(len(batch)),
+            **{str(name): str(self.limit(name)) for name in LIMIT_NAMES},
+            "day_sales": str(self._day_sales()),
         }))]
 
     def _req_login(self, msg: Message, now: float) -> list[Action]:
         if self.state is not State.IDLE:
             return [self._respond(MsgCode.LOGIN, Result.BUSY)]
-        op = self.profile.operators.get(msg.get("op"))
-        if op is None or op.password != msg.get("pw"):
-            log.info("terminal: login refused for operator %r", msg.get("op"))
+        op_id = msg.get("op")
+        op = self.profile.operators.get(op_id)
+        if op is None:
+            log.info("terminal: login refused for unknown operator %r", op_id)
             return [self._respond(MsgCode.LOGIN, Result.LOGIN_FAILED)]
-        self.operator = msg.get("op")
+        if op_id in self.nv.locked:
+            log.info("terminal: login refused: operator %s is locked", op_id)
+            return [self._respond(MsgCode.LOGIN, Result.LOCKED, text=(
+                f"{DISPLAY[Result.LOCKED]}: operator {op_id} locked after "
+                f"{self.profile.lock_after} wrong passwords; an admin must unlock (UL)"))]
+        if op.password != msg.get("pw"):
+            return [self._respond(MsgCode.LOGIN, Result.LOGIN_FAILED,
+                                  text=self._wrong_password(op_id, op))]
+        if self.nv.failures.get(op_id):
+            self._save(self.nv.with_failures(op_id, 0))
+        self.operator = op_id
         log.info("terminal: operator %s (%s) logged in", self.operator, op.role)
-        return [self._respond(MsgCode.LOGIN, Result.OK, operator=self.operator, role=op.role)]
+        return [self._respond(MsgCode.LOGIN, Result.OK, operator=op_id, role=op.role)]
+
+    def _wrong_password(self, op_id: str, op: Operator) -> str:
+        """Count a wrong password (NVRAM); the ``lock_after``-th in a row locks an operator
+        (never an admin: the admin is who unlocks).  Returns the display text."""
+        count = self.nv.failures.get(op_id, 0) + 1
+        lock = op.role != ADMIN and count >= self.profile.lock_after
+        nv = self.nv.with_failures(op_id, 0 if lock else count)
+        self._save(nv.with_lock(op_id, True) if lock else nv)
+        log.info("terminal: wrong password for operator %s (%d in a row)%s", op_id, count,
+                 "; locked" if lock else "")
+        if lock:
+            return (f"{DISPLAY[Result.LOGIN_FAILED]}: operator {op_id} now locked "
+                    f"({count} wrong passwords)")
+        return DISPLAY[Result.LOGIN_FAILED]
 
     def _req_logout(self, msg: Message, now: float) -> list[Action]:
         if self.state is not State.IDLE:
@@ -463,6 +734,58 @@ class TerminalFirmware:
         self.operator = None
         return [self._respond(MsgCode.LOGOUT, Result.OK)]
 
+    def _req_unlock(self, msg: Message, now: float) -> list[Action]:
+        refused = self._local_refusal(MsgCode.UNLOCK, admin=True)
+        if refused is not None:
+            return [refused]
+        op_id = msg.get("op")
+        if op_id not in self.profile.operators:
+            return [self._respond(MsgCode.UNLOCK, Result.NOT_FOUND,
+                                  text=f"{DISPLAY[Result.NOT_FOUND]}: no operator {op_id!r}")]
+        was = op_id in self.nv.locked
+        self._save(self.nv.with_lock(op_id, False).with_failures(op_id, 0))
+        log.info("terminal: operator %s unlocked by %s (was %slocked)", op_id, self.operator,
+                 "" if was else "not ")
+        return [self._respond(MsgCode.UNLOCK, Result.OK, op=op_id,
+                              text=f"{DISPLAY[Result.OK]}: operator {op_id} unlocked"
+                              if was else f"{DISPLAY[Result.OK]}: operator {op_id} not locked")]
+
+    def _req_parameter(self, msg: Message, now: float) -> list[Action]:
+        refused = self._local_refusal(MsgCode.PARAMETER, admin=True)
+        if refused is not None:
+            return [refused]
+        name, value = msg.get("name"), msg.get("value")
+        setter = PARAMETER_SETTERS.get(name)
+        if setter is None:
+            return [self._respond(MsgCode.PARAMETER, Result.BAD_REQUEST, text=(
+                f"PARAMETER: unknown name {name!r}; known: {', '.join(PARAMETER_SETTERS)}"))]
+        try:
+            change: _Pm = getattr(self, setter)(name, value)
+        except DecodeError as exc:
+            return [self._respond(MsgCode.PARAMETER, Result.BAD_REQUEST, text=str(exc)[:200])]
+        self._save(change.nv)
+        log.info("terminal: parameter %s set to %s by %s", name, change.echo, self.operator)
+        return [self._respond(MsgCode.PARAMETER, Result.OK, name=name, value=change.echo)]
+
+    def _pm_clock(self, name: str, value: str) -> _Pm:
+        try:
+            wanted = datetime.datetime.strptime(value, CLOCK_FORMAT)
+        except ValueError:
+            raise DecodeError(f"PARAMETER clock: value must be YYYYMMDDhhmmss, got "
+                              f"{value!r}") from None
+        offset = (wanted - self.clock()).total_seconds()
+        return _Pm(dataclasses.replace(self.nv, clock_offset_s=offset), value)
+
+    def _pm_limit(self, name: str, value: str) -> _Pm:
+        if value == "":
+            return _Pm(self.nv.with_limit(name, None), str(self.profile.limit(name)))
+        if not value.isdigit() or int(value) <= 0 or len(value) > 12:
+            raise DecodeError(f"PARAMETER {name}: value must be minor units 1..999999999999 "
+                              f"(or empty: the profile's {self.profile.limit(name)}), got "
+                              f"{value!r}")
+        return _Pm(self.nv.with_limit(name, int(value)), str(int(value)))
+
+    # ---- requests: sign-in
     def _req_sign_in(self, msg: Message, now: float) -> list[Action]:
         refusal = self._refusal(need_signed_in=False)
         if refusal is not None:
@@ -470,15 +793,38 @@ class TerminalFirmware:
         assert self.operator is not None
         job = SignInJob(self._next_job(), self.operator, self._take_stan(), self.nv.batch_no)
         return [*self._set_state(State.SIGNING_IN), self._event(Prompt.CONNECTING),
-                StartJob(job)]
+                self._start(job)]
 
+    def _set_clock_from_host(self, mmddhhmmss: str) -> None:
+        """Fields 13 (MMDD) + 12 (hhmmss) of the 0810: the year is the one that puts that date
+        nearest the terminal's clock (a year boundary either way)."""
+        mine = self.terminal_time()
+        candidates = []
+        for year in (mine.year - 1, mine.year, mine.year + 1):
+            try:
+                candidates.append(datetime.datetime.strptime(f"{year}{mmddhhmmss}",
+                                                             CLOCK_FORMAT))
+            except ValueError:
+                continue  # 29 February of a common year
+        if not candidates:
+            log.warning("terminal: host time %r unusable; clock kept", mmddhhmmss)
+            return
+        host = min(candidates, key=lambda c: abs((c - mine).total_seconds()))
+        offset = (host - self.clock()).total_seconds()
+        if abs(offset - self.nv.clock_offset_s) >= 1.0:
+            log.info("terminal: clock set from the host: %s (was %s)", host, mine)
+            self._save(dataclasses.replace(self.nv, clock_offset_s=offset))
+
+    # ---- requests: transactions
     def _req_transaction(self, row: TransactionType, msg: Message, now: float) -> list[Action]:
-        """The generic flow of every table row: checks, then wait for the card (``needs_card``)
-        or go online at once; PIN when the row and the card's CVM ask for it."""
+        """The generic flow of every table row: checks, the row's book's check (limits, the
+        original), then wait for the card (``needs_card``) or go online at once; PIN when the
+        row and the card's CVM ask for it."""
         code = row.ecr_code
         amount = msg.get("amt")
         currency = msg.get("cur") or self.profile.currency_code
-        if not amount.isdigit() or int(amount) <= 0 or len(amount) > 12:
+        if not (amount == "" and row.amount_from_original) and (
+                not amount.isdigit() or int(amount) <= 0 or len(amount) > 12):
             return [self._respond(code, Result.BAD_REQUEST, text=f"bad amount {amount!r}")]
         original: OriginalRef | None = None
         if row.needs_original:
@@ -496,14 +842,111 @@ class TerminalFirmware:
             if refusal in (Result.PAPER_OUT, Result.LOW_BATTERY):
                 self._fault(refusal)
             return [self._respond(code, refusal)]
-        self._txn = _Txn(row, int(amount), currency, original)
+        txn = _Txn(row, int(amount) if amount else 0, currency, original)
+        check: Callable[[_Txn], list[Action] | None] = getattr(self, TXN_CHECKS[row.book])
+        refused = check(txn)
+        if refused is not None:
+            return refused
+        self._txn = txn
         if not row.needs_card:
-            return self._authorize(None)
+            return self._go_online(None, now)
         out = [*self._set_state(State.WAIT_CARD), self._event(Prompt.INSERT_CARD)]
         if self.card_present:
             return out + self._read_card(now)
         self._timer = (now + self.profile.card_wait_s, "card_wait")
         return out
+
+    def _day_sales(self) -> int:
+        day = self.business_day
+        return books.day_sales(self.journal.entries(day=day), self.transactions, day)
+
+    def _refuse_txn(self, txn: _Txn, rc: Result, text: str) -> list[Action]:
+        """Refused before going online: journaled (``refused``, with a STAN), answered."""
+        stan = self._take_stan()
+        self.journal.add(NewEntry(
+            batch_no=self.nv.batch_no, stan=stan, txn_type=txn.txn_type.type,
+            amount_minor=txn.amount_minor, currency=txn.currency_code,
+            created=self.terminal_time().strftime(CLOCK_FORMAT), operator=self.operator or "",
+            state=EntryState.REFUSED, result=rc.value, text=text))
+        log.info("terminal: %s of %d refused: %s", txn.txn_type.type, txn.amount_minor, text)
+        return [self._respond(txn.txn_type.ecr_code, rc, text=text, amt=str(txn.amount_minor),
+                              cur=txn.currency_code, stan=f"{stan:06d}")]
+
+    def _check_sale(self, txn: _Txn) -> list[Action] | None:
+        """``txn_limit`` per sale, ``daily_limit`` on the day's approved sales plus this one."""
+        limit = self.limit(Parameter.TXN_LIMIT)
+        if txn.amount_minor > limit:
+            return self._refuse_txn(txn, Result.LIMIT_EXCEEDED, (
+                f"{DISPLAY[Result.LIMIT_EXCEEDED]} {_money(limit)}: amount "
+                f"{_money(txn.amount_minor)}"))
+        daily = self.limit(Parameter.DAILY_LIMIT)
+        today = self._day_sales()
+        if today + txn.amount_minor > daily:
+            return self._refuse_txn(txn, Result.DAILY_LIMIT_EXCEEDED, (
+                f"{DISPLAY[Result.DAILY_LIMIT_EXCEEDED]} {_money(daily)}: today "
+                f"{_money(today)} + {_money(txn.amount_minor)}"))
+        return None
+
+    def _check_void(self, txn: _Txn) -> list[Action] | None:
+        """The original by trace (the open batch unless ``obatch``): an approved, unvoided
+        sale of the open batch; the amount is its amount (``amt``, if sent, must equal it).
+        An original the journal does not have goes online when ``amt`` is sent (the host
+        answers 25 if it has none either), else NOT_FOUND."""
+        row, ref = txn.txn_type, txn.original
+        assert ref is not None
+        code = row.ecr_code
+        batch = int(ref.batch_no) if ref.batch_no else self.nv.batch_no
+        found = self.journal.find(batch, int(ref.stan)) if ref.stan else (
+            self.journal.find_rrn(ref.rrn))
+        if found is None:
+            if txn.amount_minor:
+                return None
+            return [self._respond(code, Result.NOT_FOUND, text=(
+                f"{DISPLAY[Result.NOT_FOUND]}: no original {ref.describe()} in batch "
+                f"{batch:06d}"))]
+        entries = self.journal.entries(found.batch_no)
+        problem = ""
+        if found.batch_no != self.nv.batch_no:
+            problem = f"batch {found.batch_no:06d} is settled (open batch {self.nv.batch_no:06d})"
+        elif self.transactions.get(found.txn_type).book is not Book.DEBIT:
+            problem = f"it is a {found.txn_type}, not a sale"
+        elif books.status_of(found, entries, self.transactions) is not TxnStatus.APPROVED:
+            problem = f"it is {books.status_of(found, entries, self.transactions)}"
+        if problem:
+            return [self._respond(code, Result.NOT_FOUND, text=(
+                f"原交易不可撤销 CANNOT VOID {found.stan_text}: {problem}"))]
+        if txn.amount_minor and txn.amount_minor != found.amount_minor:
+            return [self._respond(code, Result.BAD_REQUEST, text=(
+                f"VOID amount {txn.amount_minor} differs from the original's "
+                f"{found.amount_minor} (STAN {found.stan_text})"))]
+        txn.amount_minor = found.amount_minor
+        txn.currency_code = found.currency
+        self._adopt_original(txn, found)
+        return None
+
+    def _check_refund(self, txn: _Txn) -> list[Action] | None:
+        """Above ``refund_limit`` only an admin may refund.  The original is looked up in the
+        journal (by RRN or trace) to name it fully (fields 61 + 37); what is left of it is the
+        host's to judge (61)."""
+        limit = self.limit(Parameter.REFUND_LIMIT)
+        if txn.amount_minor > limit and self._role() != ADMIN:
+            return [self._respond(txn.txn_type.ecr_code, Result.NOT_AUTHORISED, text=(
+                f"{DISPLAY[Result.NOT_AUTHORISED]}: refund {_money(txn.amount_minor)} above "
+                f"{_money(limit)} needs an admin; operator {self.operator} is {self._role()}"))]
+        ref = txn.original
+        assert ref is not None
+        found = (self.journal.find_rrn(ref.rrn) if ref.rrn else self.journal.find(
+            int(ref.batch_no) if ref.batch_no else self.nv.batch_no, int(ref.stan)))
+        if found is not None and found.state is EntryState.APPROVED:
+            self._adopt_original(txn, found, date=ref.date)
+        return None
+
+    def _adopt_original(self, txn: _Txn, found: JournalEntry, date: str = "") -> None:
+        """Name the original fully from its journal entry: batch + STAN, RRN and date."""
+        when = date or found.host_date or found.created[4:8]
+        txn.original_entry = found
+        txn.original = OriginalRef(rrn=found.rrn, date=when if found.rrn else "",
+                                   stan=found.stan_text, batch_no=found.batch_text)
 
     def _req_key(self, msg: Message, now: float) -> list[Action]:
         key = msg.get("k")
@@ -519,7 +962,7 @@ class TerminalFirmware:
         elif key == Key.CLEAR:
             txn.pin.clear()
         elif key == Key.ENTER and len(txn.pin) >= PIN_MIN:
-            return self._authorize("".join(txn.pin))
+            return self._go_online("".join(txn.pin), now)
         return []
 
     def _req_cancel(self, msg: Message, now: float) -> list[Action]:
@@ -529,6 +972,230 @@ class TerminalFirmware:
             return [self._respond(MsgCode.CANCEL, Result.BUSY,
                                   text="cannot cancel in " + self.state.value)]
         return [self._respond(MsgCode.CANCEL, Result.OK, text="nothing to cancel")]
+
+    # ---- requests: reprint, query, totals, shutdown
+    def _req_reprint(self, msg: Message, now: float) -> list[Action]:
+        refused = self._local_refusal(MsgCode.REPRINT)
+        if refused is not None:
+            return [refused]
+        if not self.paper_present:
+            self._fault(Result.PAPER_OUT)
+            return [self._respond(MsgCode.REPRINT, Result.PAPER_OUT)]
+        last = self.journal.last_printed()
+        if last is None:
+            return [self._respond(MsgCode.REPRINT, Result.NOT_FOUND,
+                                  text=f"{DISPLAY[Result.NOT_FOUND]}: no receipt printed yet")]
+
+        def done(ok: bool, t: float) -> list[Action]:
+            status = PrintStatus.OK if ok else PrintStatus.INCOMPLETE
+            return [self._respond(MsgCode.REPRINT, Result.OK, stan=last.stan_text,
+                                  batch=last.batch_text, rrn=last.rrn, print=status.value),
+                    *self._set_state(State.IDLE)]
+
+        return self._print(self._pages(last, REPRINT_MARK), done, now)
+
+    def _req_query(self, msg: Message, now: float) -> list[Action]:
+        refused = self._local_refusal(MsgCode.QUERY)
+        if refused is not None:
+            return [refused]
+        stan, batch = msg.get("stan"), msg.get("batch")
+        if not (stan.isdigit() and len(stan) <= 6) or (batch and not (
+                batch.isdigit() and len(batch) <= 6)):
+            return [self._respond(MsgCode.QUERY, Result.BAD_REQUEST, text=(
+                f"QUERY: stan and batch must be up to 6 digits, got stan={stan!r} "
+                f"batch={batch!r}"))]
+        batch_no = int(batch) if batch else self.nv.batch_no
+        entry = self.journal.find(batch_no, int(stan))
+        if entry is None:
+            return [self._respond(MsgCode.QUERY, Result.NOT_FOUND, text=(
+                f"{DISPLAY[Result.NOT_FOUND]}: no STAN {int(stan):06d} in batch "
+                f"{batch_no:06d}"))]
+        status = books.status_of(entry, self.journal.entries(entry.batch_no), self.transactions)
+        return [self._respond(MsgCode.QUERY, Result.OK, type=entry.txn_type,
+                              amt=str(entry.amount_minor), cur=entry.currency,
+                              status=status.value, rrn=entry.rrn, auth=entry.auth_code,
+                              pan=entry.masked_pan, time=entry.created, batch=entry.batch_text,
+                              stan=entry.stan_text, hrc=entry.response_code,
+                              result=entry.result, entry=entry.entry_mode)]
+
+    def _req_totals(self, msg: Message, now: float) -> list[Action]:
+        refused = self._local_refusal(MsgCode.TOTALS)
+        if refused is not None:
+            return [refused]
+        entries = self.journal.entries(self.nv.batch_no)
+        fields: dict[str, str] = {"batch": f"{self.nv.batch_no:06d}"}
+        for name, (n, amt) in (*books.by_type(entries, self.transactions).items(),
+                               *books.by_entry(entries, self.transactions).items()):
+            fields[f"{name}_n"], fields[f"{name}_amt"] = str(n), str(amt)
+        rules = books.AnomalyRules(self.profile.declines_per_card, self.profile.refund_burst,
+                                   self.profile.refund_window_s)
+        fields["anomalies"] = ",".join(books.anomalies(entries, self.transactions, rules))
+        return [self._respond(MsgCode.TOTALS, Result.OK, **fields)]
+
+    def _req_shutdown(self, msg: Message, now: float) -> list[Action]:
+        refused = self._local_refusal(MsgCode.SHUTDOWN)
+        if refused is not None:
+            return [refused]
+        open_batch = [e for e in self.journal.entries(self.nv.batch_no)
+                      if e.state in UNSETTLED_STATES]
+        reversals = self.journal.pending_reversals()
+        if open_batch or reversals:
+            return [self._respond(MsgCode.SHUTDOWN, Result.UNSETTLED_BATCH, text=(
+                f"{DISPLAY[Result.UNSETTLED_BATCH]}: batch {self.nv.batch_no:06d} holds "
+                f"{len(open_batch)} transaction(s), {len(reversals)} reversal(s) pending; "
+                f"settle first"), batch=f"{self.nv.batch_no:06d}")]
+        log.info("terminal: shutdown agreed (batch %06d empty)", self.nv.batch_no)
+        return [self._respond(MsgCode.SHUTDOWN, Result.OK,
+                              text="可以关机 READY TO POWER OFF")]
+
+    # ---- requests: settlement
+    def _req_settle(self, msg: Message, now: float) -> list[Action]:
+        """Admin only, signed in, battery fine (a settlement prints nothing: paper not needed);
+        reversals owed go first."""
+        refusal = self._refusal(need_signed_in=True, admin=True)
+        if refusal is not None and refusal is not Result.PAPER_OUT:
+            return [self._refuse(MsgCode.SETTLE, refusal)]
+        out = [*self._set_state(State.PROCESSING), self._event(Prompt.PROCESSING),
+               self._event(Prompt.CONNECTING)]
+        return out + self._with_reversals(self._settle_start, self._settle_fail, now)
+
+    def _settle_start(self, now: float) -> list[Action]:
+        entries = self.journal.entries(self.nv.batch_no)
+        self._settlement = _Settlement(self.nv.batch_no,
+                                       books.settlement_totals(entries, self.transactions))
+        return [self._settle_job()]
+
+    def _settle_job(self) -> StartJob:
+        s = self._settlement
+        assert s is not None
+        return self._start(SettleJob(self._next_job(), self.keys, self._take_stan(), s.batch_no,
+                                     self.operator or "", s.totals))
+
+    def _settle_fail(self, rc: Result, text: str, fields: dict[str, str]) -> list[Action]:
+        s = self._settlement
+        self._settlement = None
+        if rc is Result.COMMS_ERROR:
+            self._fault(rc)
+        extra = {"uploaded": str(s.uploaded)} if s is not None else {}
+        return [self._respond(MsgCode.SETTLE, rc, text=text[:200], balanced="0",
+                              batch=f"{self.nv.batch_no:06d}", **extra, **fields),
+                *self._set_state(State.IDLE)]
+
+    def _job_settle(self, res: JobResult, now: float) -> list[Action]:
+        s = self._settlement
+        assert s is not None
+        if res.failure:
+            return self._settle_fail(FAILURE_RESULT[res.failure], res.message, {})
+        hrc = str(res.value.response_code)
+        code = str(res.value.reconciliation_code)
+        if hrc != "00":
+            self._drop_keys_on(hrc)
+            return self._settle_fail(Result.DECLINED, DISPLAY[Result.DECLINED], {"hrc": hrc})
+        if code == RECONCILE_BALANCED:
+            return self._close_batch(s, hrc)
+        if code == RECONCILE_UNBALANCED and s.round == 1:
+            s.round = 2
+            s.uploads = books.upload_items(self.journal.entries(s.batch_no), self.transactions,
+                                           self.journal.card_data)
+            log.info("terminal: batch %06d not balanced (host %s, terminal %s): uploading %d",
+                     s.batch_no, res.value.host_totals, s.totals, len(s.uploads))
+            return self._next_upload()
+        return self._settle_fail(Result.DECLINED, (
+            f"对账不平 NOT BALANCED: batch {s.batch_no:06d} reconciliation code {code!r} after "
+            f"{'the batch upload' if s.round == 2 else 'settlement'}"), {"hrc": hrc})
+
+    def _next_upload(self) -> list[Action]:
+        s = self._settlement
+        assert s is not None
+        if s.uploads:
+            return [self._start(UploadJob(self._next_job(), self.keys, s.batch_no,
+                                          s.uploads[0]))]
+        return [self._start(UploadEndJob(self._next_job(), self.keys, self._take_stan(),
+                                         s.batch_no, s.uploaded))]
+
+    def _job_upload(self, res: JobResult, now: float) -> list[Action]:
+        s = self._settlement
+        assert s is not None
+        if res.failure:
+            return self._settle_fail(FAILURE_RESULT[res.failure], res.message, {})
+        hrc = str(res.value.response_code)
+        if hrc != "00":
+            self._drop_keys_on(hrc)
+            return self._settle_fail(Result.DECLINED, (
+                f"{DISPLAY[Result.DECLINED]}: batch upload of STAN {s.uploads[0].stan:06d}"),
+                {"hrc": hrc})
+        s.uploads.pop(0)
+        s.uploaded += 1
+        return self._next_upload()
+
+    def _job_upload_end(self, res: JobResult, now: float) -> list[Action]:
+        if res.failure:
+            return self._settle_fail(FAILURE_RESULT[res.failure], res.message, {})
+        hrc = str(res.value.response_code)
+        if hrc != "00":
+            self._drop_keys_on(hrc)
+            return self._settle_fail(Result.DECLINED, (
+                f"{DISPLAY[Result.DECLINED]}: end of the batch upload"), {"hrc": hrc})
+        return [self._settle_job()]
+
+    def _close_batch(self, s: _Settlement, hrc: str) -> list[Action]:
+        """Balanced: the old batch's card data goes, the batch number advances (NVRAM)."""
+        wiped = self.journal.close_batch(s.batch_no)
+        nxt = 1 if s.batch_no >= 999_999 else s.batch_no + 1
+        self._save(dataclasses.replace(self.nv, batch_no=nxt))
+        self._settlement = None
+        log.info("terminal: batch %06d settled, balanced (%d uploaded, %d card records wiped); "
+                 "open batch now %06d", s.batch_no, s.uploaded, wiped, nxt)
+        return [self._respond(MsgCode.SETTLE, Result.OK, hrc=hrc, balanced="1",
+                              uploaded=str(s.uploaded), batch=f"{s.batch_no:06d}",
+                              next_batch=f"{nxt:06d}",
+                              text=f"结算成功 SETTLED: batch {s.batch_no:06d} balanced"),
+                *self._set_state(State.IDLE)]
+
+    # ---- reversals
+    def _with_reversals(self, then: Continue, fail: Fail, now: float) -> list[Action]:
+        """Send every pending reversal (oldest first), each up to ``reversal.tries`` times on
+        this occasion, then *then*; *fail* if one is not acknowledged."""
+        self._reversals = _Reversals(then, fail)
+        return self._next_reversal(now)
+
+    def _next_reversal(self, now: float) -> list[Action]:
+        rev = self._reversals
+        assert rev is not None
+        pending = self.journal.pending_reversals()
+        if not pending:
+            self._reversals = None
+            return rev.then(now)
+        entry = pending[0]
+        if entry.id != rev.entry_id:
+            rev.entry_id, rev.tries = entry.id, 0
+        rev.tries += 1
+        entry = self.journal.reversal_try(entry.id)  # counted before it leaves
+        log.info("terminal: sending the reversal of %s (reason %s, try %d)", entry.describe(),
+                 entry.reversal_reason, entry.reversal_tries)
+        return [self._start(ReversalJob(self._next_job(), self.transactions.get(entry.txn_type),
+                                        self.keys, entry, self.journal.card_data(entry.id)))]
+
+    def _job_reversal(self, res: JobResult, now: float) -> list[Action]:
+        rev = self._reversals
+        assert rev is not None
+        entry = self.journal.get(rev.entry_id)
+        hrc = "" if res.failure else str(res.value.response_code)
+        if hrc == "00":
+            self.journal.reversed(entry.id)
+            log.info("terminal: reversal of %s acknowledged", entry.describe())
+            return self._next_reversal(now)
+        self._drop_keys_on(hrc)
+        why = res.message if res.failure else f"host answered {hrc}"
+        if rev.tries < self.profile.reversal_tries and self.keys is not None:
+            log.warning("terminal: reversal of %s not acknowledged (%s); trying again",
+                        entry.describe(), why)
+            return self._next_reversal(now)
+        self._reversals = None
+        rc = FAILURE_RESULT[res.failure] if res.failure else Result.DECLINED
+        return rev.fail(rc, (f"冲正未完成 REVERSAL PENDING: STAN {entry.stan_text} not "
+                             f"acknowledged after {rev.tries} tries ({why})"),
+                        {"hrc": hrc} if hrc else {})
 
     # ---- harness
     def _hw_rail(self, obj: Mapping[str, Any], now: float) -> list[Action]:
@@ -572,22 +1239,60 @@ class TerminalFirmware:
         self._timer = None
         txn.job_id = self._next_job()
         job = ChipJob(txn.job_id, txn.amount_minor, txn.currency_code, self.profile.country_code,
-                      self.clock().date(), self.rng(4), self.profile.card_apdu_s)
+                      self.terminal_time().date(), self.rng(4), self.profile.card_apdu_s)
         return [*self._set_state(State.READING_CARD), self._event(Prompt.READING_CARD),
-                StartJob(job)]
+                self._start(job)]
 
-    def _authorize(self, pin: str | None) -> list[Action]:
+    def _go_online(self, pin: str | None, now: float) -> list[Action]:
+        """PROCESSING: pending reversals first, then the request itself."""
         txn = self._txn
         assert txn is not None
         self._timer = None
         txn.pin.clear()
+        out = [*self._set_state(State.PROCESSING), self._event(Prompt.PROCESSING),
+               self._event(Prompt.CONNECTING)]
+
+        def fail(rc: Result, text: str, fields: dict[str, str]) -> list[Action]:
+            if rc is Result.COMMS_ERROR:
+                self._fault(rc)
+            return self._finish(rc, text=text[:200], **fields)
+
+        return out + self._with_reversals(lambda t: self._authorize(pin), fail, now)
+
+    def _authorize(self, pin: str | None) -> list[Action]:
+        """Journal the request (``pending``, before it leaves), then send it."""
+        txn = self._txn
+        assert txn is not None
         txn.stan = self._take_stan()
+        card, ref, orig = txn.card, txn.original, txn.original_entry
+        row = txn.txn_type
+        secrets: CardData | None = None
+        if card is not None:
+            secrets = CardData(pan=card.pan, expiry=str(card.expiry or ""),
+                               track2=str(card.track2_equivalent or ""))
+        elif orig is not None:  # the batch upload repeats the original's PAN (field 2)
+            known = self.journal.card_data(orig.id)
+            secrets = CardData(pan=known.pan) if known is not None else None
+        entry = self.journal.add(NewEntry(
+            batch_no=self.nv.batch_no, stan=txn.stan, txn_type=row.type,
+            amount_minor=txn.amount_minor, currency=txn.currency_code,
+            created=self.terminal_time().strftime(CLOCK_FORMAT), operator=self.operator or "",
+            entry_mode=EntryMode.CHIP if card is not None else EntryMode.MANUAL,
+            pos_entry=POS_ENTRY_CHIP if card is not None else "",
+            masked_pan=mask_pan(card.pan) if card is not None else (
+                orig.masked_pan if orig is not None else ""),
+            app_label=str(getattr(card, "app_label", "") or (orig.app_label if orig else "")),
+            pan_seq="" if card is None or card.pan_seq is None else str(card.pan_seq).zfill(3),
+            orig_batch=ref.batch_no if ref and ref.stan else "",
+            orig_stan=ref.stan if ref else "", orig_rrn=ref.rrn if ref else "",
+            orig_date=ref.date if ref else "", original_id=orig.id if orig else None),
+            secrets)
+        txn.entry_id = entry.id
         txn.job_id = self._next_job()
-        job = AuthJob(job_id=txn.job_id, txn_type=txn.txn_type, keys=self.keys, stan=txn.stan,
-                      batch_no=self.nv.batch_no, amount_minor=txn.amount_minor, card=txn.card,
-                      pin=pin, original=txn.original)
-        return [*self._set_state(State.PROCESSING), self._event(Prompt.PROCESSING),
-                self._event(Prompt.CONNECTING), StartJob(job)]
+        job = AuthJob(job_id=txn.job_id, txn_type=row, keys=self.keys, stan=txn.stan,
+                      batch_no=self.nv.batch_no, amount_minor=txn.amount_minor, card=card,
+                      pin=pin, original=ref)
+        return [self._start(job)]
 
     def _finish(self, rc: Result, **fields: str) -> list[Action]:
         """End the pending transaction with its final response (its type's ECR code); back to
@@ -600,8 +1305,11 @@ class TerminalFirmware:
                   **fields}
         if txn.card is not None:
             fields.setdefault("pan", mask_pan(txn.card.pan))
+        elif txn.original_entry is not None and txn.original_entry.masked_pan:
+            fields.setdefault("pan", txn.original_entry.masked_pan)
         if txn.stan:
             fields.setdefault("stan", f"{txn.stan:06d}")
+            fields.setdefault("batch", f"{self.nv.batch_no:06d}")
         return [self._respond(txn.txn_type.ecr_code, rc, **fields),
                 *self._set_state(State.IDLE)]
 
@@ -618,12 +1326,16 @@ class TerminalFirmware:
             return [self._respond(MsgCode.SIGN_IN, Result.DECLINED, hrc=hrc),
                     *self._set_state(State.IDLE)]
         self.keys = r.keys
+        host_time = getattr(r, "host_datetime", None)
+        if host_time:
+            self._set_clock_from_host(str(host_time))
+        self._signed_day = self.business_day
         batch = int(getattr(r, "batch_no", None) or self.nv.batch_no)
         if batch != self.nv.batch_no:
-            self.nv = NvramData(self.nv.stan, batch, self.nv.boot_count)
-            self.nvram.save(self.nv)
+            self._save(dataclasses.replace(self.nv, batch_no=batch))
         log.info("terminal: signed in, batch %06d", batch)
-        return [self._respond(MsgCode.SIGN_IN, Result.APPROVED, hrc=hrc, batch=f"{batch:06d}"),
+        return [self._respond(MsgCode.SIGN_IN, Result.APPROVED, hrc=hrc, batch=f"{batch:06d}",
+                              clock=self.terminal_time().strftime(CLOCK_FORMAT)),
                 *self._set_state(State.IDLE)]
 
     def _job_chip(self, res: JobResult, now: float) -> list[Action]:
@@ -635,7 +1347,7 @@ class TerminalFirmware:
             return self._finish(rc, reason=res.reason, text=f"{DISPLAY[rc]}: {res.reason}")
         txn.card = res.value
         if not txn.txn_type.needs_pin or str(getattr(txn.card, "cvm", "")) in NO_PIN_CVMS:
-            return self._authorize(None)
+            return self._go_online(None, now)
         self._timer = (now + self.profile.pin_entry_s, "pin_entry")
         return [*self._set_state(State.PIN_ENTRY), self._event(Prompt.ENTER_PIN)]
 
@@ -643,15 +1355,46 @@ class TerminalFirmware:
         txn = self._txn
         assert txn is not None
         if res.failure:
-            self._fault(FAILURE_RESULT[res.failure])
-            return self._finish(FAILURE_RESULT[res.failure], reason=res.reason)
+            rc = FAILURE_RESULT[res.failure]
+            self._fault(rc)
+            if res.reversal:  # it may have reached the host: reverse it before anything else
+                self.journal.reversal_pending(txn.entry_id, res.reversal)
+                log.warning("terminal: STAN %06d failed (%s): reversal %s pending", txn.stan,
+                            res.reason, res.reversal)
+            else:
+                self.journal.answer(txn.entry_id, EntryState.FAILED, result=rc.value,
+                                    text=res.message[:200])
+            return self._finish(rc, reason=res.reason)
         r = res.value
         hrc = str(r.response_code)
-        txn.result = {"hrc": hrc, "rrn": str(r.rrn or ""), "auth": str(r.auth_code or "")}
+        host_date = str(getattr(r, "host_date", None) or "")
+        txn.result = {"hrc": hrc, "rrn": str(r.rrn or ""), "auth": str(r.auth_code or ""),
+                      "date": host_date or self.terminal_time().strftime("%m%d")}
         if not r.approved:
-            if hrc == "22":  # host: state mismatch, sign in again
-                self.keys = None
+            self.journal.answer(txn.entry_id, EntryState.DECLINED, response_code=hrc,
+                                rrn=str(r.rrn or ""), host_date=host_date,
+                                result=Result.DECLINED.value)
+            self._drop_keys_on(hrc)
             return self._finish(Result.DECLINED)
-        txn.copies = list(COPIES)
-        self._timer = (now + self.profile.print_copy_s, "print")
-        return [*self._set_state(State.PRINTING), self._event(Prompt.PRINTING)]
+        entry = self.journal.answer(txn.entry_id, EntryState.APPROVED, response_code=hrc,
+                                    rrn=str(r.rrn or ""), auth_code=str(r.auth_code or ""),
+                                    host_date=host_date, result=Result.APPROVED.value)
+        if txn.txn_type.needs_card and not self.card_present:
+            # the card left before it could take the approval (second GENERATE AC): declined
+            self.journal.reversal_pending(entry.id, REVERSAL_OTHER)
+            self._fault(Result.CARD_ERROR)
+            log.warning("terminal: card removed before it took the approval of STAN %06d: "
+                        "reversal pending", txn.stan)
+            return self._finish(Result.CARD_ERROR, reason="removed", text=(
+                "卡片已拔出 交易将冲正 CARD REMOVED: APPROVAL REVERSED"))
+
+        def printed(ok: bool, t: float) -> list[Action]:
+            self.journal.printed(entry.id)
+            status = PrintStatus.OK if ok else PrintStatus.INCOMPLETE
+            return self._finish(Result.APPROVED, print=status.value)
+
+        return self._print(self._pages(entry), printed, now)
+
+
+def _money(amount_minor: int) -> str:
+    return f"{amount_minor // 100}.{amount_minor % 100:02d}"

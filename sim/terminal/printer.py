@@ -16,6 +16,9 @@ COPIES = (Copy.MERCHANT, Copy.CUSTOMER)
 COPY_TITLES: Mapping[str, str] = {Copy.MERCHANT: "商户存根 MERCHANT COPY",
                                   Copy.CUSTOMER: "持卡人存根 CUSTOMER COPY"}
 CURRENCY_NAMES = {"156": "RMB", "840": "USD", "978": "EUR"}
+#: Marks printed under the copy title of a receipt that is not the first print.
+REPRINT_MARK = "*** 重打印 REPRINT ***"
+HELD_MARK = "*** 断电补打 HELD RECEIPT ***"  # printed after boot: power was lost before it
 WIDTH = 32
 
 
@@ -36,6 +39,7 @@ class ReceiptData:
     when: datetime
     title: str  # the transaction type's receipt title (protocols.transactions row)
     original: str = ""  # the original transaction (OriginalRef.describe()), types that need one
+    mark: str = ""  # REPRINT_MARK, HELD_MARK or ''
 
 
 def format_amount(amount_minor: int, currency_code: str) -> str:
@@ -48,6 +52,7 @@ def format_receipt(copy: str, d: ReceiptData) -> str:
     lines = [
         "POS 签购单 SALES SLIP".center(WIDTH),
         COPY_TITLES[copy],
+        *([d.mark] if d.mark else []),
         "-" * WIDTH,
         f"商户名称 MERCHANT: {d.merchant_name}",
         f"商户编号 MID: {d.merchant_id}",

@@ -72,6 +72,35 @@ class Thresholds(_Section):
         return self
 
 
+class Limits(_Section):
+    """Minor units (fen).  Checked before going online; PARAMETER (admin) overrides them."""
+
+    txn_limit: int = Field(5_000_000, gt=0, description="one sale at most (LIMIT_EXCEEDED)")
+    daily_limit: int = Field(20_000_000, gt=0, description="approved sales of the business day "
+                                                           "(DAILY_LIMIT_EXCEEDED)")
+    refund_limit: int = Field(100_000, gt=0, description="a refund above needs an admin "
+                                                         "(NOT_AUTHORISED)")
+
+
+class Security(_Section):
+    lock_after: int = Field(3, ge=1, description="wrong passwords in a row that lock an operator "
+                                                 "(role operator; admins are never locked)")
+
+
+class Anomalies(_Section):
+    """What the TOTALS report flags."""
+
+    declines_per_card: int = Field(3, ge=1, description="declines of one card (masked PAN)")
+    refund_burst: int = Field(3, ge=1, description="approved refunds within refund_window")
+    refund_window: float = Field(600.0, gt=0, description="seconds (terminal clock)")
+
+
+class Reversal(_Section):
+    tries: int = Field(2, ge=1, description="0400 tries per occasion (before the next financial "
+                                            "or settlement message); each bounded by "
+                                            "timeouts.connect + timeouts.response")
+
+
 class ProfileFile(_Section):
     """fixtures/terminal/profile.yaml, key for key."""
 
@@ -85,6 +114,10 @@ class ProfileFile(_Section):
     operators: dict[str, OperatorSpec] = Field(description="Operator ID → password, role.")
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts.model_validate({}))
     thresholds: Thresholds = Field(default_factory=lambda: Thresholds.model_validate({}))
+    limits: Limits = Field(default_factory=lambda: Limits.model_validate({}))
+    security: Security = Field(default_factory=lambda: Security.model_validate({}))
+    anomalies: Anomalies = Field(default_factory=lambda: Anomalies.model_validate({}))
+    reversal: Reversal = Field(default_factory=lambda: Reversal.model_validate({}))
 
     @field_validator("operators")
     @classmethod
@@ -95,7 +128,7 @@ class ProfileFile(_Section):
 
     def to_profile(self) -> Profile:
         host, port = _parse_hostport(self.host)
-        t, th = self.timeouts, self.thresholds
+        t, th, lim, an = self.timeouts, self.thresholds, self.limits, self.anomalies
         return Profile(
             terminal_id=self.terminal_id, merchant_id=self.merchant_id,
             merchant_name=self.merchant_name, master_key=self.master_key, host=host, port=port,
@@ -105,7 +138,11 @@ class ProfileFile(_Section):
             boot_s=t.boot, card_wait_s=t.card_wait, pin_entry_s=t.pin_entry,
             print_copy_s=t.print_copy, connect_s=t.connect, response_s=t.response,
             card_apdu_s=t.card_apdu, low_battery_volts=th.low_battery_volts,
-            nominal_volts=th.nominal_volts)
+            nominal_volts=th.nominal_volts, txn_limit=lim.txn_limit,
+            daily_limit=lim.daily_limit, refund_limit=lim.refund_limit,
+            lock_after=self.security.lock_after, declines_per_card=an.declines_per_card,
+            refund_burst=an.refund_burst, refund_window_s=an.refund_window,
+            reversal_tries=self.reversal.tries)
 
 
 # -------------------------------------------------------------------------- the firmware's view
@@ -136,6 +173,19 @@ class Profile:
     card_apdu_s: float = 2.0
     low_battery_volts: float = 6.80
     nominal_volts: float = 7.40
+    txn_limit: int = 5_000_000  # minor units
+    daily_limit: int = 20_000_000
+    refund_limit: int = 100_000
+    lock_after: int = 3
+    declines_per_card: int = 3
+    refund_burst: int = 3
+    refund_window_s: float = 600.0
+    reversal_tries: int = 2
+
+    def limit(self, name: str) -> int:
+        """The profile's value of limit *name* (``txn_limit``, ``daily_limit``,
+        ``refund_limit``)."""
+        return int(getattr(self, name))
 
     def role_credentials(self) -> dict[str, tuple[str, str]]:
         """Role → (operator ID, password) of the first operator with that role, in file order
@@ -179,10 +229,14 @@ def with_overrides(profile: Profile, *, terminal_id: str | None = None,
 
 
 __all__ = [
+    "Anomalies",
+    "Limits",
     "Operator",
     "OperatorSpec",
     "Profile",
     "ProfileFile",
+    "Reversal",
+    "Security",
     "Thresholds",
     "Timeouts",
     "load_profile",

@@ -30,18 +30,23 @@ from protocols.errors import DecodeError
 from protocols.jsonlines import JsonLineBuffer, encode_line
 from protocols.masking import scrub
 from sim.terminal.firmware import (
+    POS_ENTRY_CHIP,
     Action,
     AuthJob,
     ChipJob,
     FlushEcr,
     JobResult,
     Profile,
+    ReversalJob,
     SendEcr,
     SendHarness,
     Services,
+    SettleJob,
     SignInJob,
     StartJob,
     TerminalFirmware,
+    UploadEndJob,
+    UploadJob,
     perform,
 )
 from sim.terminal.slot import HarnessSlot, SlotError
@@ -49,7 +54,7 @@ from sim.terminal.slot import HarnessSlot, SlotError
 log = logging.getLogger(__name__)
 
 #: Field 22 of a chip-read transaction: 05 (ICC) + 1 (PIN entry capability).
-ENTRY_MODE_CHIP_PIN = "051"
+ENTRY_MODE_CHIP_PIN = POS_ENTRY_CHIP
 ECR_RETRY_S = 0.1  # after EIO (no process has the slave open) look at the port again this late
 IDLE_WAIT_S = 1.0
 #: Harness messages that answer the card slot (everything else goes to the firmware).
@@ -112,6 +117,32 @@ class KernelServices:
         return self._acquirer().financial(
             job.txn_type, keys=job.keys, stan=job.stan, batch_no=job.batch_no,
             amount_minor=job.amount_minor, pin=job.pin, original=job.original, **card_fields)
+
+    def reverse(self, job: ReversalJob) -> Any:
+        """The 0400 repeats the reversed request: card fields only if it carried them (a card
+        was read: field 22 recorded), the original (61/37) if it named one."""
+        e, card = job.entry, job.card
+        card_fields: dict[str, Any] = {}
+        if e.pos_entry and card is not None and card.pan:
+            card_fields = dict(pan=card.pan, expiry=card.expiry or None,
+                               pan_seq=e.pan_seq or None,
+                               track2_equivalent=card.track2 or None, entry_mode=e.pos_entry)
+        return self._acquirer().reversal(
+            job.txn_type, keys=job.keys, stan=e.stan, batch_no=e.batch_no,
+            amount_minor=e.amount_minor, reason=e.reversal_reason, original=job.original,
+            **card_fields)
+
+    def settle(self, job: SettleJob) -> Any:
+        return self._acquirer().settlement(keys=job.keys, stan=job.stan, batch_no=job.batch_no,
+                                           operator=job.operator, totals=job.totals)
+
+    def upload(self, job: UploadJob) -> Any:
+        return self._acquirer().batch_upload(keys=job.keys, batch_no=job.batch_no,
+                                             item=job.item)
+
+    def upload_end(self, job: UploadEndJob) -> Any:
+        return self._acquirer().batch_upload_end(keys=job.keys, stan=job.stan,
+                                                 batch_no=job.batch_no, count=job.count)
 
 
 class TerminalRunner:
@@ -294,7 +325,7 @@ class TerminalRunner:
         self.link.reset()
 
     def _do_start_job(self, action: StartJob) -> None:
-        log.info("terminal: job %r", action.job)
+        log.info("terminal: job %s #%d", type(action.job).__name__, action.job.job_id)
         self._executor.submit(self._run_job, action)
 
     def _run_job(self, action: StartJob) -> None:

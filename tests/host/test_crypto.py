@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+import pyemv
 import pytest
 
 from protocols.crypto import (
@@ -111,3 +114,83 @@ def test_working_keys_wrong_master_key_is_named() -> None:
     assert "cipher" not in repr(wrapped)
     with pytest.raises(KeyCheckError):
         unwrap_key(WrappedKey(wrapped.cipher, b"\0\0\0\0"), K2)
+
+
+# --------------------------------------------------------------------------------------------
+# More published vectors (cross-check of the pyemv-backed MAC/KCV and the hand-written rest)
+
+
+def test_kcv_published_values() -> None:
+    # pyemv documentation, pyemv.tools.key_check_digits example: 0123..3210 -> 08D7.
+    assert kcv(K2, 2) == bytes.fromhex("08D7")
+    # GlobalPlatform default test key 404142..4F (card manager ENC/MAC/DEK): KCV 8BAF47.
+    assert kcv(bytes.fromhex("404142434445464748494A4B4C4D4E4F")) == bytes.fromhex("8BAF47")
+    # Triple-length form K1K2K1 of the same key gives the same check value.
+    assert kcv(K2 + K2[:8]) == bytes.fromhex("08D7B4")
+
+
+def test_des_ecb_fips81_vector() -> None:
+    # FIPS PUB 81, appendix B (ECB mode): key 0123456789ABCDEF, "Now is the time for all ".
+    key = bytes.fromhex("0123456789ABCDEF")
+    expected = bytes.fromhex("3FA40E8A984D4815" "6A271787AB8883F9" "893D51EC4B563B53")
+    assert tdes_ecb_encrypt(key, b"Now is the time for all ") == expected
+    assert tdes_ecb_decrypt(key, expected) == b"Now is the time for all "
+    assert tdes_ecb_encrypt(key * 3, b"Now is the time for all ") == expected  # K1=K2=K3: DES
+
+
+def test_mac_fips113_daa_vector() -> None:
+    # FIPS PUB 113 / ANSI X9.9 DAA example (also Bouncy Castle MacTest, RustCrypto cbc-mac):
+    # key 0123456789ABCDEF, "7654321 Now is the time for " zero-padded -> F1D30F6849312CA4.
+    key = bytes.fromhex("0123456789ABCDEF")
+    assert mac_x919(key, b"7654321 Now is the time for ") == bytes.fromhex("F1D30F6849312CA4")
+    assert mac_x919(key + key, b"7654321 Now is the time for ") == bytes.fromhex("F1D30F6849312CA4")
+
+
+def test_mac_x919_emv_secure_messaging_vectors() -> None:
+    # pyemv documentation, pyemv.sm.generate_command_mac examples (EMV Book 2 A1.2: MAC
+    # algorithm 3 with ISO 9797-1 padding method 2). mac_x919 pads with zeros (method 1), so
+    # the method-2 padding (80 00..) is applied here first; method 1 then adds nothing.
+    def pad2(data: bytes) -> bytes:
+        data += b"\x80"
+        return data + bytes(-len(data) % 8)
+
+    assert mac_x919(K2, pad2(bytes.fromhex("8424000008"))) == bytes.fromhex("0BFFF5DF3FAA24E1")
+    command = bytes.fromhex("8424000008" "FFFF" "1234567890123456")  # header, ATC, ARQC
+    assert mac_x919(K2, pad2(command)) == bytes.fromhex("E07B8DF1B4184282")
+    # And the same through pyemv's own EMV function (which hands cryptography 8-byte DES keys:
+    # its deprecation warnings are pyemv's business, not this test's).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert pyemv.sm.generate_command_mac(K2, command) == bytes.fromhex("E07B8DF1B4184282")
+
+
+def test_pin_block_format0_thales_example() -> None:
+    # Thales payShield host command manual, PIN block format 01 (= ANSI X9.8 / ISO 9564-1
+    # format 0): PIN 92389, 13-digit PAN 4000001234562 (check digit 2) -> 0592789FFFEDCBA9.
+    assert pin_block_clear("92389", "4000001234562") == bytes.fromhex("0592789FFFEDCBA9")
+    enc = pin_block("92389", "4000001234562", K2)
+    assert enc == tdes_ecb_encrypt(K2, bytes.fromhex("0592789FFFEDCBA9"))
+    assert verify_pin_block(enc, "4000001234562", K2, "92389")
+    assert not verify_pin_block(enc, "4000001234562", K2, "9238")
+
+
+def test_pyemv_boundary_is_quiet_and_wraps_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No deprecation noise from pyemv's use of cryptography leaks out of our calls.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kcv(K2)
+        kcv(K2[:8])
+        mac_x919(K2, b"abc")
+        mac_x919(K2[:8], b"abc")
+
+    def boom(*_args: object, **_kwargs: object) -> bytes:
+        raise ValueError("pyemv says no: " + K2.hex())
+
+    monkeypatch.setattr(pyemv.tools, "key_check_digits", boom)
+    monkeypatch.setattr(pyemv.mac, "mac_iso9797_3", boom)
+    with pytest.raises(CryptoError, match=r"kcv\(\): pyemv rejected the input") as err:
+        kcv(K2)
+    assert K2.hex() not in str(err.value) and err.value.__cause__ is None
+    with pytest.raises(CryptoError, match=r"mac_x919\(\): pyemv rejected the input") as err:
+        mac_x919(K2, b"abc")
+    assert K2.hex() not in str(err.value)

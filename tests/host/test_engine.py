@@ -170,7 +170,7 @@ def test_unsupported_mti_and_proc_code(engine: AcquirerEngine) -> None:
     resp = engine.handle(Tpdu(), Header(), {"t": "0400", "11": "000009", "41": TID}, NOW)
     assert resp["t"] == "0410" and resp["39"] == "12"
     _, pik, mak = sign_in(engine)
-    doc = {**sale_doc(pik), "3": "200000"}
+    doc = {**sale_doc(pik), "3": "310000"}  # no row has it (200000 is the void's now)
     raw = encode_with_mac(doc, mak)
     assert engine.handle(Tpdu(), Header(), decode_message(raw), NOW, mac_data=raw)["39"] == "12"
     with pytest.raises(DecodeError, match="not a request MTI"):

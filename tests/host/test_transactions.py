@@ -20,6 +20,7 @@ from sim.host.engine import (
     PROC_HANDLERS,
     TXN_HANDLERS,
     AcquirerEngine,
+    Answer,
     load_accounts,
     load_terminals,
 )
@@ -33,7 +34,7 @@ TRACK2 = f"{PAN}D30122201234567890F"
 
 
 class HostTxn(enum.StrEnum):
-    VOID = "void"
+    VOID = "test_void"  # a test-only type: the table's own void is "void"
 
 
 #: Test-only row: a void by trace or by RRN, no card, no PIN.
@@ -114,9 +115,11 @@ def test_find_original_needs_rrn_or_stan(filled_ledger: Any) -> None:
 
 
 def test_dispatch_tables_come_from_the_table() -> None:
-    assert PROC_HANDLERS == {("0200", "000000"): AcquirerEngine._sale}
-    assert set(MTI_HANDLERS) == {"0800", "0200"}
-    with pytest.raises(ConfigError, match="no handler for transaction type.s. void"):
+    assert PROC_HANDLERS == {("0200", "000000"): AcquirerEngine._sale,
+                             ("0200", "200000"): AcquirerEngine._void,
+                             ("0220", "200000"): AcquirerEngine._refund}
+    assert set(MTI_HANDLERS) == {"0800", "0200", "0220", "0400", "0320", "0500"}
+    with pytest.raises(ConfigError, match="no handler for transaction type.s. test_void"):
         AcquirerEngine({}, {}, transactions=TABLE)
 
 
@@ -136,14 +139,14 @@ def served(config_dir: Path, tmp_path: Path) -> Iterator[tuple[AcquirerServer, S
                             key_source=counting_keys(), transactions=TABLE,
                             txn_handlers=HANDLERS)
     requests: list[dict[str, str]] = []
-    handle = engine.handle
+    answer = engine.answer
 
     def spy(tpdu: Tpdu, header: Header, doc: Mapping[str, str], now: dt.datetime,
-            **kw: Any) -> dict[str, str]:
+            **kw: Any) -> Answer:
         requests.append(dict(doc))
-        return handle(tpdu, header, doc, now, **kw)
+        return answer(tpdu, header, doc, now, **kw)
 
-    engine.handle = spy  # type: ignore[method-assign]
+    engine.answer = spy  # type: ignore[method-assign]
     srv = AcquirerServer(engine, "127.0.0.1", 0, idle_timeout=2.0, clock=lambda: NOW)
     srv.start()
     VOIDED.clear()
@@ -207,7 +210,7 @@ def test_client_refuses_a_type_without_its_original_or_card() -> None:
     c = AcquirerClient("127.0.0.1", 9, terminal_id=TID, merchant_id=MID, master_key=TMK,
                        transactions=TABLE)
     keys = WorkingKeys(bytes(16), bytes(16))
-    with pytest.raises(SimError, match=r"financial\(void\) STAN 000003: the type needs the "
+    with pytest.raises(SimError, match=r"financial\(test_void\) STAN 000003: the type needs the "
                                        r"original transaction; original is None"):
         c.financial(HostTxn.VOID, keys=keys, stan=3, batch_no=1, amount_minor=1)
     with pytest.raises(SimError, match=r"financial\(sale\) STAN 000004: the type needs a card"):

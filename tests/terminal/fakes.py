@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import SimError
-from protocols.transactions import SALE, TransactionTable, TransactionType
-from sim.terminal.firmware import AuthJob, ChipJob, Profile, SignInJob, load_profile
+from protocols.transactions import SALE, SettlementTotals, TransactionTable, TransactionType
+from sim.terminal.firmware import (
+    AuthJob,
+    ChipJob,
+    Profile,
+    ReversalJob,
+    SettleJob,
+    SignInJob,
+    UploadEndJob,
+    UploadJob,
+    load_profile,
+)
 
 PROFILE_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "terminal" / "profile.yaml"
 PAN = "6212345678901234"
@@ -105,6 +115,38 @@ class FakeAuthResult:
     host_message: str = ""
 
 
+@dataclass
+class FakeHostAnswer:
+    """A 0410 / 0330."""
+
+    response_code: str = "00"
+    host_message: str = ""
+
+
+@dataclass
+class FakeSettlementResult:
+    response_code: str = "00"
+    host_totals: SettlementTotals | None = None
+    host_message: str = ""
+
+    @property
+    def reconciliation_code(self) -> str:
+        return self.host_totals.code if self.host_totals is not None else ""
+
+
+class FakeClock:
+    """The machine's wall clock, moved by hand."""
+
+    def __init__(self, now: datetime.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += datetime.timedelta(**delta)
+
+
 class FakeServices:
     """Services with scripted answers; records every job (PIN kept only to assert on it)."""
 
@@ -116,6 +158,9 @@ class FakeServices:
         self.card: Any = FakeCard()
         self.sign_in_result: Any = FakeSignInResult()
         self.auth_result: Any = FakeAuthResult()
+        self.reversal_result: Any = FakeHostAnswer()
+        self.settle_results: list[Any] = []  # answered in turn (then: balanced)
+        self.upload_result: Any = FakeHostAnswer()
         self.jobs: list[Any] = []
         self.lock = threading.Lock()
 
@@ -138,3 +183,17 @@ class FakeServices:
 
     def authorize(self, job: AuthJob) -> Any:
         return self._answer(job, self.auth_result)
+
+    def reverse(self, job: ReversalJob) -> Any:
+        return self._answer(job, self.reversal_result)
+
+    def settle(self, job: SettleJob) -> Any:
+        if self.settle_results:
+            return self._answer(job, self.settle_results.pop(0))
+        return self._answer(job, FakeSettlementResult(host_totals=job.totals.with_code("1")))
+
+    def upload(self, job: UploadJob) -> Any:
+        return self._answer(job, self.upload_result)
+
+    def upload_end(self, job: UploadEndJob) -> Any:
+        return self._answer(job, self.upload_result)

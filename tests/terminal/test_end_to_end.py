@@ -28,6 +28,7 @@ from rigs.errors import DeviceStateError, NoResponse
 from rigs.terminal import Outcome, SerialTerminalLink
 from rigs.transport import serial_transport
 from sim.terminal.firmware import AuthJob, TerminalFirmware
+from sim.terminal.journal import SqliteJournal
 from sim.terminal.nvram import FileNvram
 from sim.terminal.runner import TerminalRunner
 from sim.terminal.slot import HarnessSlot
@@ -101,9 +102,11 @@ class Terminal:
     runner: TerminalRunner | None = None
     thread: threading.Thread | None = None
     transactions: TransactionTable = TRANSACTIONS
+    journal: SqliteJournal | None = None
 
     def power_on(self) -> None:
-        fw = TerminalFirmware(fast_profile(), FileNvram(self.state_dir),
+        self.journal = SqliteJournal(self.state_dir)  # the state dir's, as python -m sim.terminal
+        fw = TerminalFirmware(fast_profile(), FileNvram(self.state_dir), journal=self.journal,
                               transactions=self.transactions)
 
         def make(slot: HarnessSlot) -> FakeServices:
@@ -124,6 +127,9 @@ class Terminal:
             self.thread.join(timeout=2.0)
             assert not self.thread.is_alive(), "runner did not stop within 2 s"
         self.runner = self.thread = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
 
 @pytest.fixture(params=[TRANSACTIONS], ids=["real-table"])
@@ -184,7 +190,8 @@ def test_purchase_end_to_end(terminal: Terminal, link: SerialTerminalLink) -> No
         slot_msgs = [o["t"] for o in terminal.peer.seen if o["t"] in ("card_power", "capdu")]
     assert slot_msgs == ["card_power", "capdu", "card_power"]
     text = link.transcript_text()
-    assert "KY(KEY) k=*" in text and "k=2" not in text and PAN not in text
+    # " k=2" (with its separator): STATUS's "clock=2026…" must not count as a PIN digit
+    assert "KY(KEY) k=*" in text and " k=2" not in text and PAN not in text
     assert "pw=****" in text
     assert link.status().batch_no == "000002"
     assert link.is_nominal()
@@ -245,6 +252,7 @@ def test_module_entry_point_boots_and_stops_on_sigterm(tmp_path: Path) -> None:
         st = drv.wait_ready(timeout=5.0)
         assert (st.state, st.battery_low, st.supply_volts) == ("IDLE", True, 6.5)
         assert (tmp_path / "terminal-nvram.json").exists()
+        assert (tmp_path / "terminal-journal.sqlite").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5.0) == 0
         assert proc.stderr is not None

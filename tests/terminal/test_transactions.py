@@ -9,37 +9,85 @@ import pytest
 from protocols import ecr
 from protocols.errors import ConfigError, DecodeError
 from protocols.transactions import (
+    REFUND as REAL_REFUND,
+)
+from protocols.transactions import (
     SALE,
     TRANSACTIONS,
+    Book,
     OriginalRef,
+    SettlementTotals,
     TransactionTable,
     TxnType,
     by_ecr_code,
     by_iso,
     parse_field61,
     transaction_type,
+    upload_count_field48,
+)
+from protocols.transactions import (
+    VOID as REAL_VOID,
 )
 from tests.terminal.fakes import REFUND, TEST_TABLE, VOID
 
 
 def test_sale_row_says_how_a_sale_looks_on_every_wire() -> None:
-    assert list(TRANSACTIONS) == [SALE] and len(TRANSACTIONS) == 1
+    assert list(TRANSACTIONS) == [SALE, REAL_VOID, REAL_REFUND] and len(TRANSACTIONS) == 3
     assert (SALE.type, SALE.ecr_code, SALE.ecr_name, SALE.mti, SALE.proc_code,
             SALE.condition_code, SALE.message_type_code, SALE.receipt_title) == (
         "sale", "PU", "PURCHASE", "0200", "000000", "00", "22", "消费 SALE")
     assert (SALE.needs_card, SALE.needs_original, SALE.needs_pin) == (True, False, True)
     assert SALE.description
+    assert (SALE.amount_from_original, SALE.book) == (False, Book.DEBIT)
+
+
+def test_void_and_refund_rows_are_the_contract_s() -> None:
+    """docs/business-day.md, "Transaction table rows"."""
+    assert (REAL_VOID.type, REAL_VOID.ecr_code, REAL_VOID.ecr_name, REAL_VOID.mti,
+            REAL_VOID.proc_code, REAL_VOID.condition_code, REAL_VOID.message_type_code,
+            REAL_VOID.receipt_title) == (
+        "void", "VD", "VOID", "0200", "200000", "00", "23", "消费撤销 VOID")
+    assert (REAL_VOID.needs_card, REAL_VOID.needs_original, REAL_VOID.needs_pin,
+            REAL_VOID.amount_from_original, REAL_VOID.book) == (
+        False, True, False, True, Book.CANCEL)
+    assert (REAL_REFUND.type, REAL_REFUND.ecr_code, REAL_REFUND.ecr_name, REAL_REFUND.mti,
+            REAL_REFUND.proc_code, REAL_REFUND.condition_code, REAL_REFUND.message_type_code,
+            REAL_REFUND.receipt_title) == (
+        "refund", "RF", "REFUND", "0220", "200000", "00", "25", "退货 REFUND")
+    assert (REAL_REFUND.needs_card, REAL_REFUND.needs_original, REAL_REFUND.needs_pin,
+            REAL_REFUND.amount_from_original, REAL_REFUND.book) == (
+        False, True, False, False, Book.CREDIT)
+
+
+def test_settlement_totals_field48_roundtrip_and_errors() -> None:
+    totals = SettlementTotals(2, 3000, 1, 500)
+    assert totals.field48() == "002000000003000001000000000500" + "0"
+    back = SettlementTotals.parse(totals.with_code("1").field48())
+    assert back.code == "1" and back.same_totals(totals) and back != totals
+    assert upload_count_field48(7) == "0007"
+    with pytest.raises(DecodeError, match="expected 31 digits"):
+        SettlementTotals.parse("123")
+    with pytest.raises(DecodeError, match="debit_count must be 0..999, got 1000"):
+        SettlementTotals(1000, 0, 0, 0)
+
+
+def test_void_field61_has_no_date() -> None:
+    ref = OriginalRef(stan="000012", batch_no="000003", rrn="000000001234", date="0504")
+    assert ref.field61(9, with_date=False) == "000003000012"
+    assert ref.field61(9) == "0000030000120504"
 
 
 def test_lookups_by_type_ecr_code_and_iso_key() -> None:
     assert transaction_type(TxnType.SALE) is SALE and TRANSACTIONS.get("sale") is SALE
-    assert by_ecr_code("PU") is SALE and by_ecr_code("RF") is None
-    assert by_iso("0200", "000000") is SALE and by_iso("0200", "200000") is None
+    assert by_ecr_code("PU") is SALE and by_ecr_code("RF") is REAL_REFUND
+    assert by_ecr_code("XX") is None
+    assert by_iso("0200", "000000") is SALE and by_iso("0200", "200000") is REAL_VOID
+    assert by_iso("0220", "200000") is REAL_REFUND and by_iso("0200", "300000") is None
     assert TEST_TABLE.for_ecr_code("RF") is REFUND
     assert TEST_TABLE.for_iso("0200", "200000") is VOID
     assert TEST_TABLE.by_type["refund"] is REFUND
-    with pytest.raises(ConfigError, match=r"no type 'refund'; known: sale"):
-        TRANSACTIONS.get("refund")
+    with pytest.raises(ConfigError, match=r"no type 'preauth'; known: sale, void, refund"):
+        TRANSACTIONS.get("preauth")
 
 
 def test_table_is_frozen() -> None:
@@ -66,18 +114,21 @@ def test_ecr_specs_exist_for_every_row() -> None:
         specs = ecr.message_specs(table)
         for row in table:
             req, resp = specs[("rig", row.ecr_code)], specs[("terminal", row.ecr_code)]
+            required = () if row.amount_from_original else ("amt", "cur")
             assert (req.name, req.kind, req.required) == (row.ecr_name, ecr.Kind.REQUEST,
-                                                          ("amt", "cur"))
+                                                          required)
             assert (resp.name, resp.kind, resp.required) == (row.ecr_name, ecr.Kind.RESPONSE,
                                                              ("rc",))
         with pytest.raises(TypeError):
             specs[("rig", "ZZ")] = specs[("rig", "ST")]  # type: ignore[index]
-    assert ("rig", "RF") not in ecr.MESSAGE_SPECS  # the real table has no refund
+    assert ("rig", "RF") in ecr.MESSAGE_SPECS and ("rig", "XX") not in ecr.MESSAGE_SPECS
     assert ecr.REQUEST_CODES["PURCHASE"] == "PU" and ecr.REQUEST_CODES["STATUS"] == "ST"
     msg = ecr.decode_message(b"RF\x1camt=5\x1ccur=156", "rig", ecr.message_specs(TEST_TABLE))
     assert msg.describe("rig", ecr.message_specs(TEST_TABLE)) == "RF(REFUND) amt=5 cur=156"
+    only_sale = ecr.message_specs(TransactionTable((SALE,)))
     with pytest.raises(DecodeError, match="unknown code 'RF' from rig"):
-        ecr.decode_message(b"RF\x1camt=5\x1ccur=156", "rig")
+        ecr.decode_message(b"RF\x1camt=5\x1ccur=156", "rig", only_sale)
+    assert ecr.decode_message(b"VD\x1costan=000001", "rig").fields == {"ostan": "000001"}
 
 
 def test_transaction_code_may_not_clash_with_a_fixed_message() -> None:

@@ -1,0 +1,598 @@
+"""The terminal's transaction journal: what it asked the host, what the host answered, what it
+printed, and which reversals it still owes.  Survives a power cut.
+
+Two implementations of one interface (:class:`Journal`), injected into the firmware like the
+NVRAM store: :class:`SqliteJournal` (the state dir's ``terminal-journal.sqlite``, WAL,
+``synchronous=FULL``: a method returns only once its change is on disk) and
+:class:`MemoryJournal` (unit tests).  Every method is one atomic change; the firmware calls it
+*before* acting on it (docs/business-day.md, "Terminal behaviour"):
+
+* :meth:`Journal.add` — a financial request, ``pending``, before it leaves (or ``refused``, when
+  the terminal refused it before going online);
+* :meth:`Journal.answer` — the host's answer, before the terminal prints or answers the ECR;
+* :meth:`Journal.reversal_pending` — before anything else happens after a time-out, a MAC
+  failure on an approval, or a card that declines the approval; :meth:`Journal.reversal_try`,
+  :meth:`Journal.reversed` as the 0400s go and the 0410 comes;
+* :meth:`Journal.printed` — once both copies are out;
+* :meth:`Journal.recover` — at boot: every ``pending`` entry (its answer never came, or it
+  never left) becomes ``reversal_pending``.
+
+Confidentiality: an entry holds the masked PAN only.  What a reversal (fields 2, 14, 35) and the
+batch upload (field 2) need is kept apart in :class:`CardData` (table ``card_data``, written in
+the same transaction as its entry), never rendered by ``repr`` or logs, and deleted as soon as
+nothing can need it: when the reversal is acknowledged, when a declined/refused/failed answer is
+written, and for the whole batch when it is closed.  The database file is created mode 0600 in
+the terminal's own state dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from protocols.errors import SimError
+
+JOURNAL_FILE = "terminal-journal.sqlite"
+#: Field 39 of a reversal (docs/business-day.md): no response; card declined after approval or
+#: any other reason (a response MAC that does not verify).
+REVERSAL_NO_RESPONSE = "98"
+REVERSAL_OTHER = "06"
+#: Whether a request that failed at each stage of the exchange may have reached the host: the
+#: reversal it calls for ('' = it never left, nothing to reverse).
+REVERSAL_OF_STAGE = {"connect": "", "send": REVERSAL_NO_RESPONSE,
+                     "response": REVERSAL_NO_RESPONSE}
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 2000
+"""Bound on waiting for another connection's lock (the terminal is the only writer)."""
+
+
+class EntryState(enum.StrEnum):
+    PENDING = "pending"  # written before the request leaves; no answer yet
+    APPROVED = "approved"  # host answered 00
+    DECLINED = "declined"  # host answered another code
+    REFUSED = "refused"  # refused by the terminal before going online (a limit)
+    FAILED = "failed"  # never reached the host (connect failed): nothing to reverse
+    REVERSAL_PENDING = "reversal_pending"  # a 0400 is owed
+    REVERSED = "reversed"  # the host acknowledged the 0400 (0410)
+
+
+#: States an answer may be written in (from ``pending`` only).
+ANSWER_STATES = frozenset({EntryState.APPROVED, EntryState.DECLINED, EntryState.FAILED})
+#: States whose card data nothing can need any more.
+FINAL_WITHOUT_CARD = frozenset({EntryState.DECLINED, EntryState.FAILED, EntryState.REFUSED,
+                                EntryState.REVERSED})
+
+
+@dataclass(frozen=True)
+class CardData:
+    """The card fields a reversal or a batch upload repeats (never shown)."""
+
+    pan: str = field(default="", repr=False)
+    expiry: str = field(default="", repr=False)
+    track2: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        return "CardData(<hidden>)"
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What the firmware knows of a financial request when it writes it."""
+
+    batch_no: int
+    stan: int
+    txn_type: str  # protocols.transactions.TxnType value
+    amount_minor: int
+    currency: str
+    created: str  # terminal clock, YYYYMMDDhhmmss
+    operator: str = ""
+    state: EntryState = EntryState.PENDING
+    entry_mode: str = ""  # protocols.ecr.EntryMode value (chip, manual…)
+    pos_entry: str = ""  # ISO field 22 sent (e.g. 051), '' when no card was read
+    masked_pan: str = ""
+    app_label: str = ""
+    pan_seq: str = ""  # ISO field 23
+    orig_batch: str = ""  # the original a void/refund names (6 digits each, '' unknown)
+    orig_stan: str = ""
+    orig_rrn: str = ""
+    orig_date: str = ""  # MMDD
+    original_id: int | None = None  # the original's journal entry, when the terminal has it
+    result: str = ""  # ECR rc given (refusals)
+    text: str = ""  # display text given (refusals)
+
+
+@dataclass(frozen=True)
+class JournalEntry(NewEntry):
+    """A stored entry (:class:`NewEntry` plus the id and what happened since)."""
+
+    id: int = 0
+    response_code: str = ""
+    rrn: str = ""
+    auth_code: str = ""
+    host_date: str = ""  # MMDD of the host's answer (field 13), '' when absent
+    reversal_reason: str = ""  # field 39 of the 0400: 98 no response, 06 other
+    reversal_tries: int = 0
+    printed: bool = False
+    held: bool = False  # printed after a power cut
+
+    @property
+    def stan_text(self) -> str:
+        return f"{self.stan:06d}"
+
+    @property
+    def batch_text(self) -> str:
+        return f"{self.batch_no:06d}"
+
+    def describe(self) -> str:
+        """Short, masked: ``#3 sale STAN 000012 batch 000001 approved``."""
+        return (f"#{self.id} {self.txn_type} STAN {self.stan_text} batch {self.batch_text} "
+                f"{self.state}")
+
+
+_COLUMNS = tuple(f.name for f in dataclasses.fields(JournalEntry))
+_BOOL_COLUMNS = frozenset({"printed", "held"})
+_INT_COLUMNS = frozenset({"batch_no", "stan", "amount_minor", "reversal_tries", "id"})
+
+
+class Journal(Protocol):
+    """The journal's interface (see the module doc).  Errors are SimError naming the entry,
+    the operation, its state and the state expected."""
+
+    def add(self, entry: NewEntry, card: CardData | None = None) -> JournalEntry: ...
+
+    def answer(self, entry_id: int, state: EntryState, *, response_code: str = "",
+               rrn: str = "", auth_code: str = "", host_date: str = "", result: str = "",
+               text: str = "") -> JournalEntry: ...
+
+    def reversal_pending(self, entry_id: int, reason: str) -> JournalEntry: ...
+
+    def reversal_try(self, entry_id: int) -> JournalEntry: ...
+
+    def reversed(self, entry_id: int) -> JournalEntry: ...
+
+    def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry: ...
+
+    def close_batch(self, batch_no: int) -> int: ...
+
+    def recover(self, reason: str = REVERSAL_NO_RESPONSE) -> list[JournalEntry]: ...
+
+    def get(self, entry_id: int) -> JournalEntry: ...
+
+    def find(self, batch_no: int, stan: int) -> JournalEntry | None: ...
+
+    def find_rrn(self, rrn: str) -> JournalEntry | None: ...
+
+    def entries(self, batch_no: int | None = None, *,
+                day: str | None = None) -> list[JournalEntry]: ...
+
+    def pending_reversals(self) -> list[JournalEntry]: ...
+
+    def unprinted(self) -> list[JournalEntry]: ...
+
+    def last_printed(self) -> JournalEntry | None: ...
+
+    def card_data(self, entry_id: int) -> CardData | None: ...
+
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------ the rules
+
+def _check(journal: str, op: str, entry: JournalEntry, allowed: Iterable[EntryState]) -> None:
+    allowed = tuple(allowed)
+    if entry.state not in allowed:
+        raise SimError(f"{journal}: {op}({entry.describe()}) needs state "
+                       f"{' or '.join(allowed)}; state is {entry.state}")
+
+
+def _answered(journal: str, entry: JournalEntry, state: EntryState,
+              changes: dict[str, Any]) -> dict[str, Any]:
+    if state not in ANSWER_STATES:
+        raise SimError(f"{journal}: answer({entry.describe()}) state must be one of "
+                       f"{', '.join(sorted(ANSWER_STATES))}; got {state}")
+    _check(journal, "answer", entry, (EntryState.PENDING,))
+    return {"state": state, **changes}
+
+
+def _transition(journal: str, op: str, entry: JournalEntry) -> dict[str, Any]:
+    """The change operation *op* makes to *entry* (after checking its state)."""
+    rules: dict[str, tuple[tuple[EntryState, ...], Callable[[], dict[str, Any]]]] = {
+        "reversal_try": ((EntryState.REVERSAL_PENDING,),
+                         lambda: {"reversal_tries": entry.reversal_tries + 1}),
+        "reversed": ((EntryState.REVERSAL_PENDING,), lambda: {"state": EntryState.REVERSED}),
+    }
+    allowed, change = rules[op]
+    _check(journal, op, entry, allowed)
+    return change()
+
+
+def _reversal_change(journal: str, entry: JournalEntry, reason: str) -> dict[str, Any]:
+    if not (len(reason) == 2 and reason.isalnum()):
+        raise SimError(f"{journal}: reversal_pending({entry.describe()}) reason must be a "
+                       f"2-character response code, got {reason!r}")
+    _check(journal, "reversal_pending", entry, (EntryState.PENDING, EntryState.APPROVED))
+    return {"state": EntryState.REVERSAL_PENDING, "reversal_reason": reason}
+
+
+def _printed_change(journal: str, entry: JournalEntry, held: bool) -> dict[str, Any]:
+    _check(journal, "printed", entry, (EntryState.APPROVED,))
+    return {"printed": True, "held": held}
+
+
+def _check_new(journal: str, entry: NewEntry) -> None:
+    if entry.state not in (EntryState.PENDING, EntryState.REFUSED):
+        raise SimError(f"{journal}: add({entry.txn_type} STAN {entry.stan:06d}) state must be "
+                       f"pending or refused; got {entry.state}")
+
+
+# ------------------------------------------------------------------------------ in memory
+
+class MemoryJournal:
+    """The journal in RAM (unit tests): same interface and rules as :class:`SqliteJournal`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, JournalEntry] = {}
+        self._cards: dict[int, CardData] = {}
+        self._next_id = 1
+
+    def __repr__(self) -> str:
+        return "MemoryJournal()"
+
+    def add(self, entry: NewEntry, card: CardData | None = None) -> JournalEntry:
+        _check_new(repr(self), entry)
+        stored = JournalEntry(**dataclasses.asdict(entry), id=self._next_id)
+        self._next_id += 1
+        self._entries[stored.id] = stored
+        if card is not None and entry.state is EntryState.PENDING:
+            self._cards[stored.id] = card
+        return stored
+
+    def _apply(self, entry: JournalEntry, changes: dict[str, Any]) -> JournalEntry:
+        new = dataclasses.replace(entry, **changes)
+        self._entries[entry.id] = new
+        if new.state in FINAL_WITHOUT_CARD:
+            self._cards.pop(entry.id, None)
+        return new
+
+    def answer(self, entry_id: int, state: EntryState, *, response_code: str = "",
+               rrn: str = "", auth_code: str = "", host_date: str = "", result: str = "",
+               text: str = "") -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _answered(repr(self), entry, state, dict(
+            response_code=response_code, rrn=rrn, auth_code=auth_code, host_date=host_date,
+            result=result, text=text)))
+
+    def reversal_pending(self, entry_id: int, reason: str) -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _reversal_change(repr(self), entry, reason))
+
+    def reversal_try(self, entry_id: int) -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _transition(repr(self), "reversal_try", entry))
+
+    def reversed(self, entry_id: int) -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _transition(repr(self), "reversed", entry))
+
+    def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _printed_change(repr(self), entry, held))
+
+    def close_batch(self, batch_no: int) -> int:
+        ids = [i for i in self._cards if self._entries[i].batch_no == batch_no]
+        for i in ids:
+            del self._cards[i]
+        return len(ids)
+
+    def recover(self, reason: str = REVERSAL_NO_RESPONSE) -> list[JournalEntry]:
+        return [self.reversal_pending(e.id, reason) for e in self.entries()
+                if e.state is EntryState.PENDING]
+
+    def get(self, entry_id: int) -> JournalEntry:
+        entry = self._entries.get(entry_id)
+        if entry is None:
+            raise SimError(f"{self!r}: get(#{entry_id}): no such entry "
+                           f"({len(self._entries)} entries)")
+        return entry
+
+    def find(self, batch_no: int, stan: int) -> JournalEntry | None:
+        found = [e for e in self._entries.values() if (e.batch_no, e.stan) == (batch_no, stan)]
+        return found[-1] if found else None
+
+    def find_rrn(self, rrn: str) -> JournalEntry | None:
+        found = [e for e in self._entries.values() if rrn and e.rrn == rrn]
+        return found[-1] if found else None
+
+    def entries(self, batch_no: int | None = None, *,
+                day: str | None = None) -> list[JournalEntry]:
+        return [e for e in self._entries.values()
+                if (batch_no is None or e.batch_no == batch_no)
+                and (day is None or e.created.startswith(day))]
+
+    def pending_reversals(self) -> list[JournalEntry]:
+        return [e for e in self._entries.values() if e.state is EntryState.REVERSAL_PENDING]
+
+    def unprinted(self) -> list[JournalEntry]:
+        return [e for e in self._entries.values()
+                if e.state is EntryState.APPROVED and not e.printed]
+
+    def last_printed(self) -> JournalEntry | None:
+        found = [e for e in self._entries.values() if e.printed]
+        return found[-1] if found else None
+
+    def card_data(self, entry_id: int) -> CardData | None:
+        return self._cards.get(entry_id)
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------ SQLite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_no INTEGER NOT NULL, stan INTEGER NOT NULL, txn_type TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL, currency TEXT NOT NULL, created TEXT NOT NULL,
+    operator TEXT NOT NULL, state TEXT NOT NULL, entry_mode TEXT NOT NULL,
+    pos_entry TEXT NOT NULL, masked_pan TEXT NOT NULL, app_label TEXT NOT NULL,
+    pan_seq TEXT NOT NULL, orig_batch TEXT NOT NULL, orig_stan TEXT NOT NULL,
+    orig_rrn TEXT NOT NULL, orig_date TEXT NOT NULL, original_id INTEGER,
+    result TEXT NOT NULL, text TEXT NOT NULL, response_code TEXT NOT NULL, rrn TEXT NOT NULL,
+    auth_code TEXT NOT NULL, host_date TEXT NOT NULL, reversal_reason TEXT NOT NULL,
+    reversal_tries INTEGER NOT NULL, printed INTEGER NOT NULL, held INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_trace ON entries (batch_no, stan);
+CREATE INDEX IF NOT EXISTS entries_state ON entries (state);
+CREATE INDEX IF NOT EXISTS entries_created ON entries (created);
+CREATE TABLE IF NOT EXISTS card_data (
+    entry_id INTEGER PRIMARY KEY REFERENCES entries (id),
+    pan TEXT NOT NULL, expiry TEXT NOT NULL, track2 TEXT NOT NULL
+);
+"""
+
+
+class SqliteJournal:
+    """The journal as SQLite in the terminal's state dir (see the module doc).
+
+    One connection, used from the firmware's thread (a lock makes it safe anyway); each
+    method is one ``BEGIN IMMEDIATE … COMMIT``.  ``before_commit`` is a test seam: called
+    inside every write transaction just before COMMIT (a test kills the process there).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], *,
+                 before_commit: Callable[[str], None] | None = None) -> None:
+        self.path = Path(state_dir) / JOURNAL_FILE
+        self.before_commit = before_commit
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_MS / 1000)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if str(mode).lower() != "wal":
+                raise SimError(f"{self!r}: open(): journal_mode is {mode}, expected wal")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise SimError(f"{self!r}: open(): schema version {version}, expected "
+                               f"{SCHEMA_VERSION}")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise SimError(f"{self!r}: open() failed: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SqliteJournal({self.path})"
+
+    # -- plumbing
+    def _write(self, op: str, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = work(self._db)
+                    if self.before_commit is not None:
+                        self.before_commit(op)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise SimError(f"{self!r}: {op}() failed: {exc} (busy time-out "
+                               f"{BUSY_TIMEOUT_MS} ms)") from exc
+            return out
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[JournalEntry]:
+        with self._lock:
+            try:
+                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries {sql}",
+                                        args).fetchall()
+            except sqlite3.Error as exc:
+                raise SimError(f"{self!r}: query failed: {exc}") from exc
+        return [self._entry(row) for row in rows]
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> JournalEntry:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        for name in _BOOL_COLUMNS:
+            values[name] = bool(values[name])
+        values["state"] = EntryState(values["state"])
+        return JournalEntry(**values)
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, journal: str, entry_id: int) -> JournalEntry:
+        row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE id = ?",
+                         (entry_id,)).fetchone()
+        if row is None:
+            raise SimError(f"{journal}: get(#{entry_id}): no such entry")
+        return SqliteJournal._entry(row)
+
+    def _change(self, op: str, entry_id: int,
+                rule: Callable[[JournalEntry], dict[str, Any]]) -> JournalEntry:
+        def work(db: sqlite3.Connection) -> JournalEntry:
+            entry = self._get(db, repr(self), entry_id)
+            changes = rule(entry)
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            db.execute(f"UPDATE entries SET {sets} WHERE id = ?",
+                       (*(self._sql(k, v) for k, v in changes.items()), entry_id))
+            new = dataclasses.replace(entry, **changes)
+            if new.state in FINAL_WITHOUT_CARD:
+                db.execute("DELETE FROM card_data WHERE entry_id = ?", (entry_id,))
+            return new
+        result: JournalEntry = self._write(op, work)
+        return result
+
+    @staticmethod
+    def _sql(name: str, value: Any) -> Any:
+        if name in _BOOL_COLUMNS:
+            return 1 if value else 0
+        if isinstance(value, enum.Enum):
+            return value.value
+        return value
+
+    # -- writes
+    def add(self, entry: NewEntry, card: CardData | None = None) -> JournalEntry:
+        _check_new(repr(self), entry)
+        values = dataclasses.asdict(JournalEntry(**dataclasses.asdict(entry)))
+        del values["id"]
+
+        def work(db: sqlite3.Connection) -> JournalEntry:
+            cur = db.execute(
+                f"INSERT INTO entries ({', '.join(values)}) VALUES "
+                f"({', '.join('?' for _ in values)})",
+                tuple(self._sql(k, v) for k, v in values.items()))
+            entry_id = int(cur.lastrowid or 0)
+            if card is not None and entry.state is EntryState.PENDING:
+                db.execute("INSERT INTO card_data (entry_id, pan, expiry, track2) "
+                           "VALUES (?, ?, ?, ?)", (entry_id, card.pan, card.expiry, card.track2))
+            return self._get(db, repr(self), entry_id)
+        result: JournalEntry = self._write("add", work)
+        return result
+
+    def answer(self, entry_id: int, state: EntryState, *, response_code: str = "",
+               rrn: str = "", auth_code: str = "", host_date: str = "", result: str = "",
+               text: str = "") -> JournalEntry:
+        changes = dict(response_code=response_code, rrn=rrn, auth_code=auth_code,
+                       host_date=host_date, result=result, text=text)
+        return self._change("answer", entry_id,
+                            lambda e: _answered(repr(self), e, state, changes))
+
+    def reversal_pending(self, entry_id: int, reason: str) -> JournalEntry:
+        return self._change("reversal_pending", entry_id,
+                            lambda e: _reversal_change(repr(self), e, reason))
+
+    def reversal_try(self, entry_id: int) -> JournalEntry:
+        return self._change("reversal_try", entry_id,
+                            lambda e: _transition(repr(self), "reversal_try", e))
+
+    def reversed(self, entry_id: int) -> JournalEntry:
+        return self._change("reversed", entry_id,
+                            lambda e: _transition(repr(self), "reversed", e))
+
+    def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry:
+        return self._change("printed", entry_id,
+                            lambda e: _printed_change(repr(self), e, held))
+
+    def close_batch(self, batch_no: int) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute("DELETE FROM card_data WHERE entry_id IN "
+                             "(SELECT id FROM entries WHERE batch_no = ?)", (batch_no,))
+            return int(cur.rowcount)
+        result: int = self._write("close_batch", work)
+        return result
+
+    def recover(self, reason: str = REVERSAL_NO_RESPONSE) -> list[JournalEntry]:
+        def work(db: sqlite3.Connection) -> list[JournalEntry]:
+            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE state = ? "
+                              f"ORDER BY id", (EntryState.PENDING.value,)).fetchall()
+            out = []
+            for row in rows:
+                entry = self._entry(row)
+                changes = _reversal_change(repr(self), entry, reason)
+                db.execute("UPDATE entries SET state = ?, reversal_reason = ? WHERE id = ?",
+                           (EntryState.REVERSAL_PENDING.value, reason, entry.id))
+                out.append(dataclasses.replace(entry, **changes))
+            return out
+        result: list[JournalEntry] = self._write("recover", work)
+        return result
+
+    # -- reads
+    def get(self, entry_id: int) -> JournalEntry:
+        found = self._query("WHERE id = ?", (entry_id,))
+        if not found:
+            raise SimError(f"{self!r}: get(#{entry_id}): no such entry")
+        return found[0]
+
+    def find(self, batch_no: int, stan: int) -> JournalEntry | None:
+        found = self._query("WHERE batch_no = ? AND stan = ? ORDER BY id DESC LIMIT 1",
+                            (batch_no, stan))
+        return found[0] if found else None
+
+    def find_rrn(self, rrn: str) -> JournalEntry | None:
+        if not rrn:
+            return None
+        found = self._query("WHERE rrn = ? ORDER BY id DESC LIMIT 1", (rrn,))
+        return found[0] if found else None
+
+    def entries(self, batch_no: int | None = None, *,
+                day: str | None = None) -> list[JournalEntry]:
+        """In journal order; only batch *batch_no* and/or those created on *day* (YYYYMMDD)."""
+        where: list[str] = []
+        args: list[object] = []
+        if batch_no is not None:
+            where.append("batch_no = ?")
+            args.append(batch_no)
+        if day is not None:
+            where.append("created LIKE ?")
+            args.append(f"{day}%")
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return self._query(f"{clause}ORDER BY id", tuple(args))
+
+    def pending_reversals(self) -> list[JournalEntry]:
+        return self._query("WHERE state = ? ORDER BY id", (EntryState.REVERSAL_PENDING.value,))
+
+    def unprinted(self) -> list[JournalEntry]:
+        return self._query("WHERE state = ? AND printed = 0 ORDER BY id",
+                           (EntryState.APPROVED.value,))
+
+    def last_printed(self) -> JournalEntry | None:
+        found = self._query("WHERE printed = 1 ORDER BY id DESC LIMIT 1")
+        return found[0] if found else None
+
+    def card_data(self, entry_id: int) -> CardData | None:
+        with self._lock:
+            row = self._db.execute("SELECT pan, expiry, track2 FROM card_data WHERE entry_id = ?",
+                                   (entry_id,)).fetchone()
+        return None if row is None else CardData(*row)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+__all__ = [
+    "JOURNAL_FILE",
+    "REVERSAL_NO_RESPONSE",
+    "REVERSAL_OF_STAGE",
+    "REVERSAL_OTHER",
+    "CardData",
+    "EntryState",
+    "Journal",
+    "JournalEntry",
+    "MemoryJournal",
+    "NewEntry",
+    "SqliteJournal",
+]
