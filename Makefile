@@ -4,7 +4,7 @@ PYTHON ?= python3
 TOXVENV := .venv-tox
 TOX := $(TOXVENV)/bin/tox
 
-.PHONY: run test system bench-up bench-down clean
+.PHONY: run test system bench-up bench-down power-cuts clean
 
 ## make run: the scenario suite on the virtual bench, an HTML report and a summary
 run: $(TOX) node_modules/.installed
@@ -25,6 +25,14 @@ node_modules/.installed: package.json
 	@PYTHON=$(PYTHON) scripts/ensure-system.sh --report
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
+
+## make power-cuts N=200 SEED=7: cut the terminal's power at seeded random instants during N
+## sales on the virtual bench, then check its journal against the acquirer's ledger
+N ?= 200
+SEED ?= 7
+power-cuts: $(TOX)
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(TOX) -e power-cuts -- --sales $(N) --seed $(SEED)
 
 bench-up: $(TOX)
 	$(TOX) -e bench -- up

@@ -297,6 +297,7 @@ def _refunds_of(entries: list[LedgerEntry], purchase: Outcome) -> list[LedgerEnt
 
 @needs(Capability.LEDGER)
 @then(step("the acquirer booked a refund of {amount:Amount} against that purchase"))
+@then(step("收单机构记录了该笔消费的{amount:Amount}元退货"))
 def booked_refund(bench: Bench, purchase: Outcome, amount: int) -> None:
     refunds = _refunds_of(_booked(bench, purchase), purchase)
     assert [e.amount_minor for e in refunds] == [amount], \
@@ -306,6 +307,7 @@ def booked_refund(bench: Bench, purchase: Outcome, amount: int) -> None:
 
 @needs(Capability.LEDGER)
 @then("the acquirer booked no refund against that purchase")
+@then("收单机构没有记录该笔消费的退货")
 def booked_no_refund(bench: Bench, purchase: Outcome) -> None:
     refunds = _refunds_of(_booked(bench, purchase), purchase)
     assert not refunds, f"the acquirer booked {len(refunds)} refund(s) against {purchase.rrn}"
@@ -413,6 +415,7 @@ def totals_match(bench: Bench, totals: object) -> None:
 
 # -- settlement --------------------------------------------------------------------------------
 @given("the administrator has settled the batch", target_fixture="settlement")
+@given("管理员已完成日终结算", target_fixture="settlement")
 @when("the administrator settles the batch", target_fixture="settlement")
 @when("管理员进行日终结算", target_fixture="settlement")
 def admin_settles(bench: Bench) -> Settlement:
@@ -700,3 +703,55 @@ def booked_and_printed_or_reversed(bench: Bench, cut: CutSale) -> None:
     else:
         assert all(e.status in ("reversed", "nothing_to_net") or e.response_code != "00"
                    for e in entries), f"the cut sale is neither standing nor reversed: {entries}"
+
+
+# -- anomalies ---------------------------------------------------------------------------------
+@needs(Capability.HOST_CONTROL)
+@given(parsers.parse("the acquirer will decline the next {n:d} purchases with code {code}"))
+@given(parsers.parse("收单机构将以应答码{code}拒绝接下来{n:d}笔消费"))
+def host_declines(bench: Bench, n: int, code: str) -> None:
+    sale = transaction_type(TxnType.SALE)
+    bench.acquirer.control.add_rule(
+        {"terminal_id": bench.config.terminal.terminal_id, "mti": sale.mti,
+         "proc_code": sale.proc_code}, {"response_code": code}, times=n)
+
+
+@needs(Capability.CARDS)
+@when(step("the cardholder tries to pay {amount:Amount} by chip with the {card} card and its "
+           "PIN {n:d} times"), target_fixture="purchases")
+def tries_n_times(bench: Bench, amount: int, card: str, n: int) -> list[Outcome]:
+    return [pay_by_chip(bench, amount, card, bench.card_pin(card)) for _ in range(n)]
+
+
+@needs(Capability.WIRE)
+@then(parsers.parse("each purchase is declined by the acquirer with code {code}"))
+def each_declined(bench: Bench, purchases: list[Outcome], code: str) -> None:
+    for p in purchases:
+        assert p.result == Result.DECLINED and p.response_code == code, \
+            f"expected a decline with code {code}, got {_describe(p)}"
+    answered = {m.stan: m.response_code for m in bench.acquirer.answered("0210")}
+    for p in purchases:
+        assert answered.get(p.stan) == code, \
+            f"the acquirer's 0210 for STAN {p.stan} on the wire says {answered.get(p.stan)!r}"
+
+
+@then(parsers.parse("the totals report flags repeated declines of the {card} card"))
+def flags_declines(totals: object, purchases: list[Outcome], card: str) -> None:
+    from rigs.terminal import Totals
+
+    assert isinstance(totals, Totals)
+    masked = purchases[0].masked_pan
+    assert masked and f"declines:{masked}" in totals.anomalies, \
+        f"no 'declines:{masked}' among the anomalies {totals.anomalies}"
+
+
+@then("the totals report flags the purchase refused for the limit")
+def flags_limit(totals: object, purchase: Outcome) -> None:
+    from rigs.terminal import Totals
+
+    assert isinstance(totals, Totals)
+    limits = [a for a in totals.anomalies if a.startswith("limit:")]
+    assert limits, f"no limit breach among the anomalies {totals.anomalies}"
+    if purchase.stan:
+        assert f"limit:{purchase.stan}" in limits, \
+            f"the refused purchase STAN {purchase.stan} is not flagged: {limits}"
