@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -125,6 +126,19 @@ class SettlementResult:
     @property
     def reconciliation_code(self) -> str:
         return self.host_totals.code if self.host_totals is not None else ""
+
+
+def abort_on_close(sock: socket.socket) -> None:
+    """Make ``close()`` reset the connection and discard what is still queued to send.
+
+    A terminal that gives up on an exchange must not leave its kernel retransmitting the
+    abandoned request: when the network comes back the host would still receive it, late (a
+    sign-in arriving after the terminal signed in again replaces the working keys the terminal
+    holds, and its next request fails with A0).  SO_LINGER on with a zero time does that."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError as exc:  # already reset by the peer: nothing is queued any more
+        logger.debug("abort_on_close: %s", exc)
 
 
 class CommsError(SimError):
@@ -418,6 +432,7 @@ class AcquirerClient:
                                                                              bytes]:
         where = f"{self.host}:{self.port}"
         sock = self._connect(where)
+        answered = False
         try:
             try:
                 sock.settimeout(self.response_timeout)
@@ -426,7 +441,10 @@ class AcquirerClient:
                 raise CommsError("send", f"{self!r}: sending to {where} failed ({exc}); "
                                          f"timeout {self.response_timeout} s") from None
             body = self._read_frame(sock, where)
+            answered = True
         finally:
+            if not answered:
+                abort_on_close(sock)
             sock.close()
         try:
             _tpdu, header, resp_payload = unframe(body)

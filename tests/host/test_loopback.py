@@ -191,6 +191,25 @@ def test_silent_host_times_out_with_bound_in_message() -> None:
                               f"from 127.0.0.1:{port} within 0.2 s (0 bytes received)")
 
 
+def test_an_abandoned_exchange_is_reset_not_left_to_retransmit() -> None:
+    """A client that gives up resets the connection: a request still queued (a cable pulled)
+    must not reach the host late, after the terminal moved on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        c = AcquirerClient("127.0.0.1", port, terminal_id=TID, merchant_id=MID,
+                           master_key=TMK, response_timeout=0.2)
+        with pytest.raises(CommsError):
+            c.sign_in(operator="01", stan=1, batch_no=1)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(2.0)
+            with pytest.raises(ConnectionResetError):
+                while conn.recv(4096):  # whatever arrived, then the reset (not an orderly FIN)
+                    pass
+
+
 def _one_shot_host(reply: bytes | None) -> tuple[socket.socket, threading.Thread, list[bytes]]:
     """Accept one connection, read one frame, send *reply*(request) bytes, close."""
     listener = socket.socket()
