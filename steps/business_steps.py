@@ -331,21 +331,34 @@ def booked_void(bench: Bench, purchase: Outcome) -> None:
 
 
 # -- reprint, query, totals, receipts ----------------------------------------------------------
+def _check_copies(bench: Bench, outcome: Outcome, txn: TxnType) -> None:
+    """The merchant and customer copies of *outcome*'s receipt carry the type's title, the
+    masked card, the amount, the reference, the batch and the trace number."""
+    receipts = [r for r in bench.terminal.receipts if outcome.rrn and outcome.rrn in r]
+    merchant = [r for r in receipts if "MERCHANT" in r.upper()]
+    customer = [r for r in receipts if "CUSTOMER" in r.upper()]
+    assert merchant and customer, \
+        f"expected both copies with reference {outcome.rrn}, got {len(receipts)} receipt(s)"
+    batch = outcome.fields.get("batch") or bench.terminal.status().batch_no
+    for text in (merchant[-1], customer[-1]):
+        for what, value in (("type", transaction_type(txn).receipt_title),
+                            ("reference", outcome.rrn), ("trace", outcome.stan),
+                            ("batch", batch), ("amount", format_amount(outcome.amount_minor or 0)),
+                            ("masked card", outcome.masked_pan)):
+            assert value and value in text, f"the receipt does not show the {what} {value!r}"
+
+
 @then("both copies of the receipt show the sale with its reference, batch and trace numbers")
 @then("签购单两联都显示交易类型、参考号、批次号和凭证号")
 def both_copies(bench: Bench, purchase: Outcome) -> None:
-    receipts = bench.terminal.receipts
-    title = transaction_type(TxnType.SALE).receipt_title
-    merchant = [r for r in receipts if "MERCHANT" in r.upper()]
-    customer = [r for r in receipts if "CUSTOMER" in r.upper()]
-    assert merchant and customer, f"expected both copies, got {len(receipts)} receipt(s)"
-    status = bench.terminal.status()
-    for text in (merchant[-1], customer[-1]):
-        for what, value in (("type", title), ("reference", purchase.rrn),
-                            ("trace", purchase.stan), ("batch", status.batch_no),
-                            ("amount", format_amount(purchase.amount_minor or 0)),
-                            ("masked card", purchase.masked_pan)):
-            assert value and value in text, f"the receipt does not show the {what} {value!r}"
+    _check_copies(bench, purchase, TxnType.SALE)
+
+
+@then("both copies of the refund receipt show the refund with its reference, batch and trace "
+      "numbers")
+@then("退货凭证两联都显示交易类型、参考号、批次号和凭证号")
+def both_refund_copies(bench: Bench, refund: Outcome) -> None:
+    _check_copies(bench, refund, TxnType.REFUND)
 
 
 @when("the operator reprints the last receipt", target_fixture="reprint_mark")
@@ -755,3 +768,43 @@ def flags_limit(totals: object, purchase: Outcome) -> None:
     if purchase.stan:
         assert f"limit:{purchase.stan}" in limits, \
             f"the refused purchase STAN {purchase.stan} is not flagged: {limits}"
+
+
+# -- a card pulled before it takes the approval ------------------------------------------------
+@needs(Capability.HOST_CONTROL)
+@given(parsers.parse("the acquirer will hold its answer to the next purchase for {seconds:d} "
+                     "seconds"))
+def host_holds_answer(bench: Bench, seconds: int) -> None:
+    sale = transaction_type(TxnType.SALE)
+    bench.acquirer.control.add_rule(
+        {"terminal_id": bench.config.terminal.terminal_id, "mti": sale.mti,
+         "proc_code": sale.proc_code}, {"delay_s": float(seconds)}, times=1)
+
+
+@needs(Capability.CARDS, Capability.WIRE)
+@when(step("the cardholder pulls the card out while the terminal waits for the answer to a "
+           "purchase of {amount:Amount}"), target_fixture="purchase")
+def card_pulled_while_online(bench: Bench, amount: int) -> Outcome:
+    terminal = bench.terminal
+    sale = transaction_type(TxnType.SALE)
+    mark = len(terminal.events)
+    terminal.start_transaction(TxnType.SALE, amount)
+    _wait_prompt(bench, Prompt.INSERT_CARD, mark)
+    bench.cards.insert("good")
+    _wait_prompt(bench, Prompt.ENTER_PIN, mark)
+    before = len(bench.acquirer.received(sale.mti))
+    terminal.enter_pin(bench.card_pin("good"))
+    _wait_until(lambda: len(bench.acquirer.received(sale.mti)) > before, CUT_BOUND,
+                "the purchase request to reach the acquirer")
+    removed = len(terminal.events)
+    bench.cards.remove()
+    terminal.wait_for_event(EventCode.CARD_REMOVED, timeout=CUT_BOUND, since=removed)
+    return terminal.wait_outcome(timeout=CUT_BOUND)
+
+
+@then("the purchase fails with a card error saying the approval will be reversed")
+def card_error_reversed(purchase: Outcome) -> None:
+    assert purchase.result == Result.CARD_ERROR, \
+        f"expected CARD_ERROR, got {_describe(purchase)}"
+    assert "REVERSED" in purchase.display.upper() or "冲正" in purchase.display, \
+        f"the display does not say the approval is reversed: {purchase.display!r}"

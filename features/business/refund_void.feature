@@ -9,11 +9,12 @@ Feature: Refunds and voids against the original
     And the operator is logged in
     And the terminal is signed in with the acquirer
 
-  @OP-13
+  @OP-13 @OP-12
   Scenario: A partial refund, then the rest, then nothing more
     Given the cardholder has paid 100.00 by chip with the good card and its PIN
     When the operator refunds 40.00 of that purchase
     Then the refund is approved
+    And both copies of the refund receipt show the refund with its reference, batch and trace numbers
     And the acquirer booked a refund of 40.00 against that purchase
     When the operator refunds 60.00 of that purchase
     Then the refund is approved

@@ -19,3 +19,14 @@ Feature: A lost response is reversed
     Then the purchase is approved
     And the acquirer received the reversal before the next purchase
     And the acquirer's ledger nets the lost purchase to zero
+
+  @TS-08 @TS-09
+  Scenario: The card is pulled before it takes the approval; the approval is reversed
+    Given the acquirer will hold its answer to the next purchase for 2 seconds
+    When the cardholder pulls the card out while the terminal waits for the answer to a purchase of 36.00
+    Then the purchase fails with a card error saying the approval will be reversed
+    And the terminal keeps a reversal pending
+    When the cardholder pays 37.00 by chip with the good card and its PIN
+    Then the purchase is approved
+    And the acquirer received the reversal before the next purchase
+    And the acquirer's ledger nets the lost purchase to zero
