@@ -19,20 +19,17 @@ the bench's baseline).  Every answer is parsed at this boundary into typed recor
 from __future__ import annotations
 
 import logging
-import select
 import socket
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from protocols.errors import DecodeError
-from protocols.jsonlines import JsonLineBuffer, encode_line
 from protocols.ledger import Totals
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, DeviceStateError, InstrumentError, NoResponse, TransportError
 from rigs.events import Source
+from rigs.jsonctl import ControlChannel
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -165,15 +162,15 @@ class SocketAcquirerControl(Driver):
             self.connect_timeout_s = connect_timeout
         if reply_timeout is not None:
             self.reply_timeout_s = reply_timeout
-        self._conn: socket.socket | None = None
-        self._rbuf = JsonLineBuffer("host control socket", max_line=ANSWER_MAX)
-        self._pending: list[dict[str, Any]] = []
-        self._seq = 0
+        self._control = ControlChannel(repr(self), "the host", "host control socket",
+                                       reply_timeout_s=self.reply_timeout_s,
+                                       max_line=ANSWER_MAX,
+                                       closed_text=lambda: f"socket {self.path}")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def open(self) -> None:
-        if self._conn is not None:
+        if self._control.connected:
             self.close()
         if not self.path.exists():
             raise TransportError(f"{self!r}: open(): control socket {self.path} does not exist "
@@ -187,9 +184,7 @@ class SocketAcquirerControl(Driver):
             conn.close()
             raise TransportError(f"{self!r}: open(): cannot connect to {self.path} within "
                                  f"{self.connect_timeout_s:.1f} s ({exc})") from exc
-        self._conn = conn
-        self._rbuf.clear()
-        self._pending.clear()
+        self._control.attach(conn)
         self.state = SessionState.OPEN
         try:
             self.status()
@@ -200,9 +195,7 @@ class SocketAcquirerControl(Driver):
         log.info("%r: connected to %s", self, self.path)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._control.detach()
         super().close()
 
     def is_nominal(self) -> bool:
@@ -242,14 +235,11 @@ class SocketAcquirerControl(Driver):
 
     def _request(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         self.require_open(operation)
-        conn = self._conn
-        if conn is None:
+        if not self._control.connected:
             raise TransportError(f"{self!r}: {operation}() needs a connection to {self.path}")
-        self._seq += 1
+        self._control.reply_timeout_s = self.reply_timeout_s
         try:
-            conn.settimeout(self.reply_timeout_s)
-            conn.sendall(encode_line({**request, "seq": self._seq}))
-            answer = self._read_answer(operation, request["op"], self._seq)
+            answer = self._control.exchange(operation, request)
         except (TransportError, NoResponse):  # NoResponse is a TimeoutError, an OSError
             self._broken()
             raise
@@ -267,46 +257,11 @@ class SocketAcquirerControl(Driver):
 
     def _broken(self) -> None:
         """After a failed exchange the stream may hold half an answer: start afresh."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._control.detach()
         self.state = SessionState.CLOSED
 
-    def _read_answer(self, operation: str, op: str, seq: int) -> dict[str, Any]:
-        """The answer carrying *seq*; late answers to earlier requests are skipped.  Bounded by
-        :attr:`reply_timeout_s`."""
-        conn = self._conn
-        assert conn is not None
-        deadline = time.monotonic() + self.reply_timeout_s
-        while True:
-            while self._pending:
-                answer = self._pending.pop(0)
-                if answer.get("seq", seq) == seq:
-                    return answer
-                log.debug("%r: skipped a late answer (seq %r) while waiting for %d", self,
-                          answer.get("seq"), seq)
-            left = deadline - time.monotonic()
-            readable, _, _ = select.select([conn], [], [], max(0.0, left))
-            if not readable:
-                raise NoResponse(f"{self!r}: {operation}(): no answer to {op!r} from the host "
-                                 f"within {self.reply_timeout_s:.1f} s")
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise TransportError(f"{self!r}: {operation}(): the host closed its control "
-                                     f"socket {self.path}")
-            try:
-                self._pending.extend(self._rbuf.feed(chunk))
-            except DecodeError as exc:
-                raise TransportError(f"{self!r}: {operation}(): the host answered {op!r} with "
-                                     f"a malformed line: {exc}") from exc
-
     def _parsed(self, op: str, parse: Callable[[], R]) -> R:
-        """Run *parse* on an answer to *op*; a malformed answer names the op and the field."""
-        try:
-            return parse()
-        except TransportError as exc:
-            raise TransportError(f"{self!r}: malformed answer to {op!r} from the host: "
-                                 f"{exc}") from None
+        return self._control.parsed(op, parse)
 
     # --- the ops --------------------------------------------------------------------------------
 

@@ -30,13 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from protocols.errors import DecodeError
 from protocols.faults import Direction, FaultKind, FaultSpec, Target
-from protocols.jsonlines import JsonLineBuffer, encode_line
 from protocols.masking import scrub
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, DeviceStateError, NoResponse, TransportError
 from rigs.events import Source
+from rigs.jsonctl import ControlChannel
 from rigs.network.bridge import BridgeState
 from rigs.network.records import (
     FRAME_DIRECTIONS,
@@ -99,10 +98,9 @@ class ScapyBridgeInjector(Driver):
                               f"{len(str(self.control_path))} characters; a unix socket path "
                               f"has at most {UNIX_PATH_MAX}: use a shorter workdir")
         self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: socket.socket | None = None
-        self._rbuf = JsonLineBuffer("injector control socket", max_line=ANSWER_MAX)
-        self._pending: list[dict[str, Any]] = []
-        self._seq = 0
+        self._control = ControlChannel(repr(self), "the bridge", "injector control socket",
+                                       reply_timeout_s=self.reply_timeout_s,
+                                       max_line=ANSWER_MAX, closed_text=self._closed_text)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -145,12 +143,11 @@ class ScapyBridgeInjector(Driver):
             self._proc = None
             raise TransportError(f"{self!r}: open(): the bridge could not start: "
                                  f"{line or '(no report)'}; {why}")
-        self._rbuf.clear()
-        self._pending.clear()
         try:
-            self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._conn.settimeout(self.reply_timeout_s)
-            self._conn.connect(str(self.control_path))
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._control.attach(conn)
+            conn.settimeout(self.reply_timeout_s)
+            conn.connect(str(self.control_path))
             self.state = SessionState.OPEN
             self._request("open", {"op": "ping"})
         except (OSError, NoResponse, TransportError, DeviceStateError) as exc:
@@ -178,9 +175,7 @@ class ScapyBridgeInjector(Driver):
         return data.decode("utf-8", "replace").strip()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._control.detach()
         self._terminate()
         self.state = SessionState.CLOSED
 
@@ -245,15 +240,16 @@ class ScapyBridgeInjector(Driver):
 
     def _request(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         self.require_open(operation)
-        proc, conn = self._proc, self._conn
-        if proc is None or conn is None or proc.poll() is not None:
+        proc = self._proc
+        if proc is None or not self._control.connected or proc.poll() is not None:
             raise TransportError(f"{self!r}: {operation}() needs the bridge process; "
                                  f"{self._exit_text()}")
-        self._seq += 1
+        self._control.reply_timeout_s = self.reply_timeout_s
         try:
-            conn.sendall(encode_line({**request, "seq": self._seq}))
-            answer = self._read_answer(operation, request["op"], self._seq)
+            answer = self._control.exchange(operation, request)
         except OSError as exc:
+            if isinstance(exc, NoResponse):
+                raise
             self._settle(proc)
             raise TransportError(f"{self!r}: {operation}(): control socket {self.control_path} "
                                  f"failed: {exc}; {self._exit_text()}") from exc
@@ -266,43 +262,13 @@ class ScapyBridgeInjector(Driver):
                                    f"{request['op']!r}: {answer.get('error')}")
         return answer
 
-    def _read_answer(self, operation: str, op: str, seq: int) -> dict[str, Any]:
-        """The answer carrying *seq* (or no seq at all); late answers to earlier requests (that
-        timed out) are skipped.  Bounded by :attr:`reply_timeout_s`."""
-        conn = self._conn
-        assert conn is not None
-        deadline = time.monotonic() + self.reply_timeout_s
-        while True:
-            while self._pending:
-                answer = self._pending.pop(0)
-                if answer.get("seq", seq) == seq:
-                    return answer
-                log.debug("%r: skipped a late answer (seq %r) while waiting for %d", self,
-                          answer.get("seq"), seq)
-            left = deadline - time.monotonic()
-            readable, _, _ = select.select([conn], [], [], max(0.0, left))
-            if not readable:
-                raise NoResponse(f"{self!r}: {operation}(): no answer to {op!r} from the bridge "
-                                 f"within {self.reply_timeout_s:.1f} s")
-            chunk = conn.recv(65536)
-            if not chunk:
-                if self._proc is not None:
-                    self._settle(self._proc)
-                raise TransportError(f"{self!r}: {operation}(): the bridge closed its control "
-                                     f"socket; {self._exit_text()}")
-            try:
-                self._pending.extend(self._rbuf.feed(chunk))
-            except DecodeError as exc:
-                raise TransportError(f"{self!r}: {operation}(): the bridge answered {op!r} with "
-                                     f"a malformed line: {exc}") from exc
+    def _closed_text(self) -> str:
+        if self._proc is not None:
+            self._settle(self._proc)
+        return self._exit_text()
 
     def _parsed(self, op: str, parse: Callable[[], R]) -> R:
-        """Run *parse* on an answer to *op*; a malformed answer names the op and the field."""
-        try:
-            return parse()
-        except TransportError as exc:
-            raise TransportError(f"{self!r}: malformed answer to {op!r} from the bridge: "
-                                 f"{exc}") from None
+        return self._control.parsed(op, parse)
 
     def ping(self) -> int:
         """Round trip to the bridge; returns its pid."""
