@@ -6,4 +6,5 @@ pytest_plugins = [
     "steps.purchase_steps",
     "steps.fault_steps",
     "steps.business_steps",
+    "steps.network_fault_steps",
 ]

@@ -11,6 +11,7 @@ kind, the parameter and what was expected, before anything is touched.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,6 +27,23 @@ class FaultKind(enum.StrEnum):
     PULL_ON_REQUEST = "pull_on_request"
     """Armed: forward until the terminal sends a TCP segment with data towards the host; drop it
     and pull the cable (both directions) from then on."""
+    DROP_MESSAGE = "drop_message"
+    """Drop the TCP segments starting an ISO 8583 message of an MTI (either direction), and
+    their retransmissions."""
+    DELAY = "delay"
+    """Defer every frame in the given direction(s) by ms ± seeded uniform jitter."""
+    CORRUPT_BYTE = "corrupt_byte"
+    """Flip all bits of one byte of an ISO 8583 message of an MTI (checksums fixed or not)."""
+    FORGE_RST = "forge_rst"
+    """Drop a triggering segment and send one side a forged TCP RST from the other."""
+    DROP_SEGMENT = "drop_segment"
+    """Drop the nth TCP segment carrying data after arming (one-shot; TCP retransmits it)."""
+    SYN_BLACKHOLE = "syn_blackhole"
+    """Drop every TCP SYN towards the host (connects time out); forward everything else."""
+    DUPLICATE = "duplicate"
+    """Forward the next data-carrying TCP segment(s) twice."""
+    FLAP = "flap"
+    """The cable goes down and up in a time-based pattern (both directions)."""
     # printer paper (relay unit across the paper sensor)
     PAPER_OUT = "paper_out"
     # supply standing in for the battery
@@ -56,6 +74,12 @@ class Param:
     required: bool = False
     choices: tuple[str, ...] = ()
     doc: str = ""
+    minimum: float | None = None
+    """Numbers: the smallest value allowed (inclusive unless ``above``)."""
+    above: bool = False
+    """Numbers: the value must be strictly greater than ``minimum``."""
+    pattern: str = ""
+    """Strings: a regular expression the whole value must match."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,16 @@ class KindSpec:
 
 
 _DIRECTIONS = tuple(d.value for d in Direction)
+_ONE_WAY = (Direction.TO_HOST.value, Direction.TO_TERMINAL.value)
+_MTI = r"[0-9]{4}"
+
+
+def _mti(doc: str, *, required: bool = True) -> Param:
+    return Param(str, None, required=required, pattern=_MTI, doc=doc)
+
+
+def _times(doc: str) -> Param:
+    return Param(int, 1, minimum=0, doc=doc)
 
 FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
     FaultKind.CABLE_PULL: KindSpec(Target.NETWORK, MappingProxyType({
@@ -76,6 +110,59 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
         Target.NETWORK, MappingProxyType({}),
         "armed: the cable is pulled as the terminal's next request leaves (that segment "
         "dropped)"),
+    FaultKind.DROP_MESSAGE: KindSpec(Target.NETWORK, MappingProxyType({
+        "mti": _mti("the ISO 8583 message type to drop, 4 digits (e.g. 0210)"),
+        "times": _times("how many such messages to drop (0: every one)"),
+    }), "ISO 8583 messages of an MTI are dropped (either direction), with their "
+        "retransmissions"),
+    FaultKind.DELAY: KindSpec(Target.NETWORK, MappingProxyType({
+        "ms": Param(float, required=True, minimum=0.0, above=True,
+                    doc="the delay of every frame (ms)"),
+        "jitter_ms": Param(float, 0.0, minimum=0.0,
+                           doc="± uniform jitter added to each frame's delay (ms)"),
+        "direction": Param(str, Direction.BOTH.value, choices=_DIRECTIONS,
+                           doc="which way frames are delayed"),
+        "seed": Param(int, 0, doc="seed of the jitter's random generator"),
+    }), "frames are delayed"),
+    FaultKind.CORRUPT_BYTE: KindSpec(Target.NETWORK, MappingProxyType({
+        "mti": _mti("the ISO 8583 message type to corrupt, 4 digits"),
+        "offset": Param(int, 20, minimum=0,
+                        doc="index of the byte to flip, counted from the MTI's first byte"),
+        "fix_checksums": Param(bool, True,
+                               doc="recompute the IPv4 and TCP checksums (false: the "
+                                   "receiver's kernel drops the segment)"),
+        "times": _times("how many messages to corrupt (0: every one)"),
+    }), "one byte of an ISO 8583 message is flipped"),
+    FaultKind.FORGE_RST: KindSpec(Target.NETWORK, MappingProxyType({
+        "direction": Param(str, Direction.TO_TERMINAL.value, choices=_ONE_WAY,
+                           doc="which way the forged RST travels (host_to_terminal: the "
+                               "terminal receives it, as if from the host)"),
+        "on_mti": _mti("trigger: the next segment starting an ISO 8583 message of this MTI "
+                       "(default: the next data segment travelling against direction)",
+                       required=False),
+    }), "a triggering segment is dropped and a forged TCP RST sent instead"),
+    FaultKind.DROP_SEGMENT: KindSpec(Target.NETWORK, MappingProxyType({
+        "n": Param(int, required=True, minimum=1,
+                   doc="which TCP segment carrying data (after arming) to drop, from 1"),
+        "direction": Param(str, Direction.TO_HOST.value, choices=_DIRECTIONS,
+                           doc="which way the segments are counted"),
+    }), "the nth TCP segment carrying data is dropped (one-shot)"),
+    FaultKind.SYN_BLACKHOLE: KindSpec(
+        Target.NETWORK, MappingProxyType({}),
+        "TCP SYNs towards the host are dropped (the host is unreachable)"),
+    FaultKind.DUPLICATE: KindSpec(Target.NETWORK, MappingProxyType({
+        "direction": Param(str, Direction.TO_HOST.value, choices=_DIRECTIONS,
+                           doc="which way segments are duplicated"),
+        "times": _times("how many data segments to send twice (0: every one)"),
+    }), "TCP segments carrying data are forwarded twice"),
+    FaultKind.FLAP: KindSpec(Target.NETWORK, MappingProxyType({
+        "down_ms": Param(float, required=True, minimum=0.0, above=True,
+                         doc="how long the cable stays down each time (ms)"),
+        "up_ms": Param(float, required=True, minimum=0.0, above=True,
+                       doc="how long the cable stays up each time (ms)"),
+        "seed": Param(int, 0, doc="0: a strict square wave; otherwise the seed of the random "
+                                  "generator that draws each period in [0.5, 1.5] × nominal"),
+    }), "the cable goes down and up in turn (both directions)"),
     FaultKind.PAPER_OUT: KindSpec(Target.SWITCH, MappingProxyType({}),
                                   "the printer's paper sensor reads 'no paper'"),
     FaultKind.SUPPLY_SAG: KindSpec(Target.POWER, MappingProxyType({
@@ -110,6 +197,25 @@ class FaultSpec:
         return f"{self.kind.value}({args})"
 
 
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def _convert(kind: type, value: object) -> Any:
+    """One parameter value to its declared type (no silent bool/number mixing)."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise TypeError("expected true or false")
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number or a text")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError("not a whole number")
+    return kind(value)
+
+
 def parse_spec(raw: object, where: str = "fault") -> FaultSpec:
     """``{"kind": ..., "params": {...}}`` → :class:`FaultSpec`; errors name *where*, the kind
     and the parameter."""
@@ -142,15 +248,22 @@ def parse_spec(raw: object, where: str = "fault") -> FaultSpec:
             params[name] = p.default
             continue
         value = given[name]
+        if value is None and not p.required and p.default is None:
+            params[name] = None  # an optional parameter left out (as to_json writes it)
+            continue
         try:
-            if p.type is float and isinstance(value, bool):
-                raise TypeError("a boolean is not a number")
-            value = p.type(value)
+            value = _convert(p.type, value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {kind.value}.{name} must be a {p.type.__name__}, got "
                               f"{given[name]!r} ({exc})") from None
         if p.choices and value not in p.choices:
             raise ConfigError(f"{where}: {kind.value}.{name} is {value!r}; expected one of "
                               f"{', '.join(p.choices)}")
+        if p.minimum is not None and (value <= p.minimum if p.above else value < p.minimum):
+            raise ConfigError(f"{where}: {kind.value}.{name} is {value!r}; it must be "
+                              f"{'>' if p.above else '>='} {p.minimum:g} ({p.doc})")
+        if p.pattern and not re.fullmatch(p.pattern, value):
+            raise ConfigError(f"{where}: {kind.value}.{name} is {value!r}; expected "
+                              f"{p.doc}")
         params[name] = value
     return FaultSpec(kind, MappingProxyType(params))

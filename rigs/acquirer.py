@@ -151,6 +151,10 @@ class AcquirerView:
         """Messages the terminal put on the wire this scenario, delivered or not."""
         return self._messages(False, Direction.TO_HOST, mti)
 
+    def sent_by_host(self, mti: str | None = None) -> list[WireMessage]:
+        """Messages the host put on the wire this scenario, delivered to the terminal or not."""
+        return self._messages(False, Direction.TO_TERMINAL, mti)
+
     # -- the ledger ------------------------------------------------------------------------
     def booked(self) -> list[LedgerEntry]:
         """The ledger's entries since the scenario began."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocols.faults import FaultKind, FaultSpec
+from protocols.faults import FAULT_KINDS, FaultKind, FaultSpec, Target
 from rigs import registry
 from rigs.acquirer import AcquirerView, decode_wire
 from rigs.capabilities import CAPABILITY_OF_TAG, REQUIREMENT, Capability, reason
@@ -211,8 +211,9 @@ class Bench:
     def _fault_actions(self) -> Mapping[FaultKind, tuple[Callable[[FaultSpec], int | None],
                                                          Callable[[FaultRecord], object]]]:
         """Fault kind → (apply, clear) through the instrument that carries it out.  Adding a
-        kind is a row of protocols.faults.FAULT_KINDS and a row here (or, for a network kind,
-        a rule in the injector: the network row serves every network kind)."""
+        kind is a row of protocols.faults.FAULT_KINDS and a row here; a network kind needs no
+        row here (every kind whose target is the network goes to the injector), only its rule
+        in the injector."""
         def network_apply(spec: FaultSpec) -> int | None:
             return self.network.apply(spec)
 
@@ -232,8 +233,7 @@ class Bench:
 
         network = (network_apply, network_clear)
         return {
-            FaultKind.CABLE_PULL: network,
-            FaultKind.PULL_ON_REQUEST: network,
+            **{kind: network for kind in FaultKind if FAULT_KINDS[kind].target is Target.NETWORK},
             FaultKind.PAPER_OUT: (paper_out,
                                   lambda rec: self.switch.open_channel(self.paper_channel())),
             FaultKind.SUPPLY_SAG: (sag, lambda rec: self.power.set_voltage(
@@ -242,7 +242,9 @@ class Bench:
         }
 
     #: Kinds armed now that fire later, on traffic (the injector reports when).
-    FIRES_LATER = frozenset({FaultKind.PULL_ON_REQUEST})
+    FIRES_LATER = frozenset({FaultKind.PULL_ON_REQUEST, FaultKind.DROP_MESSAGE,
+                             FaultKind.CORRUPT_BYTE, FaultKind.FORGE_RST, FaultKind.DROP_SEGMENT,
+                             FaultKind.DUPLICATE})
 
     def inject(self, spec: FaultSpec) -> FaultRecord:
         """Apply *spec* through the instrument that carries its kind out, and record it."""

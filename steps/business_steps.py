@@ -686,6 +686,7 @@ def journal_holds(bench: Bench, cut: CutSale) -> None:
             f"the journal's record of STAN {cut.stan} is {dict(record.fields)}"
 
 
+@needs(Capability.LEDGER)
 @then("after signing in again and one more sale the acquirer has charged the card at most once")
 def charged_at_most_once(bench: Bench, cut: CutSale) -> None:
     if not bench.terminal.status().signed_in:
@@ -701,6 +702,7 @@ def charged_at_most_once(bench: Bench, cut: CutSale) -> None:
     assert len(standing) <= 1, f"the card was charged {len(standing)} times for the cut sale"
 
 
+@needs(Capability.LEDGER)
 @then("the sale is either booked once with its receipt printed or reversed")
 def booked_and_printed_or_reversed(bench: Bench, cut: CutSale) -> None:
     sale = transaction_type(TxnType.SALE)

@@ -61,6 +61,7 @@ import heapq
 import json
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -76,6 +77,7 @@ from typing import IO, Any, Protocol
 
 from protocols.errors import ConfigError, DecodeError, hexdump
 from protocols.faults import FAULT_KINDS, Direction, FaultKind, FaultSpec, Target, parse_spec
+from protocols.iso8583 import HEADER_LEN, LENGTH_PREFIX, MAX_BODY, MIN_BODY, TPDU_LEN
 from protocols.jsonlines import JsonLineBuffer, encode_line
 from rigs.network.records import (
     FRAME_DIRECTIONS,
@@ -120,6 +122,9 @@ class Verdict:
     """Turn the rule into this fault once the frame is handled (the fault trips)."""
     trip: bool = False
     """Record this frame as a trip of the rule in the ledger (implied by ``then``)."""
+    extra: tuple[tuple[Direction, bytes], ...] = ()
+    """Frames the bridge sends as well, each out of the port its direction leads to (a forged
+    RST towards either side, a duplicate); counted as ``frames_injected``."""
 
     @staticmethod
     def replace(data: bytes | bytearray) -> Verdict:
@@ -136,9 +141,24 @@ class Verdict:
         """Drop the frame and turn the rule into *spec* from the next frame on (a trip)."""
         return Verdict(Action.DROP, then=spec, trip=True)
 
+    @staticmethod
+    def drop_and_send(direction: Direction, frame: bytes | bytearray) -> Verdict:
+        """Drop the frame and send *frame* travelling *direction* instead (a forged RST)."""
+        return Verdict(Action.DROP, extra=((direction, bytes(frame)),))
+
+    @staticmethod
+    def forward_twice(direction: Direction, frame: bytes) -> Verdict:
+        """Forward the frame, then the same bytes once more (a duplicate)."""
+        return Verdict(Action.FORWARD, extra=((direction, frame),))
+
     def tripped(self) -> Verdict:
         """This verdict, recorded as a trip of the rule (e.g. 'drop the 3rd segment')."""
-        return Verdict(self.action, self.data, self.until, self.then, True)
+        return Verdict(self.action, self.data, self.until, self.then, True, self.extra)
+
+    @property
+    def decides(self) -> bool:
+        """Whether this verdict settles the frame (later rules do not see it)."""
+        return self.action is not Action.FORWARD or bool(self.extra)
 
     @property
     def is_trip(self) -> bool:
@@ -253,9 +273,417 @@ class PullOnRequest:
         return FORWARD
 
 
+# --- helpers of the rules that look inside segments ----------------------------------------------
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+ISO_MTI_AT = LENGTH_PREFIX + TPDU_LEN + HEADER_LEN
+"""Where the MTI starts in a TCP payload that starts an ISO 8583 frame (length, TPDU, header)."""
+ISO_TPDU_ID = 0x60
+RETRANSMISSIONS_KEPT = 64
+"""Dropped messages whose TCP retransmissions a DROP_MESSAGE rule keeps dropping (the latest)."""
+FLAP_CATCH_UP_CYCLES = 1000
+"""A FLAP rule idle for longer than this many nominal cycles skips them without drawing."""
+
+
+def tcp_payload(frame: bytes) -> tuple[int, int, int, int] | None:
+    """(IP header offset, TCP header offset, payload offset, payload length) of an IPv4 TCP
+    segment (see :func:`tcp_payload_len`); None for anything else.  Reads header bytes only."""
+    header = _tcp_header(frame)
+    if header is None:
+        return None
+    ip, tcp, size = header
+    return ip, tcp, ip + _HALF.unpack_from(frame, ip + 2)[0] - size, size
+
+
+def _iso_frame_start(frame: bytes, start: int, size: int) -> bool:
+    """The payload at *start* (*size* bytes) begins an ISO 8583 frame: a plausible length
+    prefix, the TPDU ID and room for the MTI.  Looks at 3 bytes."""
+    if size < ISO_MTI_AT + 2 or frame[start + LENGTH_PREFIX] != ISO_TPDU_ID:
+        return False
+    return MIN_BODY <= _HALF.unpack_from(frame, start)[0] <= MAX_BODY
+
+
+def _parse_mti(mti: str) -> bytes:
+    if len(mti) != 4 or not mti.isdigit():
+        raise ConfigError(f"an MTI is 4 digits, got {mti!r}")
+    return bytes.fromhex(mti)
+
+
+def iso_mti(frame: bytes) -> str | None:
+    """The MTI ("0210") of the ISO 8583 frame a TCP segment's payload starts, or None (not TCP,
+    no payload, not the start of a frame, or an MTI that is not BCD)."""
+    where = tcp_payload(frame)
+    if where is None or not _iso_frame_start(frame, where[2], where[3]):
+        return None
+    text = frame[where[2] + ISO_MTI_AT:where[2] + ISO_MTI_AT + 2].hex()
+    return text if text.isdigit() else None
+
+
+def _carries_mti(frame: bytes, mti: bytes) -> tuple[int, int, int, int] | None:
+    """tcp_payload() of a segment whose payload starts an ISO 8583 frame of MTI *mti* (2 BCD
+    bytes), else None."""
+    where = tcp_payload(frame)
+    if where is None or where[3] == 0:
+        return None
+    start = where[2]
+    if (frame[start + ISO_MTI_AT:start + ISO_MTI_AT + 2] != mti
+            or not _iso_frame_start(frame, start, where[3])):
+        return None
+    return where
+
+
+def internet_checksum(data: bytes | bytearray) -> int:
+    """The 16-bit ones' complement checksum of IPv4 and TCP (RFC 1071)."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def fix_checksums(frame: bytearray, ip: int, tcp: int) -> None:
+    """Recompute the IPv4 header and TCP checksums of the segment in *frame*, in place."""
+    ihl = (frame[ip] & 0x0F) * 4
+    total = _HALF.unpack_from(frame, ip + 2)[0]
+    frame[ip + 10:ip + 12] = b"\0\0"
+    _HALF.pack_into(frame, ip + 10, internet_checksum(frame[ip:ip + ihl]))
+    frame[tcp + 16:tcp + 18] = b"\0\0"
+    pseudo = bytes(frame[ip + 12:ip + 20]) + struct.pack("!BBH", 0, IPPROTO_TCP, total - ihl)
+    _HALF.pack_into(frame, tcp + 16, internet_checksum(pseudo + frame[tcp:ip + total]))
+
+
+def forge_rst(frame: bytes, *, reply: bool) -> bytes:
+    """A TCP RST|ACK the receiver accepts (its sequence number is the one the receiver expects
+    next), built from the intercepted data segment *frame*.  ``reply=False``: it travels the
+    segment's way, from its sender to its receiver (seq = the segment's seq).  ``reply=True``:
+    it travels back, as if from the segment's receiver (seq = the segment's ack, ack = the end of
+    the segment).  Ethernet header (MACs swapped for a reply, 802.1Q tag kept), a 20-byte IPv4
+    header (DF, TTL 64) and a 20-byte TCP header with correct checksums, padded to 60 bytes."""
+    where = tcp_payload(frame)
+    if where is None:
+        raise ValueError("forge_rst needs an IPv4 TCP segment")
+    ip, tcp, _, size = where
+    sport, dport, seq, ack = _PORTS_SEQ_ACK.unpack_from(frame, tcp)
+    src, dst = frame[ip + 12:ip + 16], frame[ip + 16:ip + 20]
+    eth = frame[:ip]
+    if reply:
+        flags = frame[tcp + 13]
+        end = seq + size + (1 if flags & TCP_SYN else 0) + (1 if flags & TCP_FIN else 0)
+        eth = frame[6:12] + frame[0:6] + frame[12:ip]
+        src, dst, sport, dport = dst, src, dport, sport
+        seq, ack = ack, end & 0xFFFFFFFF
+    out = bytearray(eth)
+    ip_at = len(out)
+    out += struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, IPPROTO_TCP, 0, src, dst)
+    out += struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, TCP_RST | TCP_ACK, 0, 0, 0)
+    fix_checksums(out, ip_at, ip_at + 20)
+    if len(out) < 60:
+        out += bytes(60 - len(out))
+    return bytes(out)
+
+
+_DROP_TRIP = DROP.tripped()
+
+
+def _direction(spec: FaultSpec) -> Direction:
+    return Direction(spec.params["direction"])
+
+
+# --- the rules of the kinds that look inside segments ---------------------------------------------
+
+
+class DropMessage:
+    """DROP_MESSAGE: drop the TCP segments whose payload starts an ISO 8583 frame of one MTI,
+    either direction, ``times`` of them (0: every one; each a trip), and from then on the TCP
+    retransmissions of those segments (same flow, same sequence number; not trips), so the
+    message never arrives.  Everything else is forwarded; once spent, the rule stays active
+    (dropping retransmissions only) until cleared."""
+
+    __slots__ = ("mti", "times", "dropped", "_gone")
+
+    def __init__(self, mti: str, times: int = 1) -> None:
+        self.mti = _parse_mti(mti)
+        self.times = times
+        self.dropped = 0
+        self._gone: dict[bytes, None] = {}  # flow + seq of the dropped segments, oldest first
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> DropMessage:
+        return cls(str(spec.params["mti"]), int(spec.params["times"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        where = tcp_payload(frame)
+        if where is None or where[3] == 0:
+            return FORWARD
+        ip, tcp = where[0], where[1]
+        if self._gone and _flow_seq(frame, ip, tcp) in self._gone:
+            return DROP  # a retransmission of a dropped message
+        if self.times and self.dropped >= self.times:
+            return FORWARD
+        if _carries_mti(frame, self.mti) is None:
+            return FORWARD
+        self.dropped += 1
+        self._gone[_flow_seq(frame, ip, tcp)] = None
+        if len(self._gone) > RETRANSMISSIONS_KEPT:
+            del self._gone[next(iter(self._gone))]
+        return _DROP_TRIP
+
+
+def _flow_seq(frame: bytes, ip: int, tcp: int) -> bytes:
+    """Addresses, ports and sequence number of a segment, as one key."""
+    return frame[ip + 12:ip + 20] + frame[tcp:tcp + 8]
+
+
+class Delay:
+    """DELAY: defer every frame travelling the given way(s) by ``ms`` ± a uniform jitter drawn
+    from ``random.Random(seed)`` (never below 0).  The core's timed queue holds the frames; other
+    traffic is not stalled.  Without jitter the order of a direction is kept (deadlines grow with
+    arrival); with jitter, frames closer together than the jitter may be reordered."""
+
+    __slots__ = ("delay_s", "jitter_s", "reach", "_rng")
+
+    def __init__(self, ms: float, jitter_ms: float = 0.0, reach: Direction = Direction.BOTH,
+                 seed: int = 0) -> None:
+        self.delay_s = ms / 1000.0
+        self.jitter_s = jitter_ms / 1000.0
+        self.reach = reach
+        self._rng = random.Random(seed)
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> Delay:
+        p = spec.params
+        return cls(float(p["ms"]), float(p["jitter_ms"]), _direction(spec), int(p["seed"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        reach = self.reach
+        if reach is not Direction.BOTH and reach is not direction:
+            return FORWARD
+        delay = self.delay_s
+        if self.jitter_s:
+            delay = max(0.0, delay + self._rng.uniform(-self.jitter_s, self.jitter_s))
+        return Verdict.defer(now + delay)
+
+
+class CorruptByte:
+    """CORRUPT_BYTE: in the next ``times`` segments (0: every one) whose payload starts an ISO
+    8583 frame of the MTI, flip all bits of the byte at ``offset`` from the MTI's first byte
+    (a trip each), fixing the IPv4 and TCP checksums unless told not to (then the receiver's
+    kernel drops the segment and TCP retransmits the original).  A segment too short to hold
+    that byte is forwarded untouched and not counted."""
+
+    __slots__ = ("mti", "offset", "fix", "times", "done")
+
+    def __init__(self, mti: str, offset: int = 20, fix: bool = True, times: int = 1) -> None:
+        if offset < 0:
+            raise ConfigError(f"corrupt_byte: offset must be >= 0, got {offset}")
+        self.mti = _parse_mti(mti)
+        self.offset = offset
+        self.fix = fix
+        self.times = times
+        self.done = 0
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> CorruptByte:
+        p = spec.params
+        return cls(str(p["mti"]), int(p["offset"]), bool(p["fix_checksums"]), int(p["times"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if self.times and self.done >= self.times:
+            return FORWARD
+        where = _carries_mti(frame, self.mti)
+        if where is None:
+            return FORWARD
+        ip, tcp, start, size = where
+        index = ISO_MTI_AT + self.offset
+        if index >= size:
+            return FORWARD
+        out = bytearray(frame)
+        out[start + index] ^= 0xFF
+        if self.fix:
+            fix_checksums(out, ip, tcp)
+        self.done += 1
+        return Verdict.replace(out).tripped()
+
+
+class ForgeRst:
+    """FORGE_RST: one-shot.  On the trigger — the next segment whose payload starts an ISO 8583
+    frame of ``on_mti`` (either direction), or without ``on_mti`` the next segment carrying data
+    that travels against ``direction`` — drop it and send a forged RST travelling ``direction``
+    (host_to_terminal: the terminal gets a RST as if from the host), with the sequence number the
+    receiver expects.  A trip; forwards everything afterwards."""
+
+    __slots__ = ("reach", "mti", "spent")
+
+    def __init__(self, reach: Direction = Direction.TO_TERMINAL, on_mti: str | None = None
+                 ) -> None:
+        if reach is Direction.BOTH:
+            raise ConfigError("forge_rst: direction is terminal_to_host or host_to_terminal")
+        self.reach = reach
+        self.mti = None if on_mti is None else _parse_mti(on_mti)
+        self.spent = False
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> ForgeRst:
+        on_mti = spec.params["on_mti"]
+        return cls(_direction(spec), None if on_mti is None else str(on_mti))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if self.spent:
+            return FORWARD
+        if self.mti is None:
+            if direction is self.reach or not tcp_payload_len(frame):
+                return FORWARD
+        elif _carries_mti(frame, self.mti) is None:
+            return FORWARD
+        self.spent = True
+        rst = forge_rst(frame, reply=direction is not self.reach)
+        return Verdict.drop_and_send(self.reach, rst).tripped()
+
+
+class DropSegment:
+    """DROP_SEGMENT: count the TCP segments carrying data that travel the given way(s) after
+    arming (retransmissions too) and drop the ``n``th (a trip); forward everything else.
+    One-shot: TCP retransmits the dropped segment."""
+
+    __slots__ = ("n", "reach", "seen")
+
+    def __init__(self, n: int, reach: Direction = Direction.TO_HOST) -> None:
+        if n < 1:
+            raise ConfigError(f"drop_segment: n counts from 1, got {n}")
+        self.n = n
+        self.reach = reach
+        self.seen = 0
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> DropSegment:
+        return cls(int(spec.params["n"]), _direction(spec))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if self.seen >= self.n or not (self.reach is Direction.BOTH or self.reach is direction):
+            return FORWARD
+        if not tcp_payload_len(frame):
+            return FORWARD
+        self.seen += 1
+        return _DROP_TRIP if self.seen == self.n else FORWARD
+
+
+@dataclass(frozen=True)
+class SynBlackhole:
+    """SYN_BLACKHOLE: drop every TCP SYN (without ACK) travelling towards the host, each a trip;
+    the terminal's connects time out.  Everything else is forwarded."""
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> SynBlackhole:
+        return cls()
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if direction is not Direction.TO_HOST:
+            return FORWARD
+        header = _tcp_header(frame)
+        if header is None:
+            return FORWARD
+        flags = frame[header[1] + 13]
+        return _DROP_TRIP if flags & TCP_SYN and not flags & TCP_ACK else FORWARD
+
+
+class Duplicate:
+    """DUPLICATE: forward the next ``times`` TCP segments carrying data (0: every one) that
+    travel the given way(s) twice, back to back (a trip each; the copy is counted as
+    injected)."""
+
+    __slots__ = ("reach", "times", "done")
+
+    def __init__(self, reach: Direction = Direction.TO_HOST, times: int = 1) -> None:
+        self.reach = reach
+        self.times = times
+        self.done = 0
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> Duplicate:
+        return cls(_direction(spec), int(spec.params["times"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if self.times and self.done >= self.times:
+            return FORWARD
+        if not (self.reach is Direction.BOTH or self.reach is direction):
+            return FORWARD
+        if not tcp_payload_len(frame):
+            return FORWARD
+        self.done += 1
+        return Verdict.forward_twice(direction, frame).tripped()
+
+
+class Flap:
+    """FLAP: the cable goes down (every frame dropped, both directions) and up in turn.  The
+    pattern starts, down, with the first frame the rule sees (a rule knows no time before it):
+    down ``down_ms``, up ``up_ms``, down …  ``seed`` 0 gives a strict square wave; any other
+    seed draws each period uniformly in [0.5, 1.5] × its nominal length from
+    ``random.Random(seed)``.  The first frame dropped in each down period is a trip.  Parses
+    nothing."""
+
+    __slots__ = ("down_s", "up_s", "_rng", "_end", "_down", "_period", "_tripped")
+
+    def __init__(self, down_ms: float, up_ms: float, seed: int = 0) -> None:
+        if down_ms <= 0 or up_ms <= 0:
+            raise ConfigError("flap: down_ms and up_ms must be > 0")
+        self.down_s = down_ms / 1000.0
+        self.up_s = up_ms / 1000.0
+        self._rng = random.Random(seed) if seed else None
+        self._end: float | None = None
+        self._down = True
+        self._period = 0
+        self._tripped = -1
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> Flap:
+        p = spec.params
+        return cls(float(p["down_ms"]), float(p["up_ms"]), int(p["seed"]))
+
+    def _length(self, down: bool) -> float:
+        nominal = self.down_s if down else self.up_s
+        return nominal if self._rng is None else nominal * self._rng.uniform(0.5, 1.5)
+
+    def is_down(self, now: float) -> bool:
+        """Where the pattern is at *now* (monotonic; time only goes forward)."""
+        end = self._end
+        if end is None:
+            end = now + self._length(True)
+        cycle = self.down_s + self.up_s
+        if now - end > FLAP_CATCH_UP_CYCLES * cycle:  # long idle: skip whole cycles, no draws
+            skipped = int((now - end) // cycle)
+            end += skipped * cycle
+            self._period += 2 * skipped
+        while now >= end:
+            self._down = not self._down
+            self._period += 1
+            end += self._length(self._down)
+        self._end = end
+        return self._down
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if not self.is_down(now):
+            return FORWARD
+        if self._tripped != self._period:
+            self._tripped = self._period
+            return _DROP_TRIP
+        return DROP
+
+
 RULE_KINDS: Mapping[FaultKind, RuleFactory] = MappingProxyType({
     FaultKind.CABLE_PULL: CablePull.from_spec,
     FaultKind.PULL_ON_REQUEST: PullOnRequest.from_spec,
+    FaultKind.DROP_MESSAGE: DropMessage.from_spec,
+    FaultKind.DELAY: Delay.from_spec,
+    FaultKind.CORRUPT_BYTE: CorruptByte.from_spec,
+    FaultKind.FORGE_RST: ForgeRst.from_spec,
+    FaultKind.DROP_SEGMENT: DropSegment.from_spec,
+    FaultKind.SYN_BLACKHOLE: SynBlackhole.from_spec,
+    FaultKind.DUPLICATE: Duplicate.from_spec,
+    FaultKind.FLAP: Flap.from_spec,
 })
 """Fault kind → factory of its rule.  Adding a network fault kind = one rule class + one row
 (and the kind with its parameters in :data:`protocols.faults.FAULT_KINDS`)."""
@@ -340,6 +768,8 @@ class DirectionCounters:
     frames_replaced: int = 0
     frames_deferred: int = 0
     send_errors: int = 0
+    frames_injected: int = 0
+    """Frames a rule made up and sent (a forged RST, a duplicate); not in frames_forwarded."""
 
 
 class BridgeError(Exception):
@@ -490,7 +920,7 @@ class BridgeCore:
                 self._check(v)
                 if v.is_trip:
                     trips = [*(trips or ()), (blame, v)]
-                if v.action is not Action.FORWARD:
+                if v.decides:
                     verdict, decider = v, blame
                     break
             blame = decider
@@ -519,6 +949,11 @@ class BridgeCore:
         if verdict.then is not None and verdict.then.kind not in self.rule_kinds:
             raise TypeError(f"its verdict switches to {verdict.then.describe()}, which has no "
                             f"rule in this bridge")
+        for item in verdict.extra:
+            if (not isinstance(item, tuple) or len(item) != 2 or item[0] not in self.stats
+                    or not isinstance(item[1], bytes) or len(item[1]) < 14):
+                raise TypeError("its verdict's extra frames must be (terminal_to_host or "
+                                "host_to_terminal, an Ethernet frame of 14 bytes or more)")
 
     def _trip(self, entry: RuleEntry, direction: Direction, frame: bytes, verdict: Verdict,
               wall: float) -> None:
@@ -536,6 +971,14 @@ class BridgeCore:
 
     def _apply(self, direction: Direction, frame: bytes, verdict: Verdict,
                counters: DirectionCounters) -> list[tuple[Direction, bytes]]:
+        out = self._act(direction, frame, verdict, counters)
+        for way, made in verdict.extra:
+            self.stats[way].frames_injected += 1
+            out.append((way, made))
+        return out
+
+    def _act(self, direction: Direction, frame: bytes, verdict: Verdict,
+             counters: DirectionCounters) -> list[tuple[Direction, bytes]]:
         action = verdict.action
         if action is Action.FORWARD:
             counters.frames_forwarded += 1

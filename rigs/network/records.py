@@ -324,6 +324,8 @@ class DirectionStats:
     frames_replaced: int = 0
     frames_deferred: int = 0
     send_errors: int = 0
+    frames_injected: int = 0
+    """Frames a rule made up and sent this way (a forged RST, a duplicate's copy)."""
 
     @classmethod
     def from_json(cls, raw: object, where: str = "direction") -> DirectionStats:

@@ -381,6 +381,12 @@ class AcquirerEngine:
         req, resp = ctx.request, ctx.response
         for key in ("3", "4", "11", "25", "41", "42", "49", "60"):
             if key in req and key not in resp:
+                if key in self.dialect.numeric and not str(req[key]).isdigit():
+                    # a request damaged on the way (its MAC already failed): the answer must
+                    # still encode, so the damaged value is not echoed
+                    logger.info("%s from %s: field %s is not digits; not echoed", req.get("t"),
+                                req.get("41", "?"), key)
+                    continue
                 resp[key] = req[key]
         resp["12"] = ctx.now.strftime("%H%M%S")
         resp["13"] = ctx.now.strftime("%m%d")

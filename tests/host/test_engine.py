@@ -150,6 +150,22 @@ def test_bad_mac_is_a0(engine: AcquirerEngine) -> None:
     assert resp["39"] == "A0"
 
 
+def test_request_damaged_on_the_way_is_a0_and_the_answer_still_encodes(
+        engine: AcquirerEngine) -> None:
+    """A byte flipped in flight (the injector's corrupt_byte) leaves A-F nibbles in a numeric
+    field: the MAC fails (A0), and the damaged value is not echoed, so the 0210 still encodes
+    (the host used to drop the connection instead)."""
+    _, pik, mak = sign_in(engine)
+    raw = bytearray(encode_with_mac(sale_doc(pik), mak))
+    assert raw[19:22] == bytes(3)  # MTI 2 + bitmap 8 + field 2 (1 + 8): field 3 is 000000
+    raw[20] ^= 0xFF
+    frame_in = frame(bytes(raw), Tpdu(), Header())
+    tpdu, header, payload = unframe(frame_in)
+    answer = unframe(engine.handle_frame(tpdu, header, payload, NOW))[2]
+    resp = decode_message(answer)
+    assert resp["39"] == "A0" and "3" not in resp and resp["11"] == "000002"
+
+
 def test_unknown_terminal_is_97(engine: AcquirerEngine) -> None:
     resp, _, _ = sign_in(engine, tid="99999999")
     assert resp["39"] == "97" and "62" not in resp

@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import rdpcap
 
-from protocols.faults import Direction, FaultKind, FaultSpec
+from protocols.faults import FAULT_KINDS, Direction, FaultKind, FaultSpec, Target
 from rigs.network import bridge
 from rigs.network.bridge import (
     CABLE_PULLED_BOTH,
@@ -58,7 +58,8 @@ def test_cable_pull_drops_the_directions_it_reaches_and_the_table_is_read_only()
     assert to_host(T2H, FRAME, 0.0) == DROP and to_host(H2T, FRAME, 0.0) == FORWARD
     assert CablePull.from_spec(FaultSpec.of("cable_pull", direction="host_to_terminal")) == \
         CablePull(H2T)
-    assert set(RULE_KINDS) == {FaultKind.CABLE_PULL, FaultKind.PULL_ON_REQUEST}
+    network = {k for k, ks in FAULT_KINDS.items() if ks.target is Target.NETWORK}
+    assert set(RULE_KINDS) == network  # every network kind has a rule
     assert isinstance(RULE_KINDS[FaultKind.PULL_ON_REQUEST](ARMED), PullOnRequest)
     with pytest.raises(TypeError):
         RULE_KINDS[FaultKind.CABLE_PULL] = CablePull.from_spec  # type: ignore[index]

@@ -1,0 +1,183 @@
+"""End to end (root): the fault kinds that look inside segments, through the real bridge on a
+unique test topology, with ISO 8583-framed messages over real TCP connections."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protocols.faults import Direction, FaultSpec
+from rigs.network import ScapyBridgeInjector
+from sim import netns
+from sim.netns import Topology
+from tests.network.bench_helpers import (
+    HOST_PORT,
+    connect_fails,
+    exchange,
+    listen_in_host_ns,
+    needs_root,
+    unique_topology,
+)
+from tests.network.test_fault_kinds import iso
+
+pytestmark = needs_root
+WAIT_S = 2.0
+REQUEST, RESPONSE = iso("0200"), iso("0210")
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[Topology]:
+    t = unique_topology()
+    netns.create(t)
+    try:
+        yield t
+    finally:
+        netns.destroy(t)
+
+
+@pytest.fixture(scope="module")
+def server(topo: Topology) -> Iterator[socket.socket]:
+    srv = listen_in_host_ns(topo)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def injector(topo: Topology, server: socket.socket, workdir: Path
+             ) -> Iterator[ScapyBridgeInjector]:
+    inj = ScapyBridgeInjector("net", topo.rig_term_if, topo.rig_host_if, topo.rig_ns, workdir)
+    inj.open()
+    try:
+        assert exchange(topo, server, b"warm", WAIT_S) == b"warm"  # ARP caches warm
+        yield inj
+    finally:
+        inj.close()
+
+
+class Connection:
+    """One terminal → host connection: the terminal's socket and the host's accepted one."""
+
+    def __init__(self, topo: Topology, server: socket.socket) -> None:
+        self.client = netns.netns_socket(topo.dut_ns)
+        self.client.settimeout(WAIT_S)
+        self.client.connect((topo.host_ip, HOST_PORT))
+        server.settimeout(WAIT_S)
+        self.host, _ = server.accept()
+        self.host.settimeout(WAIT_S)
+
+    def close(self) -> None:
+        self.client.close()
+        self.host.close()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    got = b""
+    while len(got) < size:
+        chunk = sock.recv(size - len(got))
+        assert chunk, "connection closed early"
+        got += chunk
+    return got
+
+
+@pytest.fixture
+def conn(topo: Topology, server: socket.socket, injector: ScapyBridgeInjector
+         ) -> Iterator[Connection]:
+    c = Connection(topo, server)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_drop_message_0210_the_host_answers_the_terminal_never_hears_it(
+        injector: ScapyBridgeInjector, conn: Connection) -> None:
+    rule_id = injector.apply(FaultSpec.of("drop_message", mti="0210"))
+    conn.client.sendall(REQUEST)
+    assert recv_exactly(conn.host, len(REQUEST)) == REQUEST  # the request passes
+    conn.host.sendall(RESPONSE)
+    conn.client.settimeout(1.0)
+    with pytest.raises(TimeoutError):
+        conn.client.recv(64)  # nor do the host's retransmissions arrive
+    trip = injector.last_trip()
+    assert trip is not None and trip.rule_id == rule_id and trip.direction is Direction.TO_TERMINAL
+    assert trip.tcp is not None and trip.tcp.sport == HOST_PORT
+    assert trip.tcp.payload_len == len(RESPONSE)
+    record = next(r for r in injector.active() if r.id == rule_id)
+    assert record.fired_count == 1 and record.frames_acted >= 2  # the segment + retransmission(s)
+    injector.clear(rule_id)
+    conn.client.settimeout(4 * WAIT_S)  # the next retransmission, after TCP's backoff
+    assert recv_exactly(conn.client, len(RESPONSE)) == RESPONSE
+
+
+def test_delay_holds_one_direction_without_holding_the_other(
+        injector: ScapyBridgeInjector, conn: Connection) -> None:
+    injector.apply(FaultSpec.of("delay", ms=150, direction="terminal_to_host"))
+    started = time.monotonic()
+    conn.client.sendall(REQUEST)
+    assert recv_exactly(conn.host, len(REQUEST)) == REQUEST
+    to_host = time.monotonic() - started
+    started = time.monotonic()
+    conn.host.sendall(RESPONSE)
+    assert recv_exactly(conn.client, len(RESPONSE)) == RESPONSE
+    to_terminal = time.monotonic() - started
+    assert 0.14 <= to_host < 1.0, to_host
+    assert to_terminal < 0.1, to_terminal
+    injector.clear_all()
+    stats = injector.stats()
+    assert stats.to_host.frames_deferred >= 1 and stats.to_terminal.frames_deferred == 0
+
+
+def test_delay_both_ways_slows_the_handshake(topo: Topology, server: socket.socket,
+                                             injector: ScapyBridgeInjector) -> None:
+    injector.apply(FaultSpec.of("delay", ms=100, jitter_ms=20, seed=3))
+    started = time.monotonic()
+    c = Connection(topo, server)
+    took = time.monotonic() - started
+    c.close()
+    assert 0.16 <= took < 1.5, took  # SYN and SYN/ACK each held 100 ± 20 ms
+
+
+def test_corrupt_byte_reaches_the_host_flipped(injector: ScapyBridgeInjector,
+                                               conn: Connection) -> None:
+    injector.apply(FaultSpec.of("corrupt_byte", mti="0200", offset=20))
+    conn.client.sendall(REQUEST)
+    got = recv_exactly(conn.host, len(REQUEST))
+    at = 13 + 20
+    assert got[at] == REQUEST[at] ^ 0xFF and got[:at] + got[at + 1:] == \
+        REQUEST[:at] + REQUEST[at + 1:]
+
+
+def test_corrupt_byte_with_bad_checksums_is_retransmitted_intact(
+        injector: ScapyBridgeInjector, conn: Connection) -> None:
+    rule_id = injector.apply(FaultSpec.of("corrupt_byte", mti="0200", fix_checksums="false"))
+    conn.client.sendall(REQUEST)
+    assert recv_exactly(conn.host, len(REQUEST)) == REQUEST  # the kernel dropped the bad one
+    assert injector.trips()[-1].rule_id == rule_id
+
+
+def test_forge_rst_resets_the_terminal_on_its_request(
+        injector: ScapyBridgeInjector, conn: Connection) -> None:
+    injector.apply(FaultSpec.of("forge_rst"))
+    conn.client.sendall(REQUEST)
+    with pytest.raises(ConnectionResetError):
+        conn.client.recv(64)
+    assert injector.stats().to_terminal.frames_injected == 1
+    conn.host.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        conn.host.recv(64)  # the request was dropped
+
+
+def test_syn_blackhole_makes_connects_time_out(topo: Topology, server: socket.socket,
+                                               injector: ScapyBridgeInjector) -> None:
+    injector.apply(FaultSpec.of("syn_blackhole"))
+    failed, took = connect_fails(topo, 0.5)
+    assert failed and took >= 0.45
+    assert injector.last_trip() is not None
+    injector.clear_all()
+    assert exchange(topo, server, b"back", WAIT_S) == b"back"
