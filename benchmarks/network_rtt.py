@@ -204,6 +204,10 @@ def kernel_bridge_figures(args: argparse.Namespace, rtt: Results, connects: Resu
         netns.destroy(topo)
 
 
+DELAY_MS = 1.0
+"""The delay rule measured: every frame held this long in each direction."""
+
+
 def injector_figures(args: argparse.Namespace, rtt: Results, connects: Results) -> str:
     """Returns a note on the capture."""
     topo = Topology.with_prefix(f"nb{os.getpid() % 10000:04d}i")
@@ -231,6 +235,11 @@ def injector_figures(args: argparse.Namespace, rtt: Results, connects: Results) 
                     raise RuntimeError(f"the armed rule tripped during the connects: "
                                        f"{record.describe()}")
                 connects["injector, pull_on_request() armed (parses)"] = armed
+                injector.clear_all()
+                injector.apply(FaultSpec.of(FaultKind.DELAY, ms=DELAY_MS))
+                rtt[f"injector, delay({DELAY_MS:g} ms) both ways (adds {2 * DELAY_MS:g} ms by "
+                    f"design)"] = measure(topo.dut_ns, topo.acq_ns, topo.host_ip, args.count,
+                                          args.warmup)
                 injector.clear_all()
             finally:
                 injector.close()
