@@ -18,6 +18,11 @@ from protocols.errors import DecodeError
 MAX_LINE = 64 * 1024
 
 
+class LineTooLong(DecodeError):
+    """More than ``max_line`` bytes arrived without a newline: the stream is not trustworthy
+    any more (a session should end)."""
+
+
 def encode_line(obj: Mapping[str, Any]) -> bytes:
     """One object as a compact JSON line (newline included)."""
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
@@ -45,14 +50,23 @@ class JsonLineBuffer:
         self._buf.clear()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Add *data*; return every complete object, in order.
-
-        On a bad line the lines before it are lost with the error only if they came in the same
-        call: callers that must keep going catch :class:`DecodeError` per call and carry on (the
-        bad line is consumed).
-        """
-        self._buf += data
+        """Add *data*; return every complete object, in order.  The first bad line raises its
+        :class:`DecodeError` (the lines after it in the same call are consumed and lost); a
+        caller that must keep going uses :meth:`feed_each`."""
         out: list[dict[str, Any]] = []
+        for item in self.feed_each(data):
+            if isinstance(item, DecodeError):
+                raise item
+            out.append(item)
+        return out
+
+    def feed_each(self, data: bytes) -> list[dict[str, Any] | DecodeError]:
+        """Add *data*; return, in order, each complete line's object or the
+        :class:`DecodeError` saying why that line is not one; a bad line loses nothing around
+        it.  More than *max_line* bytes without a newline ends the list with
+        :class:`LineTooLong` (those bytes are dropped)."""
+        self._buf += data
+        out: list[dict[str, Any] | DecodeError] = []
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
@@ -61,13 +75,15 @@ class JsonLineBuffer:
             del self._buf[:end + 1]
             if not line.strip():
                 continue
-            out.append(self._decode(line))
+            try:
+                out.append(self._decode(line))
+            except DecodeError as exc:
+                out.append(exc)
         if len(self._buf) > self.max_line:
             head = bytes(self._buf[:60])
             self._buf.clear()
-            raise DecodeError(f"{self.where}: a line longer than "
-                              f"{self.max_line} bytes without a newline (starts {head!r}); "
-                              f"dropped")
+            out.append(LineTooLong(f"{self.where}: a line longer than {self.max_line} bytes "
+                                   f"without a newline (starts {head!r}); dropped"))
         return out
 
     def _decode(self, line: bytes) -> dict[str, Any]:

@@ -85,6 +85,9 @@ class AcquirerView:
         self._network = network
         self._ledger = ledger
         self._control = control
+        self._decoded: dict[Path, tuple[int, list[WireMessage]]] = {}
+        """Capture file → (frames when decoded, its messages): a step that polls the wire does
+        not decode an unchanged capture again."""
         self._host_port = host_port
         self._ledger_mark = 0
 
@@ -128,6 +131,7 @@ class AcquirerView:
 
     # -- the scenario ----------------------------------------------------------------------
     def begin_scenario(self) -> None:
+        self._decoded.clear()
         if self._ledger is not None:
             self._ledger_mark = self._ledger.mark()
 
@@ -136,8 +140,14 @@ class AcquirerView:
                   ) -> list[WireMessage]:
         network, port = self._wire()
         paths = network.flush_capture()
-        msgs = decode_wire(paths.delivered if delivered else paths.seen, port)
-        return [m for m in msgs if m.direction is direction and (mti is None or m.mti == mti)]
+        path, frames = ((paths.delivered, paths.frames_delivered) if delivered
+                        else (paths.seen, paths.frames_seen))
+        cached = self._decoded.get(path)
+        if cached is None or cached[0] != frames:  # decode again only when frames were added
+            cached = (frames, decode_wire(path, port))
+            self._decoded[path] = cached
+        return [m for m in cached[1]
+                if m.direction is direction and (mti is None or m.mti == mti)]
 
     def received(self, mti: str | None = None) -> list[WireMessage]:
         """Messages delivered to the host this scenario (optionally of one MTI)."""

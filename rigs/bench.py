@@ -67,11 +67,6 @@ def missing_for_tags(config: BenchConfig, tags: Iterable[str]) -> list[str]:
     return out
 
 
-def missing_capabilities(config: BenchConfig, tags: set[str]) -> list[str]:
-    """Alias kept for labs' conftests written against the first release."""
-    return missing_for_tags(config, tags)
-
-
 def lacks(config: BenchConfig, cap: Capability) -> bool:
     """True when the bench *config* describes has no part providing *cap*."""
     if cap is Capability.CARDS:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocols.ledger import Totals
+from rigs.answers import as_bool, as_int, as_list, as_object, as_str, bad, required
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, DeviceStateError, InstrumentError, NoResponse, TransportError
 from rigs.events import Source
@@ -40,44 +41,21 @@ ANSWER_MAX = 1024 * 1024
 
 # --- records --------------------------------------------------------------------------------------
 
-def _bad(where: str, expected: str, value: object) -> TransportError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return TransportError(f"{where} must be {expected}, got {shown}")
-
-
-def _object(raw: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise _bad(where, "an object", raw)
-    return raw
-
-
-def _field(raw: Mapping[str, Any], key: str, where: str, expected: str) -> Any:
-    if key not in raw:
-        raise TransportError(f"{where}.{key} is missing; expected {expected}")
-    return raw[key]
+_bad = bad
+_object = as_object
+_field = required
 
 
 def _int(raw: Mapping[str, Any], key: str, where: str) -> int:
-    value = _field(raw, key, where, "an integer >= 0")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _bad(f"{where}.{key}", "an integer >= 0", value)
-    return value
+    return as_int(required(raw, key, where, "an integer >= 0"), f"{where}.{key}")
 
 
 def _str(raw: Mapping[str, Any], key: str, where: str) -> str:
-    value = _field(raw, key, where, "a string")
-    if not isinstance(value, str):
-        raise _bad(f"{where}.{key}", "a string", value)
-    return value
+    return as_str(required(raw, key, where, "a string"), f"{where}.{key}")
 
 
 def _bool(raw: Mapping[str, Any], key: str, where: str) -> bool:
-    value = _field(raw, key, where, "true or false")
-    if not isinstance(value, bool):
-        raise _bad(f"{where}.{key}", "true or false", value)
-    return value
+    return as_bool(required(raw, key, where, "true or false"), f"{where}.{key}")
 
 
 @dataclass(frozen=True)
@@ -134,9 +112,7 @@ class ControlStatus:
 
 
 def _int_list(raw: Mapping[str, Any], key: str, where: str) -> list[int]:
-    value = _field(raw, key, where, "a list")
-    if not isinstance(value, list):
-        raise _bad(f"{where}.{key}", "a list", value)
+    value = as_list(required(raw, key, where, "a list"), f"{where}.{key}")
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int):
             raise _bad(f"{where}.{key}[{i}]", "an integer", item)

@@ -541,10 +541,6 @@ def reversal_pending(bench: Bench, purchase: Outcome) -> Outcome:
     return purchase
 
 
-def _messages_in_order(bench: Bench, *mtis: str) -> list[object]:
-    return [m for m in bench.acquirer.received() if m.mti in mtis]
-
-
 @needs(Capability.WIRE)
 @then("the acquirer received the reversal before the next purchase")
 @then("收单机构在下一笔消费前收到冲正")

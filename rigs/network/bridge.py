@@ -78,7 +78,7 @@ from typing import IO, Any, Protocol
 from protocols.errors import ConfigError, DecodeError, hexdump
 from protocols.faults import FAULT_KINDS, Direction, FaultKind, FaultSpec, Target, parse_spec
 from protocols.iso8583 import HEADER_LEN, LENGTH_PREFIX, MAX_BODY, MIN_BODY, TPDU_LEN
-from protocols.jsonlines import JsonLineBuffer, encode_line
+from protocols.jsonlines import JsonLineBuffer, LineTooLong, encode_line
 from rigs.network.records import (
     FRAME_DIRECTIONS,
     Action,
@@ -1222,20 +1222,12 @@ class ControlSession:
 
     def feed(self, data: bytes, wall: float) -> list[dict[str, Any]]:
         answers: list[dict[str, Any]] = []
-        pieces = data.split(b"\n")
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            if last and not piece:
-                break
-            try:
-                requests = self.buffer.feed(piece if last else piece + b"\n")
-            except DecodeError as exc:
-                answers.append(error_answer(self.core, f"request refused: {exc}"))
-                if last:  # only an over-long unterminated line fails without a newline
-                    self.broken = True
-                    break
-                continue
-            answers.extend(handle_request(self.core, r, wall) for r in requests)
+        for item in self.buffer.feed_each(data):
+            if isinstance(item, DecodeError):
+                answers.append(error_answer(self.core, f"request refused: {item}"))
+                self.broken = self.broken or isinstance(item, LineTooLong)
+            else:
+                answers.append(handle_request(self.core, item, wall))
         return answers
 
 

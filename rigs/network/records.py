@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from protocols.errors import ConfigError, TransportError
 from protocols.faults import Direction, FaultSpec, parse_spec
+from rigs.answers import as_bool, as_int, as_list, as_number, as_object, as_str, bad
 
 E = TypeVar("E", bound=enum.Enum)
 R = TypeVar("R")
@@ -55,58 +56,34 @@ class Action(enum.Enum):
 
 # --- validation helpers (errors name the field) ---------------------------------------------------
 
-def _bad(where: str, expected: str, value: object) -> TransportError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return TransportError(f"{where} must be {expected}, got {shown}")
-
-
-def _object(raw: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise _bad(where, "an object", raw)
-    return raw
+_bad = bad
+_object = as_object
 
 
 def _int(raw: Mapping[str, Any], key: str, where: str, *, minimum: int = 0) -> int:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(f"{where}.{key}", f"an integer >= {minimum}", value)
-    return value
+    return as_int(raw.get(key), f"{where}.{key}", minimum=minimum)
 
 
 def _float(raw: Mapping[str, Any], key: str, where: str) -> float:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(f"{where}.{key}", "a number", value)
-    return float(value)
+    return as_number(raw.get(key), f"{where}.{key}")
 
 
 def _opt_float(raw: Mapping[str, Any], key: str, where: str) -> float | None:
     if key not in raw:
-        raise _bad(f"{where}.{key}", "a number or null", "(missing)")
+        raise bad(f"{where}.{key}", "a number or null", "(missing)")
     return None if raw[key] is None else _float(raw, key, where)
 
 
 def _str(raw: Mapping[str, Any], key: str, where: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str):
-        raise _bad(f"{where}.{key}", "a string", value)
-    return value
+    return as_str(raw.get(key), f"{where}.{key}")
 
 
 def _bool(raw: Mapping[str, Any], key: str, where: str) -> bool:
-    value = raw.get(key)
-    if not isinstance(value, bool):
-        raise _bad(f"{where}.{key}", "true or false", value)
-    return value
+    return as_bool(raw.get(key), f"{where}.{key}")
 
 
 def _list(raw: Mapping[str, Any], key: str, where: str) -> Sequence[Any]:
-    value = raw.get(key)
-    if not isinstance(value, list):
-        raise _bad(f"{where}.{key}", "a list", value)
-    return value
+    return as_list(raw.get(key), f"{where}.{key}")
 
 
 def _enum(cls: type[E], raw: Mapping[str, Any], key: str, where: str) -> E:

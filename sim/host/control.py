@@ -42,8 +42,9 @@ from types import MappingProxyType
 from typing import Any
 
 from protocols.errors import DecodeError, RigError, SimError, TransportError
-from protocols.jsonlines import JsonLineBuffer, encode_line
+from protocols.jsonlines import JsonLineBuffer, LineTooLong, encode_line
 from protocols.masking import scrub
+from sim.host.connections import TrackedConnections
 from sim.host.engine import AcquirerEngine
 from sim.host.rules import parse_rule
 
@@ -170,22 +171,13 @@ class ControlSession:
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         answers: list[dict[str, Any]] = []
-        pieces = data.split(b"\n")
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            if last and not piece:
-                break
-            try:
-                requests = self.buffer.feed(piece if last else piece + b"\n")
-            except DecodeError as exc:
-                answers.append({"ok": False, "error": f"request refused: {exc}"})
-                if last:  # only an over-long unterminated line fails without a newline
-                    self.broken = True
-                    break
+        for item in self.buffer.feed_each(data):
+            if isinstance(item, DecodeError):
+                answers.append({"ok": False, "error": f"request refused: {item}"})
+                self.broken = self.broken or isinstance(item, LineTooLong)
                 continue
-            for request in requests:
-                with self.lock:
-                    answers.append(handle_control(self.engine, request))
+            with self.lock:
+                answers.append(handle_control(self.engine, item))
         return answers
 
 
@@ -225,32 +217,16 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
 
 
-class _UnixServer(socketserver.ThreadingUnixStreamServer):
+class _UnixServer(TrackedConnections, socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
     def __init__(self, path: str, engine: AcquirerEngine, lock: threading.Lock) -> None:
         self.engine = engine
         self.lock = lock
         self.stopping = threading.Event()
-        self._conns_lock = threading.Lock()
-        self.connections: set[socket.socket] = set()
+        self.init_tracking()
         super().__init__(path, _Handler)
 
-    def track(self, sock: socket.socket, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self.connections.add(sock)
-            else:
-                self.connections.discard(sock)
-
-    def drop_all(self) -> None:
-        with self._conns_lock:
-            conns = list(self.connections)
-        for sock in conns:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class ControlServer:

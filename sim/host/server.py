@@ -20,6 +20,7 @@ from pathlib import Path
 from protocols.errors import NoResponse, ProtocolError, RigError, SimError, TransportError
 from protocols.iso8583 import Header, LengthFramer, Tpdu, unframe
 from protocols.masking import scrub
+from sim.host.connections import TrackedConnections
 from sim.host.control import ControlServer
 from sim.host.engine import AcquirerEngine, FrameAnswer
 
@@ -86,7 +87,7 @@ class _Handler(socketserver.BaseRequestHandler):
         return True
 
 
-class _TcpServer(socketserver.ThreadingTCPServer):
+class _TcpServer(TrackedConnections, socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
@@ -98,29 +99,13 @@ class _TcpServer(socketserver.ThreadingTCPServer):
         self.max_delay = max_delay
         self.stopping = threading.Event()
         self._engine_lock = lock
-        self._conns_lock = threading.Lock()
-        self.connections: set[socket.socket] = set()
+        self.init_tracking()
         super().__init__(address, _Handler)
 
     def respond(self, tpdu: Tpdu, header: Header, payload: bytes) -> FrameAnswer:
         with self._engine_lock:
             return self.engine.answer_frame(tpdu, header, payload, self.clock())
 
-    def track(self, sock: socket.socket, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self.connections.add(sock)
-            else:
-                self.connections.discard(sock)
-
-    def drop_all(self) -> None:
-        with self._conns_lock:
-            conns = list(self.connections)
-        for sock in conns:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class AcquirerServer:

@@ -272,13 +272,13 @@ class TerminalRunner:
 
     def _harness_objects(self, data: bytes) -> list[dict[str, Any]]:
         """Whole objects in *data* (with what came before); a bad line is logged (masked) and
-        skipped without losing the lines around it (the buffer is fed line by line)."""
+        skipped without losing the lines around it."""
         out: list[dict[str, Any]] = []
-        for piece in data.splitlines(keepends=True):
-            try:
-                out += self._harness_in.feed(piece)
-            except DecodeError as exc:
-                log.error("terminal: bad harness line skipped: %s", scrub(str(exc)))
+        for item in self._harness_in.feed_each(data):
+            if isinstance(item, DecodeError):
+                log.error("terminal: bad harness line skipped: %s", scrub(str(item)))
+            else:
+                out.append(item)
         return out
 
     def _link_events(self, events: list[ecr.LinkEvent]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from protocols.iso8583 import encode_message
-from protocols.ledger import Totals
+from protocols.ledger import LedgerRecord, Totals
 from rigs.host import SqliteAcquirerLedger
 from rigs.hostctl import SocketAcquirerControl
 from sim.host.engine import AcquirerEngine, load_accounts, load_terminals
@@ -122,11 +122,24 @@ def _add(server: AcquirerServer, **raw: object) -> int:
         return server.engine.add_rule(parse_rule(raw, "test"))
 
 
-def test_a_late_answer_does_not_hold_up_other_connections(server: AcquirerServer) -> None:
+def test_a_late_answer_does_not_hold_up_other_connections(
+        server: AcquirerServer, monkeypatch: pytest.MonkeyPatch) -> None:
     t = Wire(server.address)
     t.sign_in()
     _add(server, match={"mti": "0200"}, answer={"delay_s": 1.0}, times=1)
     result: dict[str, object] = {}
+    booked = threading.Event()  # the host booked the sale: its answer is being held now
+    ledger = server.engine.ledger
+    assert ledger is not None
+    record = ledger.record
+
+    def record_and_tell(rec: LedgerRecord) -> int:
+        row = record(rec)
+        if rec.mti == "0200":
+            booked.set()
+        return row
+
+    monkeypatch.setattr(ledger, "record", record_and_tell)
 
     def late_sale() -> None:
         started = time.monotonic()
@@ -135,7 +148,7 @@ def test_a_late_answer_does_not_hold_up_other_connections(server: AcquirerServer
 
     thread = threading.Thread(target=late_sale)
     thread.start()
-    time.sleep(0.2)  # the sale is waiting for its answer now
+    assert booked.wait(2.0), "the sale did not reach the host within 2 s"
     started = time.monotonic()
     other = roundtrip(server.address, encode_message(sign_in_doc(tid="99999999")), 2.0)
     assert other["39"] == "97" and time.monotonic() - started < 0.5
