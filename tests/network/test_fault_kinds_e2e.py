@@ -180,4 +180,58 @@ def test_syn_blackhole_makes_connects_time_out(topo: Topology, server: socket.so
     assert failed and took >= 0.45
     assert injector.last_trip() is not None
     injector.clear_all()
+    server.settimeout(0.05)  # the connects that got through wait in the backlog: drop them
+    try:
+        while True:
+            server.accept()[0].close()
+    except TimeoutError:
+        pass
+    assert exchange(topo, server, b"back", WAIT_S) == b"back"
+
+
+def test_drop_segment_the_nth_data_segment_is_lost_and_retransmitted(
+        injector: ScapyBridgeInjector, conn: Connection) -> None:
+    rule_id = injector.apply(FaultSpec.of("drop_segment", n=2))
+    conn.client.sendall(REQUEST)
+    assert recv_exactly(conn.host, len(REQUEST)) == REQUEST  # the first passes
+    started = time.monotonic()
+    conn.client.sendall(REQUEST)  # the second is dropped once: TCP retransmits it
+    conn.host.settimeout(4 * WAIT_S)
+    assert recv_exactly(conn.host, len(REQUEST)) == REQUEST
+    assert time.monotonic() - started >= 0.18  # at least one retransmission time-out (200 ms)
+    trips = [t for t in injector.trips() if t.rule_id == rule_id]
+    assert len(trips) == 1 and trips[0].direction is Direction.TO_HOST
+    assert trips[0].tcp is not None and trips[0].tcp.payload_len == len(REQUEST)
+
+
+def test_duplicate_the_host_kernel_sees_the_segment_twice(
+        injector: ScapyBridgeInjector, conn: Connection) -> None:
+    rule_id = injector.apply(FaultSpec.of("duplicate", times=1))
+    conn.client.sendall(REQUEST)
+    assert recv_exactly(conn.host, len(REQUEST)) == REQUEST
+    conn.host.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        conn.host.recv(64)  # TCP drops the copy: the application sees the bytes once
+    stats = injector.stats()
+    assert stats.to_host.frames_injected >= 1  # but the copy did cross the wire
+    assert [t.rule_id for t in injector.trips()].count(rule_id) == 1
+
+
+def test_flap_the_link_goes_down_and_up_and_traffic_gets_through(
+        topo: Topology, server: socket.socket, injector: ScapyBridgeInjector) -> None:
+    injector.apply(FaultSpec.of("flap", down_ms=300, up_ms=300))
+    results = []
+    started = time.monotonic()
+    while time.monotonic() - started < 1.2:
+        failed, _took = connect_fails(topo, 0.25)
+        results.append(failed)
+    assert True in results and False in results, \
+        f"connects during the flapping never {'failed' if False in results else 'succeeded'}"
+    injector.clear_all()
+    server.settimeout(0.05)  # the connects that got through wait in the backlog: drop them
+    try:
+        while True:
+            server.accept()[0].close()
+    except TimeoutError:
+        pass
     assert exchange(topo, server, b"back", WAIT_S) == b"back"
