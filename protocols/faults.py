@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from protocols.apdu import INS_NAMES
 from protocols.errors import ConfigError
 
 
@@ -44,11 +45,34 @@ class FaultKind(enum.StrEnum):
     """Forward the next data-carrying TCP segment(s) twice."""
     FLAP = "flap"
     """The cable goes down and up in a time-based pattern (both directions)."""
-    # printer paper (relay unit across the paper sensor)
+    # card (the card bank's relay between the card and the probe in the terminal's slot)
+    CARD_MUTE = "card_mute"
+    """The card gives no ATR and answers no command (a dead or dirty chip)."""
+    CARD_PULLED = "card_pulled"
+    """The card leaves the slot as the terminal sends the nth command of an instruction."""
+    CARD_STATUS_WORD = "card_status_word"
+    """The card answers a chosen status word (alone) to a chosen instruction."""
+    CARD_CORRUPT = "card_corrupt"
+    """One byte of the card's response data to an instruction is flipped."""
+    CARD_SLOW = "card_slow"
+    """Every answer of the card comes later by a fixed time."""
+    # printer (relay unit across the paper sensors and the printer's presence line)
     PAPER_OUT = "paper_out"
+    PAPER_LOW = "paper_low"
+    """The paper near-end sensor reads 'paper low'."""
+    PRINTER_DISCONNECTED = "printer_disconnected"
+    """The printer's presence line reads 'no printer' (cable off the printer module)."""
     # supply standing in for the battery
     SUPPLY_SAG = "supply_sag"
     POWER_CUT = "power_cut"
+    BATTERY_DISCHARGE = "battery_discharge"
+    """The supply ramps down at a rate to a final voltage (a battery running flat)."""
+    BROWNOUT_DIP = "brownout_dip"
+    """The supply dips to a voltage for a number of milliseconds, then comes back."""
+    CURRENT_LIMIT = "current_limit"
+    """The supply's current limit is set below what the terminal needs."""
+    POWER_CYCLE = "power_cycle"
+    """The supply's output goes off for a time and on again (one-shot)."""
 
 
 class Direction(enum.StrEnum):
@@ -63,6 +87,7 @@ class Target(enum.StrEnum):
     """The instrument that carries out a fault kind."""
 
     NETWORK = "network"
+    CARDS = "cards"
     SWITCH = "switch"
     POWER = "power"
 
@@ -100,6 +125,23 @@ def _mti(doc: str, *, required: bool = True) -> Param:
 
 def _times(doc: str) -> Param:
     return Param(int, 1, minimum=0, doc=doc)
+
+
+#: An instruction: its EMV name (``GENERATE AC``) or its INS byte in hex (``AE``).
+_INS = "|".join([re.escape(n) for n in INS_NAMES.values()] + ["[0-9A-Fa-f]{2}"])
+
+
+def _ins(doc: str) -> Param:
+    return Param(str, None, required=True, pattern=_INS,
+                 doc=doc + f"; a name ({', '.join(INS_NAMES.values())}) or the INS byte in hex")
+
+
+def ins_byte(ins: str) -> int:
+    """The INS byte a validated ``ins`` parameter names (``GENERATE AC`` or ``AE`` → 0xAE)."""
+    for byte, name in INS_NAMES.items():
+        if name == ins:
+            return byte
+    return int(ins, 16)
 
 FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
     FaultKind.CABLE_PULL: KindSpec(Target.NETWORK, MappingProxyType({
@@ -163,13 +205,62 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
         "seed": Param(int, 0, doc="0: a strict square wave; otherwise the seed of the random "
                                   "generator that draws each period in [0.5, 1.5] × nominal"),
     }), "the cable goes down and up in turn (both directions)"),
+    FaultKind.CARD_MUTE: KindSpec(Target.CARDS, MappingProxyType({}),
+                                  "the card gives no ATR and answers nothing"),
+    FaultKind.CARD_PULLED: KindSpec(Target.CARDS, MappingProxyType({
+        "ins": _ins("the instruction whose command the card leaves the slot on"),
+        "nth": Param(int, 1, minimum=1, doc="which such command, counted from 1 after arming"),
+    }), "the card leaves the slot as the terminal sends a command (answered 'card absent', "
+        "card-detect opens)"),
+    FaultKind.CARD_STATUS_WORD: KindSpec(Target.CARDS, MappingProxyType({
+        "ins": _ins("the instruction whose answer is replaced"),
+        "sw": Param(str, None, required=True, pattern=r"[0-9A-Fa-f]{4}",
+                    doc="the status word the card answers, 4 hex digits (e.g. 6985)"),
+        "times": _times("how many such answers to replace (0: every one)"),
+    }), "the card answers a chosen status word (no data) to an instruction"),
+    FaultKind.CARD_CORRUPT: KindSpec(Target.CARDS, MappingProxyType({
+        "ins": _ins("the instruction whose answer is corrupted"),
+        "offset": Param(int, 0, minimum=0,
+                        doc="index of the response data byte to flip (past the end: the last)"),
+        "times": _times("how many such answers to corrupt (0: every one)"),
+    }), "one byte of the card's response data is flipped (status word kept)"),
+    FaultKind.CARD_SLOW: KindSpec(Target.CARDS, MappingProxyType({
+        "ms": Param(float, required=True, minimum=0.0, above=True,
+                    doc="how much later every answer comes (ms)"),
+    }), "the card answers every command late"),
     FaultKind.PAPER_OUT: KindSpec(Target.SWITCH, MappingProxyType({}),
                                   "the printer's paper sensor reads 'no paper'"),
+    FaultKind.PAPER_LOW: KindSpec(Target.SWITCH, MappingProxyType({}),
+                                  "the printer's near-end sensor reads 'paper low'"),
+    FaultKind.PRINTER_DISCONNECTED: KindSpec(
+        Target.SWITCH, MappingProxyType({}),
+        "the printer's presence line reads 'no printer'"),
     FaultKind.SUPPLY_SAG: KindSpec(Target.POWER, MappingProxyType({
         "volts": Param(float, required=True, doc="the sagged supply voltage (V)"),
     }), "the supply (battery) sags to a lower voltage"),
     FaultKind.POWER_CUT: KindSpec(Target.POWER, MappingProxyType({}),
                                   "the supply output is switched off"),
+    FaultKind.BATTERY_DISCHARGE: KindSpec(Target.POWER, MappingProxyType({
+        "to_volts": Param(float, required=True, minimum=0.0,
+                          doc="where the ramp ends (V)"),
+        "volts_per_s": Param(float, required=True, minimum=0.0, above=True,
+                             doc="how fast the voltage falls (V/s)"),
+        "step_ms": Param(float, 100.0, minimum=10.0,
+                         doc="time between two setpoints of the ramp (ms)"),
+    }), "the supply ramps down from its setpoint to a final voltage (a battery running flat)"),
+    FaultKind.BROWNOUT_DIP: KindSpec(Target.POWER, MappingProxyType({
+        "volts": Param(float, required=True, minimum=0.0, doc="the voltage of the dip (V)"),
+        "ms": Param(float, required=True, minimum=0.0, above=True,
+                    doc="how long the dip lasts (ms)"),
+    }), "the supply dips to a voltage for a time, then returns to its setpoint"),
+    FaultKind.CURRENT_LIMIT: KindSpec(Target.POWER, MappingProxyType({
+        "amps": Param(float, required=True, minimum=0.0, above=True,
+                      doc="the supply's current limit (A)"),
+    }), "the supply's current limit is lowered"),
+    FaultKind.POWER_CYCLE: KindSpec(Target.POWER, MappingProxyType({
+        "off_ms": Param(float, required=True, minimum=0.0, above=True,
+                        doc="how long the output stays off (ms)"),
+    }), "the supply's output goes off and on again"),
 })
 
 

@@ -19,9 +19,11 @@ recorded and cleared when the scenario ends.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from protocols.faults import FAULT_KINDS, FaultKind, FaultSpec, Target
@@ -30,7 +32,7 @@ from rigs.acquirer import AcquirerView, decode_wire
 from rigs.capabilities import CAPABILITY_OF_TAG, REQUIREMENT, Capability, reason
 from rigs.config import BenchConfig
 from rigs.errors import BenchNotNominal, CapabilityMissing, ConfigError, RigError
-from rigs.events import EventStream, Source
+from rigs.events import Event, EventStream, Source
 from rigs.faults import FaultLedger, FaultRecord
 from rigs.interfaces import (
     AcquirerControl,
@@ -42,11 +44,33 @@ from rigs.interfaces import (
     SwitchUnit,
     TerminalLink,
 )
+from rigs.triggers import Armer, Trigger
 
 log = logging.getLogger(__name__)
 
 PAPER_SENSOR = "paper_sensor"
+PAPER_NEAR_END = "paper_near_end"
+PRINTER_PRESENCE = "printer_presence"
 SAMPLE_PERIOD_S = 0.1
+
+
+#: Injector and card bank kinds that act from the moment they are applied; the others wait for
+#: traffic (the instrument reports when they fired).
+ACTS_AT_ONCE = frozenset({FaultKind.CABLE_PULL, FaultKind.DELAY, FaultKind.SYN_BLACKHOLE,
+                          FaultKind.FLAP})
+
+
+@dataclass(frozen=True)
+class FaultAction:
+    """How the bench applies and clears one fault kind through its instrument.  ``apply`` may
+    return the instrument's own id of the fault (a network or card rule)."""
+
+    apply: Callable[[FaultSpec], object]
+    clear: Callable[[FaultRecord], object]
+    fires_later: bool = False
+    """Armed now, fires on traffic (the instrument reports when)."""
+    over_when_applied: bool = False
+    """One-shot and already over when ``apply`` returns (a dip, a power cycle)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,9 @@ class Bench:
         self.broken: str | None = None
         self.events = EventStream()
         self.faults = FaultLedger(self.events)
+        self.armer = Armer(self.events)
+        self._fault_lock = threading.RLock()
+        self._fault_actions = self._build_fault_actions()
         ctx = registry.BuildContext(config, workdir)
         self.terminal: TerminalLink = build("terminal", config.terminal, ctx)
         self._cards: CardBank | None = (
@@ -155,11 +182,18 @@ class Bench:
         return self._need(Capability.NETWORK, self._network)  # type: ignore[no-any-return]
 
     def paper_channel(self) -> int:
+        return self.sensor_channel(PAPER_SENSOR)
+
+    def sensor_channel(self, name: str) -> int:
+        """The relay channel wired across the terminal's line *name* (bench file
+        ``switch.channels.<name>``)."""
         switch = self.config.switch
-        if switch is None or PAPER_SENSOR not in switch.channels:
-            raise CapabilityMissing(f"bench {self.config.bench.name}: needs "
-                                    f"{REQUIREMENT[Capability.PAPER_SENSOR]}")
-        return switch.channels[PAPER_SENSOR]
+        if switch is None or name not in switch.channels:
+            need = (REQUIREMENT[Capability.PAPER_SENSOR] if name == PAPER_SENSOR
+                    else f"a relay channel wired to the terminal's {name} (switch.channels."
+                         f"{name} in the bench file)")
+            raise CapabilityMissing(f"bench {self.config.bench.name}: needs {need}")
+        return switch.channels[name]
 
     def card_pin(self, card: str) -> str:
         cards = self.config.cards
@@ -203,58 +237,121 @@ class Bench:
             log.error("closing the bench: %s", "; ".join(errors))
 
     # -- faults -------------------------------------------------------------------------------
-    def _fault_actions(self) -> Mapping[FaultKind, tuple[Callable[[FaultSpec], int | None],
-                                                         Callable[[FaultRecord], object]]]:
-        """Fault kind → (apply, clear) through the instrument that carries it out.  Adding a
-        kind is a row of protocols.faults.FAULT_KINDS and a row here; a network kind needs no
-        row here (every kind whose target is the network goes to the injector), only its rule
-        in the injector."""
-        def network_apply(spec: FaultSpec) -> int | None:
-            return self.network.apply(spec)
+    def _build_fault_actions(self) -> Mapping[FaultKind, FaultAction]:
+        """Fault kind → how the instrument that carries it out applies and clears it.  Adding a
+        kind is a row of protocols.faults.FAULT_KINDS and a row here; a network or card kind
+        needs no row here (every kind whose target is the injector or the card bank goes to it),
+        only its rule in that instrument."""
+        def remote(part: Callable[[], NetworkInjector | CardBank], kind: FaultKind
+                   ) -> FaultAction:
+            def clear(rec: FaultRecord) -> None:
+                if rec.remote_id is not None:
+                    self._sync_remote_faults()
+                    part().clear(rec.remote_id)
+            return FaultAction(lambda spec: part().apply(spec), clear,
+                               fires_later=kind not in ACTS_AT_ONCE)
 
-        def network_clear(rec: FaultRecord) -> None:
-            if rec.remote_id is not None:
-                self._sync_network_faults()
-                self.network.clear(rec.remote_id)
+        def channel(name: str) -> FaultAction:
+            return FaultAction(lambda spec: self.switch.close_channel(self.sensor_channel(name)),
+                               lambda rec: self.switch.open_channel(self.sensor_channel(name)))
 
-        def paper_out(spec: FaultSpec) -> None:
-            self.switch.close_channel(self.paper_channel())
+        def back_to_nominal(rec: FaultRecord) -> None:
+            self.power.set_voltage(self.power.nominal_volts)
 
-        def sag(spec: FaultSpec) -> None:
-            self.power.sag_to(float(spec.params["volts"]))
+        def discharge(spec: FaultSpec) -> None:
+            p = spec.params
+            self.power.ramp_to(float(p["to_volts"]), float(p["volts_per_s"]),
+                               float(p["step_ms"]))
 
-        def cut(spec: FaultSpec) -> None:
-            self.power.output_off()
+        def stop_discharge(rec: FaultRecord) -> None:
+            self.power.stop_ramp()
+            back_to_nominal(rec)
 
-        network = (network_apply, network_clear)
-        return {
-            **{kind: network for kind in FaultKind if FAULT_KINDS[kind].target is Target.NETWORK},
-            FaultKind.PAPER_OUT: (paper_out,
-                                  lambda rec: self.switch.open_channel(self.paper_channel())),
-            FaultKind.SUPPLY_SAG: (sag, lambda rec: self.power.set_voltage(
-                self.power.nominal_volts)),
-            FaultKind.POWER_CUT: (cut, lambda rec: self.power.output_on()),
-        }
+        def max_amps() -> float:
+            power = self.config.power
+            assert power is not None  # self.power raised CapabilityMissing otherwise
+            return float(power.limits.max_amps)
 
-    #: Kinds armed now that fire later, on traffic (the injector reports when).
-    FIRES_LATER = frozenset({FaultKind.PULL_ON_REQUEST, FaultKind.DROP_MESSAGE,
-                             FaultKind.CORRUPT_BYTE, FaultKind.FORGE_RST, FaultKind.DROP_SEGMENT,
-                             FaultKind.DUPLICATE})
+        parts: dict[Target, Callable[[], NetworkInjector | CardBank]] = {
+            Target.NETWORK: lambda: self.network, Target.CARDS: lambda: self.cards}
+        return MappingProxyType({
+            **{kind: remote(parts[ks.target], kind) for kind, ks in FAULT_KINDS.items()
+               if ks.target in parts},
+            FaultKind.PAPER_OUT: channel(PAPER_SENSOR),
+            FaultKind.PAPER_LOW: channel(PAPER_NEAR_END),
+            FaultKind.PRINTER_DISCONNECTED: channel(PRINTER_PRESENCE),
+            FaultKind.SUPPLY_SAG: FaultAction(
+                lambda spec: self.power.sag_to(float(spec.params["volts"])), back_to_nominal),
+            FaultKind.POWER_CUT: FaultAction(lambda spec: self.power.output_off(),
+                                             lambda rec: self.power.output_on()),
+            FaultKind.BATTERY_DISCHARGE: FaultAction(discharge, stop_discharge),
+            FaultKind.BROWNOUT_DIP: FaultAction(
+                lambda spec: self.power.dip(float(spec.params["volts"]),
+                                            float(spec.params["ms"])),
+                back_to_nominal, over_when_applied=True),
+            FaultKind.CURRENT_LIMIT: FaultAction(
+                lambda spec: self.power.set_current_limit(float(spec.params["amps"])),
+                lambda rec: self.power.set_current_limit(max_amps())),
+            FaultKind.POWER_CYCLE: FaultAction(
+                lambda spec: self.power.power_cycle(float(spec.params["off_ms"])),
+                lambda rec: self.power.output_on(), over_when_applied=True),
+        })
 
-    def inject(self, spec: FaultSpec) -> FaultRecord:
-        """Apply *spec* through the instrument that carries its kind out, and record it."""
-        action = self._fault_actions().get(spec.kind)
+    def _action(self, spec: FaultSpec) -> FaultAction:
+        action = self._fault_actions.get(spec.kind)
         if action is None:
             raise ConfigError(f"bench {self.config.bench.name}: no instrument carries out fault "
                               f"kind {spec.kind.value} on {spec.target.value}")
-        remote = action[0](spec)
-        return self.faults.armed(spec, fires_now=spec.kind not in self.FIRES_LATER,
-                                 remote_id=remote)
+        return action
+
+    def _apply(self, spec: FaultSpec, rec: FaultRecord) -> None:
+        """Apply *spec* for *rec* (under the fault lock) and record its firing."""
+        action = self._action(spec)
+        result = action.apply(spec)
+        rec.remote_id = result if isinstance(result, int) else None
+        if not action.fires_later:
+            self.faults.fired(rec)
+        if action.over_when_applied:
+            self.faults.cleared(rec, "over by itself")
+
+    def inject(self, spec: FaultSpec) -> FaultRecord:
+        """Apply *spec* now through the instrument that carries its kind out, and record it."""
+        self._action(spec)  # an unknown kind is refused before anything is recorded
+        with self._fault_lock:
+            rec = self.faults.armed(spec, fires_now=False)
+            try:
+                self._apply(spec, rec)
+            except BaseException:
+                self.faults.cleared(rec, "failed to apply")
+                raise
+        return rec
+
+    def arm(self, spec: FaultSpec, trigger: Trigger) -> FaultRecord:
+        """Arm *spec* to be applied when *trigger* matches the scenario's event stream (see
+        :mod:`rigs.triggers`); a failure to apply it then fails the scenario at its end."""
+        self._action(spec)
+        rec = self.faults.armed(spec, fires_now=False, trigger=trigger.describe())
+
+        def fire(ev: Event) -> None:
+            with self._fault_lock:
+                if rec.active:
+                    self._apply(spec, rec)
+
+        rec.armed_id = self.armer.arm(trigger, fire)
+        return rec
 
     def clear_fault(self, rec: FaultRecord, by: str = "step") -> None:
-        """Undo one injected fault through its instrument and record that."""
-        self._fault_actions()[rec.kind][1](rec)
-        self.faults.cleared(rec, by)
+        """Undo one injected fault through its instrument (or disarm it if its trigger never
+        matched) and record that."""
+        with self._fault_lock:
+            if not rec.active:
+                return
+            if rec.armed_id is not None and self.armer.disarm(rec.armed_id) and not rec.fired \
+                    and rec.remote_id is None:
+                self.faults.cleared(rec, f"{by}: disarmed before its trigger matched")
+                return
+            self._action(rec.spec).clear(rec)
+            self.faults.cleared(rec, by)
 
     def clear_faults(self, *kinds: FaultKind, by: str = "step") -> list[FaultRecord]:
         """Clear every active fault of *kinds* (all kinds when none given)."""
@@ -265,24 +362,32 @@ class Bench:
                 done.append(rec)
         return done
 
-    def _sync_network_faults(self) -> None:
-        """Copy when the injector's rules fired into the fault ledger."""
-        if self._network is None:
+    def _sync_remote_faults(self) -> None:
+        """Copy when the injector's and the card bank's rules fired into the fault ledger."""
+        ledgers: list[tuple[Target, Any]] = []
+        if self._network is not None:
+            ledgers.append((Target.NETWORK, self._network))
+        if self._cards is not None and self.has(Capability.CARDS):
+            ledgers.append((Target.CARDS, self._cards))
+        if not ledgers:
             return
-        by_rule = {r.remote_id: r for r in self.faults.records() if r.remote_id is not None}
-        for rule in self._network.fault_ledger():
-            rec = by_rule.get(rule.id)
-            if rec is not None:
-                for trip in rule.fired:
-                    self.faults.fired(rec, trip.wall)
+        by_rule = {(r.target, r.remote_id): r for r in self.faults.records()
+                   if r.remote_id is not None}
+        for target, part in ledgers:
+            for rule in part.fault_ledger():
+                rec = by_rule.get((target, rule.id))
+                if rec is not None:
+                    for fired in rule.fired:
+                        self.faults.fired(rec, getattr(fired, "wall", fired))
 
     # -- nominal ------------------------------------------------------------------------------
     def restore_nominal(self) -> None:
         """Return every instrument to nominal and check it; raise BenchNotNominal otherwise."""
         if self.broken:
             raise BenchNotNominal(self.broken)
+        self.armer.settle()  # nothing armed may fire while the bench is being restored
         try:
-            self._sync_network_faults()
+            self._sync_remote_faults()
         except RigError as exc:
             log.warning("bench: reading the injector's fault ledger: %s", exc)
         problems: list[str] = []
@@ -311,6 +416,7 @@ class Bench:
         """Clear per-scenario evidence and start the capture."""
         self.events.clear()
         self.faults.reset()
+        self.armer.reset()
         self.terminal.clear_evidence()
         if self._cards is not None:
             self._cards.clear_trace()
@@ -330,6 +436,7 @@ class Bench:
 
     def end_scenario(self) -> list[Evidence]:
         """Stop the capture and collect what the scenario's report should carry (all masked)."""
+        self.armer.settle()
         out = [Evidence("ECR transcript", "text", self.terminal.transcript_text())]
         receipts = self.terminal.receipts
         if receipts:
@@ -351,7 +458,7 @@ class Bench:
             entries = self.acquirer.booked()
             out.append(Evidence("acquirer ledger (this scenario)", "text",
                                 "\n".join(str(e) for e in entries) or "(no entries)"))
-        self._sync_network_faults()
+        self._sync_remote_faults()
         out.append(Evidence("faults injected (armed, fired, cleared)", "text", self.faults.text()))
         self.events.publish(Source.RIG, "scenario", "end")
         out.append(Evidence("timeline (every instrument, one clock)", "text",

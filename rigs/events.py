@@ -101,6 +101,14 @@ class EventStream:
         self._dropped = 0
         self._seq = 0
         self._cond = threading.Condition()
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call *callback* with every event published from now on, in the publisher's thread,
+        after it is stored and outside the stream's lock (so it may query the stream).  It must
+        return quickly (the fault armer hands its work to a thread)."""
+        with self._cond:
+            self._subscribers.append(callback)
 
     def publish(self, source: Source, kind: str, name: str, detail: str = "", *,
                 t: float | None = None, data: Mapping[str, object] | None = None) -> None:
@@ -110,9 +118,12 @@ class EventStream:
                        MappingProxyType(dict(data or {})), self._seq)
             if len(self._events) >= self.limit:
                 self._dropped += 1
-                return
-            self._events.append(ev)
-            self._cond.notify_all()
+            else:
+                self._events.append(ev)
+                self._cond.notify_all()
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback(ev)
 
     def clear(self) -> None:
         with self._cond:

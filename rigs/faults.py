@@ -32,6 +32,10 @@ class FaultRecord:
     cleared: float | None = None
     cleared_by: str = ""
     remote_id: int | None = None
+    trigger: str = ""
+    """What it was armed on ("when the terminal shows PRINTING"); empty: applied at once."""
+    armed_id: int | None = None
+    """The bench's trigger id while armed on one."""
 
     @property
     def kind(self) -> FaultKind:
@@ -50,8 +54,9 @@ class FaultRecord:
             return "-" if t is None else dt.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
         fired = ", ".join(at(t) for t in self.fired) or "-"
         how = f" ({self.cleared_by})" if self.cleared_by else ""
+        on = f" {self.trigger}" if self.trigger else ""
         return (f"#{self.id:<3} {self.spec.describe():<40} on {self.target.value:<8} armed "
-                f"{at(self.armed)}  fired {fired}  cleared {at(self.cleared)}{how}")
+                f"{at(self.armed)}{on}  fired {fired}  cleared {at(self.cleared)}{how}")
 
 
 class FaultLedger:
@@ -69,12 +74,12 @@ class FaultLedger:
         with self._lock:
             self._records.clear()
 
-    def armed(self, spec: FaultSpec, *, fires_now: bool, remote_id: int | None = None
-              ) -> FaultRecord:
+    def armed(self, spec: FaultSpec, *, fires_now: bool, remote_id: int | None = None,
+              trigger: str = "") -> FaultRecord:
         """Record *spec* as armed now; a fault applied at once (paper out, a sag) fires now."""
         now = self.clock()
         with self._lock:
-            rec = FaultRecord(self._next, spec, now, remote_id=remote_id)
+            rec = FaultRecord(self._next, spec, now, remote_id=remote_id, trigger=trigger)
             self._next += 1
             self._records.append(rec)
         self._publish("armed", rec, now)
@@ -112,6 +117,7 @@ class FaultLedger:
         return "\n".join(r.line() for r in recs) + "\n"
 
     def _publish(self, what: str, rec: FaultRecord, t: float) -> None:
+        on = f" {rec.trigger}" if rec.trigger and what == "armed" else ""
         self.sink.publish(Source.FAULT, what, rec.kind.value,
-                          f"#{rec.id} {rec.spec.describe()} on {rec.target.value}",
+                          f"#{rec.id} {rec.spec.describe()} on {rec.target.value}{on}",
                           t=t, data={"fault_id": rec.id})

@@ -28,6 +28,7 @@ from rigs.events import EventSink
 if TYPE_CHECKING:
     from protocols.faults import Direction, FaultSpec
     from protocols.transactions import OriginalRef, TxnType
+    from rigs.cardfaults import CardFaultRecord
     from rigs.host import LedgerEntry
     from rigs.hostctl import HostTotals
     from rigs.network.records import CapturePaths, InjectorStats, RuleRecord, Trip
@@ -119,6 +120,16 @@ class CardBank(Instrument, Protocol):
 
     def trace_text(self) -> str: ...
 
+    def apply(self, spec: FaultSpec) -> int: ...
+
+    def clear(self, rule_id: int) -> None: ...
+
+    def clear_all(self) -> None: ...
+
+    def active_faults(self) -> list[CardFaultRecord]: ...
+
+    def fault_ledger(self) -> list[CardFaultRecord]: ...
+
 
 class PowerSupply(Instrument, Protocol):
     """A programmable supply feeding the terminal in place of its battery."""
@@ -141,6 +152,29 @@ class PowerSupply(Instrument, Protocol):
     def measure_voltage(self) -> float: ...
 
     def measure_current(self) -> float: ...
+
+    def ramp_to(self, to_volts: float, volts_per_s: float, step_ms: float = 100.0) -> None:
+        """Start ramping the setpoint to *to_volts* in the background; returns at once."""
+        ...
+
+    @property
+    def ramping(self) -> bool: ...
+
+    def wait_ramp(self, timeout: float) -> None:
+        """Until the ramp reached its end (NoResponse after *timeout*); raises its failure."""
+        ...
+
+    def stop_ramp(self, bound_s: float = 3.0) -> None:
+        """Stop a running ramp; raises the error that killed it, if one did."""
+        ...
+
+    def dip(self, volts: float, ms: float) -> float:
+        """Down to *volts* for *ms*, back to the setpoint; the seconds the rail was low."""
+        ...
+
+    def power_cycle(self, off_ms: float) -> float:
+        """Output off for *off_ms*, on again; the seconds it was off."""
+        ...
 
     def check_errors(self) -> None: ...
 

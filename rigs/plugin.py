@@ -235,11 +235,18 @@ def bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iterator
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A part the bench lacks, met mid-scenario, skips the scenario with the reason."""
+    """A part the bench lacks, met mid-scenario, skips the scenario with the reason.  A fault
+    armed on a trigger that could not be applied fails the scenario (it never passes for an
+    injected fault)."""
     try:
-        return (yield)
+        result = yield
     except CapabilityMissing as exc:
         pytest.skip(f"the bench lacks a part this scenario needs: {exc}")
+    bench = getattr(item, "funcargs", {}).get("bench")
+    if isinstance(bench, Bench):
+        bench.armer.settle()
+        bench.armer.raise_errors()
+    return result
 
 
 @pytest.hookimpl(tryfirst=True)

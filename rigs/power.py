@@ -10,7 +10,21 @@ Safety: every setpoint is checked against the bench's limits (``power.limits.max
 :class:`rigs.errors.LimitError` and the instrument never sees it.
 
 Evidence: every setpoint and measurement lands in :attr:`ScpiPowerSupply.trace` with a
-``time.monotonic()`` timestamp; :meth:`ScpiPowerSupply.trace_csv` renders it for the report.
+timestamp of the supply's :class:`Clock` (``time.monotonic()`` unless a test injects another);
+:meth:`ScpiPowerSupply.trace_csv` renders it for the report.
+
+Sequences (the power faults) are the only code; each command they send is a dialect template:
+
+* :meth:`ScpiPowerSupply.ramp_to` (a battery running flat): a background thread sends one
+  setpoint every ``step_ms`` on a schedule computed from one start time (:class:`RampPlan`, no
+  drift); :meth:`~ScpiPowerSupply.wait_ramp` and :meth:`~ScpiPowerSupply.stop_ramp` end it and
+  re-raise, as :class:`RampError`, whatever killed the thread;
+* :meth:`ScpiPowerSupply.dip` (a brown-out): down, hold, back to the setpoint before the dip;
+* :meth:`ScpiPowerSupply.power_cycle`: output off, hold, output on.
+
+Any new setpoint (``set_voltage``, ``sag_to``, ``dip``, another ``ramp_to``) and
+``restore_nominal`` / ``close`` stop a running ramp first, so two writers never fight over the
+setpoint.
 """
 
 from __future__ import annotations
@@ -20,10 +34,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
-from rigs.errors import ConfigError, LimitError, RigError, TransportError
+from rigs.errors import ConfigError, LimitError, NoResponse, RigError, TransportError
 from rigs.events import Source
 from rigs.scpi import ScpiInstrument, ScpiTransport, read_error_queue, scpi_property
 
@@ -122,7 +137,7 @@ def _dialect(field: str) -> Callable[[ScpiPowerSupply], str]:
 
 @dataclass(frozen=True)
 class TracePoint:
-    t: float        # time.monotonic()
+    t: float        # the supply's clock (time.monotonic() by default)
     kind: str       # "set" | "meas" | "get"
     quantity: str   # "voltage", "current_limit", "output", "rail_volts", "amps"
     value: float
@@ -133,12 +148,94 @@ _UNITS = MappingProxyType({"voltage": "V", "current_limit": "A", "output": "",
                            "rail_volts": "V", "amps": "A"})
 
 
+# ----------------------------------------------------------------------------------------------
+# Time and ramps
+# ----------------------------------------------------------------------------------------------
+
+class Clock(Protocol):
+    """Where the supply's sequences read the time and wait (tests inject a virtual one)."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait up to *timeout* s for *event*; True if it is set."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic()`` and ``threading.Event.wait``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(timeout)
+
+
+MONOTONIC: Clock = MonotonicClock()
+
+
+class RampError(RigError):
+    """A supply ramp stopped on an error (its cause); raised by ``stop_ramp`` / ``wait_ramp``."""
+
+
+@dataclass(frozen=True)
+class RampPlan:
+    """The setpoints of a ramp and when each is due: setpoint *k* (1..:attr:`steps`) at
+    ``k · step_s`` after the start, on the line from *start* at *volts_per_s*; the last one is
+    *to* exactly, at the ramp's end (:attr:`duration_s`, so the slope holds when the duration is
+    not a whole number of steps)."""
+
+    start: float
+    to: float
+    volts_per_s: float
+    step_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return abs(self.to - self.start) / self.volts_per_s
+
+    @property
+    def steps(self) -> int:
+        return max(1, math.ceil(self.duration_s / self.step_s - 1e-9))
+
+    def at(self, k: int) -> tuple[float, float]:
+        """``(seconds after the start, volts)`` of setpoint *k*."""
+        if k >= self.steps:
+            return self.duration_s, self.to
+        offset = k * self.step_s
+        return offset, round(self.start + math.copysign(self.volts_per_s * offset,
+                                                        self.to - self.start), 6)
+
+    def __str__(self) -> str:
+        return (f"ramp from {self.start:g} V to {self.to:g} V at {self.volts_per_s:g} V/s "
+                f"({self.step_s * 1000:g} ms steps)")
+
+
+@dataclass
+class _Ramp:
+    """A running ramp: its plan, its thread and what the thread got to (written by the thread)."""
+
+    plan: RampPlan
+    t0: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    current: int = 0          # setpoint being sent (1-based); 0 before the first
+    sent: int = 0             # setpoints the instrument confirmed
+    skipped: int = 0          # setpoints passed over because the ramp ran late
+    error: Exception | None = None
+
+
 class ScpiPowerSupply(ScpiInstrument):
-    """A SCPI bench supply on an injected transport; *dialect* is a key of :data:`DIALECTS`."""
+    """A SCPI bench supply on an injected transport; *dialect* is a key of :data:`DIALECTS`.
+    *clock* times the sequences (ramps, dips, power cycles) and stamps the trace."""
 
     voltage = scpi_property(
         _dialect("get_volts"), _dialect("set_volts"),
-        limits=lambda psu: (0.0, psu.max_volts), limit_key=MAX_VOLTS_KEY,
+        limits=lambda psu: psu.volt_limits, limit_key=MAX_VOLTS_KEY,
         doc="Output voltage setpoint (V).")
     current_limit = scpi_property(
         _dialect("get_amps"), _dialect("set_amps"),
@@ -147,8 +244,9 @@ class ScpiPowerSupply(ScpiInstrument):
 
     def __init__(self, name: str, transport: ScpiTransport, *, max_volts: float,
                  max_amps: float, nominal_volts: float, dialect: str = "keysight-e36xx",
-                 channel: int = 1) -> None:
+                 channel: int = 1, clock: Clock = MONOTONIC) -> None:
         super().__init__(name, transport)
+        self.clock = clock
         if dialect not in DIALECTS:
             raise ConfigError(f"ScpiPowerSupply({name}): power.dialect {dialect!r} unknown; "
                               f"expected one of {sorted(DIALECTS)}")
@@ -171,6 +269,7 @@ class ScpiPowerSupply(ScpiInstrument):
         self.scpi_fields: Mapping[str, object] = MappingProxyType({"ch": channel})
         self.trace: list[TracePoint] = []
         self._sampler: tuple[threading.Event, threading.Thread] | None = None
+        self._ramp: _Ramp | None = None
 
     # -- session --------------------------------------------------------------------------
     def open(self) -> None:
@@ -184,7 +283,7 @@ class ScpiPowerSupply(ScpiInstrument):
 
     def _record(self, kind: str, quantity: str, value: float) -> None:
         unit = _UNITS.get(quantity, "")
-        self.trace.append(TracePoint(time.monotonic(), kind, quantity, value, unit))
+        self.trace.append(TracePoint(self.clock.now(), kind, quantity, value, unit))
         if kind == "set":
             shown = ("on" if value else "off") if quantity == "output" else f"{value:g} {unit}"
             self.event_sink.publish(Source.POWER, "set", quantity, shown,
@@ -219,8 +318,13 @@ class ScpiPowerSupply(ScpiInstrument):
         self._sampler[1].start()
 
     def close(self) -> None:
-        self.stop_sampling()
-        super().close()
+        """Stop a running ramp (raising what killed it, after closing) and the sampler, then
+        close the session."""
+        try:
+            self.stop_ramp()
+        finally:
+            self.stop_sampling()
+            super().close()
 
     def stop_sampling(self, bound_s: float = 3.0) -> None:
         sampler, self._sampler = self._sampler, None
@@ -236,17 +340,172 @@ class ScpiPowerSupply(ScpiInstrument):
 
     # -- setpoints ------------------------------------------------------------------------
     def set_voltage(self, volts: float) -> None:
-        """Program the output voltage; refused (nothing sent) above ``power.limits.max_volts``."""
+        """Program the output voltage; refused (nothing sent) above ``power.limits.max_volts``.
+        A running ramp is stopped first."""
         self.require_open("set_voltage")
-        self.voltage = volts
-        self.wait_complete("set_voltage")
+        self.stop_ramp()
+        self._program_volts(volts, "set_voltage")
 
     def sag_to(self, volts: float) -> None:
         """Same as :meth:`set_voltage`; reads better in a brown-out step.  Returns once the
         instrument has executed it (``*OPC?``), so the fault is in place."""
         self.require_open("sag_to")
+        self.stop_ramp()
+        self._program_volts(volts, "sag_to")
+
+    def _program_volts(self, volts: float, operation: str) -> None:
+        """The one path of every voltage setpoint: limit check, the dialect's command, the
+        trace and the ``set`` event (:meth:`scpi_observe`), then ``*OPC?``."""
         self.voltage = volts
-        self.wait_complete("sag_to")
+        self.wait_complete(operation)
+
+    @property
+    def volt_limits(self) -> tuple[float, float]:
+        """The setpoints this bench allows (V): ``0 .. power.limits.max_volts``."""
+        return 0.0, self.max_volts
+
+    def _check_volts(self, volts: float, operation: str) -> None:
+        """Refuse (LimitError, nothing sent) a setpoint outside :attr:`volt_limits`; for a
+        sequence, before its first command (the :attr:`voltage` property checks each again)."""
+        lo, hi = self.volt_limits
+        if not (math.isfinite(volts) and lo <= volts <= hi):
+            side = (f"above the limit {hi:g}" if volts > hi else
+                    f"below the limit {lo:g}" if volts < lo else "not a number")
+            raise LimitError(f"{self!r}: {operation}(): voltage = {volts:g} refused: {side} "
+                             f"(bench YAML {MAX_VOLTS_KEY}); allowed {lo:g}..{hi:g}; "
+                             f"nothing was sent")
+
+    def _positive(self, operation: str, name: str, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{self!r}: {operation}(): {name} must be > 0, got {value!r}")
+        return float(value)
+
+    # -- power faults ---------------------------------------------------------------------
+    def ramp_to(self, to_volts: float, volts_per_s: float, step_ms: float = 100.0) -> None:
+        """Start ramping from the present setpoint (asked, ``VOLT?``) to *to_volts* at
+        *volts_per_s*, one setpoint every *step_ms* (the last one *to_volts* exactly), in a
+        background thread; returns at once.  Both ends are checked against the limits before
+        anything is sent, every setpoint again as it is sent.  A running ramp is stopped first.
+        A ramp that falls a whole step behind (a slow instrument) skips to the setpoint due, so
+        the slope holds.  End it with :meth:`wait_ramp` or :meth:`stop_ramp`."""
+        self.require_open("ramp_to")
+        rate = self._positive("ramp_to", "volts_per_s", volts_per_s)
+        step_s = self._positive("ramp_to", "step_ms", step_ms) / 1000.0
+        self._check_volts(to_volts, "ramp_to")
+        self.stop_ramp()
+        plan = RampPlan(self.voltage, float(to_volts), rate, step_s)
+        self._check_volts(plan.at(1)[1], "ramp_to")  # every setpoint lies between the two
+        ramp = _Ramp(plan, self.clock.now())
+        ramp.thread = threading.Thread(target=self._run_ramp, args=(ramp,),
+                                       name=f"{self.name}-ramp", daemon=True)
+        self._ramp = ramp
+        ramp.thread.start()
+        logger.info("%r: %s started (%d setpoints)", self, plan, plan.steps)
+
+    def _run_ramp(self, ramp: _Ramp) -> None:
+        plan = ramp.plan
+        try:
+            k = 0
+            while k < plan.steps:
+                k += 1
+                due = ramp.t0 + plan.at(k)[0]
+                if self.clock.wait(ramp.stop, max(0.0, due - self.clock.now())):
+                    return
+                now = self.clock.now()
+                while k < plan.steps and ramp.t0 + plan.at(k + 1)[0] <= now:
+                    k += 1
+                    ramp.skipped += 1
+                ramp.current, volts = k, plan.at(k)[1]
+                self._program_volts(volts, "ramp_to")
+                ramp.sent = k
+        except Exception as exc:  # kept for stop_ramp / wait_ramp, which raise it
+            ramp.error = exc
+            logger.error("%r: %s failed at setpoint %d/%d: %s", self, plan, ramp.current,
+                         plan.steps, exc)
+        finally:
+            if ramp.skipped:
+                logger.warning("%r: %s ran late; %d setpoint(s) skipped", self, plan,
+                               ramp.skipped)
+            ramp.done.set()
+
+    @property
+    def ramping(self) -> bool:
+        """Whether a ramp is under way (started and not yet at its end, stopped or failed)."""
+        return self._ramp is not None and not self._ramp.done.is_set()
+
+    def stop_ramp(self, bound_s: float = 3.0) -> None:
+        """Stop the ramp (if any) and wait up to *bound_s* for its thread; raise
+        :class:`RampError` if an error had killed it (even when it had already ended)."""
+        ramp = self._ramp
+        if ramp is None:
+            return
+        ramp.stop.set()
+        assert ramp.thread is not None
+        ramp.thread.join(bound_s)
+        if ramp.thread.is_alive():
+            raise NoResponse(f"{self!r}: stop_ramp(): the {ramp.plan} did not stop within "
+                             f"{bound_s:g} s (setpoint {ramp.current}/{ramp.plan.steps} still "
+                             f"being sent)")
+        self._ramp = None
+        if ramp.sent < ramp.plan.steps and ramp.error is None:
+            logger.info("%r: %s stopped after %d/%d setpoints", self, ramp.plan, ramp.sent,
+                        ramp.plan.steps)
+        self._raise_ramp_error(ramp)
+
+    def wait_ramp(self, timeout: float) -> None:
+        """Wait up to *timeout* s for the ramp to reach its end (NoResponse naming the bound if
+        it has not); raise :class:`RampError` if it failed.  Returns at once with no ramp."""
+        ramp = self._ramp
+        if ramp is None:
+            return
+        if not ramp.done.wait(timeout):
+            raise NoResponse(f"{self!r}: wait_ramp(): the {ramp.plan} did not reach its end "
+                             f"within {timeout:g} s ({ramp.sent}/{ramp.plan.steps} setpoints "
+                             f"sent)")
+        assert ramp.thread is not None
+        ramp.thread.join(timeout)  # done is the thread's last act
+        self._ramp = None
+        self._raise_ramp_error(ramp)
+
+    def _raise_ramp_error(self, ramp: _Ramp) -> None:
+        exc = ramp.error
+        if exc is not None:
+            volts = ramp.plan.at(ramp.current)[1]
+            raise RampError(f"{self!r}: the {ramp.plan} failed at setpoint {ramp.current}/"
+                            f"{ramp.plan.steps} ({volts:g} V): {type(exc).__name__}: {exc}"
+                            ) from exc
+
+    def dip(self, volts: float, ms: float) -> float:
+        """A brown-out: set *volts*, hold *ms*, set back the setpoint from before the dip
+        (asked, ``VOLT?``); synchronous, each setpoint confirmed (``*OPC?``).  Both setpoints
+        are checked against the limits before the first is sent.  A running ramp is stopped
+        first.  Returns the seconds the rail was certainly low: from the instrument confirming
+        the dip to the command that ends it (at least *ms*)."""
+        self.require_open("dip")
+        hold_s = self._positive("dip", "ms", ms) / 1000.0
+        self._check_volts(volts, "dip")
+        self.stop_ramp()
+        back = self.voltage
+        self._check_volts(back, "dip")
+        self._program_volts(volts, "dip")
+        low_from = self.clock.now()
+        self.clock.wait(threading.Event(), hold_s)
+        low_s = self.clock.now() - low_from
+        self._program_volts(back, "dip")
+        return low_s
+
+    def power_cycle(self, off_ms: float) -> float:
+        """Output off, hold *off_ms*, output on; synchronous, each step confirmed (``*OPC?``).
+        Returns the seconds the output was certainly off (at least *off_ms*).  A running ramp
+        is left running (it is a setpoint, not the output)."""
+        self.require_open("power_cycle")
+        hold_s = self._positive("power_cycle", "off_ms", off_ms) / 1000.0
+        self.output_off()
+        off_from = self.clock.now()
+        self.clock.wait(threading.Event(), hold_s)
+        off_s = self.clock.now() - off_from
+        self.output_on()
+        return off_s
 
     def set_current_limit(self, amps: float) -> None:
         """Program the current limit; refused (nothing sent) above ``power.limits.max_amps``."""
@@ -295,8 +554,10 @@ class ScpiPowerSupply(ScpiInstrument):
     # -- errors and nominal state ---------------------------------------------------------
     def is_nominal(self, tolerance: float = 0.02) -> bool:
         """Output on, setpoint at :attr:`nominal_volts`, rail within *tolerance* (relative) of
-        it (not in current limit), error queue empty."""
+        it (not in current limit), error queue empty, no ramp under way."""
         self.require_open("is_nominal")
+        if self.ramping:
+            return False
         nominal_volts = self.nominal_volts
         if not self.output:
             return False
@@ -307,9 +568,18 @@ class ScpiPowerSupply(ScpiInstrument):
         return not read_error_queue(self.transport, repr(self))
 
     def restore_nominal(self) -> None:
-        """Clear errors, current limit back to ``power.limits.max_amps``, :attr:`nominal_volts`,
-        output on, then check the instrument accepted all of it."""
+        """Stop a running ramp, clear errors, current limit back to ``power.limits.max_amps``,
+        :attr:`nominal_volts`, output on, then check the instrument accepted all of it.  A ramp
+        that had failed is raised (:class:`RampError`) after the supply is restored."""
         self.require_open("restore_nominal")
+        try:
+            self.stop_ramp()
+        except RampError:
+            self._restore()  # the supply back at nominal first; a failure here chains to it
+            raise
+        self._restore()
+
+    def _restore(self) -> None:
         nominal_volts = self.nominal_volts
         if nominal_volts > self.max_volts:  # checked at construction; kept as a last guard
             raise LimitError(f"{self!r}: restore_nominal({nominal_volts:g} V) refused: above the "

@@ -5,11 +5,17 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from rigs.cards import PcscCardBank
+from rigs.transport import serial_transport
 from sim.pcsc import PcscDaemon
+from sim.probe import SimProbe
+from tests.cards.probe_host import PtyProbeHost
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ROOT / "fixtures" / "cards" / "good.yaml"
@@ -17,6 +23,8 @@ MUTE = ROOT / "fixtures" / "cards" / "mute.yaml"
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="private pcscd needs root")
+
+READERS = {"good": "Virtual PCD 00 00", "mute": "Virtual PCD 00 01"}
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +58,26 @@ def pcsc_bench(tmp_path_factory: pytest.TempPathFactory
                 card.wait(timeout=3)
         daemon.stop()
         card_log.close()
+
+
+@contextmanager
+def open_relay(daemon: PcscDaemon, **bank_options: Any
+               ) -> Iterator[tuple[PcscCardBank, PtyProbeHost]]:
+    """A SimProbe on a pty (retry 0.5 s, 2 retries, as docs/probe-link.md) and an open
+    PcscCardBank relaying it to the private pcscd's readers."""
+    with PtyProbeHost(SimProbe(retry_interval=0.5, max_retries=2)) as host:
+        bank = PcscCardBank("cards", serial_transport(host.slave_path, timeout=0.02), READERS,
+                            daemon.client_socket, **bank_options)
+        bank.open()
+        try:
+            bank.wait_ready(3.0)
+            yield bank, host
+        finally:
+            bank.close()
+
+
+@pytest.fixture
+def relay(pcsc_bench: tuple[PcscDaemon, subprocess.Popen[bytes]]
+          ) -> Iterator[tuple[PcscCardBank, PtyProbeHost]]:
+    with open_relay(pcsc_bench[0]) as opened:
+        yield opened

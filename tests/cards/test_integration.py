@@ -4,40 +4,19 @@ through a SimProbe on a pty, as the virtual bench wires it."""
 from __future__ import annotations
 
 import datetime
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from protocols import tlv
 from rigs.cards import PcscCardBank
 from rigs.events import EventStream, Source, matching
-from rigs.transport import serial_transport
 from sim.card.emv import AIP, CVR, compute_ac, load_profile
 from sim.pcsc import PcscDaemon
-from sim.probe import SimProbe
 from sim.terminal.emv import CardError, run_chip_transaction
 from tests.cards.conftest import GOOD, needs_root
 from tests.cards.probe_host import HarnessSlot, PtyProbeHost
 
 pytestmark = needs_root
-
-READERS = {"good": "Virtual PCD 00 00", "mute": "Virtual PCD 00 01"}
-
-
-@pytest.fixture
-def relay(pcsc_bench: tuple[PcscDaemon, subprocess.Popen[bytes]]
-          ) -> Iterator[tuple[PcscCardBank, PtyProbeHost]]:
-    daemon, _card = pcsc_bench
-    with PtyProbeHost(SimProbe(retry_interval=0.5, max_retries=2)) as host:
-        bank = PcscCardBank("cards", serial_transport(host.slave_path, timeout=0.02), READERS,
-                            daemon.client_socket)
-        bank.open()
-        try:
-            bank.wait_ready(3.0)
-            yield bank, host
-        finally:
-            bank.close()
 
 
 def _run(host: PtyProbeHost) -> object:

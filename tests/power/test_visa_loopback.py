@@ -4,6 +4,7 @@ the simulated instruments.  Port 0, servers torn down in fixtures, every wait bo
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,22 +17,30 @@ from sim.psu import SimPowerSupply
 from sim.relay import SimRelayUnit
 from sim.scpi import ScpiDevice, ScpiTcpServer
 
+# the simulated supply, its server, the rail's changes, and (time.monotonic(), volts) of every
+# setpoint the instrument took, as seen server-side
+PsuBench = tuple[SimPowerSupply, ScpiTcpServer, list[float], list[tuple[float, float]]]
+
 
 @pytest.fixture
-def psu_bench() -> Iterator[tuple[SimPowerSupply, ScpiTcpServer, list[float]]]:
+def psu_bench() -> Iterator[PsuBench]:
     sim = SimPowerSupply(max_volts=30.0, max_amps=3.0)
     rail_changes: list[float] = []
-    last = [sim.rail_volts]
+    setpoints: list[tuple[float, float]] = []
+    last = [sim.rail_volts, sim.volts]
 
     def supervisor(device: ScpiDevice) -> None:  # what sim/bench.py does, minus the process
         if sim.rail_volts != last[0]:
             last[0] = sim.rail_volts
             rail_changes.append(sim.rail_volts)
+        if sim.volts != last[1]:
+            last[1] = sim.volts
+            setpoints.append((time.monotonic(), sim.volts))
 
     server = ScpiTcpServer(sim, after=supervisor, name="psu")
     server.start()
     try:
-        yield sim, server, rail_changes
+        yield sim, server, rail_changes, setpoints
     finally:
         server.stop(timeout=2.0)
 
@@ -47,9 +56,8 @@ def relay_bench() -> Iterator[tuple[SimRelayUnit, ScpiTcpServer]]:
         server.stop(timeout=2.0)
 
 
-def test_power_supply_over_pyvisa(
-        psu_bench: tuple[SimPowerSupply, ScpiTcpServer, list[float]]) -> None:
-    sim, server, rail_changes = psu_bench
+def test_power_supply_over_pyvisa(psu_bench: PsuBench) -> None:
+    sim, server, rail_changes, _ = psu_bench
     psu = ScpiPowerSupply("psu", VisaScpiTransport(server.resource, timeout_ms=1000),
                           max_volts=8.4, max_amps=2.0, nominal_volts=7.4)
     psu.open()
@@ -76,9 +84,54 @@ def test_power_supply_over_pyvisa(
         psu.close()
 
 
-def test_failed_query_is_no_response_with_bound(
-        psu_bench: tuple[SimPowerSupply, ScpiTcpServer, list[float]]) -> None:
-    _, server, _ = psu_bench
+def test_ramp_over_pyvisa_lands_in_order_on_schedule(psu_bench: PsuBench) -> None:
+    sim, server, rail_changes, setpoints = psu_bench
+    psu = ScpiPowerSupply("psu", VisaScpiTransport(server.resource, timeout_ms=1000),
+                          max_volts=8.4, max_amps=2.0, nominal_volts=7.4)
+    psu.open()
+    try:
+        psu.restore_nominal()
+        del setpoints[:]
+        started = time.monotonic()
+        psu.ramp_to(6.0, volts_per_s=5.6, step_ms=50.0)  # 250 ms, 5 setpoints
+        assert psu.ramping and not psu.is_nominal()
+        psu.wait_ramp(3.0)
+        assert not psu.ramping
+        plan = [7.12, 6.84, 6.56, 6.28, 6.0]
+        landed = [v for _, v in setpoints]
+        # in order and on the ramp's line (a ramp running late may skip one, never reorder)
+        assert landed == [v for v in plan if v in landed] and landed[-1] == 6.0, landed
+        assert setpoints[-1][0] >= started + 0.25 - 0.001  # the last one not before its time
+        assert psu.measure_voltage() == pytest.approx(6.0)
+        assert rail_changes[-1] == 6.0
+        psu.check_errors()
+    finally:
+        psu.close()
+
+
+def test_dip_over_pyvisa_is_back_at_the_setpoint(psu_bench: PsuBench) -> None:
+    sim, server, _, setpoints = psu_bench
+    psu = ScpiPowerSupply("psu", VisaScpiTransport(server.resource, timeout_ms=1000),
+                          max_volts=8.4, max_amps=2.0, nominal_volts=7.4)
+    psu.open()
+    try:
+        psu.restore_nominal()
+        del setpoints[:]
+        low_s = psu.dip(5.0, 80.0)
+        assert low_s >= 0.08
+        assert [v for _, v in setpoints] == [5.0, 7.4]
+        assert setpoints[1][0] - setpoints[0][0] >= 0.08  # low that long, seen server-side
+        assert psu.measure_voltage() == pytest.approx(7.4)
+        with pytest.raises(LimitError):
+            psu.dip(8.5, 80.0)
+        assert [v for _, v in setpoints] == [5.0, 7.4]  # the refused dip never reached it
+        assert psu.is_nominal()
+    finally:
+        psu.close()
+
+
+def test_failed_query_is_no_response_with_bound(psu_bench: PsuBench) -> None:
+    _, server, _, _ = psu_bench
     transport = VisaScpiTransport(server.resource, timeout_ms=150)
     transport.open()
     try:
