@@ -10,9 +10,8 @@ Three layers, all pure (bytes and ``now`` in, bytes and events out), shared by t
   spec table :data:`MESSAGE_SPECS` (fixed messages plus, per row of the transaction table
   :data:`protocols.transactions.TRANSACTIONS`, its request and final response);
 * vocabulary — the codes as enums (:class:`MsgCode`, :class:`Result`, :class:`EventCode`,
-  :class:`Prompt`, :class:`Key`, :class:`TerminalState`, :class:`Copy`, :class:`PrintStatus`);
-  they are ``StrEnum``
-  so comparisons with plain strings keep working.
+  :class:`Prompt`, :class:`Key`, :class:`TerminalState`, :class:`Copy`, :class:`PrintStatus`,
+  :class:`FaultCode`); they are ``StrEnum`` so comparisons with plain strings keep working.
 
 Frame: ``STX(02) | LEN(2, big-endian, payload bytes) | SEQ(1) | payload | ETX(03) | LRC(1)``,
 LRC = XOR of every byte after STX up to and including ETX.  ACK = ``06 SEQ``, NAK = ``15``.
@@ -21,6 +20,7 @@ LRC = XOR of every byte after STX up to and including ETX.  ACK = ``06 SEQ``, NA
 from __future__ import annotations
 
 import enum
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -435,6 +435,7 @@ class Result(enum.StrEnum):
     DAILY_LIMIT_EXCEEDED = "DAILY_LIMIT_EXCEEDED"  # the day's sales would pass daily_limit
     UNSETTLED_BATCH = "UNSETTLED_BATCH"  # shutdown refused: the open batch holds transactions
     NOT_FOUND = "NOT_FOUND"  # no such transaction / receipt / operator in the terminal
+    NO_PRINTER = "NO_PRINTER"  # the printer's presence line says no printer: nothing can print
 
 
 class MsgCode(enum.StrEnum):
@@ -470,6 +471,63 @@ class EventCode(enum.StrEnum):
     BATTERY_OK = "BATTERY_OK"
     CARD_INSERTED = "CARD_INSERTED"
     CARD_REMOVED = "CARD_REMOVED"
+    PAPER_LOW = "PAPER_LOW"  # the near-end sensor: little paper left (a warning only)
+    PAPER_LOW_OK = "PAPER_LOW_OK"
+    PRINTER_MISSING = "PRINTER_MISSING"  # the printer's presence line: no printer
+    PRINTER_OK = "PRINTER_OK"
+    SHUTDOWN = "SHUTDOWN"  # battery empty (cut-off) or too low to start: the terminal powers off
+
+
+class ShutdownReason(enum.StrEnum):
+    """``reason`` of EV SHUTDOWN (and of the harness ``power_off`` notice)."""
+
+    CUTOFF = "cutoff"  # running, the rail stayed at or below the cut-off: battery empty
+    CRITICAL = "critical"  # at power-on the rail was at or below critical: too low to start
+
+
+class FaultCode(enum.StrEnum):
+    """Self-test fault codes (docs/terminal-behaviour.md, "Fault codes (TS-17)"): one per failing
+    part, carried in READY ``faults``, in STATUS ``faults`` (the active ones, first) and in the
+    ``fault`` field of the EV that reports the part failing.  Grammar: ``E`` + 2 digits
+    (:data:`FAULT_CODE_PATTERN`); the first digit is the part (0 printer, 1 battery)."""
+
+    PRINTER_MISSING = "E01"
+    PAPER_OUT = "E02"
+    PAPER_LOW = "E03"
+    BATTERY_LOW = "E11"
+    BATTERY_CRITICAL = "E12"
+
+
+#: What the display shows for each fault code (the manual's table).
+FAULT_TEXTS: Mapping[FaultCode, str] = MappingProxyType({
+    FaultCode.PRINTER_MISSING: "E01 打印机未连接 PRINTER MISSING",
+    FaultCode.PAPER_OUT: "E02 打印机缺纸 PAPER OUT",
+    FaultCode.PAPER_LOW: "E03 纸将用完 PAPER LOW",
+    FaultCode.BATTERY_LOW: "E11 电量低 BATTERY LOW",
+    FaultCode.BATTERY_CRITICAL: "E12 电量严重不足 BATTERY CRITICAL",
+})
+
+FAULT_CODE_PATTERN = re.compile(r"^E\d{2}$")
+"""An item of a ``faults`` list that is a fault code (the rest of STATUS ``faults`` are the
+names of the last errors met, e.g. ``COMMS_ERROR``)."""
+
+
+def parse_fault_codes(value: str, where: str) -> tuple[FaultCode, ...]:
+    """The fault codes in a comma-separated field (READY ``faults``, EV ``fault``, STATUS
+    ``faults``), in order.  Items that are not in the fault-code grammar (STATUS's error
+    history) are skipped; one in the grammar that is no :class:`FaultCode` is a DecodeError
+    naming *where* (e.g. ``ECR message ST: field faults``)."""
+    out: list[FaultCode] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not FAULT_CODE_PATTERN.match(item):
+            continue
+        try:
+            out.append(FaultCode(item))
+        except ValueError:
+            raise DecodeError(f"{where}: unknown fault code {item!r}; known: "
+                              f"{', '.join(FaultCode)}") from None
+    return tuple(out)
 
 
 class Prompt(enum.StrEnum):
@@ -624,8 +682,10 @@ _FIXED_SPECS: tuple[MessageSpec, ...] = (
     MessageSpec(MsgCode.ERROR, "ERROR", "terminal", Kind.RESPONSE, ("rc",),
                 doc="answer to a request the terminal could not decode"),
     # terminal → rig unsolicited
-    MessageSpec(MsgCode.READY, "READY", "terminal", Kind.EVENT, doc="boot complete"),
-    MessageSpec(MsgCode.EVENT, "EVENT", "terminal", Kind.EVENT, ("code",), doc="display event"),
+    MessageSpec(MsgCode.READY, "READY", "terminal", Kind.EVENT,
+                doc="boot complete; faults = the self-test's fault codes"),
+    MessageSpec(MsgCode.EVENT, "EVENT", "terminal", Kind.EVENT, ("code",),
+                doc="display event; fault = the fault code of a part that failed"),
     MessageSpec(MsgCode.PROGRESS, "PROGRESS", "terminal", Kind.EVENT, ("code",),
                 doc="transaction progress"),
     MessageSpec(MsgCode.PRINT, "PRINT", "terminal", Kind.EVENT, ("copy", "text"),

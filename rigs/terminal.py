@@ -72,8 +72,12 @@ class TerminalCheck:
 TERMINAL_CHECKS = (
     TerminalCheck(lambda st: st.card_present, ecr.EventCode.CARD_REMOVED,
                   lambda st: "a card is still in the slot"),
+    TerminalCheck(lambda st: not st.printer_present, ecr.EventCode.PRINTER_OK,
+                  lambda st: "printer presence line says no printer"),
     TerminalCheck(lambda st: not st.paper_present, ecr.EventCode.PAPER_OK,
                   lambda st: "paper sensor says no paper"),
+    TerminalCheck(lambda st: st.paper_low, ecr.EventCode.PAPER_LOW_OK,
+                  lambda st: "paper near-end sensor says paper low"),
     TerminalCheck(lambda st: st.battery_low, ecr.EventCode.BATTERY_OK,
                   lambda st: f"battery low at {st.supply_volts or 0:.2f} V"),
 )
@@ -85,6 +89,15 @@ class TerminalEvent:
     code: str  # e.g. READY, PAPER_OUT, INSERT_CARD, ENTER_PIN, PRINT
     text: str
     t: float  # seconds since the driver was opened
+    #: READY: the self-test's fault codes; EV: the fault code of the part it reports failing
+    #: (EV SHUTDOWN: the battery's); () otherwise.
+    faults: tuple[ecr.FaultCode, ...] = ()
+
+
+def _event_faults(msg: ecr.Message) -> tuple[ecr.FaultCode, ...]:
+    """READY ``faults`` / EV ``fault``; an unknown code is a DecodeError naming the field."""
+    key = "faults" if msg.code == ecr.MsgCode.READY else "fault"
+    return ecr.parse_fault_codes(msg.get(key), f"ECR message {msg.code}: field {key}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,12 @@ def _flag(msg: ecr.Message, key: str) -> bool:
     return value == "1"
 
 
+def _flag_default(msg: ecr.Message, key: str, default: bool) -> bool:
+    """As :func:`_flag`, *default* when the field is absent (a terminal that does not report
+    it)."""
+    return default if msg.get(key) == "" else _flag(msg, key)
+
+
 def _clock(msg: ecr.Message, key: str) -> datetime.datetime | None:
     value = msg.get(key)
     if not value:
@@ -158,7 +177,7 @@ class TerminalStatus:
     battery_low: bool
     supply_volts: float | None
     batch_no: str
-    fault_codes: tuple[str, ...]
+    fault_codes: tuple[str, ...]  # the ``faults`` field as sent: active codes, then errors met
     clock: datetime.datetime | None = None  # the terminal's own clock
     reversal_pending: bool = False
     journal_entries: int = 0  # journal entries in the open batch
@@ -166,6 +185,11 @@ class TerminalStatus:
     daily_limit: int | None = None
     refund_limit: int | None = None
     day_sales: int = 0  # approved sales of the terminal's business day (what daily_limit sees)
+    #: The fault code of every part failing now (E01 printer missing, E02 paper out…), in code
+    #: order: the fault-code items of ``faults`` (docs/terminal-behaviour.md, TS-17).
+    faults: tuple[ecr.FaultCode, ...] = ()
+    printer_present: bool = True
+    paper_low: bool = False
 
     @classmethod
     def from_message(cls, msg: ecr.Message) -> TerminalStatus:
@@ -184,7 +208,10 @@ class TerminalStatus:
                    clock=_clock(msg, "clock"), reversal_pending=_flag(msg, "reversal"),
                    journal_entries=_count(msg, "journal"),
                    txn_limit=_digits(msg, "txn_limit"), daily_limit=_digits(msg, "daily_limit"),
-                   refund_limit=_digits(msg, "refund_limit"), day_sales=_count(msg, "day_sales"))
+                   refund_limit=_digits(msg, "refund_limit"), day_sales=_count(msg, "day_sales"),
+                   faults=ecr.parse_fault_codes(faults, "ECR message ST: field faults"),
+                   printer_present=_flag_default(msg, "printer", True),
+                   paper_low=_flag(msg, "paper_low"))
 
 
 @dataclass(frozen=True)
@@ -765,15 +792,21 @@ class SerialTerminalLink(Driver):
             spec = self._specs[("terminal", msg.code)]
             if spec.kind is ecr.Kind.EVENT:
                 kind, code, text = spec.name, _EVENT_CODES[msg.code](msg), msg.get("text")
+                try:
+                    faults = _event_faults(msg)
+                except DecodeError as exc:  # the reader thread must live on: say it, keep it
+                    log.warning("%r: %s", self, exc)
+                    faults = ()
                 if msg.code == ecr.MsgCode.READY:
                     self._epoch += 1
                     self._link.retransmit_now(time.monotonic())
                 if msg.code == ecr.MsgCode.PRINT:
                     self._receipts.append(scrub(text))
                 self._events.append(TerminalEvent(kind, code, scrub(text),
-                                                  time.monotonic() - self._t0))
+                                                  time.monotonic() - self._t0, faults))
                 shown = f"{msg.get('copy')} copy" if msg.code == ecr.MsgCode.PRINT else text
-                self.event_sink.publish(Source.TERMINAL, kind.lower(), code, shown)
+                self.event_sink.publish(Source.TERMINAL, kind.lower(), code, shown,
+                                        data={"faults": ",".join(faults)} if faults else None)
             else:
                 self._responses[msg.code] = msg
                 self.event_sink.publish(Source.TERMINAL, "response", msg.code,

@@ -7,9 +7,12 @@ One process (``python -m sim serve``, started detached by ``python -m sim up``) 
 - a private pcscd with vpcd readers and the virtual EMV cards (``sim.pcsc``, ``sim.card``);
 - the SCPI power supply and relay unit servers on 127.0.0.1 (``sim.scpi``);
 - the ECR pty and the probe-link pty, kept open across terminal power cycles;
-- the terminal firmware process, started in ``dut`` when the supply output comes on at or above
-  brown-out and SIGKILLed the moment it goes off or sags below brown-out;
-- the harness between the firmware and the bench (rail voltage, paper sensor, card slot).
+- the terminal firmware process, started in ``dut`` once the supply rail has been at or above
+  brown-out for the power-on reset time, SIGKILLed the moment it goes off or sags below
+  brown-out, and when the firmware says it switched itself off (started again above the
+  profile's restart voltage); the decisions are :class:`sim.powerpath.TerminalPowerPath`'s;
+- the harness between the firmware and the bench (rail voltage, the printer's lines through the
+  relay unit, card slot).
 
 Parts can be left out (``python -m sim up --without ledger,network``, :data:`PARTS`): without
 ``ledger`` the bench file has no ``host.ledger`` (the rig cannot read the acquirer's ledger, as in
@@ -41,9 +44,10 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -52,6 +56,7 @@ from protocols.errors import ConfigError, DecodeError, NoResponse, SimError
 from protocols.jsonlines import JsonLineBuffer, encode_line
 from sim import netns
 from sim.card.profile import load_profile as load_card_profile
+from sim.powerpath import Boot, Kill, PowerAction, Rail, TerminalPowerPath
 from sim.procs import (
     ProcRecord,
     StateFile,
@@ -61,12 +66,11 @@ from sim.procs import (
     spawn,
     spawn_until_ready,
 )
-from sim.terminal.profile import Profile, load_profile
+from sim.terminal.profile import BROWNOUT_VOLTS, Profile, load_profile
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-BROWNOUT_VOLTS = 6.00  # the terminal profile has no brown-out: the supply simulator's fact
 HOST_PORT = 8583
 TERMINAL_PROFILE = REPO / "fixtures/terminal/profile.yaml"
 CARDS_DIR = REPO / "fixtures/cards"
@@ -78,6 +82,16 @@ BENCH_ROLES = ("operator", "admin")
 PCSC_NS = "pcsc"
 STATE_NAME = "state.json"
 READY_BOUND = 30.0
+#: Relay unit wiring of the virtual bench: the terminal line each channel is wired across
+#: (bench file ``switch.channels``); closed, the line reads the fault.
+RELAY_WIRING: Mapping[str, int] = MappingProxyType({
+    "paper_sensor": 1, "paper_near_end": 2, "printer_presence": 3})
+#: The harness message (docs/internals.md) each wired line gives, closed or open.
+LINE_MESSAGES: Mapping[str, Callable[[bool], dict[str, Any]]] = MappingProxyType({
+    "paper_sensor": lambda closed: {"t": "paper", "present": not closed},
+    "paper_near_end": lambda closed: {"t": "paper_low", "low": closed},
+    "printer_presence": lambda closed: {"t": "printer", "present": not closed},
+})
 
 
 @dataclass
@@ -157,8 +171,8 @@ class VirtualBench:
         self.firmware: subprocess.Popen[bytes] | None = None
         self.firmware_record: ProcRecord | None = None
         self.harness: Harness | None = None
-        self.rail_volts = 0.0
-        self.paper_present = True
+        self.power_path: TerminalPowerPath | None = None  # built from the profile (build())
+        self.lines_closed = {name: False for name in RELAY_WIRING}  # relay state per line
         self._closers: list[Callable[[], object]] = []
 
     # -- thread-safe entry points (SCPI server threads, signal handlers) ---------------------
@@ -180,6 +194,9 @@ class VirtualBench:
         from sim.scpi import ScpiTcpServer
 
         profile = load_profile(TERMINAL_PROFILE)  # a bad profile stops here, before anything runs
+        self.power_path = TerminalPowerPath(brownout_volts=BROWNOUT_VOLTS,
+                                            restart_volts=profile.restart_volts,
+                                            power_on_reset_s=profile.power_on_reset_s)
         self.paths.workdir.mkdir(parents=True, exist_ok=True)
         self.paths.terminal_state.mkdir(exist_ok=True)
         netns.create(self.topo, kernel_bridge=self.kernel_bridge)
@@ -293,18 +310,26 @@ class VirtualBench:
             volts = float(self.psu.rail_volts)
         self._on_rail(volts)
 
-    def _on_rail(self, volts: float) -> None:
-        if volts == self.rail_volts:
-            return
-        self.rail_volts = volts
-        if volts < BROWNOUT_VOLTS:
-            self._power_down(f"rail at {volts:.2f} V < brown-out {BROWNOUT_VOLTS:.2f} V")
-        elif self.firmware is None:
-            self._power_up()
-        elif self.harness is not None:
-            self.harness.send({"t": "rail", "volts": round(volts, 3)})
+    def _power(self) -> TerminalPowerPath:
+        if self.power_path is None:
+            raise SimError("VirtualBench: the terminal's power path needs build() first")
+        return self.power_path
 
-    def _power_up(self) -> None:
+    def _on_rail(self, volts: float) -> None:
+        self._do_power(self._power().rail(volts, time.monotonic()))
+
+    def _do_power(self, actions: list[PowerAction]) -> None:
+        """Carry out what the power path decided."""
+        for action in actions:
+            if isinstance(action, Boot):
+                self._power_up(action)
+            elif isinstance(action, Kill):
+                self._power_down(action.why)
+                self._on_psu_changed()  # nothing draws current now: the rail may come back
+            elif isinstance(action, Rail) and self.harness is not None:
+                self.harness.send({"t": "rail", "volts": round(action.volts, 3)})
+
+    def _power_up(self, boot: Boot) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sel.unregister(self.ecr_master)  # the firmware reads the ECR line from now on
         argv = ["ip", "netns", "exec", self.topo.dut_ns, self.python, "-m", "sim.terminal",
@@ -325,9 +350,14 @@ class VirtualBench:
         ours.setblocking(False)
         self.sel.register(ours, selectors.EVENT_READ, self._on_harness)
         self._set_load("booting")
-        log.info("terminal powered up at %.2f V (pid %d)", self.rail_volts, self.firmware.pid)
-        self.harness.send({"t": "rail", "volts": round(self.rail_volts, 3)})
-        self.harness.send({"t": "paper", "present": self.paper_present})
+        if boot.attempt > 1:
+            log.warning("terminal power-up attempt %d at %.2f V (pid %d): the last one died "
+                        "booting", boot.attempt, boot.volts, self.firmware.pid)
+        else:
+            log.info("terminal powered up at %.2f V (pid %d)", boot.volts, self.firmware.pid)
+        self.harness.send({"t": "rail", "volts": round(boot.volts, 3)})
+        for name, closed in self.lines_closed.items():
+            self.harness.send(LINE_MESSAGES[name](closed))
         for msg in self.probe.harness_connected(time.monotonic()).harness_out:
             self.harness.send(msg)
 
@@ -337,7 +367,7 @@ class VirtualBench:
         assert self.firmware_record is not None
         kill(self.firmware_record)  # SIGKILL at once: no goodbye, as when the battery is pulled
         self.firmware.wait(timeout=5)
-        log.info("terminal lost power (%s)", why)
+        log.info("terminal lost power (%s%s)", why, self._current_limit_note())
         self.firmware = None
         self.firmware_record = None
         if self.harness is not None:
@@ -349,24 +379,50 @@ class VirtualBench:
         self._write_probe(self.probe.harness_disconnected(time.monotonic()).link_out)
         self._save_state()
 
+    def _current_limit_note(self) -> str:
+        """Why the rail sagged, when the supply is in current limit (said in the log)."""
+        with self.psu_server.lock:
+            if not self.psu.constant_current:
+                return ""
+            return (f"; the supply is in current limit: {self.psu.amps_limit:.2f} A, the "
+                    f"terminal draws {self.psu.load_demand_amps:.2f} A "
+                    f"{self.psu.load_state}")
+
     def _on_firmware_exit(self) -> None:
-        if self.firmware is not None and self.firmware.poll() is not None:
-            code = self.firmware.returncode
-            log.error("terminal firmware exited by itself with code %s (see terminal.log)", code)
-            self._power_down(f"firmware exited with code {code}")
+        """The process ended: first what it said before it went (a ``power_off`` notice),
+        then, if it just died, a crash."""
+        while self.harness is not None:
+            try:
+                data = self.harness.sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self._harness_messages(data)
+        self._firmware_gone()
 
-    # -- paper sensor ------------------------------------------------------------------------
+    def _firmware_gone(self) -> None:
+        if self.firmware is None:
+            return
+        code = self.firmware.poll()
+        log.error("terminal firmware ended by itself (exit code %s; see terminal.log)", code)
+        self._do_power(self._power().exited(code))
+
+    # -- the printer's lines ------------------------------------------------------------------
     def _relay_after(self, relay: Any) -> None:
-        """Sampled in the SCPI server thread (see _psu_after): ch1 closed shunts the paper
-        sensor, so the terminal reads "paper out"."""
-        present = not relay.closed(1)
-        self.call_soon(lambda: self._on_paper(present))
+        """Sampled in the SCPI server thread (see _psu_after): each wired channel closed makes
+        its line read the fault (:data:`RELAY_WIRING`): no paper, paper low, no printer."""
+        closed = {name: bool(relay.closed(ch)) for name, ch in RELAY_WIRING.items()}
+        self.call_soon(lambda: self._on_lines(closed))
 
-    def _on_paper(self, present: bool) -> None:
-        if present != self.paper_present:
-            self.paper_present = present
-            if self.harness is not None:
-                self.harness.send({"t": "paper", "present": present})
+    def _on_lines(self, closed: Mapping[str, bool]) -> None:
+        for name, now_closed in closed.items():
+            if now_closed != self.lines_closed[name]:
+                self.lines_closed[name] = now_closed
+                if self.harness is not None:
+                    self.harness.send(LINE_MESSAGES[name](now_closed))
 
     # -- the probe and the harness -----------------------------------------------------------
     def _on_probe_bytes(self) -> None:
@@ -404,17 +460,32 @@ class VirtualBench:
         except OSError:
             data = b""
         if not data:
-            self._on_firmware_exit()
+            self._firmware_gone()
             return
+        self._harness_messages(data)
+
+    def _harness_messages(self, data: bytes) -> None:
+        assert self.harness is not None
         try:
             messages = self.harness.feed(data)
         except DecodeError as exc:  # a firmware bug: say so, keep the bench up
             log.error("%s", exc)
             return
         for msg in messages:
+            if self.harness is None:  # a message before this one cut the power
+                log.info("terminal: harness message %r after its power went: dropped",
+                         msg.get("t"))
+                continue
             if msg["t"] == "load":
-                self._set_load(str(msg.get("state", "idle")))
+                state = str(msg.get("state", "idle"))
+                self._set_load(state)
+                if state != "booting":
+                    self._power().booted()
                 self._on_psu_changed()  # in constant current the rail follows the load
+            elif msg["t"] == "power_off":
+                log.warning("terminal switched itself off (%s at %s V)", msg.get("reason"),
+                            msg.get("volts"))
+                self._do_power(self._power().powered_off(str(msg.get("reason"))))
             else:
                 out = self.probe.feed_harness(msg, time.monotonic())
                 self._write_probe(out.link_out)
@@ -458,10 +529,13 @@ class VirtualBench:
 
     def _loop(self) -> None:
         while not self.stopping:
-            deadline = self.probe.next_deadline()
-            timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+            deadlines = [t for t in (self.probe.next_deadline(), self._power().next_deadline())
+                         if t is not None]
+            timeout = 0.5 if not deadlines else min(0.5, max(0.0, min(deadlines)
+                                                             - time.monotonic()))
             for key, _ in self.sel.select(timeout=timeout):
                 key.data()
+            self._do_power(self._power().tick(time.monotonic()))  # the power-on reset ended
             if self.firmware is not None and self.firmware.poll() is not None:
                 self._on_firmware_exit()
             out = self.probe.poll(time.monotonic())
@@ -518,7 +592,7 @@ def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
         },
         "switch": {
             "resource": f"TCPIP0::127.0.0.1::{relay_port}::SOCKET",
-            "channels": {"paper_sensor": 1},
+            "channels": dict(RELAY_WIRING),
         },
     }
     if "network" not in parts:

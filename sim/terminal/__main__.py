@@ -2,7 +2,9 @@
 [--host 198.18.0.20:8583] [--terminal-id ID] [--merchant-id ID]``
 
 Started by the bench supervisor when the PSU output comes on; SIGTERM ends it cleanly, SIGKILL
-is a power loss.  Logs go to stderr (masked).  The state dir holds the NVRAM
+is a power loss.  It also ends by itself (exit 0) after it switched itself off (battery
+cut-off, or too low to start): its last word is the harness notice ``{"t":"power_off"}``, on
+which the supervisor cuts its power anyway.  Logs go to stderr (masked).  The state dir holds the NVRAM
 (``terminal-nvram.json``) and the journal (``terminal-journal.sqlite``, WAL).
 """
 

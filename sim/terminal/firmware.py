@@ -3,7 +3,8 @@
 Inputs: ECR messages (:meth:`TerminalFirmware.on_ecr`), harness messages (:meth:`on_harness`),
 results of blocking work (:meth:`on_job`) and the passing of time (:meth:`tick`), each with
 ``now`` (monotonic seconds) passed in.  Outputs: a list of actions — :class:`SendEcr`,
-:class:`SendHarness`, :class:`StartJob`, :class:`FlushEcr` — that the runner carries out.
+:class:`SendHarness`, :class:`StartJob`, :class:`FlushEcr`, :class:`Freeze`,
+:class:`PowerOff` — that the runner carries out.
 
 Blocking work (the EMV kernel over the card slot, the acquirer's TCP exchanges) is described by
 a job (:class:`ChipJob`, :class:`SignInJob`, :class:`AuthJob`, :class:`ReversalJob`,
@@ -18,12 +19,18 @@ unit-tested without sockets, files or sleeping.
 The business day (docs/business-day.md, docs/terminal-behaviour.md): operators and roles with
 lock-out, limits, the terminal's clock, the journal, reversals, reprint / query / totals,
 settlement with batch upload, shutdown.
+
+Power and printer faults (docs/terminal-behaviour.md, "Power" and "Printer"): the battery
+cut-off (the terminal shuts itself down), the hang of an MCU run below its operating voltage,
+the self-test's fault codes (:class:`~protocols.ecr.FaultCode`), the printer's presence and
+near-end sensors, and receipts continued after the paper ran out mid-receipt.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -33,8 +40,10 @@ from typing import Any, Protocol
 
 from protocols.ecr import (
     CLOCK_FORMAT,
+    FAULT_TEXTS,
     EntryMode,
     EventCode,
+    FaultCode,
     Key,
     Message,
     MsgCode,
@@ -42,6 +51,7 @@ from protocols.ecr import (
     PrintStatus,
     Prompt,
     Result,
+    ShutdownReason,
     TerminalState,
     TxnStatus,
 )
@@ -60,6 +70,7 @@ from protocols.transactions import (
 )
 from sim.terminal import books
 from sim.terminal.journal import (
+    REVERSAL_NO_RESPONSE,
     REVERSAL_OF_STAGE,
     REVERSAL_OTHER,
     CardData,
@@ -70,7 +81,14 @@ from sim.terminal.journal import (
     NewEntry,
 )
 from sim.terminal.nvram import NvramData, NvramStore
-from sim.terminal.printer import COPIES, HELD_MARK, REPRINT_MARK, ReceiptData, format_receipt
+from sim.terminal.printer import (
+    CONTINUED_MARK,
+    COPIES,
+    HELD_MARK,
+    REPRINT_MARK,
+    ReceiptData,
+    format_receipt,
+)
 from sim.terminal.profile import Operator as Operator  # the profile's names, importable from here
 from sim.terminal.profile import Profile as Profile
 from sim.terminal.profile import load_profile as load_profile
@@ -90,6 +108,10 @@ ADMIN = "admin"
 SIGN_IN_AGAIN = frozenset({"22", "77", "A0"})
 #: Journal states of the open batch that make it "unsettled" (shutdown refused).
 UNSETTLED_STATES = frozenset({EntryState.APPROVED, EntryState.REVERSAL_PENDING})
+#: Slack when comparing volts and instants (floats from JSON and sums of seconds).
+EPSILON = 1e-9
+#: The ``reason`` of the final answer to a request the terminal dropped as it shut down.
+SHUTDOWN_REASON = "shutdown"
 
 
 # ------------------------------------------------------------------------------------- actions
@@ -193,7 +215,24 @@ class StartJob:
     job: Job
 
 
-Action = SendEcr | SendHarness | FlushEcr | StartJob
+@dataclass(frozen=True)
+class Freeze:
+    """The MCU hung (its rail below the operating range, but not low enough for a reset): the
+    runner stops serving the ECR line (no ACK, no retransmission, nothing read) and the
+    firmware takes no input any more.  Only a power cycle (the bench kills the process) ends
+    it."""
+
+
+@dataclass(frozen=True)
+class PowerOff:
+    """The terminal powers itself off: the runner lets the ECR frames already queued go out
+    (bounded by the link's retransmission bound), then sends *notice* on the harness (the bench
+    cuts the process's power on it) and stops."""
+
+    notice: Mapping[str, Any]
+
+
+Action = SendEcr | SendHarness | FlushEcr | StartJob | Freeze | PowerOff
 
 
 @dataclass(frozen=True)
@@ -263,6 +302,13 @@ def perform(job: Job, services: Services) -> JobResult:
 
 State = TerminalState  # the firmware's states are the STATUS response's ``state`` vocabulary
 
+
+class Halt(enum.StrEnum):
+    """Why the firmware takes no input any more (never seen on the ECR line: it says nothing)."""
+
+    HUNG = "hung"  # the MCU ran below min_operating_volts: frozen until a power cycle
+    OFF = "off"  # it powered itself off (battery cut-off, or too low to start)
+
 TXN_STATES = frozenset({State.WAIT_CARD, State.READING_CARD, State.PIN_ENTRY, State.PROCESSING,
                         State.PRINTING})
 
@@ -280,6 +326,11 @@ DISPLAY: Mapping[str, str] = MappingProxyType({
     EventCode.CARD_REMOVED: "已取卡 CARD REMOVED",
     EventCode.LOW_BATTERY: "电量低 请充电 LOW BATTERY",
     EventCode.BATTERY_OK: "电量正常 BATTERY OK",
+    EventCode.PAPER_LOW: "纸将用完 PAPER LOW",
+    EventCode.PAPER_LOW_OK: "纸张充足 PAPER LOW CLEARED",
+    EventCode.PRINTER_MISSING: "打印机未连接 PRINTER MISSING",
+    EventCode.PRINTER_OK: "打印机已连接 PRINTER OK",
+    EventCode.SHUTDOWN: "电量耗尽 关机 BATTERY EMPTY: SHUTTING DOWN",
     Result.OK: "成功 OK",
     Result.APPROVED: "交易成功 APPROVED",
     Result.DECLINED: "交易拒绝 DECLINED",
@@ -299,6 +350,38 @@ DISPLAY: Mapping[str, str] = MappingProxyType({
     Result.DAILY_LIMIT_EXCEEDED: "超过当日限额 ABOVE DAILY LIMIT",
     Result.UNSETTLED_BATCH: "批次未结算 BATCH NOT SETTLED",
     Result.NOT_FOUND: "无此交易 NOT FOUND",
+    Result.NO_PRINTER: "打印机未连接 NO PRINTER",
+})
+
+#: EV SHUTDOWN's text for each reason.
+SHUTDOWN_TEXTS: Mapping[ShutdownReason, str] = MappingProxyType({
+    ShutdownReason.CUTOFF: DISPLAY[EventCode.SHUTDOWN],
+    ShutdownReason.CRITICAL: "电量严重不足 无法开机 BATTERY CRITICAL: SHUTTING DOWN",
+})
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """A line of the printer the harness reports (``{"t": <name>, <key>: bool}``): which
+    firmware attribute holds it, which reading means the part is failing, its fault code and
+    the events that say it failed and recovered."""
+
+    attr: str
+    key: str
+    failing: bool
+    fault: FaultCode
+    raised: EventCode
+    cleared: EventCode
+
+
+#: Harness message type → sensor, in the order a self-test reports them.
+SENSORS: Mapping[str, Sensor] = MappingProxyType({
+    "printer": Sensor("printer_present", "present", False, FaultCode.PRINTER_MISSING,
+                      EventCode.PRINTER_MISSING, EventCode.PRINTER_OK),
+    "paper": Sensor("paper_present", "present", False, FaultCode.PAPER_OUT,
+                    EventCode.PAPER_OUT, EventCode.PAPER_OK),
+    "paper_low": Sensor("paper_low", "low", True, FaultCode.PAPER_LOW,
+                        EventCode.PAPER_LOW, EventCode.PAPER_LOW_OK),
 })
 
 LOAD_OF_STATE: Mapping[State, str] = {
@@ -351,12 +434,28 @@ class _Txn:
     result: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Page:
+    """One receipt copy to print.  *entry_id*: the journal entry it is a copy of (0: a reprint,
+    nothing to record); *index*: which copy of it; *last*: once it is out the entry counts as
+    printed (``held``: printed at boot, after a power cut)."""
+
+    copy: str
+    text: str
+    entry_id: int = 0
+    index: int = 0
+    last: bool = False
+    held: bool = False
+
+
 @dataclass
 class _Printing:
-    """Receipt copies still to print and what comes after (called with print_ok)."""
+    """Receipt copies still to print and what comes after (called with print_ok).  *request*:
+    the ECR code whose answer waits for the end of the printing ('' when none does)."""
 
-    pages: list[tuple[str, str]]
+    pages: list[_Page]
     then: Callable[[bool, float], list[Action]]
+    request: str = ""
 
 
 @dataclass
@@ -411,7 +510,13 @@ class TerminalFirmware:
         self.keys: Any = None  # WorkingKeys, RAM only
         self._signed_day: str | None = None  # terminal date (YYYYMMDD) of the last sign-in
         self.paper_present = True
+        self.paper_low = False
+        self.printer_present = True
         self.volts = profile.nominal_volts
+        self.halted: Halt | None = None
+        self._cutoff_since: float | None = None  # the rail at or below cutoff_volts since
+        self._hang_since: float | None = None  # the rail below min_operating_volts since
+        self._owed = False  # approved receipts not printed yet (journal): print when possible
         self.card_present = False
         self.faults: list[str] = []
         self.nv: NvramData = nvram.load()
@@ -437,7 +542,8 @@ class TerminalFirmware:
             requests[row.ecr_code] = self._txn_handler(row)
         self._requests: Mapping[str, RequestHandler] = MappingProxyType(requests)
         self._harness: Mapping[str, Callable[[Mapping[str, Any], float], list[Action]]] = {
-            "rail": self._hw_rail, "paper": self._hw_paper, "card": self._hw_card,
+            "rail": self._hw_rail, "card": self._hw_card,
+            **{name: self._hw_sensor(sensor) for name, sensor in SENSORS.items()},
         }
         self._timers: Mapping[str, Callable[[float], list[Action]]] = {
             "boot": self._t_boot, "card_wait": self._t_txn_timeout,
@@ -474,14 +580,46 @@ class TerminalFirmware:
 
     @property
     def battery_low(self) -> bool:
-        return self.volts <= self.profile.low_battery_volts + 1e-9
+        return self.volts <= self.profile.low_battery_volts + EPSILON
+
+    @property
+    def battery_critical(self) -> bool:
+        return self.volts <= self.profile.critical_volts + EPSILON
+
+    @property
+    def battery_fault(self) -> FaultCode | None:
+        """E12 at or below ``critical_volts``, E11 at or below ``low_battery_volts``."""
+        if self.battery_critical:
+            return FaultCode.BATTERY_CRITICAL
+        return FaultCode.BATTERY_LOW if self.battery_low else None
+
+    @property
+    def can_print(self) -> bool:
+        return self.printer_present and self.paper_present
+
+    def fault_codes(self) -> tuple[FaultCode, ...]:
+        """The fault code of every part failing now, in code order (docs/terminal-behaviour.md,
+        "Fault codes (TS-17)")."""
+        codes = {s.fault for s in SENSORS.values() if getattr(self, s.attr) == s.failing}
+        battery = self.battery_fault
+        if battery is not None:
+            codes.add(battery)
+        return tuple(code for code in FaultCode if code in codes)
 
     def limit(self, name: str) -> int:
         """Limit *name* in force: an admin's PARAMETER, else the profile's."""
         return self.nv.limit_overrides.get(name, self.profile.limit(name))
 
     def next_deadline(self) -> float | None:
-        return self._timer[0] if self._timer else None
+        if self.halted is not None:
+            return None
+        p = self.profile
+        times = [t for t in (
+            self._timer[0] if self._timer else None,
+            None if self._cutoff_since is None else self._cutoff_since + p.cutoff_debounce_s,
+            None if self._hang_since is None else self._hang_since + p.hang_after_s,
+        ) if t is not None]
+        return min(times) if times else None
 
     # ---- inputs
     def start(self, now: float) -> list[Action]:
@@ -491,17 +629,49 @@ class TerminalFirmware:
         for entry in self.journal.recover():
             log.warning("terminal: %s had no answer before the power went: reversal pending",
                         entry.describe())
+        self._owed = bool(self.journal.unprinted())
+        self._track_rail(now)
         self._timer = (now + self.profile.boot_s, "boot")
         return [FlushEcr(), *self._set_state(State.BOOTING)]
 
     def tick(self, now: float) -> list[Action]:
-        if self._timer is None or now < self._timer[0]:
-            return []
-        _, name = self._timer
-        self._timer = None
-        return self._timers[name](now)
+        def due() -> list[Action]:
+            if self._timer is None or now < self._timer[0]:
+                return []
+            _, name = self._timer
+            self._timer = None
+            return self._timers[name](now)
+
+        return self._input(now, due)
 
     def on_ecr(self, msg: Message, now: float) -> list[Action]:
+        return self._input(now, lambda: self._on_ecr(msg, now))
+
+    def on_bad_request(self, error: str) -> list[Action]:
+        """A request frame arrived intact but its payload did not decode."""
+        if self.halted is not None:
+            return []
+        return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST, text=error[:200])]
+
+    def on_harness(self, obj: Mapping[str, Any], now: float) -> list[Action]:
+        return self._input(now, lambda: self._on_harness(obj, now))
+
+    def on_job(self, result: JobResult, now: float) -> list[Action]:
+        return self._input(now, lambda: self._on_job(result, now))
+
+    def _input(self, now: float, handle: Callable[[], list[Action]]) -> list[Action]:
+        """Every input: first what the rail did since the last one (a hang or a cut-off that
+        fell due: then the input is not seen), then the input, then what the terminal does by
+        itself once idle."""
+        out = self._power_due(now)
+        if self.halted is not None:
+            return out
+        out += handle()
+        if self.halted is None:
+            out += self._idle_work(now)
+        return out
+
+    def _on_ecr(self, msg: Message, now: float) -> list[Action]:
         handler = self._requests.get(msg.code)
         if handler is None:
             return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST,
@@ -510,18 +680,14 @@ class TerminalFirmware:
             return [self._respond(msg.code, Result.BUSY)]
         return handler(msg, now)
 
-    def on_bad_request(self, error: str) -> list[Action]:
-        """A request frame arrived intact but its payload did not decode."""
-        return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST, text=error[:200])]
-
-    def on_harness(self, obj: Mapping[str, Any], now: float) -> list[Action]:
+    def _on_harness(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         handler = self._harness.get(str(obj.get("t")))
         if handler is None:
             log.warning("terminal: ignoring harness message of type %r", obj.get("t"))
             return []
         return handler(obj, now)
 
-    def on_job(self, result: JobResult, now: float) -> list[Action]:
+    def _on_job(self, result: JobResult, now: float) -> list[Action]:
         if result.job_id != self._pending_job or self._pending_kind is None:
             log.warning("terminal: stale job result %s ignored", result.job_id)
             return []
@@ -543,10 +709,14 @@ class TerminalFirmware:
         return SendEcr(Message(str(code), {"rc": rc.value, **fields}))
 
     @staticmethod
-    def _event(code: EventCode | Prompt) -> SendEcr:
+    def _event(code: EventCode | Prompt, fault: FaultCode | None = None,
+               **extra: str) -> SendEcr:
+        """EV (or PG for a prompt); *fault*: the fault code of the part the event reports."""
         kind = MsgCode.PROGRESS if isinstance(code, Prompt) else MsgCode.EVENT
-        return SendEcr(Message(kind.value, {"code": code.value,
-                                            "text": DISPLAY.get(code, code.value)}))
+        fields = {"code": code.value, "text": DISPLAY.get(code, code.value)}
+        if fault is not None:
+            fields["fault"] = fault.value
+        return SendEcr(Message(kind.value, {**fields, **extra}))
 
     def _fault(self, code: str) -> None:
         self.faults = (self.faults + [str(code)])[-MAX_FAULTS:]
@@ -573,8 +743,10 @@ class TerminalFirmware:
         op = self.profile.operators.get(self.operator or "")
         return op.role if op is not None else ""
 
-    def _refusal(self, need_signed_in: bool, *, admin: bool = False) -> Result | None:
-        """Why a host operation cannot start now (None: it can)."""
+    def _refusal(self, need_signed_in: bool, *, admin: bool = False,
+                 prints: bool = True) -> Result | None:
+        """Why a host operation cannot start now (None: it can); one that *prints* a receipt
+        needs the printer and paper too."""
         if self.state is not State.IDLE:
             return Result.BUSY
         if self.operator is None:
@@ -585,7 +757,9 @@ class TerminalFirmware:
             return Result.NOT_SIGNED_IN
         if need_signed_in and self.battery_low:
             return Result.LOW_BATTERY
-        if need_signed_in and not self.paper_present:
+        if need_signed_in and prints and not self.printer_present:
+            return Result.NO_PRINTER
+        if need_signed_in and prints and not self.paper_present:
             return Result.PAPER_OUT
         return None
 
@@ -609,31 +783,35 @@ class TerminalFirmware:
 
     # ---- timers
     def _t_boot(self, now: float) -> list[Action]:
-        held = self.journal.unprinted()
-        if held and self.paper_present:
-            pages = [page for entry in held for page in self._pages(entry, HELD_MARK)]
-            log.info("terminal: printing %d held receipt(s) after a power cut", len(held))
-            ids = [e.id for e in held]
-
-            def ready(ok: bool, t: float) -> list[Action]:
-                if ok:
-                    for entry_id in ids:
-                        self.journal.printed(entry_id, held=True)
-                return self._ready()
-
-            return self._print(pages, ready, now, state=State.BOOTING)
+        """End of the self-test (POST): a battery too low to start powers the terminal off;
+        else the receipts owed are printed (held after a power cut, or continued), then
+        READY with the fault code of every failing part."""
+        if self.battery_critical:
+            return self._shutdown(ShutdownReason.CRITICAL, now)
+        owed = self.journal.unprinted()
+        if owed and self.can_print:
+            pages = [page for entry in owed for page in self._owed_pages(entry, held=True)]
+            log.info("terminal: printing %d receipt(s) owed since before the power went",
+                     len(owed))
+            return self._print(pages, lambda ok, t: self._ready(), now, state=State.BOOTING,
+                               prompt=False)
         return self._ready()
 
     def _ready(self) -> list[Action]:
+        faults = self.fault_codes()
         out: list[Action] = [SendEcr(Message(MsgCode.READY.value, {
             "fw": FIRMWARE_VERSION, "tid": self.profile.terminal_id,
-            "text": DISPLAY[EventCode.READY]}))]
-        if not self.paper_present:
-            self._fault(EventCode.PAPER_OUT)
-            out.append(self._event(EventCode.PAPER_OUT))
+            "text": DISPLAY[EventCode.READY], "faults": ",".join(faults)}))]
+        for sensor in SENSORS.values():
+            if getattr(self, sensor.attr) == sensor.failing:
+                self._fault(sensor.raised)
+                out.append(self._event(sensor.raised, sensor.fault))
         if self.battery_low:
             self._fault(EventCode.LOW_BATTERY)
-            out.append(self._event(EventCode.LOW_BATTERY))
+            out.append(self._event(EventCode.LOW_BATTERY, self.battery_fault))
+        if faults:
+            log.warning("terminal: self-test faults: %s",
+                        "; ".join(FAULT_TEXTS[code] for code in faults))
         return out + self._set_state(State.IDLE)
 
     def _t_txn_timeout(self, now: float) -> list[Action]:
@@ -642,12 +820,16 @@ class TerminalFirmware:
     def _t_print(self, now: float) -> list[Action]:
         printing = self._printing
         assert printing is not None
-        if not self.paper_present:
-            self._fault(Result.PAPER_OUT)
+        if not self.can_print:
+            self._fault(Result.PAPER_OUT if self.printer_present else Result.NO_PRINTER)
             self._printing = None
+            self._keep_unprinted(printing.pages)
             return printing.then(False, now)
-        copy, text = printing.pages.pop(0)
-        out: list[Action] = [SendEcr(Message(MsgCode.PRINT.value, {"copy": copy, "text": text}))]
+        page = printing.pages.pop(0)
+        out: list[Action] = [SendEcr(Message(MsgCode.PRINT.value, {"copy": page.copy,
+                                                                   "text": page.text}))]
+        if page.entry_id and page.last:
+            self.journal.printed(page.entry_id, held=page.held)
         if printing.pages:
             self._timer = (now + self.profile.print_copy_s, "print")
             return out
@@ -655,15 +837,59 @@ class TerminalFirmware:
         return out + printing.then(True, now)
 
     # ---- printing
-    def _print(self, pages: list[tuple[str, str]], then: Callable[[bool, float], list[Action]],
-               now: float, *, state: State = State.PRINTING) -> list[Action]:
-        """Print *pages* one copy per ``print_copy_s``; then ``then(print_ok, now)``."""
-        self._printing = _Printing(list(pages), then)
+    def _print(self, pages: list[_Page], then: Callable[[bool, float], list[Action]],
+               now: float, *, state: State = State.PRINTING, prompt: bool = True,
+               request: str = "") -> list[Action]:
+        """Print *pages* one copy per ``print_copy_s``; then ``then(print_ok, now)``.  A receipt
+        whose last copy is out counts as printed in the journal; one the paper ran out on keeps
+        the copies not printed (:meth:`_keep_unprinted`)."""
+        self._printing = _Printing(list(pages), then, request)
         self._timer = (now + self.profile.print_copy_s, "print")
         out = self._set_state(state, load=LOAD_OF_STATE[State.PRINTING])
-        return out + ([self._event(Prompt.PRINTING)] if state is State.PRINTING else [])
+        return out + ([self._event(Prompt.PRINTING)] if prompt else [])
 
-    def _pages(self, entry: JournalEntry, mark: str = "") -> list[tuple[str, str]]:
+    def _keep_unprinted(self, pages: list[_Page]) -> None:
+        """The paper ran out (or the printer went) with *pages* not printed: each receipt among
+        them keeps its copies not printed in the journal, printed continued later."""
+        done: set[int] = set()
+        for page in pages:
+            if page.entry_id and page.entry_id not in done:
+                done.add(page.entry_id)
+                entry = self.journal.print_incomplete(page.entry_id, page.index)
+                log.warning("terminal: receipt of %s incomplete: %d of %d copies out, the rest "
+                            "owed", entry.describe(), page.index, len(COPIES))
+                self._owed = True
+
+    def _owed_pages(self, entry: JournalEntry, *, held: bool) -> list[_Page]:
+        """The copies an approved entry still owes: those left when the paper ran out, marked
+        continued; all of them, marked held, when the power went before any was known out."""
+        if entry.incomplete:
+            return self._pages(entry, CONTINUED_MARK, held=held)[entry.copies_printed:]
+        return self._pages(entry, HELD_MARK, held=held)
+
+    def _idle_work(self, now: float) -> list[Action]:
+        """What the terminal does by itself once idle: print the receipts it owes, as soon as
+        the printer can."""
+        if not (self._owed and self.state is State.IDLE and self._printing is None
+                and self.can_print):
+            return []
+        owed = self.journal.unprinted()
+        if not owed:
+            self._owed = False
+            return []
+        log.info("terminal: printing %d receipt(s) owed (%s)", len(owed),
+                 ", ".join(e.describe() for e in owed))
+        pages = [page for entry in owed for page in self._owed_pages(entry, held=False)]
+
+        def done(ok: bool, t: float) -> list[Action]:
+            return self._set_state(State.IDLE)
+
+        return self._print(pages, done, now, prompt=False)
+
+    def _pages(self, entry: JournalEntry, mark: str = "", *, record: bool = True,
+               held: bool = False) -> list[_Page]:
+        """Every copy of *entry*'s receipt; *record*: printing its last copy counts the entry
+        as printed (not for a reprint)."""
         row = self.transactions.get(entry.txn_type)
         when = datetime.datetime.strptime(entry.created, CLOCK_FORMAT)
         data = ReceiptData(
@@ -673,7 +899,9 @@ class TerminalFirmware:
             masked_pan=entry.masked_pan, app_label=entry.app_label,
             amount_minor=entry.amount_minor, currency_code=entry.currency, when=when,
             title=row.receipt_title, original=books.describe_original(entry), mark=mark)
-        return [(str(copy), format_receipt(copy, data)) for copy in COPIES]
+        return [_Page(str(copy), format_receipt(copy, data), entry.id if record else 0, index,
+                      index == len(COPIES) - 1, held)
+                for index, copy in enumerate(COPIES)]
 
     # ---- requests: status, operators, parameters
     def _req_status(self, msg: Message, now: float) -> list[Action]:
@@ -682,9 +910,12 @@ class TerminalFirmware:
             "rc": Result.OK.value, "state": self.state.value,
             "signed_in": "1" if self.signed_in else "0", "operator": self.operator or "",
             "paper": "1" if self.paper_present else "0",
+            "paper_low": "1" if self.paper_low else "0",
+            "printer": "1" if self.printer_present else "0",
             "card": "1" if self.card_present else "0",
             "battery_low": "1" if self.battery_low else "0", "volts": f"{self.volts:.2f}",
-            "batch": f"{self.nv.batch_no:06d}", "faults": ",".join(self.faults),
+            "batch": f"{self.nv.batch_no:06d}",
+            "faults": ",".join([*self.fault_codes(), *self.faults]),
             "clock": self.terminal_time().strftime(CLOCK_FORMAT),
             "reversal": "1" if self.journal.pending_reversals() else "0",
             "journal": str(len(batch)),
@@ -839,7 +1070,7 @@ class TerminalFirmware:
                     f"orrn + odate; none given"))]
         refusal = self._refusal(need_signed_in=True)
         if refusal is not None:
-            if refusal in (Result.PAPER_OUT, Result.LOW_BATTERY):
+            if refusal in (Result.PAPER_OUT, Result.LOW_BATTERY, Result.NO_PRINTER):
                 self._fault(refusal)
             return [self._respond(code, refusal)]
         txn = _Txn(row, int(amount) if amount else 0, currency, original)
@@ -978,9 +1209,11 @@ class TerminalFirmware:
         refused = self._local_refusal(MsgCode.REPRINT)
         if refused is not None:
             return [refused]
-        if not self.paper_present:
-            self._fault(Result.PAPER_OUT)
-            return [self._respond(MsgCode.REPRINT, Result.PAPER_OUT)]
+        for lacking, rc in ((not self.printer_present, Result.NO_PRINTER),
+                            (not self.paper_present, Result.PAPER_OUT)):
+            if lacking:
+                self._fault(rc)
+                return [self._respond(MsgCode.REPRINT, rc)]
         last = self.journal.last_printed()
         if last is None:
             return [self._respond(MsgCode.REPRINT, Result.NOT_FOUND,
@@ -992,7 +1225,8 @@ class TerminalFirmware:
                                   batch=last.batch_text, rrn=last.rrn, print=status.value),
                     *self._set_state(State.IDLE)]
 
-        return self._print(self._pages(last, REPRINT_MARK), done, now)
+        return self._print(self._pages(last, REPRINT_MARK, record=False), done, now,
+                           request=MsgCode.REPRINT)
 
     def _req_query(self, msg: Message, now: float) -> list[Action]:
         refused = self._local_refusal(MsgCode.QUERY)
@@ -1052,8 +1286,8 @@ class TerminalFirmware:
     def _req_settle(self, msg: Message, now: float) -> list[Action]:
         """Admin only, signed in, battery fine (a settlement prints nothing: paper not needed);
         reversals owed go first."""
-        refusal = self._refusal(need_signed_in=True, admin=True)
-        if refusal is not None and refusal is not Result.PAPER_OUT:
+        refusal = self._refusal(need_signed_in=True, admin=True, prints=False)
+        if refusal is not None:
             return [self._refuse(MsgCode.SETTLE, refusal)]
         out = [*self._set_state(State.PROCESSING), self._event(Prompt.PROCESSING),
                self._event(Prompt.CONNECTING)]
@@ -1201,22 +1435,122 @@ class TerminalFirmware:
     def _hw_rail(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         was_low = self.battery_low
         self.volts = float(obj.get("volts", self.volts))
+        self._track_rail(now)
         if self.battery_low == was_low or self.state is State.BOOTING:
             return []
         if self.battery_low:
             self._fault(EventCode.LOW_BATTERY)
-            return [self._event(EventCode.LOW_BATTERY)]
+            return [self._event(EventCode.LOW_BATTERY, self.battery_fault)]
         return [self._event(EventCode.BATTERY_OK)]
 
-    def _hw_paper(self, obj: Mapping[str, Any], now: float) -> list[Action]:
-        was = self.paper_present
-        self.paper_present = bool(obj.get("present"))
-        if self.paper_present == was or self.state is State.BOOTING:
+    def _hw_sensor(self, sensor: Sensor) -> Callable[[Mapping[str, Any], float], list[Action]]:
+        """The handler of one printer line (:data:`SENSORS`): an event when it changes (not
+        while booting: the self-test reports it after READY)."""
+        def handle(obj: Mapping[str, Any], now: float) -> list[Action]:
+            was = getattr(self, sensor.attr)
+            value = bool(obj.get(sensor.key))
+            setattr(self, sensor.attr, value)
+            if value == was or self.state is State.BOOTING:
+                return []
+            if value == sensor.failing:
+                self._fault(sensor.raised)
+                return [self._event(sensor.raised, sensor.fault)]
+            return [self._event(sensor.cleared)]
+
+        return handle
+
+    # ---- power
+    def _track_rail(self, now: float) -> None:
+        """Start or stop the two clocks the rail runs: at or below the cut-off, and below the
+        MCU's operating range."""
+        p = self.profile
+        if self.volts <= p.cutoff_volts + EPSILON:
+            self._cutoff_since = now if self._cutoff_since is None else self._cutoff_since
+        else:
+            self._cutoff_since = None
+        if self.volts < p.min_operating_volts - EPSILON:
+            self._hang_since = now if self._hang_since is None else self._hang_since
+        else:
+            self._hang_since = None
+
+    def _power_due(self, now: float) -> list[Action]:
+        """A hang or a cut-off whose time has come (the earlier one if both have)."""
+        if self.halted is not None:
             return []
-        if not self.paper_present:
-            self._fault(EventCode.PAPER_OUT)
-            return [self._event(EventCode.PAPER_OUT)]
-        return [self._event(EventCode.PAPER_OK)]
+        p = self.profile
+        due = []
+        if self._hang_since is not None:
+            due.append((self._hang_since + p.hang_after_s, 0))
+        if self._cutoff_since is not None:
+            due.append((self._cutoff_since + p.cutoff_debounce_s, 1))
+        ready = [d for d in due if d[0] <= now + EPSILON]
+        if not ready:
+            return []
+        _, which = min(ready)
+        return self._hang(now) if which == 0 else self._shutdown(ShutdownReason.CUTOFF, now)
+
+    def _hang(self, now: float) -> list[Action]:
+        """The MCU ran outside its voltage range without a reset (the brown-out detector trips
+        lower): it stops; nothing is answered, no timer runs, the load stays what it was."""
+        p = self.profile
+        self.halted = Halt.HUNG
+        self._timer = None
+        log.error("terminal: MCU hung: rail %.2f V below min_operating_volts %.2f V for %.0f ms "
+                  "(brown-out not reached, so no reset); only a power cycle recovers it",
+                  self.volts, p.min_operating_volts, p.hang_after_s * 1000)
+        return [Freeze()]
+
+    def _shutdown(self, reason: ShutdownReason, now: float) -> list[Action]:
+        """Battery empty (or too low to start): say so, end what was going on safely (the
+        journal first: a request that left becomes a pending reversal), power off."""
+        faults = self.fault_codes()
+        log.warning("terminal: shutting down (%s) at %.2f V; faults %s", reason, self.volts,
+                    ",".join(faults) or "none")
+        text = SHUTDOWN_TEXTS[reason]
+        out: list[Action] = [self._event(EventCode.SHUTDOWN, FaultCode.BATTERY_CRITICAL,
+                                         text=text, reason=reason.value,
+                                         faults=",".join(faults))]
+        self._fault(EventCode.SHUTDOWN)
+        out += self._abort(text)
+        self.halted = Halt.OFF
+        self._timer = None
+        self._cutoff_since = self._hang_since = None
+        out.append(PowerOff({"t": "power_off", "reason": reason.value,
+                             "volts": round(self.volts, 3)}))
+        return out
+
+    def _abort(self, text: str) -> list[Action]:
+        """Answer the request in progress as the terminal shuts down, keeping the journal
+        right: a request that may have reached the host is a pending reversal (98), as after a
+        power cut; an approved one whose receipt was printing keeps its copies not printed."""
+        out: list[Action] = []
+        txn, printing = self._txn, self._printing
+        if txn is not None:
+            entry = self.journal.get(txn.entry_id) if txn.entry_id else None
+            if entry is not None and entry.state is EntryState.PENDING:
+                self.journal.reversal_pending(entry.id, REVERSAL_NO_RESPONSE)
+                log.warning("terminal: %s in flight at shutdown: reversal pending",
+                            entry.describe())
+            if entry is not None and entry.state is EntryState.APPROVED:
+                if printing is not None:
+                    self._keep_unprinted(printing.pages)
+                out += self._finish(Result.APPROVED, print=PrintStatus.INCOMPLETE.value,
+                                    reason=SHUTDOWN_REASON)
+            else:
+                out += self._finish(Result.CANCELLED, reason=SHUTDOWN_REASON, text=text)
+        elif self._settlement is not None or self._reversals is not None:
+            out += self._settle_fail(Result.CANCELLED, text, {"reason": SHUTDOWN_REASON})
+        elif self.state is State.SIGNING_IN:
+            out.append(self._respond(MsgCode.SIGN_IN, Result.CANCELLED, text=text,
+                                     reason=SHUTDOWN_REASON))
+        elif printing is not None:
+            self._keep_unprinted(printing.pages)
+            if printing.request:
+                out.append(self._respond(printing.request, Result.CANCELLED, text=text,
+                                         reason=SHUTDOWN_REASON))
+        self._txn = self._printing = self._reversals = self._settlement = None
+        self._pending_job = self._pending_kind = None
+        return out
 
     def _hw_card(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         was = self.card_present
@@ -1389,7 +1723,6 @@ class TerminalFirmware:
                 "卡片已拔出 交易将冲正 CARD REMOVED: APPROVAL REVERSED"))
 
         def printed(ok: bool, t: float) -> list[Action]:
-            self.journal.printed(entry.id)
             status = PrintStatus.OK if ok else PrintStatus.INCOMPLETE
             return self._finish(Result.APPROVED, print=status.value)
 

@@ -14,6 +14,8 @@ NVRAM store: :class:`SqliteJournal` (the state dir's ``terminal-journal.sqlite``
   failure on an approval, or a card that declines the approval; :meth:`Journal.reversal_try`,
   :meth:`Journal.reversed` as the 0400s go and the 0410 comes;
 * :meth:`Journal.printed` — once both copies are out;
+* :meth:`Journal.print_incomplete` — the paper ran out (or the printer went) mid-receipt: how
+  many copies are out; the rest are owed and printed, marked continued, once it can print;
 * :meth:`Journal.recover` — at boot: every ``pending`` entry (its answer never came, or it
   never left) becomes ``reversal_pending``.
 
@@ -48,7 +50,12 @@ REVERSAL_OTHER = "06"
 #: reversal it calls for ('' = it never left, nothing to reverse).
 REVERSAL_OF_STAGE = {"connect": "", "send": REVERSAL_NO_RESPONSE,
                      "response": REVERSAL_NO_RESPONSE}
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Columns added by each schema version (a version-1 file is migrated when opened).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE entries ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE entries ADD COLUMN copies_printed INTEGER NOT NULL DEFAULT 0"),
+}
 BUSY_TIMEOUT_MS = 2000
 """Bound on waiting for another connection's lock (the terminal is the only writer)."""
 
@@ -119,8 +126,10 @@ class JournalEntry(NewEntry):
     host_date: str = ""  # MMDD of the host's answer (field 13), '' when absent
     reversal_reason: str = ""  # field 39 of the 0400: 98 no response, 06 other
     reversal_tries: int = 0
-    printed: bool = False
+    printed: bool = False  # every copy is out
     held: bool = False  # printed after a power cut
+    incomplete: bool = False  # the paper ran out mid-receipt (answered print=INCOMPLETE)
+    copies_printed: int = 0  # copies out when it did: the rest are owed (printed continued)
 
     @property
     def stan_text(self) -> str:
@@ -137,8 +146,9 @@ class JournalEntry(NewEntry):
 
 
 _COLUMNS = tuple(f.name for f in dataclasses.fields(JournalEntry))
-_BOOL_COLUMNS = frozenset({"printed", "held"})
-_INT_COLUMNS = frozenset({"batch_no", "stan", "amount_minor", "reversal_tries", "id"})
+_BOOL_COLUMNS = frozenset({"printed", "held", "incomplete"})
+_INT_COLUMNS = frozenset({"batch_no", "stan", "amount_minor", "reversal_tries", "id",
+                          "copies_printed"})
 
 
 class Journal(Protocol):
@@ -158,6 +168,8 @@ class Journal(Protocol):
     def reversed(self, entry_id: int) -> JournalEntry: ...
 
     def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry: ...
+
+    def print_incomplete(self, entry_id: int, copies_printed: int) -> JournalEntry: ...
 
     def close_batch(self, batch_no: int) -> int: ...
 
@@ -226,6 +238,17 @@ def _printed_change(journal: str, entry: JournalEntry, held: bool) -> dict[str, 
     return {"printed": True, "held": held}
 
 
+def _incomplete_change(journal: str, entry: JournalEntry, copies: int) -> dict[str, Any]:
+    _check(journal, "print_incomplete", entry, (EntryState.APPROVED,))
+    if entry.printed:
+        raise SimError(f"{journal}: print_incomplete({entry.describe()}) needs a receipt not "
+                       f"printed yet; it is printed")
+    if copies < entry.copies_printed:
+        raise SimError(f"{journal}: print_incomplete({entry.describe()}) copies_printed must "
+                       f"not go back from {entry.copies_printed}; got {copies}")
+    return {"incomplete": True, "copies_printed": copies}
+
+
 def _check_new(journal: str, entry: NewEntry) -> None:
     if entry.state not in (EntryState.PENDING, EntryState.REFUSED):
         raise SimError(f"{journal}: add({entry.txn_type} STAN {entry.stan:06d}) state must be "
@@ -284,6 +307,10 @@ class MemoryJournal:
     def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry:
         entry = self.get(entry_id)
         return self._apply(entry, _printed_change(repr(self), entry, held))
+
+    def print_incomplete(self, entry_id: int, copies_printed: int) -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _incomplete_change(repr(self), entry, copies_printed))
 
     def close_batch(self, batch_no: int) -> int:
         ids = [i for i in self._cards if self._entries[i].batch_no == batch_no]
@@ -347,7 +374,8 @@ CREATE TABLE IF NOT EXISTS entries (
     orig_rrn TEXT NOT NULL, orig_date TEXT NOT NULL, original_id INTEGER,
     result TEXT NOT NULL, text TEXT NOT NULL, response_code TEXT NOT NULL, rrn TEXT NOT NULL,
     auth_code TEXT NOT NULL, host_date TEXT NOT NULL, reversal_reason TEXT NOT NULL,
-    reversal_tries INTEGER NOT NULL, printed INTEGER NOT NULL, held INTEGER NOT NULL
+    reversal_tries INTEGER NOT NULL, printed INTEGER NOT NULL, held INTEGER NOT NULL,
+    incomplete INTEGER NOT NULL DEFAULT 0, copies_printed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_trace ON entries (batch_no, stan);
 CREATE INDEX IF NOT EXISTS entries_state ON entries (state);
@@ -386,16 +414,34 @@ class SqliteJournal:
             if str(mode).lower() != "wal":
                 raise SimError(f"{self!r}: open(): journal_mode is {mode}, expected wal")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, *range(1, SCHEMA_VERSION + 1)):
                 raise SimError(f"{self!r}: open(): schema version {version}, expected "
-                               f"{SCHEMA_VERSION}")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                               f"1..{SCHEMA_VERSION}")
+            self._migrate(version)
         except sqlite3.Error as exc:
             raise SimError(f"{self!r}: open() failed: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"SqliteJournal({self.path})"
+
+    def _migrate(self, version: int) -> None:
+        """A new file gets the schema; an older one the columns each later version added (one
+        transaction, so a power cut leaves the old version or the new one)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            else:
+                for later in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[later]:
+                        self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     # -- plumbing
     def _write(self, op: str, work: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -505,6 +551,10 @@ class SqliteJournal:
     def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry:
         return self._change("printed", entry_id,
                             lambda e: _printed_change(repr(self), e, held))
+
+    def print_incomplete(self, entry_id: int, copies_printed: int) -> JournalEntry:
+        return self._change("print_incomplete", entry_id,
+                            lambda e: _incomplete_change(repr(self), e, copies_printed))
 
     def close_batch(self, batch_no: int) -> int:
         def work(db: sqlite3.Connection) -> int:

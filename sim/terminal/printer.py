@@ -19,6 +19,9 @@ CURRENCY_NAMES = {"156": "RMB", "840": "USD", "978": "EUR"}
 #: Marks printed under the copy title of a receipt that is not the first print.
 REPRINT_MARK = "*** 重打印 REPRINT ***"
 HELD_MARK = "*** 断电补打 HELD RECEIPT ***"  # printed after boot: power was lost before it
+#: The copies left when the paper ran out (or the printer went) mid-receipt, printed once the
+#: printer can print again.
+CONTINUED_MARK = "*** 续打 CONTINUED ***"
 WIDTH = 32
 
 
@@ -39,7 +42,7 @@ class ReceiptData:
     when: datetime
     title: str  # the transaction type's receipt title (protocols.transactions row)
     original: str = ""  # the original transaction (OriginalRef.describe()), types that need one
-    mark: str = ""  # REPRINT_MARK, HELD_MARK or ''
+    mark: str = ""  # REPRINT_MARK, HELD_MARK, CONTINUED_MARK or ''
 
 
 def format_amount(amount_minor: int, currency_code: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from protocols.errors import ConfigError
 from protocols.yamlmodel import (
@@ -58,18 +58,90 @@ class Timeouts(_Section):
     card_apdu: float = Field(2.0, gt=0, description="one APDU exchange with the card")
 
 
-class Thresholds(_Section):
-    """Supply rail (volts)."""
+#: The terminal's brown-out detector (hardware, not a parameter): below it the MCU is held in
+#: reset, so the bench kills the firmware process (sim/bench.py).  Every rail threshold of the
+#: profile lies above it.
+BROWNOUT_VOLTS = 6.00
 
+
+def _above(info: ValidationInfo, value: float, lower: str, *, equal: bool = False) -> float:
+    """*value* must be above the already validated threshold *lower* (or equal, if *equal*);
+    a threshold that failed its own check is not compared again."""
+    if lower not in info.data:
+        return value
+    bound = float(info.data[lower])
+    if value < bound or (value == bound and not equal):
+        word = "at or above" if equal else "above"
+        raise ValueError(f"must be {word} {lower} ({bound:.2f} V), got {value:.2f} V; the "
+                         f"order is {THRESHOLD_ORDER}")
+    return value
+
+
+THRESHOLD_ORDER = (f"brown-out ({BROWNOUT_VOLTS:.2f} V) < min_operating_volts < cutoff_volts "
+                   "<= critical_volts < low_battery_volts < restart_volts <= nominal_volts")
+
+
+class Thresholds(_Section):
+    """Supply rail (volts), lowest first (:data:`THRESHOLD_ORDER`; docs/terminal-behaviour.md,
+    "Power")."""
+
+    min_operating_volts: float = Field(6.20, gt=0, description=(
+        "below it (and above brown-out) for power.hang_after: the MCU hangs until a power "
+        "cycle"))
+    cutoff_volts: float = Field(6.40, gt=0, description=(
+        "at or below for power.cutoff_debounce: battery empty, the terminal shuts down"))
+    critical_volts: float = Field(6.45, gt=0, description=(
+        "at or below at power-on: E12 battery critical, the terminal does not start"))
     low_battery_volts: float = Field(6.80, gt=0, description="at or below: LOW_BATTERY")
+    restart_volts: float = Field(7.00, gt=0, description=(
+        "a terminal that shut itself down starts again above it (charger connected)"))
     nominal_volts: float = Field(7.40, gt=0, description="a healthy battery")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Thresholds:
-        if self.low_battery_volts >= self.nominal_volts:
-            raise ValueError(f"low_battery_volts ({self.low_battery_volts:g}) must be below "
-                             f"nominal_volts ({self.nominal_volts:g})")
-        return self
+    @field_validator("min_operating_volts")
+    @classmethod
+    def _above_brownout(cls, value: float) -> float:
+        if value <= BROWNOUT_VOLTS:
+            raise ValueError(f"must be above the brown-out {BROWNOUT_VOLTS:.2f} V, got "
+                             f"{value:.2f} V; the order is {THRESHOLD_ORDER}")
+        return value
+
+    @field_validator("cutoff_volts")
+    @classmethod
+    def _cutoff(cls, value: float, info: ValidationInfo) -> float:
+        return _above(info, value, "min_operating_volts")
+
+    @field_validator("critical_volts")
+    @classmethod
+    def _critical(cls, value: float, info: ValidationInfo) -> float:
+        return _above(info, value, "cutoff_volts", equal=True)
+
+    @field_validator("low_battery_volts")
+    @classmethod
+    def _low(cls, value: float, info: ValidationInfo) -> float:
+        return _above(info, value, "critical_volts")
+
+    @field_validator("restart_volts")
+    @classmethod
+    def _restart(cls, value: float, info: ValidationInfo) -> float:
+        return _above(info, value, "low_battery_volts")
+
+    @field_validator("nominal_volts")
+    @classmethod
+    def _nominal(cls, value: float, info: ValidationInfo) -> float:
+        return _above(info, value, "restart_volts", equal=True)
+
+
+class Power(_Section):
+    """Seconds: how the terminal's power circuits react to the rail (docs/terminal-behaviour.md,
+    "Power")."""
+
+    cutoff_debounce: float = Field(0.3, gt=0, description=(
+        "the rail stays at or below thresholds.cutoff_volts this long: battery empty"))
+    hang_after: float = Field(0.05, gt=0, description=(
+        "the rail stays below thresholds.min_operating_volts this long: the MCU hangs"))
+    power_on_reset: float = Field(0.5, gt=0, description=(
+        "after a brown-out the rail must be above brown-out this long before the terminal "
+        "starts (power-on reset hold-off; the bench supervisor applies it)"))
 
 
 class Limits(_Section):
@@ -114,6 +186,7 @@ class ProfileFile(_Section):
     operators: dict[str, OperatorSpec] = Field(description="Operator ID → password, role.")
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts.model_validate({}))
     thresholds: Thresholds = Field(default_factory=lambda: Thresholds.model_validate({}))
+    power: Power = Field(default_factory=lambda: Power.model_validate({}))
     limits: Limits = Field(default_factory=lambda: Limits.model_validate({}))
     security: Security = Field(default_factory=lambda: Security.model_validate({}))
     anomalies: Anomalies = Field(default_factory=lambda: Anomalies.model_validate({}))
@@ -137,8 +210,12 @@ class ProfileFile(_Section):
             currency_code=self.currency_code, country_code=self.country_code,
             boot_s=t.boot, card_wait_s=t.card_wait, pin_entry_s=t.pin_entry,
             print_copy_s=t.print_copy, connect_s=t.connect, response_s=t.response,
-            card_apdu_s=t.card_apdu, low_battery_volts=th.low_battery_volts,
-            nominal_volts=th.nominal_volts, txn_limit=lim.txn_limit,
+            card_apdu_s=t.card_apdu, min_operating_volts=th.min_operating_volts,
+            cutoff_volts=th.cutoff_volts, critical_volts=th.critical_volts,
+            low_battery_volts=th.low_battery_volts, restart_volts=th.restart_volts,
+            nominal_volts=th.nominal_volts, cutoff_debounce_s=self.power.cutoff_debounce,
+            hang_after_s=self.power.hang_after, power_on_reset_s=self.power.power_on_reset,
+            txn_limit=lim.txn_limit,
             daily_limit=lim.daily_limit, refund_limit=lim.refund_limit,
             lock_after=self.security.lock_after, declines_per_card=an.declines_per_card,
             refund_burst=an.refund_burst, refund_window_s=an.refund_window,
@@ -171,8 +248,15 @@ class Profile:
     connect_s: float = 3.0
     response_s: float = 5.0
     card_apdu_s: float = 2.0
+    min_operating_volts: float = 6.20
+    cutoff_volts: float = 6.40
+    critical_volts: float = 6.45
     low_battery_volts: float = 6.80
+    restart_volts: float = 7.00
     nominal_volts: float = 7.40
+    cutoff_debounce_s: float = 0.3
+    hang_after_s: float = 0.05
+    power_on_reset_s: float = 0.5
     txn_limit: int = 5_000_000  # minor units
     daily_limit: int = 20_000_000
     refund_limit: int = 100_000
@@ -229,10 +313,13 @@ def with_overrides(profile: Profile, *, terminal_id: str | None = None,
 
 
 __all__ = [
+    "BROWNOUT_VOLTS",
+    "THRESHOLD_ORDER",
     "Anomalies",
     "Limits",
     "Operator",
     "OperatorSpec",
+    "Power",
     "Profile",
     "ProfileFile",
     "Reversal",

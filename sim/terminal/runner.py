@@ -6,7 +6,13 @@
   (:class:`~sim.terminal.slot.HarnessSlot`), everything else to the firmware; a bad line is
   logged (masked) and skipped;
 * blocking jobs (kernel, acquirer) run in one worker thread; results come back through a
-  wake-up pipe.  One ``select`` loop, its timeout = the nearest link or firmware deadline.
+  wake-up pipe.  One ``select`` loop, its timeout = the nearest link or firmware deadline;
+* :class:`~sim.terminal.firmware.Freeze` (the MCU hung): from then on the ECR line is read and
+  dropped (a UART nobody services: no ACK, no retransmission) and the firmware gets no input;
+  the process lives on until the bench cuts the power;
+* :class:`~sim.terminal.firmware.PowerOff`: the frames already queued on the ECR link go out
+  (bounded by :data:`POWER_OFF_FRAMES` × the link's bound), then the notice goes on the harness
+  and the loop ends.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from sim.terminal.firmware import (
     AuthJob,
     ChipJob,
     FlushEcr,
+    Freeze,
     JobResult,
+    PowerOff,
     Profile,
     ReversalJob,
     SendEcr,
@@ -59,6 +67,8 @@ ECR_RETRY_S = 0.1  # after EIO (no process has the slave open) look at the port 
 IDLE_WAIT_S = 1.0
 #: Harness messages that answer the card slot (everything else goes to the firmware).
 SLOT_REPLIES = frozenset({"atr", "rapdu"})
+#: Powering off, the frames still queued get this many link bounds to go out.
+POWER_OFF_FRAMES = 3
 
 
 class KernelServices:
@@ -167,12 +177,15 @@ class TerminalRunner:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stop = False
+        self._frozen = False
+        self._power_off: tuple[Mapping[str, Any], float] | None = None  # notice, deadline
         self._ecr_paused_until: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminal-job")
         self._sel = selectors.DefaultSelector()
         self._do: Mapping[type, Callable[[Any], None]] = {
             SendEcr: self._do_send_ecr, SendHarness: self._do_send_harness,
             FlushEcr: self._do_flush_ecr, StartJob: self._do_start_job,
+            Freeze: self._do_freeze, PowerOff: self._do_power_off,
         }
 
     # ---- control
@@ -215,8 +228,11 @@ class TerminalRunner:
 
     def _select_timeout(self) -> float:
         now = self.clock()
-        times = [t for t in (self.link.next_deadline(), self.firmware.next_deadline(),
-                             self._ecr_paused_until) if t is not None]
+        times = [t for t in (self._ecr_paused_until,) if t is not None]
+        if not self._frozen:
+            times += [t for t in (self.link.next_deadline(), self.firmware.next_deadline(),
+                                  self._power_off[1] if self._power_off else None)
+                      if t is not None]
         if not times:
             return IDLE_WAIT_S
         return min(IDLE_WAIT_S, max(0.0, min(times) - now))
@@ -226,6 +242,9 @@ class TerminalRunner:
         if self._ecr_paused_until is not None and now >= self._ecr_paused_until:
             self._ecr_paused_until = None
             self._sel.register(self.ecr_fd, selectors.EVENT_READ, self._on_ecr_readable)
+        if self._frozen:
+            self._drop_results()
+            return
         self._link_events(self.link.poll(now))
         while True:
             try:
@@ -235,6 +254,22 @@ class TerminalRunner:
             self._execute(self.firmware.on_job(result, self.clock()))
         self._execute(self.firmware.tick(self.clock()))
         self._flush_link()
+        if self._power_off is not None:
+            notice, deadline = self._power_off
+            if not self.link.busy or self.clock() >= deadline:
+                if self.link.busy:
+                    log.warning("terminal: powering off with ECR frames not delivered")
+                log.info("terminal: powered off (%s)", notice.get("reason"))
+                self.send_harness(notice)
+                self._stop = True
+
+    def _drop_results(self) -> None:
+        while True:
+            try:
+                result = self._results.get_nowait()
+            except queue.Empty:
+                return
+            log.info("terminal: job #%d ended while the MCU is hung: dropped", result.job_id)
 
     # ---- readers
     def _on_wake(self) -> None:
@@ -256,6 +291,8 @@ class TerminalRunner:
             self._sel.unregister(self.ecr_fd)
             self._ecr_paused_until = self.clock() + ECR_RETRY_S
             return
+        if self._frozen:
+            return  # a UART nobody services: the bytes are lost, nothing is ACKed
         self._link_events(self.link.receive(data, self.clock()))
 
     def _on_harness_readable(self) -> None:
@@ -338,7 +375,22 @@ class TerminalRunner:
         except (BlockingIOError, OSError):
             pass  # loop already awake or shut down
 
+    def _do_freeze(self, action: Freeze) -> None:
+        log.error("terminal: frozen: the ECR line and the firmware's timers stop until the power "
+                  "is cycled")
+        self._frozen = True
+        self.link.reset()
+
+    def _do_power_off(self, action: PowerOff) -> None:
+        bound = POWER_OFF_FRAMES * self.link.bound
+        log.info("terminal: powering off once the ECR frames queued are out (at most %.1f s)",
+                 bound)
+        self._power_off = (action.notice, self.clock() + bound)
+
     def _flush_link(self) -> None:
+        if self._frozen:
+            self.link.take_output()
+            return
         out = self.link.take_output()
         while out:
             try:

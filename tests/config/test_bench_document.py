@@ -19,12 +19,15 @@ from sim import netns
 from sim.__main__ import _parts
 from sim.bench import (
     BROWNOUT_VOLTS,
+    LINE_MESSAGES,
+    RELAY_WIRING,
     TERMINAL_PROFILE,
     Harness,
     bench_document,
     check_parts,
     write_bench_file,
 )
+from sim.terminal.firmware import SENSORS
 from sim.terminal.profile import Operator, load_profile
 
 READERS = {"good": "Virtual PCD 00 00", "mute": "Virtual PCD 00 01"}
@@ -66,7 +69,7 @@ def _before() -> dict[str, Any]:
         },
         "switch": {
             "resource": "TCPIP0::127.0.0.1::40002::SOCKET",
-            "channels": {"paper_sensor": 1},
+            "channels": {"paper_sensor": 1, "paper_near_end": 2, "printer_presence": 3},
         },
         "network": {"terminal_if": "r-term", "host_if": "r-host", "netns": "rig"},
         "host": {"address": "198.18.0.20:8583", "ledger": str(LEDGER)},
@@ -138,3 +141,17 @@ def test_harness_speaks_json_lines() -> None:
         with pytest.raises(DecodeError, match="harness: an object without the key 't'"):
             harness.feed(b'{"volts":1}\n')
         assert harness.feed(b'{"t":"load","state":"card"}\n') == [{"t": "load", "state": "card"}]
+
+
+def test_relay_wiring_is_published_and_speaks_the_firmwares_sensors() -> None:
+    """Each wired relay channel is in the bench file, and what it makes the terminal read, open
+    and closed, is a harness message the firmware's sensor table knows (closed = the fault)."""
+    assert _doc()["switch"]["channels"] == dict(RELAY_WIRING) == {
+        "paper_sensor": 1, "paper_near_end": 2, "printer_presence": 3}
+    assert set(LINE_MESSAGES) == set(RELAY_WIRING)
+    for name in RELAY_WIRING:
+        for closed in (False, True):
+            msg = LINE_MESSAGES[name](closed)
+            sensor = SENSORS[msg["t"]]
+            assert (msg[sensor.key] == sensor.failing) is closed, (name, closed, msg)
+    assert {LINE_MESSAGES[n](True)["t"] for n in RELAY_WIRING} == set(SENSORS)

@@ -10,7 +10,7 @@ import pytest
 from protocols import ecr
 from protocols.ecr import EventCode, Key, MsgCode, Prompt
 from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable
-from rigs.errors import ConfigError, DeviceStateError, NoResponse
+from rigs.errors import ConfigError, DecodeError, DeviceStateError, NoResponse
 from rigs.terminal import Outcome, SerialTerminalLink, TxnType
 from rigs.transport import ScriptedTransport
 from tests.terminal.fakes import REFUND, TEST_TABLE, FakeTxn
@@ -254,3 +254,62 @@ def test_reboot_mid_transaction_names_the_type(opened: list[SerialTerminalLink])
         link.wait_outcome(timeout=5.0)
     assert link.is_nominal()
     settle(t)
+
+
+# ------------------------------------------------------------------ fault codes (TS-17)
+
+def test_status_fault_codes_are_typed(opened: list[SerialTerminalLink]) -> None:
+    resp = dict(ST_RESP, faults="E01,E03,E11,COMMS_ERROR", printer="0", paper_low="1")
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + frame(0, "ST", **resp)), ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    st = link.status()
+    assert st.faults == (ecr.FaultCode.PRINTER_MISSING, ecr.FaultCode.PAPER_LOW,
+                         ecr.FaultCode.BATTERY_LOW)
+    assert st.fault_codes == ("E01", "E03", "E11", "COMMS_ERROR")  # the field as sent
+    assert (st.printer_present, st.paper_low) == (False, True)
+    settle(t)
+
+
+def test_status_without_the_new_fields_reads_as_before(opened: list[SerialTerminalLink]) -> None:
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + frame(0, "ST", **ST_RESP)), ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    st = link.status()
+    assert (st.faults, st.printer_present, st.paper_low) == ((), True, False)
+    settle(t)
+
+
+def test_unknown_fault_code_in_status_is_a_decode_error(opened: list[SerialTerminalLink]) -> None:
+    resp = dict(ST_RESP, faults="E02,E99")
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + frame(0, "ST", **resp)), ("tx", ack(0))])
+    opened.append(link)
+    link.open()
+    with pytest.raises(DecodeError, match=r"ECR message ST: field faults: unknown fault "
+                                              r"code 'E99'; known: E01, E02, E03, E11, E12"):
+        link.status()
+    settle(t)
+
+
+def test_ready_and_events_carry_their_fault_codes(opened: list[SerialTerminalLink]) -> None:
+    rd = frame(0, "RD", fw="SIM-1.1", tid="10000001", text="欢迎使用 WELCOME", faults="E01,E11")
+    ev = frame(1, "EV", code="PRINTER_MISSING", text="打印机未连接 PRINTER MISSING", fault="E01")
+    bad = frame(2, "EV", code="PAPER_OUT", text="打印机缺纸 PAPER OUT", fault="E77")
+    off = frame(3, "EV", code="SHUTDOWN", text="电量耗尽 关机 BATTERY EMPTY: SHUTTING DOWN",
+                fault="E12", reason="cutoff", faults="E12")
+    link, t = make([("tx", ST_REQ0), ("rx", ack(0) + frame(0, "ST", **ST_RESP) + rd + ev + bad
+                                      + off),
+                    ("tx", ack(0)), ("tx", ack(0)), ("tx", ack(1)), ("tx", ack(2)),
+                    ("tx", ack(3))])
+    opened.append(link)
+    link.open()
+    link.status()
+    got = link.wait_for_event(EventCode.SHUTDOWN, timeout=1.0)
+    assert got.faults == (ecr.FaultCode.BATTERY_CRITICAL,)
+    settle(t)
+    by_code = {e.code: e for e in link.events}
+    assert by_code["READY"].faults == (ecr.FaultCode.PRINTER_MISSING,
+                                       ecr.FaultCode.BATTERY_LOW)
+    assert by_code["PRINTER_MISSING"].faults == (ecr.FaultCode.PRINTER_MISSING,)
+    assert by_code["PAPER_OUT"].faults == ()  # an unknown code is logged, the event kept
+    assert link.is_nominal()  # the reader lives on

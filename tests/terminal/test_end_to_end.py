@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from protocols.ecr import EventCode, Prompt
+from protocols.ecr import EventCode, FaultCode, Prompt
 from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable
 from rigs.errors import DeviceStateError, NoResponse
 from rigs.terminal import Outcome, SerialTerminalLink
@@ -53,6 +54,7 @@ class HarnessPeer:
         self.sock = sock
         self.seen: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -80,10 +82,22 @@ class HarnessPeer:
                 obj = json.loads(line)
                 with self.lock:
                     self.seen.append(obj)
+                    self.cond.notify_all()
                 if obj.get("t") == "card_power" and obj.get("on"):
                     self.send(t="atr", atr="3b6500002063cbbc00")
                 elif obj.get("t") == "capdu":
                     self.send(t="rapdu", data="9000")
+
+    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
+        """The first message of type *kind* the terminal sent (bounded wait)."""
+        def found() -> dict[str, Any] | None:
+            return next((o for o in self.seen if o.get("t") == kind), None)
+
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None, timeout=timeout)
+            obj = found()
+        assert obj is not None, f"no {kind!r} from the terminal within {timeout} s"
+        return obj
 
     def close(self) -> None:
         self._stop.set()
@@ -310,3 +324,42 @@ def test_bad_harness_line_is_skipped_not_fatal(terminal: Terminal, link: SerialT
     bad = [r.getMessage() for r in caplog.records if "bad harness line" in r.getMessage()]
     assert len(bad) == 2, bad  # the non-JSON line and the object without "t"
     assert PAN not in caplog.text and MASKED in bad[0]
+
+
+# ------------------------------------------------------------------------- power faults
+
+def test_hung_terminal_acknowledges_nothing_until_a_power_cycle(
+        terminal: Terminal, link: SerialTerminalLink) -> None:
+    link.wait_ready(timeout=3.0)
+    terminal.peer.send(t="rail", volts=6.10)  # below min_operating, above brown-out
+    deadline = time.monotonic() + 5.0
+    while True:  # a STATUS sent before the hang fell due may still be answered
+        try:
+            link.status(timeout=0.5)
+        except NoResponse as exc:
+            assert "did not acknowledge STATUS" in str(exc)
+            break
+        assert time.monotonic() < deadline, "the terminal still answers 5 s after the dip"
+    terminal.peer.send(t="rail", volts=7.40)  # back above the range, but no reset came
+    with pytest.raises(NoResponse, match="did not acknowledge STATUS"):
+        link.status(timeout=0.5)
+    assert "hung" not in [o.get("t") for o in terminal.peer.seen]  # a hung MCU says nothing
+    terminal.power_off()
+    terminal.power_on()
+    assert link.wait_ready(timeout=3.0).state == "IDLE"
+
+
+def test_cutoff_says_so_then_powers_off(terminal: Terminal, link: SerialTerminalLink) -> None:
+    link.wait_ready(timeout=3.0)
+    mark = len(link.events)
+    terminal.peer.send(t="rail", volts=6.30)
+    ev = link.wait_for_event(EventCode.SHUTDOWN, timeout=3.0, since=mark)
+    assert ev.faults == (FaultCode.BATTERY_CRITICAL,) and "BATTERY EMPTY" in ev.text
+    notice = terminal.peer.wait_for("power_off", timeout=3.0)
+    assert (notice["reason"], notice["volts"]) == ("cutoff", 6.3)
+    assert terminal.thread is not None
+    terminal.thread.join(timeout=3.0)
+    assert not terminal.thread.is_alive(), "the runner did not end after powering off"
+    terminal.runner = terminal.thread = None  # it ended by itself
+    with pytest.raises(NoResponse):
+        link.status(timeout=0.5)

@@ -201,3 +201,64 @@ def test_sigkill_between_writes_leaves_a_consistent_journal(
         assert [e.id for e in j.unprinted()] == (
             [entry.id] if state is EntryState.APPROVED else [])
     j.close()
+
+
+# ------------------------------------------------------------ receipts left incomplete (TS-11)
+
+def test_incomplete_receipt_keeps_its_progress_until_printed(journal: Journal) -> None:
+    e = journal.add(sale(30), CARD)
+    with pytest.raises(SimError, match=r"print_incomplete\(#1 sale STAN 000030 batch 000001 "
+                                       r"pending\) needs state approved; state is pending"):
+        journal.print_incomplete(e.id, 0)
+    e = journal.answer(e.id, EntryState.APPROVED, response_code="00", rrn="000000000030")
+    e = journal.print_incomplete(e.id, 1)
+    assert (e.incomplete, e.copies_printed, e.printed) == (True, 1, False)
+    assert journal.unprinted() == [e] == [journal.get(e.id)]
+    assert journal.last_printed() is None  # not printed until every copy is out
+    with pytest.raises(SimError, match="copies_printed must not go back from 1; got 0"):
+        journal.print_incomplete(e.id, 0)
+    e = journal.printed(e.id)
+    assert (e.printed, e.incomplete, e.copies_printed) == (True, True, 1)
+    assert journal.last_printed() == e and journal.unprinted() == []
+    with pytest.raises(SimError, match="needs a receipt not printed yet; it is printed"):
+        journal.print_incomplete(e.id, 1)
+
+
+def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
+    """The virtual bench's state dir outlives a code update: the columns of schema 2 are added
+    to a journal written by schema 1, its entries kept."""
+    path = tmp_path / JOURNAL_FILE
+    db = sqlite3.connect(path)
+    columns_v1 = """id INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch_no INTEGER NOT NULL, stan INTEGER NOT NULL, txn_type TEXT NOT NULL,
+        amount_minor INTEGER NOT NULL, currency TEXT NOT NULL, created TEXT NOT NULL,
+        operator TEXT NOT NULL, state TEXT NOT NULL, entry_mode TEXT NOT NULL,
+        pos_entry TEXT NOT NULL, masked_pan TEXT NOT NULL, app_label TEXT NOT NULL,
+        pan_seq TEXT NOT NULL, orig_batch TEXT NOT NULL, orig_stan TEXT NOT NULL,
+        orig_rrn TEXT NOT NULL, orig_date TEXT NOT NULL, original_id INTEGER,
+        result TEXT NOT NULL, text TEXT NOT NULL, response_code TEXT NOT NULL, rrn TEXT NOT NULL,
+        auth_code TEXT NOT NULL, host_date TEXT NOT NULL, reversal_reason TEXT NOT NULL,
+        reversal_tries INTEGER NOT NULL, printed INTEGER NOT NULL, held INTEGER NOT NULL"""
+    db.executescript(f"""
+        CREATE TABLE entries ({columns_v1});
+        CREATE TABLE card_data (entry_id INTEGER PRIMARY KEY REFERENCES entries (id),
+            pan TEXT NOT NULL, expiry TEXT NOT NULL, track2 TEXT NOT NULL);
+        INSERT INTO entries VALUES (1, 1, 7, 'sale', 500, '156', '20260504131415', '01',
+            'approved', 'chip', '051', '621234******1234', 'PBOC', '001', '', '', '', '', NULL,
+            'APPROVED', '', '00', '000000000007', '123456', '0504', '', 0, 0, 0);
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    journal = SqliteJournal(tmp_path)
+    try:
+        (entry,) = journal.unprinted()
+        assert (entry.stan, entry.incomplete, entry.copies_printed) == (7, False, 0)
+        assert journal.print_incomplete(entry.id, 1).copies_printed == 1
+    finally:
+        journal.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        db.close()
+    SqliteJournal(tmp_path).close()  # a second open of the migrated file changes nothing

@@ -142,7 +142,11 @@ def test_ecr_vocabulary_enums_compare_as_strings() -> None:
     assert ecr.MsgCode.STATUS == "ST" and f"{ecr.MsgCode.KEY}" == "KY"
     assert {e.value for e in ecr.EventCode} == {
         "READY", "PAPER_OUT", "PAPER_OK", "LOW_BATTERY", "BATTERY_OK", "CARD_INSERTED",
-        "CARD_REMOVED"}
+        "CARD_REMOVED", "PAPER_LOW", "PAPER_LOW_OK", "PRINTER_MISSING", "PRINTER_OK",
+        "SHUTDOWN"}
+    assert {c.value for c in ecr.FaultCode} == {"E01", "E02", "E03", "E11", "E12"}
+    assert set(ecr.FAULT_TEXTS) == set(ecr.FaultCode)
+    assert all(text.startswith(code) for code, text in ecr.FAULT_TEXTS.items())
     assert {p.value for p in ecr.Prompt} == {
         "INSERT_CARD", "READING_CARD", "ENTER_PIN", "PROCESSING", "CONNECTING", "PRINTING"}
     assert ecr.KEY_NAMES == {"ENTER", "CANCEL", "CLEAR"} and "ENTER" in ecr.KEY_NAMES
