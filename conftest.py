@@ -7,4 +7,6 @@ pytest_plugins = [
     "steps.fault_steps",
     "steps.business_steps",
     "steps.network_fault_steps",
+    "steps.card_fault_steps",
+    "steps.power_fault_steps",
 ]

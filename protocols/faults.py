@@ -45,6 +45,10 @@ class FaultKind(enum.StrEnum):
     """Forward the next data-carrying TCP segment(s) twice."""
     FLAP = "flap"
     """The cable goes down and up in a time-based pattern (both directions)."""
+    BANDWIDTH = "bandwidth"
+    """A slow link: frames leave at a limited bit rate, in order, none dropped."""
+    REORDER = "reorder"
+    """The next data segment(s) held back so later ones overtake them."""
     # card (the card bank's relay between the card and the probe in the terminal's slot)
     CARD_MUTE = "card_mute"
     """The card gives no ATR and answers no command (a dead or dirty chip)."""
@@ -205,6 +209,19 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
         "seed": Param(int, 0, doc="0: a strict square wave; otherwise the seed of the random "
                                   "generator that draws each period in [0.5, 1.5] × nominal"),
     }), "the cable goes down and up in turn (both directions)"),
+    FaultKind.BANDWIDTH: KindSpec(Target.NETWORK, MappingProxyType({
+        "kbps": Param(float, required=True, minimum=0.0, above=True,
+                      doc="the link's rate (kilobits per second)"),
+        "direction": Param(str, Direction.BOTH.value, choices=_DIRECTIONS,
+                           doc="which way the rate applies"),
+    }), "the link is slow: frames leave at a limited bit rate"),
+    FaultKind.REORDER: KindSpec(Target.NETWORK, MappingProxyType({
+        "ms": Param(float, 50.0, minimum=0.0, above=True,
+                    doc="how long each held segment waits (ms)"),
+        "direction": Param(str, Direction.TO_HOST.value, choices=_DIRECTIONS,
+                           doc="which way segments are held"),
+        "times": _times("how many data segments to hold (0: every one)"),
+    }), "data segments are held back so later ones overtake them"),
     FaultKind.CARD_MUTE: KindSpec(Target.CARDS, MappingProxyType({}),
                                   "the card gives no ATR and answers nothing"),
     FaultKind.CARD_PULLED: KindSpec(Target.CARDS, MappingProxyType({

@@ -52,12 +52,14 @@ PAPER_SENSOR = "paper_sensor"
 PAPER_NEAR_END = "paper_near_end"
 PRINTER_PRESENCE = "printer_presence"
 SAMPLE_PERIOD_S = 0.1
+RECOVERY_OFF_MS = 500.0
+"""How long the bench keeps the supply off to restart a terminal that did not come back."""
 
 
 #: Injector and card bank kinds that act from the moment they are applied; the others wait for
 #: traffic (the instrument reports when they fired).
 ACTS_AT_ONCE = frozenset({FaultKind.CABLE_PULL, FaultKind.DELAY, FaultKind.SYN_BLACKHOLE,
-                          FaultKind.FLAP})
+                          FaultKind.FLAP, FaultKind.BANDWIDTH})
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ class Bench:
                    ) -> FaultAction:
             def clear(rec: FaultRecord) -> None:
                 if rec.remote_id is not None:
-                    self._sync_remote_faults()
+                    self.sync_faults()
                     part().clear(rec.remote_id)
             return FaultAction(lambda spec: part().apply(spec), clear,
                                fires_later=kind not in ACTS_AT_ONCE)
@@ -362,8 +364,10 @@ class Bench:
                 done.append(rec)
         return done
 
-    def _sync_remote_faults(self) -> None:
-        """Copy when the injector's and the card bank's rules fired into the fault ledger."""
+    def sync_faults(self) -> None:
+        """Copy when the injector's and the card bank's rules fired into the fault ledger (done
+        at every clear and at the end of the scenario; a step that reads ``fired`` of such a
+        fault calls it first)."""
         ledgers: list[tuple[Target, Any]] = []
         if self._network is not None:
             ledgers.append((Target.NETWORK, self._network))
@@ -387,7 +391,7 @@ class Bench:
             raise BenchNotNominal(self.broken)
         self.armer.settle()  # nothing armed may fire while the bench is being restored
         try:
-            self._sync_remote_faults()
+            self.sync_faults()
         except RigError as exc:
             log.warning("bench: reading the injector's fault ledger: %s", exc)
         problems: list[str] = []
@@ -395,6 +399,8 @@ class Bench:
             try:
                 instrument.restore_nominal()
             except RigError as exc:
+                if instrument is self.terminal and self._recover_by_power_cycle(exc):
+                    continue
                 problems.append(f"{instrument!r}: {exc}")
         for instrument in self.instruments():
             try:
@@ -410,6 +416,26 @@ class Bench:
             raise BenchNotNominal(self.broken)
         for rec in self.faults.active():
             self.faults.cleared(rec, "bench restored to nominal")
+
+    def _recover_by_power_cycle(self, why: RigError) -> bool:
+        """A terminal that does not come back (hung by a brown-out, shut down) is restarted the
+        way a field engineer does it (TS-18): the supply off for RECOVERY_OFF_MS and on again.
+        True if it is then restored; said in the log and the timeline either way."""
+        if self._power is None or not self.has(Capability.POWER):
+            return False
+        log.warning("bench %s: the terminal did not come back (%s); power-cycling it",
+                    self.config.bench.name, why)
+        self.events.publish(Source.RIG, "recovery", "power_cycle",
+                            f"terminal not nominal after restore ({why}); supply off "
+                            f"{RECOVERY_OFF_MS:.0f} ms and on again")
+        try:
+            self._power.power_cycle(RECOVERY_OFF_MS)
+            self.terminal.restore_nominal()
+        except RigError as exc:
+            log.error("bench %s: the terminal did not come back after a power cycle either: %s",
+                      self.config.bench.name, exc)
+            return False
+        return True
 
     # -- evidence -----------------------------------------------------------------------------
     def begin_scenario(self, slug: str) -> None:
@@ -458,7 +484,7 @@ class Bench:
             entries = self.acquirer.booked()
             out.append(Evidence("acquirer ledger (this scenario)", "text",
                                 "\n".join(str(e) for e in entries) or "(no entries)"))
-        self._sync_remote_faults()
+        self.sync_faults()
         out.append(Evidence("faults injected (armed, fired, cleared)", "text", self.faults.text()))
         self.events.publish(Source.RIG, "scenario", "end")
         out.append(Evidence("timeline (every instrument, one clock)", "text",

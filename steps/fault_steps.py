@@ -89,8 +89,9 @@ def warns_low_battery(bench: Bench, fault_mark: int) -> None:
     assert status.battery_low, f"status says battery fine at {status.supply_volts:.2f} V"
     # Evidence outside the terminal's word: the supply measured the sagged rail at its output.
     low = bench.config.terminal.low_battery_volts
-    sag = bench.faults.active(FaultKind.SUPPLY_SAG)
-    assert sag, "no supply sag is active in the fault ledger"
+    sag = bench.faults.active(FaultKind.SUPPLY_SAG) or \
+        bench.faults.active(FaultKind.BATTERY_DISCHARGE)
+    assert sag, "no supply sag or discharge is active in the fault ledger"
 
     def sagged_sample(ev: Event) -> bool:
         volts = ev.data.get("volts")

@@ -109,3 +109,26 @@ def reset_on_answer(bench: Bench) -> None:
 def no_reversal(bench: Bench) -> None:
     assert not bench.terminal.status().reversal_pending, \
         "the terminal keeps a reversal although no request reached the acquirer"
+
+
+@needs(Capability.NETWORK)
+@given(parsers.parse("the network slows to {kbps:d} kbit/s"))
+@given(parsers.parse("网络带宽降到{kbps:d}千比特每秒"))
+def slow_link(bench: Bench, kbps: int) -> None:
+    bench.inject(FaultSpec.of("bandwidth", kbps=float(kbps)))
+
+
+@needs(Capability.WIRE)
+@then(parsers.parse("the request took at least its length at {kbps:d} kbit/s to reach the "
+                    "acquirer"))
+def request_paced(bench: Bench, purchase: Outcome, kbps: int) -> None:
+    sent = [m for m in bench.acquirer.sent_by_terminal(SALE.mti) if m.stan == purchase.stan]
+    got = [m for m in bench.acquirer.received(SALE.mti) if m.stan == purchase.stan]
+    assert sent and got, f"STAN {purchase.stan} missing on the wire (sent {sent}, got {got})"
+    took = got[-1].t - sent[-1].t
+    deferred = bench.network.stats().to_host.frames_deferred
+    assert deferred > 0, "the injector held no frame towards the acquirer"
+    # The smallest 0200 of this terminal is over 100 bytes: at least 800 bits on the link.
+    floor = 800 / (kbps * 1000.0)
+    assert took >= floor, (f"the request crossed in {took * 1000:.1f} ms, faster than "
+                           f"{floor * 1000:.1f} ms at {kbps} kbit/s")

@@ -21,7 +21,14 @@ def parse_amount(text: str) -> int:
 
 parse_amount.pattern = _AMOUNT_RE  # type: ignore[attr-defined]
 
-EXTRA_TYPES = {"Amount": parse_amount}
+def parse_number(text: str) -> float:
+    """``'6.40'`` → 6.4 (volts, volts per second, amps)."""
+    return float(text)
+
+
+parse_number.pattern = r"\d{1,3}(?:\.\d{1,3})?"  # type: ignore[attr-defined]
+
+EXTRA_TYPES = {"Amount": parse_amount, "Number": parse_number}
 
 
 def step(text: str) -> parsers.parse:

@@ -9,7 +9,7 @@ Feature: Power lost in the middle of a sale
     And the operator is logged in
     And the terminal is signed in with the acquirer
 
-  @TS-16 @OP-21
+  @fault @TS-16 @OP-21
   Scenario Outline: Power cut <stage>
     When the power is cut <stage> of a sale of 44.00 with the good card
     And the power comes back and the terminal restarts

@@ -62,3 +62,10 @@ Feature: Network faults at the worst moment
     Then the purchase is approved
     And the acquirer received the reversal before the next purchase
     And the acquirer's ledger nets the lost purchase to zero
+
+  @TS-12
+  Scenario: A slow link still carries the sale, each message paced at the link's rate
+    Given the network slows to 9 kbit/s
+    When the cardholder pays 47.50 by chip with the good card and its PIN
+    Then the purchase is approved
+    And the request took at least its length at 9 kbit/s to reach the acquirer

@@ -606,14 +606,21 @@ class Duplicate:
     def from_spec(cls, spec: FaultSpec) -> Duplicate:
         return cls(_direction(spec), int(spec.params["times"]))
 
-    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+    def takes(self, direction: Direction, frame: bytes) -> bool:
+        """Whether this frame is one of the next ``times`` data segments travelling the rule's
+        way (counted when it is)."""
         if self.times and self.done >= self.times:
-            return FORWARD
+            return False
         if not (self.reach is Direction.BOTH or self.reach is direction):
-            return FORWARD
+            return False
         if not tcp_payload_len(frame):
-            return FORWARD
+            return False
         self.done += 1
+        return True
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if not self.takes(direction, frame):
+            return FORWARD
         return Verdict.forward_twice(direction, frame).tripped()
 
 
@@ -673,6 +680,56 @@ class Flap:
         return DROP
 
 
+class Bandwidth:
+    """BANDWIDTH: a link of ``kbps`` kilobits per second the given way(s): each frame leaves
+    when the previous one of its direction has been serialised (frame bytes × 8 / rate after
+    the later of its arrival and the link being free).  Frames wait in the core's timed queue,
+    in order; nothing is dropped.  Parses nothing."""
+
+    __slots__ = ("bytes_per_s", "reach", "_free")
+
+    def __init__(self, kbps: float, reach: Direction = Direction.BOTH) -> None:
+        if kbps <= 0:
+            raise ConfigError("bandwidth: kbps must be > 0")
+        self.bytes_per_s = kbps * 1000.0 / 8.0
+        self.reach = reach
+        self._free: dict[Direction, float] = {}
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> Bandwidth:
+        return cls(float(spec.params["kbps"]), _direction(spec))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if not (self.reach is Direction.BOTH or self.reach is direction):
+            return FORWARD
+        start = max(now, self._free.get(direction, now))
+        done = start + len(frame) / self.bytes_per_s
+        self._free[direction] = done
+        return Verdict.defer(done)
+
+
+class Reorder(Duplicate):
+    """REORDER: hold the next ``times`` TCP segments carrying data the given way (0: every one)
+    for ``ms``, so the segments sent after them overtake them (a trip each).  Other frames pass
+    at once.  It picks its segments as :class:`Duplicate` does."""
+
+    __slots__ = ("hold_s",)
+
+    def __init__(self, ms: float, reach: Direction = Direction.TO_HOST, times: int = 1) -> None:
+        super().__init__(reach, times)
+        self.hold_s = ms / 1000.0
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> Reorder:
+        p = spec.params
+        return cls(float(p["ms"]), _direction(spec), int(p["times"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        if not self.takes(direction, frame):
+            return FORWARD
+        return Verdict.defer(now + self.hold_s).tripped()
+
+
 RULE_KINDS: Mapping[FaultKind, RuleFactory] = MappingProxyType({
     FaultKind.CABLE_PULL: CablePull.from_spec,
     FaultKind.PULL_ON_REQUEST: PullOnRequest.from_spec,
@@ -684,6 +741,8 @@ RULE_KINDS: Mapping[FaultKind, RuleFactory] = MappingProxyType({
     FaultKind.SYN_BLACKHOLE: SynBlackhole.from_spec,
     FaultKind.DUPLICATE: Duplicate.from_spec,
     FaultKind.FLAP: Flap.from_spec,
+    FaultKind.BANDWIDTH: Bandwidth.from_spec,
+    FaultKind.REORDER: Reorder.from_spec,
 })
 """Fault kind → factory of its rule.  Adding a network fault kind = one rule class + one row
 (and the kind with its parameters in :data:`protocols.faults.FAULT_KINDS`)."""

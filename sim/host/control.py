@@ -122,7 +122,8 @@ def _op_totals(engine: AcquirerEngine, request: Request) -> dict[str, Any]:
 
 
 def _op_reset(engine: AcquirerEngine, request: Request) -> dict[str, Any]:
-    return {"cleared": engine.clear_rules(), "disagreements": engine.clear_disagreements()}
+    return {"cleared": engine.clear_rules(), "disagreements": engine.clear_disagreements(),
+            "pin_tries_reset": engine.reset_pin_tries()}
 
 
 def _op_rules(engine: AcquirerEngine, request: Request) -> dict[str, Any]:

@@ -352,6 +352,14 @@ class AcquirerEngine:
         self.disagreements.clear()
         return gone
 
+    def reset_pin_tries(self) -> list[str]:
+        """The issuer resets every card's wrong-PIN count (a bench back to nominal); returns
+        the masked PANs that had failures."""
+        had = sorted(mask_pan(a.pan) for a in self.accounts.values() if a.pin_failures)
+        for acct in self.accounts.values():
+            acct.pin_failures = 0
+        return had
+
     def batch_view(self, terminal_id: str, batch_no: str) -> BatchView:
         """The host's view (totals, settled) of one terminal's batch, from the ledger."""
         records = [] if self.ledger is None else self.ledger.batch_records(terminal_id, batch_no)

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the virtual bench nee
 def run_features(tmp_path: Path, without: str) -> tuple[dict[str, str], dict[str, str], str]:
     """Run the feature suite; returns (outcome by test, skip message by test, output)."""
     junit = tmp_path / "junit.xml"
-    cmd = [sys.executable, "-m", "pytest", "features", "-p", "no:allure_pytest",
+    # Every scenario but the fault catalogue (its own suite runs them on the full bench), and the
+    # sign-in under a pulled cable (must skip without the injector) and low battery (must pass).
+    cmd = [sys.executable, "-m", "pytest", "features", "-m", "not fault or TS-02 or TS-15",
+           "-p", "no:allure_pytest",
            "-p", "no:allure_pytest_bdd", "-p", "no:cacheprovider", "-q", "-rs",
            "--bench-without", without, "--bench-workdir", str(tmp_path / "bench"),
            f"--junitxml={junit}"]

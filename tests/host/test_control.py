@@ -129,7 +129,8 @@ def test_control_socket_answers_json_lines(hosted: AcquirerServer) -> None:
     assert answers[8]["rules"] == [{"id": 1, "source": "control", "used": 0, "spent": False,
                                     "match": {"mti": "0200"}, "answer": {"drop": True},
                                     "times": 1}]
-    assert answers[9] == {"ok": True, "seq": 9, "cleared": [1], "disagreements": []}
+    assert answers[9] == {"ok": True, "seq": 9, "cleared": [1], "disagreements": [],
+                          "pin_tries_reset": []}
 
 
 def test_handle_control_refuses_what_is_not_a_request(engine: AcquirerEngine) -> None:

@@ -18,6 +18,7 @@ from protocols.iso8583 import (
     mac_ok,
     unframe,
 )
+from protocols.masking import mask_pan
 from sim.host.engine import AcquirerEngine, load_account, load_accounts
 from sim.host.ledger import MemoryLedger
 
@@ -111,6 +112,15 @@ def test_wrong_pin_three_times_locks_with_75(engine: AcquirerEngine) -> None:
     codes = [sale(engine, pik, mak, pin="000000", stan=s)["39"] for s in (2, 3, 4)]
     assert codes == ["55", "55", "75"]
     assert sale(engine, pik, mak, stan=5)["39"] == "75"  # even with the right PIN
+
+
+def test_reset_pin_tries_unblocks_the_card(engine: AcquirerEngine) -> None:
+    _, pik, mak = sign_in(engine)
+    for s in (2, 3, 4):
+        sale(engine, pik, mak, pin="000000", stan=s)
+    assert engine.reset_pin_tries() == [mask_pan(PAN)]
+    assert sale(engine, pik, mak, stan=5)["39"] == "00"
+    assert engine.reset_pin_tries() == []
 
 
 def test_right_pin_resets_the_try_counter(engine: AcquirerEngine) -> None:

@@ -78,7 +78,7 @@ UDP_FRAME = bytes(Ether() / IP(src=TERM_IP, dst=HOST_IP) / UDP() / iso("0200"))
 
 def test_every_new_kind_has_a_rule_and_its_parameters_are_checked() -> None:
     for kind in ("drop_message", "delay", "corrupt_byte", "forge_rst", "drop_segment",
-                 "syn_blackhole", "duplicate", "flap"):
+                 "syn_blackhole", "duplicate", "flap", "bandwidth", "reorder"):
         assert FaultKind(kind) in RULE_KINDS
     spec = FaultSpec.of("drop_message", mti="0210")
     assert dict(spec.params) == {"mti": "0210", "times": 1}
@@ -123,6 +123,9 @@ def test_every_new_kind_has_a_rule_and_its_parameters_are_checked() -> None:
     ("syn_blackhole", {"direction": "both"}, r"syn_blackhole has no parameter"),
     ("flap", {"down_ms": 10}, r"flap.up_ms is required"),
     ("flap", {"down_ms": 10, "up_ms": -5}, r"flap.up_ms is -5.0; it must be > 0"),
+    ("bandwidth", {}, r"bandwidth.kbps is required"),
+    ("bandwidth", {"kbps": 0}, r"bandwidth.kbps is 0.0; it must be > 0"),
+    ("reorder", {"ms": -1}, r"reorder.ms is -1.0; it must be > 0"),
 ])
 def test_bad_parameters_are_refused_naming_kind_and_parameter(
         kind: str, params: dict[str, object], match: str) -> None:
@@ -323,6 +326,32 @@ def test_duplicate_forwards_the_next_data_segment_twice() -> None:
     assert entry.fired_count == 2
     every = Duplicate.from_spec(FaultSpec.of("duplicate", direction="both", times=0))
     assert all(every(d, f, 0.0).extra == ((d, f),) for d, f in [(T2H, REQ), (H2T, RESP)] * 5)
+
+
+def test_bandwidth_serialises_frames_at_the_rate_in_order() -> None:
+    core = BridgeCore()
+    core.add_rule(FaultSpec.of("bandwidth", kbps=8, direction="terminal_to_host"), 0.0)
+    frames = [seg(T2H, iso("0200"), seq=s) for s in (1, 2)]
+    size = len(frames[0])  # 8 kbit/s = 1000 bytes/s: size ms per frame
+    assert core.handle(T2H, frames[0], 1.0, 0.0) == []
+    assert core.handle(T2H, frames[1], 1.0, 0.0) == []
+    assert core.handle(H2T, RESP, 1.0, 0.0) == [(H2T, RESP)]  # the other way is not limited
+    assert core.next_deadline() == pytest.approx(1.0 + size / 1000)
+    assert core.release(1.0 + size / 1000 + 1e-6, 0.0) == [(T2H, frames[0])]
+    assert core.release(1.0 + 2 * size / 1000 + 1e-6, 0.0) == [(T2H, frames[1])]
+    later = core.handle(T2H, frames[0], 10.0, 0.0)  # an idle link does not bank credit
+    assert later == [] and core.next_deadline() == pytest.approx(10.0 + size / 1000)
+
+
+def test_reorder_holds_the_next_data_segment_so_the_following_one_overtakes_it() -> None:
+    core = BridgeCore()
+    entry = core.add_rule(FaultSpec.of("reorder", ms=50), 0.0)
+    first, second = seg(T2H, iso("0200"), seq=1), seg(T2H, iso("0200"), seq=2)
+    assert core.handle(T2H, ACK, 1.0, 0.0) == [(T2H, ACK)]  # no data: passes
+    assert core.handle(T2H, first, 1.0, 0.0) == []
+    assert core.handle(T2H, second, 1.01, 0.0) == [(T2H, second)]  # times=1: spent
+    assert core.release(1.06, 0.0) == [(T2H, first)]
+    assert entry.fired_count == 1
 
 
 def test_flap_is_a_square_wave_from_the_first_frame_with_a_trip_per_down_period() -> None:
