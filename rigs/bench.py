@@ -154,6 +154,12 @@ class Bench:
         self._capture: Path | None = None
         self._trip_mark = 0
 
+    @property
+    def sample_period_s(self) -> float:
+        """How often the supply is measured during a scenario (``power.sample_period_ms``)."""
+        power = self.config.power
+        return SAMPLE_PERIOD_S if power is None else power.sample_period_ms / 1000.0
+
     # -- capabilities -----------------------------------------------------------------------
     def has(self, cap: Capability) -> bool:
         return not lacks(self.config, cap)
@@ -450,7 +456,7 @@ class Bench:
             self._switch.clear_trace()
         if self._power is not None:
             self._power.clear_trace()
-            self._power.start_sampling(period_s=SAMPLE_PERIOD_S)
+            self._power.start_sampling(period_s=self.sample_period_s)
         self.acquirer.begin_scenario()
         if self._network is not None:
             path = self.workdir / "capture" / f"{slug}.pcap"
@@ -472,8 +478,9 @@ class Bench:
                                 self._cards.trace_text()))
         if self._power is not None:
             self._power.stop_sampling()
-            out.append(Evidence(f"power supply trace (V, A every {SAMPLE_PERIOD_S * 1000:.0f} "
-                                f"ms)", "csv", self._power.trace_csv()))
+            out.append(Evidence(f"power supply trace (V, A every "
+                                f"{self.sample_period_s * 1000:.0f} ms)", "csv",
+                                self._power.trace_csv()))
         if self._switch is not None:
             relay = self._switch.trace_text()
             if relay:

@@ -123,6 +123,8 @@ class PowerConfig(_Part):
     channel: int = Field(1, ge=1, description="Output channel, within the dialect's outputs.")
     limits: PowerLimits
     current_limit: float | None = Field(None, gt=0, description="CURR setpoint (A); default max_amps.")
+    sample_period_ms: float = Field(100.0, ge=10.0, le=10_000.0, description=(
+        "How often voltage and current are measured into the scenario's supply trace (ms)."))
 
     @field_validator("dialect")
     @classmethod

@@ -24,6 +24,14 @@ class BenchNotNominal(RigError):
     """After a scenario the bench could not be returned to nominal; later scenarios would lie."""
 
 
+class RampError(InstrumentError):
+    """A supply ramp stopped on an error (its cause); raised by ``stop_ramp`` / ``wait_ramp``."""
+
+
+class TriggerError(RigError):
+    """A fault armed on a trigger could not be fired (its cause is in the message)."""
+
+
 class CapabilityMissing(RigError):
     """The bench has no instrument for what a scenario needs (the scenario is skipped, not failed)."""
 
@@ -39,7 +47,9 @@ __all__ = [
     "LimitError",
     "NoResponse",
     "ProtocolError",
+    "RampError",
     "RigError",
     "TransportError",
+    "TriggerError",
     "hexdump",
 ]

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from rigs.errors import ConfigError, LimitError, NoResponse, RigError, TransportError
+from rigs.errors import ConfigError, LimitError, NoResponse, RampError, RigError, TransportError
 from rigs.events import Source
 from rigs.scpi import ScpiInstrument, ScpiTransport, read_error_queue, scpi_property
 
@@ -175,10 +175,6 @@ class MonotonicClock:
 
 
 MONOTONIC: Clock = MonotonicClock()
-
-
-class RampError(RigError):
-    """A supply ramp stopped on an error (its cause); raised by ``stop_ramp`` / ``wait_ramp``."""
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rigs.errors import ConfigError, RigError
+from rigs.errors import ConfigError, TriggerError
 from rigs.events import Event, EventStream, Source
 
 log = logging.getLogger(__name__)
 
 MAX_DELAY_MS = 600_000.0
-
-
-class TriggerError(RigError):
-    """A fault armed on a trigger could not be fired."""
 
 
 @dataclass(frozen=True)

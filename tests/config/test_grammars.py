@@ -97,3 +97,12 @@ def test_serial_url_refused_by_config_and_transport_alike(url: str, why: str) ->
     with pytest.raises(ConfigError) as err:
         parse_bench({"bench": {"name": "t"}, "terminal": {"port": url}}, "b.yaml")
     assert f"  terminal.port: {message}" in str(err.value)
+
+
+def test_power_sample_period_has_a_default_and_bounds_named_by_key() -> None:
+    resource = "TCPIP0::198.18.3.10::5025::SOCKET"
+    config = parse_bench(_bench(power=_power(resource)), "b.yaml")
+    assert config.power is not None and config.power.sample_period_ms == 100.0
+    fast = {**_power(resource), "sample_period_ms": 5}
+    with pytest.raises(ConfigError, match=r"power.sample_period_ms: must be >= 10.0"):
+        parse_bench(_bench(power=fast), "b.yaml")

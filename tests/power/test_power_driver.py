@@ -15,12 +15,13 @@ from rigs.errors import (
     InstrumentError,
     LimitError,
     NoResponse,
+    RampError,
     RigError,
     TransportError,
 )
 from rigs.events import Source
 from rigs.interfaces import PowerSupply
-from rigs.power import DIALECTS, RampError, RampPlan, ScpiPowerSupply
+from rigs.power import DIALECTS, RampPlan, ScpiPowerSupply
 from rigs.scpi import FakeScpiTransport
 
 IDN = "Keysight Technologies,E36103B,MY00000001,2.1.0"

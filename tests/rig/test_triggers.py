@@ -11,8 +11,9 @@ import pytest
 
 from protocols.errors import ConfigError
 from protocols.faults import FaultKind, FaultSpec
+from rigs.errors import TriggerError
 from rigs.events import EventStream, Source, matching
-from rigs.triggers import Armer, Trigger, TriggerError, on_apdu, on_current_above, on_terminal
+from rigs.triggers import Armer, Trigger, on_apdu, on_current_above, on_terminal
 from tests.rig.test_bench_facade import FULL, fake_bench
 
 
