@@ -45,10 +45,16 @@ class FaultKind(enum.StrEnum):
     """Forward the next data-carrying TCP segment(s) twice."""
     FLAP = "flap"
     """The cable goes down and up in a time-based pattern (both directions)."""
+    WATCH_MESSAGE = "watch_message"
+    """Not a fault: the injector notes each ISO 8583 message of an MTI as it crosses (it is
+    forwarded untouched), so a fault elsewhere can be armed on it."""
     BANDWIDTH = "bandwidth"
     """A slow link: frames leave at a limited bit rate, in order, none dropped."""
     REORDER = "reorder"
     """The next data segment(s) held back so later ones overtake them."""
+    CARRIER_LOSS = "carrier_loss"
+    """The terminal's network link goes down (no carrier), as when its cable is pulled: every
+    frame dropped and the rig's port facing the terminal set down."""
     # card (the card bank's relay between the card and the probe in the terminal's slot)
     CARD_MUTE = "card_mute"
     """The card gives no ATR and answers no command (a dead or dirty chip)."""
@@ -209,6 +215,9 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
         "seed": Param(int, 0, doc="0: a strict square wave; otherwise the seed of the random "
                                   "generator that draws each period in [0.5, 1.5] × nominal"),
     }), "the cable goes down and up in turn (both directions)"),
+    FaultKind.WATCH_MESSAGE: KindSpec(Target.NETWORK, MappingProxyType({
+        "mti": _mti("the ISO 8583 message type to note, 4 digits (e.g. 0200)"),
+    }), "not a fault: each ISO 8583 message of an MTI is noted as it crosses, untouched"),
     FaultKind.BANDWIDTH: KindSpec(Target.NETWORK, MappingProxyType({
         "kbps": Param(float, required=True, minimum=0.0, above=True,
                       doc="the link's rate (kilobits per second)"),
@@ -222,6 +231,9 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
                            doc="which way segments are held"),
         "times": _times("how many data segments to hold (0: every one)"),
     }), "data segments are held back so later ones overtake them"),
+    FaultKind.CARRIER_LOSS: KindSpec(
+        Target.NETWORK, MappingProxyType({}),
+        "the terminal's network link goes down (no carrier), as when its cable is pulled"),
     FaultKind.CARD_MUTE: KindSpec(Target.CARDS, MappingProxyType({}),
                                   "the card gives no ATR and answers nothing"),
     FaultKind.CARD_PULLED: KindSpec(Target.CARDS, MappingProxyType({

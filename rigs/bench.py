@@ -44,7 +44,7 @@ from rigs.interfaces import (
     SwitchUnit,
     TerminalLink,
 )
-from rigs.triggers import Armer, Trigger
+from rigs.triggers import SEEN, WIRE_POLL_S, Armer, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ RECOVERY_OFF_MS = 500.0
 #: Injector and card bank kinds that act from the moment they are applied; the others wait for
 #: traffic (the instrument reports when they fired).
 ACTS_AT_ONCE = frozenset({FaultKind.CABLE_PULL, FaultKind.DELAY, FaultKind.SYN_BLACKHOLE,
-                          FaultKind.FLAP, FaultKind.BANDWIDTH})
+                          FaultKind.FLAP, FaultKind.BANDWIDTH,
+                          FaultKind.CARRIER_LOSS})
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class Bench:
         self.events = EventStream()
         self.faults = FaultLedger(self.events)
         self.armer = Armer(self.events)
+        self._watches: dict[str, int] = {}
+        self._watcher: tuple[threading.Event, threading.Thread] | None = None
+        self._watch_mark = 0
         self._fault_lock = threading.RLock()
         self._fault_actions = self._build_fault_actions()
         ctx = registry.BuildContext(config, workdir)
@@ -345,8 +349,57 @@ class Bench:
                 if rec.active:
                     self._apply(spec, rec)
 
+        if trigger.source is Source.NETWORK and trigger.kind == SEEN and trigger.name:
+            for mti in sorted(trigger.name):
+                self._watch_wire(mti)
         rec.armed_id = self.armer.arm(trigger, fire)
         return rec
+
+    def _watch_wire(self, mti: str) -> None:
+        """Have the injector note every *mti* crossing, and publish the notes live (see
+        :mod:`rigs.triggers`)."""
+        network = self.network
+        with self._fault_lock:
+            if mti not in self._watches:
+                self._watches[mti] = network.apply(FaultSpec.of(FaultKind.WATCH_MESSAGE,
+                                                                mti=mti))
+            if self._watcher is None:
+                self._watch_mark = max((t.n for t in network.trips()), default=0)
+                stop = threading.Event()
+                thread = threading.Thread(target=self._poll_wire, args=(stop,), daemon=True,
+                                          name="wire-watch")
+                self._watcher = (stop, thread)
+                thread.start()
+
+    def _poll_wire(self, stop: threading.Event) -> None:
+        network = self.network
+        while not stop.wait(WIRE_POLL_S):
+            try:
+                trips = network.trips(after=self._watch_mark)
+            except RigError as exc:
+                log.warning("bench: polling the injector's notes: %s", exc)
+                return
+            watch_ids = {rule_id: mti for mti, rule_id in self._watches.items()}
+            for trip in trips:
+                self._watch_mark = max(self._watch_mark, trip.n)
+                mti = watch_ids.get(trip.rule_id)
+                if mti is not None:
+                    self.events.publish(Source.NETWORK, SEEN, mti,
+                                        f"{trip.direction.value} {trip.frame}", t=trip.wall,
+                                        data={"n": trip.n})
+
+    def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher[0].set()
+            watcher[1].join(timeout=2.0)
+        watches, self._watches = self._watches, {}
+        if self._network is not None:
+            for rule_id in watches.values():
+                try:
+                    self._network.clear(rule_id)
+                except RigError as exc:
+                    log.warning("bench: clearing the injector's watch #%d: %s", rule_id, exc)
 
     def clear_fault(self, rec: FaultRecord, by: str = "step") -> None:
         """Undo one injected fault through its instrument (or disarm it if its trigger never
@@ -396,6 +449,7 @@ class Bench:
         if self.broken:
             raise BenchNotNominal(self.broken)
         self.armer.settle()  # nothing armed may fire while the bench is being restored
+        self._stop_watching()
         try:
             self.sync_faults()
         except RigError as exc:
@@ -469,6 +523,7 @@ class Bench:
     def end_scenario(self) -> list[Evidence]:
         """Stop the capture and collect what the scenario's report should carry (all masked)."""
         self.armer.settle()
+        self._stop_watching()
         out = [Evidence("ECR transcript", "text", self.terminal.transcript_text())]
         receipts = self.terminal.receipts
         if receipts:
@@ -531,7 +586,8 @@ class Bench:
         finally:
             for raw in (paths.seen, paths.delivered):
                 raw.unlink(missing_ok=True)
-        tripped = network.trips(after=start)
+        tripped = [t for t in network.trips(after=start)
+                   if t.spec.kind is not FaultKind.WATCH_MESSAGE]
         if tripped:
             out.append(Evidence("network faults tripped by traffic", "text",
                                 "\n".join(t.describe() for t in tripped)))

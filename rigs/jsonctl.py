@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -40,6 +41,9 @@ class ControlChannel:
         self._buf = JsonLineBuffer(where, max_line=max_line)
         self._pending: list[dict[str, Any]] = []
         self._seq = 0
+        self._lock = threading.Lock()
+        """One exchange at a time: a driver's steps and its pollers (the bench's wire watch)
+        share the socket, and answers are matched by seq in order."""
 
     @property
     def connected(self) -> bool:
@@ -59,7 +63,18 @@ class ControlChannel:
 
     def exchange(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         """Send *request* (an ``op`` and its fields) and return the answer carrying its ``seq``
-        (or carrying none).  OSError from the socket is the caller's to name."""
+        (or carrying none).  OSError from the socket is the caller's to name.  Thread-safe:
+        callers from several threads take turns (each turn bounded by ``reply_timeout_s``)."""
+        bound = 2 * self.reply_timeout_s
+        if not self._lock.acquire(timeout=bound):
+            raise NoResponse(f"{self.owner}: {operation}(): another request to {self.peer} "
+                             f"held the control socket for more than {bound:.1f} s")
+        try:
+            return self._exchange(operation, request)
+        finally:
+            self._lock.release()
+
+    def _exchange(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         conn = self._conn
         if conn is None:
             raise TransportError(f"{self.owner}: {operation}() needs a connection to "

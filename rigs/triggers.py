@@ -11,10 +11,12 @@ the fault ledger and the timeline with the triggering event's time and the firin
 stream's one clock.
 
 Only events published live can trigger (what the terminal says, APDUs relayed by the card
-bank, supply samples and setpoints, relay changes, faults of the in-line injector).  ISO 8583
-messages the injector saw are decoded from its capture at the end of a scenario and cannot
-trigger; for a precise moment on the wire use the injector's own rules (drop_message,
-corrupt_byte, forge_rst, pull_on_request), which act on the frame itself.
+bank, supply samples and setpoints, relay changes, faults firing).  An ISO 8583 message type
+(:func:`on_mti`) is noted by a ``watch_message`` rule of the in-line injector as the message
+crosses; the bench polls the injector for those notes every :data:`WIRE_POLL_S` while such a
+trigger is armed and publishes them as ``network``/``seen`` events at the wire's time, so a
+fault armed on one fires tens of milliseconds after the message crossed.  For the very frame
+(drop only the 0210, corrupt the 0200) use the injector's own rules, which act on it.
 
 An exception inside a fire function is kept and raised at the end of the scenario
 (:meth:`Armer.raise_errors`): a broken fault never passes for an injected one.
@@ -33,6 +35,10 @@ from rigs.events import Event, EventStream, Source
 log = logging.getLogger(__name__)
 
 MAX_DELAY_MS = 600_000.0
+WIRE_POLL_S = 0.02
+"""How often the bench asks the injector for ISO 8583 messages it noted (on_mti triggers)."""
+SEEN = "seen"
+"""Event kind of an ISO 8583 message the injector noted as it crossed (name: the MTI)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,12 @@ def on_current_above(amps: float, *, nth: int = 1, delay_ms: float = 0.0,
     """A supply sample drawing at least *amps*."""
     return Trigger(Source.POWER, "sample", None, "amps", at_least=amps, nth=nth,
                    delay_ms=delay_ms, text=text or f"when the terminal draws >= {amps:g} A")
+
+
+def on_mti(mti: str, *, nth: int = 1, delay_ms: float = 0.0, text: str = "") -> Trigger:
+    """An ISO 8583 message of *mti* crossing the in-line injector (either direction)."""
+    return Trigger(Source.NETWORK, SEEN, frozenset({mti}), nth=nth, delay_ms=delay_ms,
+                   text=text or f"when a {mti} crosses the network")
 
 
 def on_fault_fired(kind: str, *, nth: int = 1, delay_ms: float = 0.0, text: str = "") -> Trigger:

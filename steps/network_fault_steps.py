@@ -132,3 +132,38 @@ def request_paced(bench: Bench, purchase: Outcome, kbps: int) -> None:
     floor = 800 / (kbps * 1000.0)
     assert took >= floor, (f"the request crossed in {took * 1000:.1f} ms, faster than "
                            f"{floor * 1000:.1f} ms at {kbps} kbit/s")
+
+
+@needs(Capability.NETWORK)
+@when("the terminal's network link goes down")
+@when("终端网络链路断开")
+def link_down(bench: Bench) -> None:
+    bench.inject(FaultSpec.of("carrier_loss"))
+
+
+@needs(Capability.NETWORK)
+@when("the terminal's network link comes back")
+@when("终端网络链路恢复")
+def link_back(bench: Bench) -> None:
+    from protocols.faults import FaultKind
+
+    assert bench.clear_faults(FaultKind("carrier_loss")), "the link was not down"
+    assert bench.network.has_carrier(), "the injector still holds the terminal's link down"
+
+
+@then("the sign-in fails saying the network link is down")
+@then("签到失败并提示网络未连接")
+def sign_in_no_link(sign_in: Outcome) -> None:
+    assert not sign_in.ok and sign_in.result == "COMMS_ERROR", \
+        f"sign-in answered {sign_in.result} {sign_in.display!r}"
+    assert "NO NETWORK LINK" in sign_in.display, \
+        f"the display does not say the link is down: {sign_in.display!r}"
+
+
+@needs(Capability.WIRE)
+@then("the terminal put nothing on the wire while its link was down")
+@then("链路断开期间终端没有向网络发送任何数据")
+def nothing_on_wire(bench: Bench) -> None:
+    assert not bench.network.has_carrier(), "the terminal's link is up: nothing was down"
+    sent = bench.acquirer.sent_by_terminal("0800")
+    assert not sent, f"the terminal sent {len(sent)} sign-in(s) with its link down"

@@ -23,7 +23,7 @@ from rigs.errors import NoResponse, RigError
 from rigs.events import Event, Source, matching
 from rigs.faults import FaultRecord
 from rigs.terminal import Outcome, TerminalEvent
-from rigs.triggers import on_apdu, on_terminal
+from rigs.triggers import on_apdu, on_mti, on_terminal
 from steps.cardholder import PROMPTS
 from steps.parsers import step
 from steps.terminal_steps import operator_logged_in, terminal_signed_in
@@ -434,3 +434,40 @@ def relay_held(bench: Bench, line: str) -> None:
     channel = bench.sensor_channel({"presence": PRINTER_PRESENCE,
                                     "paper": "paper_sensor"}[line])
     assert bench.switch.is_closed(channel), f"relay channel {channel} ({line}) is open"
+
+
+@needs(Capability.POWER, Capability.NETWORK)
+@given("the power will be cut as the purchase request crosses to the acquirer")
+@given("消费请求发往收单机构途中终端将断电")
+def cut_as_request_crosses(bench: Bench) -> FaultRecord:
+    from protocols.transactions import TxnType, transaction_type
+
+    sale = transaction_type(TxnType.SALE)
+    return bench.arm(FaultSpec.of(FaultKind.POWER_CUT),
+                     on_mti(sale.mti, text=f"as the purchase request ({sale.mti}) crosses the "
+                                           f"network"))
+
+
+@needs(Capability.POWER, Capability.WIRE)
+@then("the supply switched off after the purchase request had crossed to the acquirer",
+      target_fixture="lost")
+@then("消费请求到达收单机构后电源才断电", target_fixture="lost")
+def cut_after_request(bench: Bench) -> Outcome:
+    seen = bench.events.find(matching(source=Source.NETWORK, kind="seen", name="0200"))
+    off = bench.events.find(lambda e: e.source is Source.POWER and e.kind == "set"
+                            and e.name == "output" and e.data.get("output") == 0.0)
+    assert seen is not None, "the injector never noted the purchase request crossing"
+    assert off is not None, "the supply's trace has no output off"
+    assert off.t >= seen.t, f"the output went off {seen.t - off.t:.3f} s before the request " \
+                            f"crossed"
+    got = bench.acquirer.received("0200")
+    assert got, "the purchase request never reached the acquirer"
+    assert got[-1].t <= off.t + 0.05, "the acquirer got the request only after the cut"
+    return Outcome(result="LOST", ok=False, stan=got[-1].stan)
+
+
+@then("the terminal owes a reversal of that sale")
+@then("终端保留该笔交易的待发冲正")
+def owes_reversal(bench: Bench, lost: Outcome) -> None:
+    status = bench.terminal.status()
+    assert status.reversal_pending, f"no reversal pending for STAN {lost.stan} after the restart"

@@ -29,3 +29,14 @@ Feature: Network dropped during sign-in
     And the operator signs the terminal in with the acquirer
     Then the sign-in succeeds
     And the acquirer received the sign-in and approved it
+
+  @fault @TS-02
+  Scenario: The terminal's network link goes down: the sign-in says so; with the link back it succeeds
+    When the terminal's network link goes down
+    And the operator signs the terminal in with the acquirer
+    Then the sign-in fails saying the network link is down
+    And the terminal put nothing on the wire while its link was down
+    When the terminal's network link comes back
+    And the operator signs the terminal in with the acquirer
+    Then the sign-in succeeds
+    And the acquirer received the sign-in and approved it

@@ -64,3 +64,17 @@ Feature: The terminal's power fails
     When the power comes back and the terminal restarts
     Then the terminal's journal has no record of that sale
     And no purchase request reached the acquirer
+
+  @TS-16 @TS-13 @card
+  Scenario: Power lost as the purchase request crosses to the acquirer: after the restart the sale is reversed
+    Given the acquirer will hold its answer to the next purchase for 2 seconds
+    And the power will be cut as the purchase request crosses to the acquirer
+    When the cardholder starts paying 9.30 by chip with the good card
+    Then the supply switched off after the purchase request had crossed to the acquirer
+    When the power comes back and the terminal restarts
+    Then the terminal owes a reversal of that sale
+    When the operator signs the terminal in with the acquirer
+    And the cardholder pays 9.40 by chip with the good card and its PIN
+    Then the purchase is approved
+    And the acquirer received the reversal before the next purchase
+    And the acquirer's ledger nets the lost purchase to zero

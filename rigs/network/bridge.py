@@ -18,21 +18,25 @@ Layers, each testable on its own:
 * :class:`BridgeCore` — the active rules (in the order they were added; the first verdict
   that is not FORWARD decides), the fault ledger (every rule ever added, latest
   :data:`LEDGER_KEPT`: armed / fired / cleared with wall times), per-direction counters, the timed
-  queue of deferred frames and the two pcap captures (frames seen, frames delivered).  No
-  sockets; time passed in.  An exception raised by a rule marks the core FAILED (every later
-  frame is dropped and every control answer says FAILED): a bug in a rule must fail the scenario
-  loudly, never look like an injected fault.
+  queue of deferred frames and the two pcap captures (frames seen, frames delivered), and
+  whether the terminal's link is to be up (``carrier_loss``: it calls an injected carrier hook
+  when that changes).  No sockets; time passed in.  An exception raised by a rule marks the
+  core FAILED (every later frame is dropped and every control answer says FAILED): a bug in a
+  rule must fail the scenario loudly, never look like an injected fault.
 * :func:`handle_request` / :class:`ControlSession` — the control protocol (JSON lines in, JSON
   lines out; :mod:`protocols.jsonlines`).
 * :class:`BridgeLoop` — the host: ``select`` over the two ports, the control socket and a
   signal wake-up fd, bounded timeouts.  No logic beyond moving bytes.
 * :class:`ScapyPort` — a scapy L2 socket bound to one interface, read with ``recv_raw`` (the
   frames we send ourselves are filtered out).
+* :class:`IpLink` — the carrier hook of the bridge process: ``ip link set dev IF up|down`` on
+  the port facing the terminal, for ``carrier_loss`` (the core decides when; this does it).
 
 Control protocol (unix stream socket, UTF-8 JSON, one object per line; every answer carries
-``ok``, ``state`` (``RUNNING``/``FAILED``), ``failure`` and ``active`` — the active rules, each
-``{"id": N, "spec": {"kind": ..., "params": {...}}}`` in the order they apply; a request's
-integer ``seq`` is echoed in its answer)::
+``ok``, ``state`` (``RUNNING``/``FAILED``), ``failure``, ``active`` — the active rules, each
+``{"id": N, "spec": {"kind": ..., "params": {...}}}`` in the order they apply — and ``carrier``
+(false while the bridge holds the terminal's link down); a request's integer ``seq`` is echoed
+in its answer)::
 
     {"op":"ping"}                                         -> {"pid":123}
     {"op":"add_rule","rule":{"kind":"cable_pull","params":{"direction":"both"}}}
@@ -57,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import errno
 import heapq
 import json
 import logging
@@ -66,6 +71,7 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections import deque
@@ -97,6 +103,10 @@ IDLE_WAKE_S = 0.5
 requests, signals and deferred-frame deadlines before that)."""
 CONTROL_SEND_TIMEOUT_S = 1.0
 """Bound of sending one control answer to a client that does not read."""
+IP_LINK_TIMEOUT_S = 1.5
+"""Bound of one ``ip link set`` of the carrier hook (below the driver's 2 s per request)."""
+LINK_DOWN_ERRNOS = frozenset({errno.ENETDOWN, errno.ENXIO})
+"""Errors of a receive that mean "the port's link is down", not a broken port."""
 LEDGER_KEPT = 200
 """Rules the fault ledger keeps (active ones are never dropped; the oldest cleared ones go)."""
 TRIPS_PER_RULE = 50
@@ -271,6 +281,20 @@ class PullOnRequest:
             if payload_len is not None and payload_len > 0:
                 return _PULL_NOW
         return FORWARD
+
+
+@dataclass(frozen=True)
+class CarrierLoss:
+    """CARRIER_LOSS: drop every frame both ways, as CABLE_PULL(both).  While a rule of this kind
+    is active the core also keeps the terminal's link down (:data:`LINK_KINDS`, its carrier
+    hook): the rule itself does no I/O.  Parses nothing."""
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> CarrierLoss:
+        return cls()
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        return DROP
 
 
 # --- helpers of the rules that look inside segments ----------------------------------------------
@@ -680,6 +704,40 @@ class Flap:
         return DROP
 
 
+class WatchMessage:
+    """WATCH_MESSAGE: forward everything untouched; a segment starting an ISO 8583 message of
+    the MTI (either direction) is a trip, so the rig learns the moment the message crossed and
+    can fire a fault elsewhere (cut the power as the 0200 leaves).  Retransmissions of a noted
+    segment are not noted again."""
+
+    __slots__ = ("mti", "_seen")
+
+    def __init__(self, mti: str) -> None:
+        self.mti = _parse_mti(mti)
+        self._seen: set[bytes] = set()
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> WatchMessage:
+        return cls(str(spec.params["mti"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        found = _carries_mti(frame, self.mti)
+        if found is None:
+            return FORWARD
+        ip, tcp = found[0], found[1]
+        key = _flow_seq(frame, ip, tcp)
+        if key in self._seen:
+            return FORWARD
+        if len(self._seen) > 4096:  # a long watch: forget the oldest notes, keep working
+            self._seen.clear()
+        self._seen.add(key)
+        return NOTED
+
+
+NOTED = Verdict(Action.FORWARD, trip=True)
+"""Forward untouched, record as a trip (a watch, not a fault)."""
+
+
 class Bandwidth:
     """BANDWIDTH: a link of ``kbps`` kilobits per second the given way(s): each frame leaves
     when the previous one of its direction has been serialised (frame bytes × 8 / rate after
@@ -741,11 +799,27 @@ RULE_KINDS: Mapping[FaultKind, RuleFactory] = MappingProxyType({
     FaultKind.SYN_BLACKHOLE: SynBlackhole.from_spec,
     FaultKind.DUPLICATE: Duplicate.from_spec,
     FaultKind.FLAP: Flap.from_spec,
+    FaultKind.WATCH_MESSAGE: WatchMessage.from_spec,
     FaultKind.BANDWIDTH: Bandwidth.from_spec,
     FaultKind.REORDER: Reorder.from_spec,
+    FaultKind.CARRIER_LOSS: CarrierLoss.from_spec,
 })
 """Fault kind → factory of its rule.  Adding a network fault kind = one rule class + one row
 (and the kind with its parameters in :data:`protocols.faults.FAULT_KINDS`)."""
+
+LINK_KINDS = frozenset({FaultKind.CARRIER_LOSS})
+"""Kinds whose active rules take the terminal's link down: while at least one is active the
+core has its carrier hook set the port facing the terminal down; when the last one goes it
+sets it up again."""
+
+CarrierHook = Callable[[bool], None]
+"""Sets the link of the bridge's port facing the terminal: ``True`` up, ``False`` down (the
+terminal's NIC then reports no carrier).  Raises, with the interface and the reason in the
+message, when it cannot; the core turns that into the refusal of the request."""
+
+
+def no_carrier_hook(carrier: bool) -> None:
+    """The core's default hook: a core without a link to set (unit tests, fake ports)."""
 
 
 def frame_summary(frame: bytes) -> str:
@@ -829,6 +903,8 @@ class DirectionCounters:
     send_errors: int = 0
     frames_injected: int = 0
     """Frames a rule made up and sent (a forged RST, a duplicate); not in frames_forwarded."""
+    recv_link_down: int = 0
+    """Receives on this direction's source port that found its link down (ENETDOWN, ENXIO)."""
 
 
 class BridgeError(Exception):
@@ -865,9 +941,14 @@ class BridgeCore:
     """The bridge's state machine: frames in, frames to send out.  No sockets, time passed in."""
 
     def __init__(self, rule_kinds: Mapping[FaultKind, RuleFactory] = RULE_KINDS, *,
-                 ledger_kept: int = LEDGER_KEPT) -> None:
+                 ledger_kept: int = LEDGER_KEPT,
+                 on_carrier: CarrierHook = no_carrier_hook) -> None:
         self.rule_kinds = rule_kinds
         self.ledger_kept = ledger_kept
+        self.on_carrier = on_carrier
+        self.carrier = True
+        """The terminal's link as the core last set it (False while a LINK_KINDS rule is
+        active, or while setting it up again failed)."""
         self.state = BridgeState.RUNNING
         self.failure: str | None = None
         self.stats: dict[Direction, DirectionCounters] = {
@@ -900,11 +981,15 @@ class BridgeCore:
                        f"{type(exc).__name__}: {exc}")
             raise BridgeError(f"add_rule: building the rule of {spec.describe()} failed "
                               f"({type(exc).__name__}); the bridge is FAILED") from exc
+        oldest: RuleEntry | None = None
         if len(self._ledger) >= self.ledger_kept:
             oldest = next((e for e in self._ledger.values() if not e.active), None)
             if oldest is None:
                 raise BridgeError(f"add_rule: {len(self._ledger)} rules are active, the most "
                                   f"this bridge keeps; clear some first")
+        if spec.kind in LINK_KINDS and self.carrier:  # refused, not added, if the link stays up
+            self._set_carrier(False, f"add_rule: {spec.describe()}")
+        if oldest is not None:
             del self._ledger[oldest.id]
         entry = RuleEntry(self._next_id, spec, rule, wall)
         self._next_id += 1
@@ -922,6 +1007,8 @@ class BridgeCore:
         if not entry.active:
             raise BridgeError(f"clear_rule: rule #{rule_id} {entry.spec.describe()} was already "
                               f"cleared")
+        if not self.carrier and self._wants_carrier(without=entry):  # stays active if it fails
+            self._set_carrier(True, f"clear_rule: rule #{rule_id} {entry.current.describe()}")
         entry.cleared = wall
         self._active.remove(entry)
         log.info("bridge: rule #%d %s cleared (%d active)", entry.id, entry.current.describe(),
@@ -929,7 +1016,27 @@ class BridgeCore:
         return entry
 
     def clear_rules(self, wall: float) -> list[RuleEntry]:
+        if not self.carrier:  # the link first: if it stays down, every rule stays active
+            self._set_carrier(True, "clear_rules")
         return [self.clear_rule(entry.id, wall) for entry in list(self._active)]
+
+    # --- the terminal's link -------------------------------------------------------------------
+
+    def _wants_carrier(self, without: RuleEntry | None = None) -> bool:
+        """Whether the link is to be up: no active LINK_KINDS rule (other than *without*)."""
+        return not any(e.current.kind in LINK_KINDS for e in self._active if e is not without)
+
+    def _set_carrier(self, carrier: bool, operation: str) -> None:
+        """Call the carrier hook; its failure is a BridgeError naming *operation* (the request
+        is refused and the core's view of the link is left as it was)."""
+        way = "up" if carrier else "down"
+        try:
+            self.on_carrier(carrier)
+        except Exception as exc:  # the hook does I/O: any failure refuses the request
+            raise BridgeError(f"{operation}: setting the terminal's link {way} failed: "
+                              f"{exc}") from exc
+        self.carrier = carrier
+        log.info("bridge: the terminal's link is %s (%s)", way, operation)
 
     def active(self) -> list[RuleEntry]:
         """The active rules, in the order they apply."""
@@ -1026,6 +1133,9 @@ class BridgeCore:
         if verdict.then is not None:
             entry.rule = self.rule_kinds[verdict.then.kind](verdict.then)
             entry.current = verdict.then
+            if self._wants_carrier() != self.carrier:  # it became (or stopped being) a link kind
+                self._set_carrier(not self.carrier, f"rule #{entry.id} became "
+                                                    f"{verdict.then.describe()}")
         log.info("bridge: %s", trip.describe())
 
     def _apply(self, direction: Direction, frame: bytes, verdict: Verdict,
@@ -1097,6 +1207,16 @@ class BridgeCore:
     def port_failed(self, port: str, error: OSError) -> None:
         self._fail(f"receiving on {port} failed: {error}")
 
+    def port_link_down(self, direction: Direction, port: str, error: OSError) -> None:
+        """A receive on *port* (the source of *direction*) found its link down (ENETDOWN, as a
+        packet socket reports once when its interface goes down): counted, not a failure; the
+        port stays registered and frames flow again once the link is up."""
+        counters = self.stats[direction]
+        counters.recv_link_down += 1
+        if counters.recv_link_down == 1 or counters.recv_link_down % 1000 == 0:
+            log.info("bridge: %s: link down (%s); %d such receive(s) so far", port, error,
+                     counters.recv_link_down)
+
     # --- capture -------------------------------------------------------------------------------------
 
     def start_capture(self, path: Path) -> CapturePaths:
@@ -1136,8 +1256,14 @@ class BridgeCore:
         return paths
 
     def close(self) -> None:
-        if self.capture is not None:
-            self.stop_capture()
+        """Stop the capture and bring the terminal's link up again (raises BridgeError if
+        either fails, after trying both)."""
+        try:
+            if self.capture is not None:
+                self.stop_capture()
+        finally:
+            if not self.carrier:
+                self._set_carrier(True, "bridge shutdown")
 
     # --- views ---------------------------------------------------------------------------------------
 
@@ -1238,7 +1364,8 @@ OPS: Mapping[str, Callable[[BridgeCore, Request, float], dict[str, Any]]] = Mapp
 
 
 def _stamp(core: BridgeCore, answer: dict[str, Any]) -> dict[str, Any]:
-    answer.update(state=core.state.value, failure=core.failure, active=core.active_json())
+    answer.update(state=core.state.value, failure=core.failure, active=core.active_json(),
+                  carrier=core.carrier)
     return answer
 
 
@@ -1340,6 +1467,61 @@ class ScapyPort:
         self._sock.close()
 
 
+IFF_UP = 0x1
+
+
+class LinkControl(Protocol):
+    """The bridge process's hold on the port facing the terminal: the core's carrier hook
+    (``control(False)`` sets it down, ``control(True)`` up) and its present state."""
+
+    def __call__(self, carrier: bool) -> None: ...
+
+    def is_up(self) -> bool:
+        """Whether the interface is administratively up."""
+
+
+class LinkError(Exception):
+    """The port facing the terminal cannot be set up or down (or read)."""
+
+
+class IpLink:
+    """Sets one interface of the bridge's own network namespace up or down with
+    ``ip link set dev IF up|down`` (bounded by :data:`IP_LINK_TIMEOUT_S`); a failure raises
+    :class:`LinkError` naming the interface, the command and its stderr."""
+
+    def __init__(self, ifname: str, ip: str = "ip", timeout_s: float = IP_LINK_TIMEOUT_S,
+                 sysfs: Path = Path("/sys/class/net")) -> None:
+        self.ifname = ifname
+        self.ip = ip
+        self.timeout_s = timeout_s
+        self.sysfs = sysfs
+
+    def __repr__(self) -> str:
+        return f"IpLink({self.ifname})"
+
+    def __call__(self, carrier: bool) -> None:
+        argv = [self.ip, "link", "set", "dev", self.ifname, "up" if carrier else "down"]
+        command = " ".join(argv)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s,
+                                  check=False, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise LinkError(f"{self.ifname}: `{command}` did not finish within "
+                            f"{self.timeout_s:.1f} s") from exc
+        except OSError as exc:
+            raise LinkError(f"{self.ifname}: `{command}` cannot run: {exc}") from exc
+        if done.returncode != 0:
+            raise LinkError(f"{self.ifname}: `{command}` failed with exit code "
+                            f"{done.returncode}: {done.stderr.strip() or '(no stderr)'}")
+
+    def is_up(self) -> bool:
+        path = self.sysfs / self.ifname / "flags"
+        try:
+            return bool(int(path.read_text().strip(), 16) & IFF_UP)
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"{self.ifname}: cannot read its flags from {path}: {exc}") from exc
+
+
 class BridgeLoop:
     """select() over both ports, the control socket and a wake-up fd; moves bytes, nothing else."""
 
@@ -1395,6 +1577,9 @@ class BridgeLoop:
         try:
             frame = port.recv_frame()
         except OSError as exc:
+            if exc.errno in LINK_DOWN_ERRNOS:  # its link went down (carrier_loss): not broken
+                self.core.port_link_down(direction, port.name, exc)
+                return
             self.core.port_failed(port.name, exc)
             self._sel.unregister(fd)
             return
@@ -1494,10 +1679,16 @@ def _report(fd: int | None, text: str) -> None:
 
 def main(argv: list[str] | None = None, *,
          port_factory: Callable[[str], Port] = ScapyPort,
-         rule_kinds: Mapping[FaultKind, RuleFactory] = RULE_KINDS) -> int:
-    """Entry point of the bridge process.  Exit 0 after SIGTERM/SIGINT, 2 if it cannot start.
+         rule_kinds: Mapping[FaultKind, RuleFactory] = RULE_KINDS,
+         link_factory: Callable[[str], LinkControl] = IpLink) -> int:
+    """Entry point of the bridge process.  Exit 0 after SIGTERM/SIGINT, 2 if it cannot start,
+    1 if stopping failed (the terminal's link could not be set up again, or the capture not
+    closed; the log says which).
 
-    *port_factory* and *rule_kinds* are the seams a test bridge replaces (fake ports, a failing rule).
+    *port_factory*, *rule_kinds* and *link_factory* (the terminal-side interface's link, for
+    ``carrier_loss``) are the seams a test bridge replaces (fake ports, a failing rule, a fake
+    link).  A terminal-side interface found down at start (left so by a bridge killed while it
+    held the link down) is set up first.
     """
     args = _parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -1520,13 +1711,19 @@ def main(argv: list[str] | None = None, *,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    core = BridgeCore(rule_kinds)
+    link = link_factory(args.terminal_if)
+    core = BridgeCore(rule_kinds, on_carrier=link)
     ports: list[Port] = []
     control: socket.socket | None = None
+    closed = True
     try:
         try:
             ports.append(port_factory(args.terminal_if))
             ports.append(port_factory(args.host_if))
+            if not link.is_up():
+                log.warning("bridge: %s is down (a bridge killed during carrier_loss?); "
+                            "setting it up", args.terminal_if)
+                link(True)
             control = listen_control(args.control)
         except Exception as exc:  # reported on the ready fd: the driver raises with the text
             why = f"cannot start bridging {args.terminal_if} ⇄ {args.host_if}: {exc}"
@@ -1538,9 +1735,12 @@ def main(argv: list[str] | None = None, *,
                  args.terminal_if, args.host_if, args.control)
         _report(args.ready_fd, f"ready {os.getpid()}")
         loop.run()
-        return 0
     finally:
-        core.close()
+        try:
+            core.close()
+        except BridgeError as exc:
+            log.error("bridge: stopping: %s", exc)
+            closed = False
         if loop is not None:
             loop.close()
         for port in ports:
@@ -1553,6 +1753,7 @@ def main(argv: list[str] | None = None, *,
                 pass
         stats = {d.value: asdict(s) for d, s in core.stats.items()}
         log.info("bridge: stopped; %s", json.dumps(stats))
+    return 0 if closed else 1
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from rigs.network.records import (
     RuleRecord,
     Trip,
     active_from_json,
+    carrier_from_json,
     covers,
     list_from_json,
 )
@@ -310,7 +311,8 @@ class ScapyBridgeInjector(Driver):
                                     lambda: RuleRecord.from_json(answer.get("rule"), "rule"))])
 
     def clear_all(self) -> None:
-        """Clear every active rule: everything is forwarded untouched again."""
+        """Clear every active rule: everything is forwarded untouched again and the terminal's
+        link is up (if it cannot be set up, the bridge refuses and every rule stays active)."""
         answer = self._request("clear_all", {"op": "clear_rules"})
         self._cleared(self._parsed("clear_rules", lambda: list_from_json(
             answer, "cleared", RuleRecord.from_json)))
@@ -334,7 +336,7 @@ class ScapyBridgeInjector(Driver):
         return self._arm("pull_cable_on_next_request", FaultSpec.of(FaultKind.PULL_ON_REQUEST))
 
     def restore(self) -> None:
-        """Forward everything again (:meth:`clear_all`)."""
+        """Forward everything again, the terminal's link up (:meth:`clear_all`)."""
         self.clear_all()
 
     def fault_ledger(self) -> list[RuleRecord]:
@@ -349,6 +351,12 @@ class ScapyBridgeInjector(Driver):
     def _active_rules(self, operation: str) -> tuple[ActiveRule, ...]:
         answer = self._request(operation, {"op": "ping"})
         return self._parsed("ping", lambda: active_from_json(answer))
+
+    def has_carrier(self) -> bool:
+        """Whether the terminal's link is up: false while a CARRIER_LOSS rule is active (the
+        bridge set its port facing the terminal down), or while setting it up again failed."""
+        answer = self._request("has_carrier", {"op": "ping"})
+        return self._parsed("ping", lambda: carrier_from_json(answer))
 
     def is_cable_pulled(self, direction: Direction = Direction.BOTH) -> bool:
         """Whether active CABLE_PULL rules drop every frame travelling *direction* (both: both
@@ -379,13 +387,15 @@ class ScapyBridgeInjector(Driver):
         the trip's wall time; returns the highest trip number seen (*after* if none)."""
         highest = after
         for trip in self.trips(after):
+            highest = max(highest, trip.n)
+            if trip.spec.kind is FaultKind.WATCH_MESSAGE:
+                continue  # a note, not a fault (the bench published it live as "seen")
             became = f"; became {trip.became.describe()}" if trip.became is not None else ""
             self.event_sink.publish(
                 Source.NETWORK, "fault", "fired",
                 f"{trip.spec.describe()}: {trip.action.value} {trip.direction.value} "
                 f"{trip.frame}{became}",
                 t=trip.wall, data={"rule": trip.rule_id, "n": trip.n})
-            highest = max(highest, trip.n)
         return highest
 
     # --- capture and counters -------------------------------------------------------------------
@@ -418,15 +428,24 @@ class ScapyBridgeInjector(Driver):
     # --- nominal --------------------------------------------------------------------------------
 
     def is_nominal(self) -> bool:
-        """The bridge process is alive, answers, is not FAILED and has no active rule."""
+        """The bridge process is alive, answers, is not FAILED, has no active rule and the
+        terminal's link is up."""
         if self.state is not SessionState.OPEN:
             return False
         try:
-            return not self._active_rules("is_nominal")
+            answer = self._request("is_nominal", {"op": "ping"})
+            rules = self._parsed("ping", lambda: active_from_json(answer))
+            carrier = self._parsed("ping", lambda: carrier_from_json(answer))
         except (TransportError, NoResponse, DeviceStateError) as exc:
             log.warning("%r: not nominal: %s", self, exc)
             return False
+        if not carrier and not rules:
+            log.warning("%r: not nominal: the terminal's link %s is down with no rule active "
+                        "(setting it up again failed; see %s)", self, self.terminal_if,
+                        self.log_path)
+        return carrier and not rules
 
     def restore_nominal(self) -> None:
-        """Clear every rule (raises if the bridge is dead or FAILED: not a state to hide)."""
+        """Clear every rule and set the terminal's link up (raises if the bridge is dead or
+        FAILED, or the link cannot be set up: not a state to hide)."""
         self.clear_all()

@@ -233,6 +233,12 @@ def active_from_json(raw: object, where: str = "answer") -> tuple[ActiveRule, ..
     return tuple(ActiveRule.from_json(item, f"{where}.active[{i}]") for i, item in enumerate(items))
 
 
+def carrier_from_json(raw: object, where: str = "answer") -> bool:
+    """The ``carrier`` of a control answer: false while the bridge holds the terminal's link
+    down (a ``carrier_loss`` rule active, or setting the link up again failed)."""
+    return _bool(_object(raw, where), "carrier", where)
+
+
 def list_from_json(raw: object, key: str, parse: Callable[[object, str], R],
                    where: str = "answer") -> list[R]:
     """``raw[key]`` as a list, each item parsed by *parse* (errors name ``key[i]``)."""
@@ -303,6 +309,9 @@ class DirectionStats:
     send_errors: int = 0
     frames_injected: int = 0
     """Frames a rule made up and sent this way (a forged RST, a duplicate's copy)."""
+    recv_link_down: int = 0
+    """Receives on this direction's source port that found its link down (ENETDOWN: the
+    terminal's link set down for carrier_loss); not a failure of the bridge."""
 
     @classmethod
     def from_json(cls, raw: object, where: str = "direction") -> DirectionStats:
@@ -384,6 +393,7 @@ __all__ = [
     "TcpSegment",
     "Trip",
     "active_from_json",
+    "carrier_from_json",
     "covers",
     "delivered_path",
     "list_from_json",

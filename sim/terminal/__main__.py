@@ -1,11 +1,13 @@
 """``python -m sim.terminal --ecr-fd N --harness-fd M --state-dir DIR --profile PATH
-[--host 198.18.0.20:8583] [--terminal-id ID] [--merchant-id ID]``
+[--host 198.18.0.20:8583] [--terminal-id ID] [--merchant-id ID] [--netif term0]``
 
 Started by the bench supervisor when the PSU output comes on; SIGTERM ends it cleanly, SIGKILL
 is a power loss.  It also ends by itself (exit 0) after it switched itself off (battery
 cut-off, or too low to start): its last word is the harness notice ``{"t":"power_off"}``, on
-which the supervisor cuts its power anyway.  Logs go to stderr (masked).  The state dir holds the NVRAM
-(``terminal-nvram.json``) and the journal (``terminal-journal.sqlite``, WAL).
+which the supervisor cuts its power anyway.  With ``--netif`` the acquirer client reads that
+interface's carrier before each dial and fails at once without a link (cable out).  Logs go to
+stderr (masked).  The state dir holds the NVRAM (``terminal-nvram.json``) and the journal
+(``terminal-journal.sqlite``, WAL).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import FrameType
 from protocols.errors import RigError
 from sim.terminal.firmware import TerminalFirmware
 from sim.terminal.journal import SqliteJournal
+from sim.terminal.netif import sysfs_carrier
 from sim.terminal.nvram import FileNvram
 from sim.terminal.profile import load_profile, with_overrides
 from sim.terminal.runner import KernelServices, TerminalRunner
@@ -35,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="acquirer host:port (default: from the profile)")
     p.add_argument("--terminal-id", help="override the profile's terminal_id")
     p.add_argument("--merchant-id", help="override the profile's merchant_id")
+    p.add_argument("--netif", help="the terminal's network interface (e.g. term0): its carrier "
+                                   "is checked before each dial (default: no check)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -52,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except RigError as exc:
         logging.getLogger("sim.terminal").error("%s", exc)
         return 2
+    if args.netif is not None:
+        try:
+            sysfs_carrier(args.netif)  # an interface that is not there fails here, not per dial
+        except RigError as exc:
+            logging.getLogger("sim.terminal").error("--netif %s: %s", args.netif, exc)
+            return 2
     harness = socket.socket(fileno=args.harness_fd)
     try:
         journal = SqliteJournal(args.state_dir)
@@ -61,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     firmware = TerminalFirmware(profile, FileNvram(args.state_dir), journal=journal)
 
     def services(slot: HarnessSlot) -> KernelServices:
-        return KernelServices(slot, profile, profile.host, profile.port)
+        return KernelServices(slot, profile, profile.host, profile.port, netif=args.netif)
 
     runner = TerminalRunner(ecr_fd=args.ecr_fd, harness=harness, firmware=firmware,
                             make_services=services)

@@ -243,6 +243,7 @@ class JobResult:
     reason: str = ""
     message: str = ""
     reversal: str = ""  # field 39 of the reversal a financial request failing so calls for
+    text: str = ""  # what the terminal displays for the failure ('' its result's own text)
 
 
 class Services(Protocol):
@@ -291,7 +292,7 @@ def perform(job: Job, services: Services) -> JobResult:
         reversal = getattr(exc, "reversal", None)
         return JobResult(job.job_id, failure="comms", reason=stage, message=str(exc),
                          reversal=REVERSAL_OF_STAGE.get(stage, "98") if reversal is None
-                         else str(reversal))
+                         else str(reversal), text=str(getattr(exc, "display", "") or ""))
     except Exception as exc:  # a bug in a kernel/client: reported loudly, never as a card fault
         log.exception("terminal: %s failed with an unexpected error", type(job).__name__)
         return JobResult(job.job_id, failure="internal", reason=type(exc).__name__,
@@ -1698,7 +1699,7 @@ class TerminalFirmware:
             else:
                 self.journal.answer(txn.entry_id, EntryState.FAILED, result=rc.value,
                                     text=res.message[:200])
-            return self._finish(rc, reason=res.reason)
+            return self._finish(rc, reason=res.reason, text=res.text or DISPLAY[rc])
         r = res.value
         hrc = str(r.response_code)
         host_date = str(getattr(r, "host_date", None) or "")

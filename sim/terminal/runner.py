@@ -77,11 +77,15 @@ class KernelServices:
     Both modules are imported where used, so the terminal boots and answers STATUS without them.
     """
 
-    def __init__(self, slot: HarnessSlot, profile: Profile, host: str, port: int) -> None:
+    def __init__(self, slot: HarnessSlot, profile: Profile, host: str, port: int,
+                 netif: str | None = None) -> None:
         self.slot = slot
         self.profile = profile
         self.host = host
         self.port = port
+        self.netif = netif
+        """The terminal's network interface, whose carrier the acquirer client checks before
+        each dial (None: no check)."""
         self._client: Any = None
 
     @property
@@ -101,7 +105,7 @@ class KernelServices:
             self._client = AcquirerClient(
                 self.host, self.port, terminal_id=p.terminal_id, merchant_id=p.merchant_id,
                 master_key=p.master_key, connect_timeout=p.connect_s,
-                response_timeout=p.response_s, currency=p.currency_code)
+                response_timeout=p.response_s, currency=p.currency_code, netif=self.netif)
         return self._client
 
     def read_card(self, job: ChipJob) -> Any:

@@ -35,6 +35,7 @@ ETH = bytes.fromhex("020000000002" "020000000001" "0800")
 WAIT_S = 2.0
 PULL = FaultSpec.of(FaultKind.CABLE_PULL, direction="both")
 ARMED = FaultSpec.of(FaultKind.PULL_ON_REQUEST)
+LOSS = FaultSpec.of(FaultKind.CARRIER_LOSS)
 
 
 def tcp_frame(flags: str, payload: bytes = b"", seq: int = 1000) -> bytes:
@@ -179,6 +180,69 @@ def test_one_way_pulls_and_two_rules_at_once(injector: ScapyBridgeInjector, wire
     assert [(r.id, r.active, r.cleared is not None) for r in ledger] == [
         (to_terminal, False, True), (to_host, False, True)]
     assert ledger[0].armed <= ledger[0].cleared  # type: ignore[operator]
+
+
+def test_carrier_loss_sets_the_link_down_until_cleared_and_is_not_nominal(
+        injector: ScapyBridgeInjector, wires: Wires, workdir: Path) -> None:
+    link = workdir / "ft.link"  # the fake bridge's terminal-side link
+    assert injector.has_carrier() and injector.is_nominal()
+    first = injector.apply(LOSS)
+    second = injector.apply(LOSS)
+    assert link.read_text() == "down" and not injector.has_carrier()
+    assert not injector.is_nominal() and not injector.is_cable_pulled()
+    wires.from_terminal(ETH + b"x")
+    wires.from_host(ETH + b"y")
+    assert recv_or_none(wires.host, 0.1) is None and recv_or_none(wires.terminal, 0.05) is None
+    injector.clear(first)
+    assert link.read_text() == "down" and not injector.is_nominal()
+    injector.clear(second)
+    assert link.read_text() == "up" and injector.has_carrier() and injector.is_nominal()
+    injector.apply(LOSS)
+    injector.restore_nominal()
+    assert link.read_text() == "up" and injector.is_nominal()
+    wires.from_terminal(ETH + b"z")
+    assert recv_or_none(wires.host, WAIT_S) == ETH + b"z"
+
+
+def test_a_link_that_cannot_be_set_is_a_refusal_naming_the_interface(workdir: Path) -> None:
+    inj = ScapyBridgeInjector("net", "ft", "fh", None, workdir,
+                              python=fake_python(workdir, "--fail-link"))
+    inj.open()
+    try:
+        with pytest.raises(DeviceStateError, match=(
+                r"refused 'add_rule': add_rule: carrier_loss\(\): setting the terminal's link "
+                r"down failed: ft: `ip link set dev ft down` failed with exit code 2: RTNETLINK "
+                r"answers: Operation not permitted")):
+            inj.apply(LOSS)
+        assert inj.active() == [] and inj.is_nominal()
+    finally:
+        inj.close()
+
+
+def test_the_bridge_sets_a_terminal_link_left_down_up_as_it_starts(workdir: Path,
+                                                                    wires: Wires) -> None:
+    inj = ScapyBridgeInjector("net", "ft", "fh", None, workdir, python=fake_python(workdir))
+    inj.open()
+    try:
+        inj.apply(LOSS)
+        pid = inj.pid
+        assert pid is not None and (workdir / "ft.link").read_text() == "down"
+        os.kill(pid, signal.SIGKILL)  # a bridge killed while it held the link down
+        with pytest.raises(TransportError):
+            inj.ping()
+    finally:
+        inj.close()
+    assert (workdir / "ft.link").read_text() == "down"
+    again = ScapyBridgeInjector("net", "ft", "fh", None, workdir, python=fake_python(workdir))
+    again.open()
+    try:
+        assert again.has_carrier() and again.is_nominal()
+        again.apply(LOSS)
+        assert (workdir / "ft.link").read_text() == "down"
+    finally:
+        again.close()  # SIGTERM: the bridge sets the link up as it stops
+    assert (workdir / "ft.link").read_text() == "up"
+    assert "ft is down" in again.log_tail(2000)
 
 
 def test_apply_refuses_what_is_not_a_network_fault(injector: ScapyBridgeInjector) -> None:

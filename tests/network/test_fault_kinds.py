@@ -328,6 +328,19 @@ def test_duplicate_forwards_the_next_data_segment_twice() -> None:
     assert all(every(d, f, 0.0).extra == ((d, f),) for d, f in [(T2H, REQ), (H2T, RESP)] * 5)
 
 
+def test_watch_message_forwards_untouched_and_notes_each_message_once() -> None:
+    core = BridgeCore()
+    entry = core.add_rule(FaultSpec.of("watch_message", mti="0200"), 0.0)
+    assert core.handle(T2H, REQ, 1.0, 100.0) == [(T2H, REQ)]
+    assert core.handle(T2H, REQ, 1.2, 100.2) == [(T2H, REQ)]  # its retransmission: not again
+    assert core.handle(H2T, RESP, 1.3, 100.3) == [(H2T, RESP)]
+    assert core.handle(T2H, ACK, 1.4, 100.4) == [(T2H, ACK)]
+    trips = core.trips()
+    assert [(t.rule_id, t.wall, t.direction) for t in trips] == [(entry.id, 100.0, T2H)]
+    s = core.stats[T2H]
+    assert (s.frames_forwarded, s.frames_dropped, s.frames_deferred) == (3, 0, 0)
+
+
 def test_bandwidth_serialises_frames_at_the_rate_in_order() -> None:
     core = BridgeCore()
     core.add_rule(FaultSpec.of("bandwidth", kbps=8, direction="terminal_to_host"), 0.0)

@@ -1,9 +1,13 @@
 """End to end (root): the fault kinds that look inside segments, through the real bridge on a
-unique test topology, with ISO 8583-framed messages over real TCP connections."""
+unique test topology, with ISO 8583-framed messages over real TCP connections; and
+carrier_loss, which takes the terminal's link down (its interface reports no carrier)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ from protocols.faults import Direction, FaultSpec
 from rigs.network import ScapyBridgeInjector
 from sim import netns
 from sim.netns import Topology
+from sim.terminal.acquirer import NO_LINK_TEXT
 from tests.network.bench_helpers import (
     HOST_PORT,
     connect_fails,
@@ -26,6 +31,7 @@ from tests.network.test_fault_kinds import iso
 
 pytestmark = needs_root
 WAIT_S = 2.0
+REPO = Path(__file__).resolve().parents[2]
 REQUEST, RESPONSE = iso("0200"), iso("0210")
 
 
@@ -235,3 +241,77 @@ def test_flap_the_link_goes_down_and_up_and_traffic_gets_through(
     except TimeoutError:
         pass
     assert exchange(topo, server, b"back", WAIT_S) == b"back"
+
+
+def carrier(topo: Topology) -> str:
+    """The terminal interface's carrier as its own namespace's sysfs shows it."""
+    done = subprocess.run(["ip", "netns", "exec", topo.dut_ns, "cat",
+                           f"/sys/class/net/{topo.term_if}/carrier"],
+                          capture_output=True, text=True, timeout=WAIT_S, check=False)
+    return done.stdout.strip() or done.stderr.strip()
+
+
+def carrier_becomes(topo: Topology, wanted: str, bound_s: float = WAIT_S) -> str:
+    """Wait (bounded) for the terminal interface's carrier to read *wanted*; returns the last
+    reading."""
+    deadline = time.monotonic() + bound_s
+    seen = carrier(topo)
+    while seen != wanted and time.monotonic() < deadline:
+        time.sleep(0.02)
+        seen = carrier(topo)
+    return seen
+
+
+SIGN_IN_IN_DUT = """
+import sys, time
+from sim.terminal.acquirer import AcquirerClient, CommsError
+host, ifname = sys.argv[1], sys.argv[2]
+client = AcquirerClient(host, 8583, terminal_id="10000001", merchant_id="898100012340001",
+                        master_key=bytes(16), connect_timeout=3.0, netif=ifname)
+started = time.monotonic()
+try:
+    client.sign_in(operator="01", stan=1, batch_no=1)
+    print("signed in")
+except CommsError as exc:
+    print(f"{time.monotonic() - started:.3f} {exc.stage} {exc.display} | {exc}")
+"""
+
+
+def sign_in_from_dut(topo: Topology) -> str:
+    """The terminal's acquirer client, in the terminal's namespace, reading its real carrier."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(["ip", "netns", "exec", topo.dut_ns, sys.executable, "-c",
+                           SIGN_IN_IN_DUT, topo.host_ip, topo.term_if],
+                          capture_output=True, text=True, timeout=10.0, check=False, cwd=REPO,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_carrier_loss_takes_the_terminal_s_link_down_until_cleared(
+        topo: Topology, server: socket.socket, injector: ScapyBridgeInjector) -> None:
+    assert carrier(topo) == "1"
+    rule_id = injector.apply(FaultSpec.of("carrier_loss"))
+    assert carrier_becomes(topo, "0") == "0"
+    assert not injector.has_carrier() and not injector.is_nominal()
+    failed, _took = connect_fails(topo, 1.0)
+    assert failed
+    took, stage, text = sign_in_from_dut(topo).split(" | ")[0].split(" ", 2)
+    assert (stage, text) == ("connect", NO_LINK_TEXT) and float(took) < 0.5  # no 3 s wait
+
+    injector.clear(rule_id)
+    assert carrier_becomes(topo, "1") == "1"
+    assert injector.has_carrier() and injector.is_nominal()
+    assert exchange(topo, server, b"back", WAIT_S) == b"back"  # through the same bridge
+    stats = injector.stats()  # RUNNING (stats() raises for a FAILED bridge)
+    assert stats.to_host.recv_link_down >= 1  # its port on the terminal side saw ENETDOWN
+
+
+def test_restore_brings_the_terminal_s_link_up(
+        topo: Topology, server: socket.socket, injector: ScapyBridgeInjector) -> None:
+    injector.apply(FaultSpec.of("carrier_loss"))
+    injector.apply(FaultSpec.of("carrier_loss"))
+    assert carrier_becomes(topo, "0") == "0"
+    injector.restore()
+    assert carrier_becomes(topo, "1") == "1" and injector.is_nominal()
+    assert exchange(topo, server, b"again", WAIT_S) == b"again"

@@ -13,8 +13,8 @@ from protocols.errors import ConfigError
 from protocols.faults import FaultKind, FaultSpec
 from rigs.errors import TriggerError
 from rigs.events import EventStream, Source, matching
-from rigs.triggers import Armer, Trigger, on_apdu, on_current_above, on_terminal
-from tests.rig.test_bench_facade import FULL, fake_bench
+from rigs.triggers import Armer, Trigger, on_apdu, on_current_above, on_mti, on_terminal
+from tests.rig.test_bench_facade import FULL, FakeInstrument, fake_bench
 
 
 def test_trigger_matches_source_name_and_threshold() -> None:
@@ -138,3 +138,48 @@ def test_card_faults_go_to_the_card_bank(tmp_path: Path) -> None:
     assert rec.remote_id == 3 and not rec.fired and any(e.startswith("cards.apply") for e in log)
     bench.clear_fault(rec)
     assert "cards.clear(3,)" in log
+
+
+class FakeWire(FakeInstrument):
+    """An injector that noted one 0200 crossing (trip 7) after the bench armed its watch."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__("network", log)
+        self.applied: list[FaultSpec] = []
+        self.cleared: list[int] = []
+        self.noted = False
+
+    def apply(self, spec: FaultSpec) -> int:
+        self.applied.append(spec)
+        return 41
+
+    def clear(self, rule_id: int) -> None:
+        self.cleared.append(rule_id)
+
+    def trips(self, after: int = 0) -> list[object]:
+        from types import SimpleNamespace
+
+        from protocols.faults import Direction
+
+        if not self.noted:
+            return []
+        return [SimpleNamespace(n=7, rule_id=41, wall=1_800_000_000.0, frame="0200 frame",
+                                direction=Direction.TO_HOST)][:1 if after < 7 else 0]
+
+
+def test_bench_arms_on_a_message_type_through_the_injectors_watch(tmp_path: Path) -> None:
+    bench, log, made = fake_bench(FULL, tmp_path)
+    wire = FakeWire(log)
+    bench._network = wire  # type: ignore[assignment]
+    rec = bench.arm(FaultSpec.of(FaultKind.POWER_CUT), on_mti("0200"))
+    assert [s.describe() for s in wire.applied] == ["watch_message(mti=0200)"]
+    assert not any("output_off" in e for e in log)
+    mark = bench.events.mark()
+    wire.noted = True
+    seen = bench.events.wait_for(matching(source=Source.NETWORK, kind="seen", name="0200"),
+                                 2.0, since=mark)
+    assert seen.t == 1_800_000_000.0  # the wire's time, not the poll's
+    bench.events.wait_for(matching(source=Source.FAULT, kind="fired"), 2.0, since=mark)
+    assert any("output_off" in e for e in log) and rec.fired
+    bench.restore_nominal()
+    assert wire.cleared == [41]  # the watch is gone with the scenario

@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from protocols.crypto import mac_x919
+from protocols.errors import SimError
 from protocols.iso8583 import (
     Header,
     LengthFramer,
@@ -24,7 +26,8 @@ from protocols.iso8583 import (
     unframe,
 )
 from protocols.transactions import REFUND, SALE, VOID, OriginalRef, SettlementTotals, UploadItem
-from sim.terminal.acquirer import AcquirerClient, CommsError, WorkingKeys
+from sim.terminal.acquirer import NO_LINK_TEXT, AcquirerClient, CommsError, WorkingKeys
+from sim.terminal.netif import sysfs_carrier
 from tests.terminal.fakes import PAN
 
 TID, MID = "10000001", "898100012340001"
@@ -252,6 +255,69 @@ def test_connect_refused_calls_for_no_reversal() -> None:
     with pytest.raises(CommsError, match="connect") as err:
         c.settlement(keys=KEYS, stan=1, batch_no=1, operator="00", totals=SettlementTotals())
     assert (err.value.stage, err.value.reversal) == ("connect", "")
+
+
+def test_no_carrier_fails_at_once_with_the_no_link_text_and_never_dials() -> None:
+    dials: list[tuple[str, int]] = []
+    asked: list[str] = []
+
+    def dial(address: tuple[str, int], timeout: float) -> socket.socket:
+        dials.append(address)
+        raise AssertionError("dialled without a link")
+
+    def no_carrier(ifname: str) -> bool:
+        asked.append(ifname)
+        return False
+
+    c = AcquirerClient("198.18.0.20", 8583, terminal_id=TID, merchant_id=MID,
+                       master_key=bytes(16), connect_timeout=3.0, response_timeout=5.0,
+                       dial=dial, netif="term0", carrier=no_carrier)
+    started = time.monotonic()
+    with pytest.raises(CommsError) as err:
+        c.sign_in(operator="01", stan=1, batch_no=1)
+    assert time.monotonic() - started < 0.5  # at once, not after the 3 s connect timeout
+    assert dials == [] and asked == ["term0"]
+    assert (err.value.stage, err.value.reversal, err.value.display) == ("connect", "",
+                                                                        NO_LINK_TEXT)
+    assert str(err.value) == (f"{NO_LINK_TEXT}: AcquirerClient({TID}@198.18.0.20:8583): network "
+                              "interface term0 has no carrier (link down); 198.18.0.20:8583 "
+                              "not dialled")
+
+
+def test_the_carrier_is_read_before_every_dial_and_a_link_lost_between_dials_says_so() -> None:
+    carrier = iter([True, False])
+    dials: list[float] = []
+
+    def refused(address: tuple[str, int], timeout: float) -> socket.socket:
+        dials.append(timeout)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    c = AcquirerClient("198.18.0.20", 8583, terminal_id=TID, merchant_id=MID,
+                       master_key=bytes(16), connect_timeout=2.0, dial=refused, netif="term0",
+                       carrier=lambda ifname: next(carrier))
+    with pytest.raises(CommsError, match=r"has no carrier \(link down\); 198.18.0.20:8583 not "
+                                         r"dialled again after 1 dial\(s\)$") as err:
+        c.sign_in(operator="01", stan=1, batch_no=1)
+    assert len(dials) == 1 and err.value.display == NO_LINK_TEXT
+    without = AcquirerClient("198.18.0.20", 8583, terminal_id=TID, merchant_id=MID,
+                             master_key=bytes(16), connect_timeout=0.15, dial=refused,
+                             carrier=lambda ifname: False)  # no netif: no check
+    with pytest.raises(CommsError, match="Connection refused") as err:
+        without.sign_in(operator="01", stan=1, batch_no=1)
+    assert err.value.display == ""
+
+
+def test_sysfs_carrier_reads_the_interface_s_carrier_file(tmp_path: Path) -> None:
+    for name, text in (("up0", "1\n"), ("down0", "0\n"), ("odd0", "2\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "carrier").write_text(text)
+    assert sysfs_carrier("up0", tmp_path) is True
+    assert sysfs_carrier("down0", tmp_path) is False
+    with pytest.raises(SimError, match=r"carrier of odd0: .*odd0/carrier holds '2'; expected 0 "
+                                       r"or 1"):
+        sysfs_carrier("odd0", tmp_path)
+    with pytest.raises(SimError, match=r"carrier of nope0: cannot read .*nope0/carrier"):
+        sysfs_carrier("nope0", tmp_path)
 
 
 def test_settlement_without_48_or_with_a_bad_48_is_a_comms_error(

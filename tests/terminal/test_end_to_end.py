@@ -284,6 +284,19 @@ def test_module_entry_point_boots_and_stops_on_sigterm(tmp_path: Path) -> None:
         os.close(master)
 
 
+def test_module_entry_point_refuses_a_network_interface_that_is_not_there(
+        tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sim.terminal", "--ecr-fd", "0", "--harness-fd", "0",
+         "--state-dir", str(tmp_path), "--profile", str(PROFILE_PATH), "--netif", "nosuchif9"],
+        cwd=ROOT, capture_output=True, text=True, timeout=10.0, stdin=subprocess.DEVNULL,
+        check=False)
+    assert done.returncode == 2, done.stderr
+    assert ("--netif nosuchif9: carrier of nosuchif9: cannot read "
+            "/sys/class/net/nosuchif9/carrier") in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("terminal", [TEST_TABLE], indirect=True, ids=["test-table"])
 def test_second_transaction_type_end_to_end(terminal: Terminal,
                                             link: SerialTerminalLink) -> None:

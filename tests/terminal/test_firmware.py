@@ -8,6 +8,7 @@ import pytest
 
 from protocols.ecr import EventCode, Key, Message, MsgCode, Prompt
 from protocols.transactions import SALE, TRANSACTIONS, OriginalRef, TransactionTable
+from sim.terminal.acquirer import NO_LINK_TEXT
 from sim.terminal.firmware import (
     Action,
     AuthJob,
@@ -262,6 +263,39 @@ def test_comms_error_during_authorisation(bench: Bench) -> None:
     assert (msg.get("rc"), msg.get("pan"), msg.get("stan")) == ("COMMS_ERROR", MASKED, "000002")
 
 
+def test_no_network_link_is_a_comms_error_showing_its_own_text(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req(PU, amt="100", cur="156")
+    bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
+    for k in ["1", "2", "3", "4", Key.ENTER]:
+        out = bench.req(MsgCode.KEY, k=k)
+    job = job_of(out)
+    out = bench.fw.on_job(JobResult(job.job_id, failure="comms", reason="connect",
+                                    message=f"{NO_LINK_TEXT}: term0 has no carrier",
+                                    text=NO_LINK_TEXT), bench.now)
+    (msg,) = ecr_out(out)
+    assert (msg.get("rc"), msg.get("reason"), msg.get("text")) == (
+        "COMMS_ERROR", "connect", NO_LINK_TEXT)
+    assert bench.fw.journal.pending_reversals() == []  # it never left the terminal
+    assert "COMMS_ERROR" in ecr_out(bench.req(MsgCode.STATUS))[0].get("faults")
+    job = job_of(bench.req(MsgCode.SIGN_IN))
+    (msg,) = ecr_out(bench.fw.on_job(JobResult(
+        job.job_id, failure="comms", reason="connect", message=f"{NO_LINK_TEXT}: term0 has no "
+        "carrier", text=NO_LINK_TEXT), bench.now))
+    assert msg.get("rc") == "COMMS_ERROR" and msg.get("text", "").startswith(NO_LINK_TEXT)
+
+
+def test_a_comms_error_without_its_own_text_shows_the_comms_error_text(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req(PU, amt="100", cur="156")
+    bench.done(job_of(bench.hw(t="card", present=True)), FakeCard())
+    for k in ["1", "2", "3", "4", Key.ENTER]:
+        out = bench.req(MsgCode.KEY, k=k)
+    (msg,) = ecr_out(bench.done(job_of(out), failure="comms", reason="connect",
+                                message="connect timed out"))
+    assert msg.get("text") == "通讯失败 COMMS ERROR"
+
+
 def test_declined_and_host_asks_for_sign_in(bench: Bench) -> None:
     bench.sign_in()
     bench.req(PU, amt="100", cur="156")
@@ -316,6 +350,16 @@ def test_perform_classifies_failures() -> None:
     svc.card = KeyError("bug")
     res = perform(chip, svc)
     assert (res.failure, res.reason) == ("internal", "KeyError")
+
+
+def test_perform_passes_what_a_comms_error_displays() -> None:
+    class NoLink(FakeCommsError):
+        display = NO_LINK_TEXT
+
+    svc = FakeServices()
+    svc.sign_in_result = NoLink("connect", "no carrier")
+    assert perform(SignInJob(7, "01", 1, 1), svc) == JobResult(
+        7, None, "comms", "connect", "no carrier", "", NO_LINK_TEXT)
 
 
 def test_file_nvram_roundtrip(tmp_path: Any) -> None:
