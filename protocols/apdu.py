@@ -10,6 +10,8 @@ from protocols.errors import DecodeError, ProtocolError, hexdump
 
 # Status words (ISO 7816-4, EMV Book 3 / Book 1).
 SW_OK = 0x9000
+SW_SELECTED_FILE_INVALIDATED = 0x6283   # EMV: SELECT of a blocked application (FCI returned)
+SW_VERIFY_FAILED = 0x63C0               # | tries left (0..15): VERIFY with a wrong PIN
 SW_WRONG_LENGTH = 0x6700
 SW_SECURITY_NOT_SATISFIED = 0x6982
 SW_AUTH_METHOD_BLOCKED = 0x6983
@@ -18,6 +20,7 @@ SW_WRONG_DATA = 0x6A80
 SW_FUNC_NOT_SUPPORTED = 0x6A81
 SW_FILE_NOT_FOUND = 0x6A82
 SW_RECORD_NOT_FOUND = 0x6A83
+SW_INCORRECT_P1P2 = 0x6A86
 SW_REF_DATA_NOT_FOUND = 0x6A88
 SW_WRONG_P1P2 = 0x6B00
 SW_INS_NOT_SUPPORTED = 0x6D00
@@ -26,14 +29,16 @@ SW_UNKNOWN = 0x6F00
 
 SW_NAMES: dict[int, str] = {
     SW_OK: "success",
+    SW_SELECTED_FILE_INVALIDATED: "selected file invalidated (application blocked)",
     SW_WRONG_LENGTH: "wrong length",
     SW_SECURITY_NOT_SATISFIED: "security status not satisfied",
     SW_AUTH_METHOD_BLOCKED: "authentication method blocked",
     SW_CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied",
     SW_WRONG_DATA: "incorrect data",
-    SW_FUNC_NOT_SUPPORTED: "function not supported",
+    SW_FUNC_NOT_SUPPORTED: "function not supported (card blocked)",
     SW_FILE_NOT_FOUND: "file or application not found",
     SW_RECORD_NOT_FOUND: "record not found",
+    SW_INCORRECT_P1P2: "incorrect P1 P2",
     SW_REF_DATA_NOT_FOUND: "referenced data not found",
     SW_WRONG_P1P2: "wrong P1/P2",
     SW_INS_NOT_SUPPORTED: "instruction not supported",

@@ -10,16 +10,30 @@ Choices (docs/iso8583.md):
 - Working keys in field 62 of 0810: for each of PIK then MAK: key encrypted under the TMK in
   3DES ECB, followed by a 4-byte check value (first 4 bytes of the clear key's encryption of
   eight zero bytes).
+- Application cryptograms of the bench's EMV cards (docs/cards.md), shared by the card
+  simulator and the issuer so both compute them one way:
+  * ICC master key (MK-AC) from the issuer master key (IMK-AC): EMV Book 2 A1.4.1 option A
+    over PAN and PAN sequence number (:func:`derive_icc_master_key`);
+  * session key per transaction: EMV common session key derivation, Book 2 A1.3.1, with
+    R = ATC || 00 00 00 00 00 00 (:func:`derive_session_key`);
+  * AC (ARQC, TC, AAC): ISO/IEC 9797-1 MAC algorithm 3 with DES, padding method 2, 8 bytes,
+    under the session key (:func:`application_cryptogram`);
+  * ARPC: EMV Book 2 8.2.1 method 1, 3DES of ARQC XOR (ARC || 00…00) under the session key
+    (:func:`arpc_method1`).
 
 Where each piece comes from:
 - From pyemv (maintained payment-crypto library, on top of ``cryptography``):
   :func:`mac_x919` is ``pyemv.mac.mac_iso9797_3`` (padding 1) and :func:`kcv` is
-  ``pyemv.tools.key_check_digits``.  pyemv wants DES keys as ``cryptography`` TripleDES keys;
-  ``cryptography`` deprecates 8- and 16-byte TripleDES keys, so single and double-length keys
-  are handed over as the equivalent 24-byte keys (K1K1K1, K1K2K1): same result, no reliance on
-  the deprecated key sizes.  pyemv still imports TripleDES from ``cryptography``'s old location;
-  that one deprecation warning is silenced around our pyemv calls only (it says nothing about
-  our data).  pyemv's exceptions are turned into :class:`CryptoError` naming the operation.
+  ``pyemv.tools.key_check_digits``; the EMV cryptogram functions are ``pyemv.kd``'s
+  ``derive_icc_mk_a`` and ``derive_common_sk`` and ``pyemv.ac``'s ``generate_arpc_1``; the AC
+  is the MAC ``pyemv.ac.generate_ac`` computes (``mac_iso9797_3``, padding 2), called directly.
+  pyemv wants DES keys as ``cryptography`` TripleDES keys; ``cryptography`` deprecates 8- and
+  16-byte TripleDES keys, so single and double-length keys are handed over as the equivalent
+  24-byte keys (K1K1K1, K1K2K1) where pyemv lets us: same result, no reliance on the
+  deprecated key sizes.  pyemv's key derivations and ARPC insist on double-length keys, and
+  pyemv still imports TripleDES from ``cryptography``'s old location: those two deprecation
+  warnings are silenced around our pyemv calls only (they say nothing about our data).
+  pyemv's exceptions are turned into :class:`CryptoError` naming the operation.
 - Hand-written, because pyemv has no equivalent:
   * ISO 9564-1 format 0 PIN block encode/decode: pyemv only has format 2 and the VIS PIN-change
     block (``pyemv.sm``);
@@ -27,7 +41,8 @@ Where each piece comes from:
     treats degenerate 3DES keys (K1 == K2 [== K3]) as single DES;
   * the UnionPay field 62 working-key layout (key under TMK ‖ 4-byte KCV, PIK then MAK) and
     its length/KCV checks: dialect framing that no library covers.
-The published vectors in tests/host/test_crypto.py pin all of it.
+The published vectors in tests/host/test_crypto.py and tests/host/test_issuer_crypto.py pin
+all of it.
 
 Nothing here logs; keys and PINs never appear in exception messages.
 """
@@ -40,6 +55,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from Crypto.Cipher import DES, DES3
+from pyemv import ac as _pyemv_ac
+from pyemv import kd as _pyemv_kd
 from pyemv import mac as _pyemv_mac
 from pyemv import tools as _pyemv_tools
 
@@ -47,6 +64,10 @@ from protocols.errors import ProtocolError, RigError
 
 __all__ = [
     "CryptoError",
+    "application_cryptogram",
+    "arpc_method1",
+    "derive_icc_master_key",
+    "derive_session_key",
     "KeyCheckError",
     "WrappedKey",
     "decode_working_keys",
@@ -131,6 +152,7 @@ def _pyemv(op: str) -> Iterator[None]:
     pyemv's TripleDES import path is not shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TripleDES has been moved", module=r"pyemv\.")
+        warnings.filterwarnings("ignore", message="Two-key TripleDES")
         try:
             yield
         except (ValueError, TypeError) as exc:
@@ -269,3 +291,56 @@ def decode_working_keys(data: bytes, master: bytes) -> tuple[bytes, bytes]:
     mak = unwrap_key(WrappedKey(data[step:step + klen], data[step + klen:2 * step]), master,
                      "MAK")
     return pik, mak
+
+
+# --------------------------------------------------------------------------------------------
+# EMV application cryptograms (card and issuer; docs/cards.md)
+
+
+def _double_key(key: bytes, op: str, what: str) -> None:
+    if len(key) != 16:
+        raise CryptoError(f"{op}: {what} must be a double-length key (16 bytes); got "
+                          f"{len(key)} bytes")
+
+
+def derive_icc_master_key(imk: bytes, pan: str, pan_seq: int | None) -> bytes:
+    """EMV option A: the card's MK-AC from the issuer's IMK-AC, the PAN and the PAN sequence
+    number (00 when the card has none); parity adjusted, 16 bytes."""
+    _double_key(imk, "derive_icc_master_key()", "the issuer master key")
+    digits = pan.strip().rstrip("Ff")
+    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+        raise CryptoError(f"derive_icc_master_key(): PAN must be 12..19 digits; got "
+                          f"{len(digits)} characters")
+    if pan_seq is not None and not 0 <= pan_seq <= 99:
+        raise CryptoError(f"derive_icc_master_key(): PAN sequence number {pan_seq} not in "
+                          f"0..99")
+    with _pyemv("derive_icc_master_key()"):
+        return _pyemv_kd.derive_icc_mk_a(imk, digits, f"{pan_seq or 0:02d}")
+
+
+def derive_session_key(icc_mk: bytes, atc: bytes) -> bytes:
+    """EMV common session key of one transaction (R = ATC || 00 × 6); 16 bytes."""
+    _double_key(icc_mk, "derive_session_key()", "the ICC master key")
+    if len(atc) != 2:
+        raise CryptoError(f"derive_session_key(): the ATC is 2 bytes; got {len(atc)}")
+    with _pyemv("derive_session_key()"):
+        return _pyemv_kd.derive_common_sk(icc_mk, atc + bytes(6))
+
+
+def application_cryptogram(session_key: bytes, data: bytes) -> bytes:
+    """ARQC / TC / AAC: ISO/IEC 9797-1 MAC algorithm 3, padding method 2, 8 bytes."""
+    _double_key(session_key, "application_cryptogram()", "the session key")
+    k1, k2 = session_key[:8], session_key[8:]
+    with _pyemv("application_cryptogram()"):
+        # pyemv.ac.generate_ac is this call with 8-byte keys; 24-byte equivalents as above
+        return _pyemv_mac.mac_iso9797_3(_tdes24(k1), _tdes24(k2), bytes(data), padding=2)
+
+
+def arpc_method1(session_key: bytes, arqc: bytes, arc: bytes) -> bytes:
+    """ARPC method 1: 3DES(session key, ARQC XOR (ARC || 00 × 6)); 8 bytes."""
+    _double_key(session_key, "arpc_method1()", "the session key")
+    if len(arqc) != BLOCK or len(arc) != 2:
+        raise CryptoError(f"arpc_method1(): ARQC is 8 bytes and ARC 2 bytes; got "
+                          f"{len(arqc)} and {len(arc)}")
+    with _pyemv("arpc_method1()"):
+        return _pyemv_ac.generate_arpc_1(session_key, arqc, arc)

@@ -11,7 +11,8 @@ Three layers, all pure (bytes and ``now`` in, bytes and events out), shared by t
   :data:`protocols.transactions.TRANSACTIONS`, its request and final response);
 * vocabulary — the codes as enums (:class:`MsgCode`, :class:`Result`, :class:`EventCode`,
   :class:`Prompt`, :class:`Key`, :class:`TerminalState`, :class:`Copy`, :class:`PrintStatus`,
-  :class:`FaultCode`); they are ``StrEnum`` so comparisons with plain strings keep working.
+  :class:`FaultCode`, :class:`EntryMode`, :class:`Cvm`, :class:`Reason`); they are ``StrEnum``
+  so comparisons with plain strings keep working.
 
 Frame: ``STX(02) | LEN(2, big-endian, payload bytes) | SEQ(1) | payload | ETX(03) | LRC(1)``,
 LRC = XOR of every byte after STX up to and including ETX.  ACK = ``06 SEQ``, NAK = ``15``.
@@ -533,12 +534,43 @@ def parse_fault_codes(value: str, where: str) -> tuple[FaultCode, ...]:
 class Prompt(enum.StrEnum):
     """``code`` of PG (transaction progress / what the display asks for)."""
 
-    INSERT_CARD = "INSERT_CARD"
+    INSERT_CARD = "INSERT_CARD"  # waiting for a card: inserted, swiped or tapped
     READING_CARD = "READING_CARD"
     ENTER_PIN = "ENTER_PIN"
     PROCESSING = "PROCESSING"
     CONNECTING = "CONNECTING"
     PRINTING = "PRINTING"
+    RETRY_CHIP = "RETRY_CHIP"  # the chip could not be read: take the card out, insert it again
+    SWIPE_CARD = "SWIPE_CARD"  # the chip failed often enough: swipe the card (fallback)
+    INSERT_CHIP = "INSERT_CHIP"  # a chip card was swiped without fallback: insert it
+    SWIPE_AGAIN = "SWIPE_AGAIN"  # the stripe read badly (bad LRC): swipe again
+    ONE_CARD_ONLY = "ONE_CARD_ONLY"  # more than one card in the contactless field
+    WRONG_PIN = "WRONG_PIN"  # the card said the offline PIN is wrong; ``tries`` = tries left
+    PIN_BLOCKED = "PIN_BLOCKED"  # the card's PIN try counter is exhausted
+    SIGNATURE = "SIGNATURE"  # sign on the pad: KY ENTER = signed, KY CANCEL = not signed
+
+
+class Cvm(enum.StrEnum):
+    """``cvm`` of a transaction's final response: how the cardholder was verified."""
+
+    ONLINE_PIN = "online_pin"  # PIN block to the issuer (fields 52/53)
+    OFFLINE_PIN = "offline_pin"  # plaintext PIN checked by the card (VERIFY)
+    SIGNATURE = "signature"  # signature on the pad / the merchant copy
+    NO_CVM = "no_cvm"  # none (contactless under the CVM limit, or the card's list says so)
+
+
+class Reason(enum.StrEnum):
+    """``reason`` of a final response (besides ``sw xxxx``: the status word a card answered)."""
+
+    MUTE = "mute"  # the card did not answer
+    ABSENT = "absent"  # no card (the slot or the field is empty)
+    REMOVED = "removed"  # the card left before it took the approval (reversed)
+    UNSUPPORTED = "unsupported"  # the card's data is unusable / no supported application
+    BAD_ATR = "bad_atr"  # the chip's answer to reset breaks ISO/IEC 7816-3
+    COLLISION = "collision"  # more than one card in the contactless field
+    CARD_DECLINED = "card_declined"  # the card declined (AAC), offline or after an approval
+    PIN_BLOCKED = "pin_blocked"  # the card's offline PIN is blocked
+    SHUTDOWN = "shutdown"  # dropped as the battery cut-off shut the terminal down
 
 
 class Key(enum.StrEnum):
@@ -559,6 +591,7 @@ class TerminalState(enum.StrEnum):
     READING_CARD = "READING_CARD"
     PIN_ENTRY = "PIN_ENTRY"
     PROCESSING = "PROCESSING"
+    SIGNATURE = "SIGNATURE"  # approved, waiting for the cardholder's signature on the pad
     PRINTING = "PRINTING"
 
 

@@ -16,6 +16,7 @@ into :class:`~protocols.errors.DecodeError` naming the field and the byte positi
 from __future__ import annotations
 
 import copy
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,6 +34,7 @@ __all__ = [
     "Dialect",
     "Header",
     "LengthFramer",
+    "PosEntry",
     "RESPONSE_CODES",
     "SENSITIVE_FIELDS",
     "Tpdu",
@@ -160,6 +162,7 @@ UNIONPAY = Dialect(
 RESPONSE_CODES: Mapping[str, str] = MappingProxyType({
     "00": "APPROVED",
     "03": "INVALID MERCHANT",
+    "05": "DO NOT HONOUR",
     "12": "INVALID TRANSACTION",
     "14": "INVALID CARD",
     "22": "SIGN IN AGAIN",
@@ -171,9 +174,11 @@ RESPONSE_CODES: Mapping[str, str] = MappingProxyType({
     "54": "EXPIRED CARD",
     "55": "WRONG PIN",
     "61": "EXCEEDS AMOUNT LIMIT",
+    "62": "RESTRICTED CARD",
     "64": "ORIGINAL AMOUNT INCORRECT",
     "75": "PIN TRIES EXCEEDED",
     "77": "BATCH MISMATCH",
+    "91": "ISSUER UNAVAILABLE",
     "94": "DUPLICATE TRANSACTION",
     "96": "SYSTEM MALFUNCTION",
     "97": "TERMINAL NOT REGISTERED",
@@ -440,3 +445,15 @@ def describe(doc: Mapping[str, str]) -> dict[str, str]:
         else:
             out[key] = value
     return out
+
+
+class PosEntry(enum.StrEnum):
+    """Field 22, POS entry mode (UnionPay convention, n3): digits 1-2 how the PAN was read,
+    digit 3 the terminal's PIN entry capability (1: it can take a PIN; 2 would be a terminal
+    without a PIN pad).  The simulated terminal has a PIN pad: every code it sends ends in 1.
+    A fallback is a stripe read of a chip card whose chip failed (digits 80)."""
+
+    CHIP = "051"  # 05 integrated circuit card (contact)
+    SWIPE = "021"  # 02 magnetic stripe
+    TAP = "071"  # 07 contactless IC (qPBOC / QuickPass)
+    FALLBACK = "801"  # 80 fallback: the chip failed, the stripe was read

@@ -20,6 +20,8 @@ from protocols import tlv
 _PAN_RE = re.compile(r"(?<!\d)(\d{6})(\d{3,9})(\d{4})(?!\d)")
 # Track 2 / track-2-equivalent: PAN, separator ('=' or 'D'), YYMM, service code, discretionary.
 _TRACK2_RE = re.compile(r"(?<![0-9A-Fa-f])(\d{12,19})[=Dd](\d{4})(\d{3})([0-9A-Fa-f]*)")
+# Track 1 (format B): PAN ^ NAME ^ YYMM, service code, discretionary data up to the end sentinel.
+_TRACK1_RE = re.compile(r"%?B(\d{12,19})\^[^^\n]{0,26}\^\d{7}[^?\s]*")
 
 
 def mask_pan(pan: str) -> str:
@@ -31,7 +33,9 @@ def mask_pan(pan: str) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask every PAN-like digit run and blank track-2 data in free text (logs, transcripts)."""
+    """Mask every PAN-like digit run and blank track data (track 1, track 2) in free text (logs,
+    transcripts)."""
+    text = _TRACK1_RE.sub(lambda m: mask_pan(m.group(1)) + "^****", text)
     text = _TRACK2_RE.sub(lambda m: mask_pan(m.group(1)) + "=****", text)
     return _PAN_RE.sub(lambda m: mask_pan(m.group(0)), text)
 

@@ -8,13 +8,18 @@ Frame (all integers big-endian)::
 LRC is the XOR of SEQ, TYPE, both LEN bytes and every PAYLOAD byte.  LEN ≤ :data:`MAX_PAYLOAD`.
 Bytes before an STX are skipped (resynchronisation).  Every request gets exactly one answer
 carrying the request's SEQ; see :data:`ANSWERS`.
+
+Besides the contact slot the probe carries the terminal's other card readers: the stripe reader
+(``SWIPE``: the tracks as the reader head reads them, :func:`swipe_payload`) and the contactless
+field (``TAP``: how many cards are in the field, :func:`tap_payload`; ``CL_POWER_ON`` /
+``CL_CAPDU`` / ``CL_POWER_OFF``: the terminal's contactless reader talking to the card there).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from protocols.errors import DecodeError, FramingError, hexdump
@@ -33,13 +38,18 @@ class MsgType(enum.IntEnum):
     # rig → probe
     INSERT = 0x10       # a card is in the slot (card-detect closes); answered by STATUS
     REMOVE = 0x11       # the card left the slot; answered by STATUS
-    ATR = 0x12          # answer to POWER_ON: status byte (+ ATR bytes when status is OK)
-    RAPDU = 0x13        # answer to CAPDU: status byte (+ R-APDU bytes when status is OK)
+    ATR = 0x12          # answer to POWER_ON / CL_POWER_ON: status byte (+ ATR when OK)
+    RAPDU = 0x13        # answer to CAPDU / CL_CAPDU: status byte (+ R-APDU when OK)
+    SWIPE = 0x14        # a card is swiped through the stripe reader (tracks); answered by STATUS
+    TAP = 0x16          # the cards in the contactless field changed (count); answered by STATUS
     # probe → rig
     POWER_ON = 0x20     # the terminal powers (or resets) the card; answered by ATR
     POWER_OFF = 0x21    # the terminal removed power from the card; answered by ACK
     CAPDU = 0x22        # a command APDU from the terminal; answered by RAPDU
-    STATUS = 0x23       # answer to INSERT/REMOVE: flags byte (see StatusFlag)
+    STATUS = 0x23       # answer to INSERT/REMOVE/SWIPE/TAP: flags byte (see StatusFlag)
+    CL_POWER_ON = 0x24  # the contactless reader activates the card in its field; answered by ATR
+    CL_POWER_OFF = 0x25  # the contactless reader deactivates it (field reset); answered by ACK
+    CL_CAPDU = 0x26     # a command APDU over the contactless field; answered by RAPDU
     # either direction
     ACK = 0x06          # answer to a notification (POWER_OFF)
     NAK = 0x15          # "your last frame arrived damaged, send it again"; SEQ 00
@@ -48,24 +58,41 @@ class MsgType(enum.IntEnum):
 class AnswerStatus(enum.IntEnum):
     OK = 0x00
     MUTE = 0x01         # the card did not answer (no ATR / no R-APDU)
-    ABSENT = 0x02       # no card in the slot (or it was removed)
+    ABSENT = 0x02       # no card in the slot (or it was removed); contactless: none in the field
+    COLLISION = 0x03    # contactless only: more than one card in the field (anticollision)
 
 
 class StatusFlag(enum.IntFlag):
     CARD_PRESENT = 0x01     # card-detect switch closed
     CARD_POWERED = 0x02     # the terminal has powered the card
     TERMINAL_UP = 0x04      # the terminal side of the probe is powered / connected
+    FIELD_CARD = 0x08       # at least one card in the contactless field
+    FIELD_COLLISION = 0x10  # more than one card in the contactless field
+    FIELD_POWERED = 0x20    # the terminal's contactless reader has activated the card
 
+
+#: Bits of the STATUS flags byte that carry meaning (the rest are 0).
+STATUS_MASK = 0x3F
 
 REQUESTS: frozenset[MsgType] = frozenset({
-    MsgType.INSERT, MsgType.REMOVE, MsgType.POWER_ON, MsgType.POWER_OFF, MsgType.CAPDU})
+    MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP, MsgType.POWER_ON,
+    MsgType.POWER_OFF, MsgType.CAPDU, MsgType.CL_POWER_ON, MsgType.CL_POWER_OFF,
+    MsgType.CL_CAPDU})
 ANSWERS: Mapping[MsgType, MsgType] = MappingProxyType({
     MsgType.INSERT: MsgType.STATUS,
     MsgType.REMOVE: MsgType.STATUS,
+    MsgType.SWIPE: MsgType.STATUS,
+    MsgType.TAP: MsgType.STATUS,
     MsgType.POWER_ON: MsgType.ATR,
     MsgType.POWER_OFF: MsgType.ACK,
     MsgType.CAPDU: MsgType.RAPDU,
+    MsgType.CL_POWER_ON: MsgType.ATR,
+    MsgType.CL_POWER_OFF: MsgType.ACK,
+    MsgType.CL_CAPDU: MsgType.RAPDU,
 })
+#: Requests the rig originates (the others are the probe's).
+RIG_REQUESTS: frozenset[MsgType] = frozenset({
+    MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP})
 
 
 @dataclass(frozen=True)
@@ -82,7 +109,7 @@ class ProbeFrame:
                              f"{MAX_PAYLOAD}")
 
     def __repr__(self) -> str:
-        # Payloads are APDUs: show only the length (cardholder data stays out of reprs).
+        # Payloads are APDUs or tracks: show only the length (card data stays out of reprs).
         return f"ProbeFrame(seq={self.seq}, {self.type.name}, {len(self.payload)} bytes)"
 
 
@@ -194,7 +221,80 @@ def parse_status(frame: ProbeFrame) -> StatusFlag:
     if len(frame.payload) != 1:
         raise DecodeError(f"probe STATUS seq {frame.seq}: payload must be 1 flags byte, got "
                           f"{hexdump(frame.payload)}")
-    return StatusFlag(frame.payload[0] & 0x07)
+    return StatusFlag(frame.payload[0] & STATUS_MASK)
+
+
+# -- SWIPE and TAP payloads -------------------------------------------------------------------
+
+#: Most cards the rig reports in the contactless field (a count above 1 is a collision anyway).
+MAX_FIELD_CARDS = 8
+
+
+@dataclass(frozen=True)
+class Swipe:
+    """The tracks of a SWIPE as the reader head read them (``''``: that track not read).
+    ``repr`` shows lengths only: tracks hold the PAN and discretionary data."""
+
+    track1: str = field(default="", repr=False)
+    track2: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        return f"Swipe(track1={len(self.track1)} chars, track2={len(self.track2)} chars)"
+
+
+def swipe_payload(track1: str, track2: str) -> bytes:
+    """``T1LEN(1) | TRACK1 | T2LEN(1) | TRACK2``, each track ASCII as read (start sentinel .. end
+    sentinel, LRC character); a length 0 says the track was not read."""
+    out = b""
+    for n, track in ((1, track1), (2, track2)):
+        try:
+            raw = track.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"swipe_payload: track {n} is not ASCII") from None
+        if len(raw) > 0xFF:
+            raise ValueError(f"swipe_payload: track {n} of {len(raw)} characters exceeds 255")
+        out += bytes([len(raw)]) + raw
+    return out
+
+
+def parse_swipe(frame: ProbeFrame) -> Swipe:
+    """Split a SWIPE payload; errors name the offset (in the frame) and never show the data."""
+    data = frame.payload
+    tracks: list[str] = []
+    pos = 0
+    for n in (1, 2):
+        if pos >= len(data):
+            raise DecodeError(f"probe SWIPE seq {frame.seq}: T{n}LEN expected at offset "
+                              f"{5 + pos}, payload ends ({len(data)} bytes)")
+        length = data[pos]
+        raw = data[pos + 1:pos + 1 + length]
+        if len(raw) != length:
+            raise DecodeError(f"probe SWIPE seq {frame.seq}: track {n} of {length} bytes at "
+                              f"offset {5 + pos + 1}, only {len(raw)} follow")
+        if any(b < 0x20 or b > 0x7E for b in raw):
+            raise DecodeError(f"probe SWIPE seq {frame.seq}: track {n} at offset "
+                              f"{5 + pos + 1} is not printable ASCII")
+        tracks.append(raw.decode("ascii"))
+        pos += 1 + length
+    if pos != len(data):
+        raise DecodeError(f"probe SWIPE seq {frame.seq}: {len(data) - pos} byte(s) after "
+                          f"track 2 at offset {5 + pos}")
+    return Swipe(tracks[0], tracks[1])
+
+
+def tap_payload(cards: int) -> bytes:
+    """``N(1)``: how many cards are in the contactless field now (0: the field is empty)."""
+    if not 0 <= cards <= MAX_FIELD_CARDS:
+        raise ValueError(f"tap_payload: {cards} cards, expected 0..{MAX_FIELD_CARDS}")
+    return bytes([cards])
+
+
+def parse_tap(frame: ProbeFrame) -> int:
+    if len(frame.payload) != 1 or frame.payload[0] > MAX_FIELD_CARDS:
+        raise DecodeError(f"probe TAP seq {frame.seq}: payload must be 1 byte 00.."
+                          f"{MAX_FIELD_CARDS:02X} (cards in the field), got "
+                          f"{hexdump(frame.payload)}")
+    return frame.payload[0]
 
 
 class SeqCounter:

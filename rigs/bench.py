@@ -44,6 +44,7 @@ from rigs.interfaces import (
     SwitchUnit,
     TerminalLink,
 )
+from rigs.qr import QrPlatformView
 from rigs.triggers import SEEN, WIRE_POLL_S, Armer, Trigger
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,10 @@ def lacks(config: BenchConfig, cap: Capability) -> bool:
         return config.host is None or config.host.ledger is None
     if cap is Capability.HOST_CONTROL:
         return config.host is None or getattr(config.host, "control", None) is None
+    if cap is Capability.QR:
+        return config.qr is None or config.qr.control is None
+    if cap is Capability.QR_LEDGER:
+        return config.qr is None or config.qr.ledger is None
     if cap is Capability.LAB:
         return config.bench.kind == "virtual"
     raise ConfigError(f"unknown capability {cap!r}")
@@ -152,6 +157,13 @@ class Bench:
             config.bench.name, network=self._network, ledger=self._ledger,
             control=self._control,
             host_port=None if config.host is None else config.host.port)
+        self._qr = QrPlatformView(
+            config.bench.name, address=None if config.qr is None else config.qr.address,
+            ledger=None if lacks(config, Capability.QR_LEDGER)
+            else build("qr_ledger", config.qr, ctx),
+            wallet=None if lacks(config, Capability.QR) else build("qr_wallet", config.qr, ctx),
+            control=None if lacks(config, Capability.QR)
+            else build("qr_control", config.qr, ctx))
         for instrument in self.instruments():
             instrument.event_sink = self.events
         self._opened: list[Instrument] = []
@@ -190,6 +202,14 @@ class Bench:
         return self._switch
 
     @property
+    def qr(self) -> QrPlatformView:
+        """The QR payment platform: its ledger, the customer's wallet, its rules."""
+        if self.config.qr is None:
+            raise CapabilityMissing(f"bench {self.config.bench.name}: needs "
+                                    f"{REQUIREMENT[Capability.QR]}")
+        return self._qr
+
+    @property
     def network(self) -> NetworkInjector:
         return self._need(Capability.NETWORK, self._network)  # type: ignore[no-any-return]
 
@@ -221,8 +241,8 @@ class Bench:
     def instruments(self) -> list[Instrument]:
         """Open order: what shapes the terminal's world first, the terminal last.  Restore
         uses the same order: the terminal judges the world the others have just restored."""
-        parts: list[Instrument | None] = [self._ledger, self._control, self._network,
-                                          self._switch, self._cards, self._power,
+        parts: list[Instrument | None] = [self._ledger, self._control, *self._qr.instruments(),
+                                          self._network, self._switch, self._cards, self._power,
                                           self.terminal]
         return [p for p in parts if p is not None]
 
@@ -512,6 +532,7 @@ class Bench:
             self._power.clear_trace()
             self._power.start_sampling(period_s=self.sample_period_s)
         self.acquirer.begin_scenario()
+        self._qr.begin_scenario()
         if self._network is not None:
             path = self.workdir / "capture" / f"{slug}.pcap"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -546,6 +567,9 @@ class Bench:
             entries = self.acquirer.booked()
             out.append(Evidence("acquirer ledger (this scenario)", "text",
                                 "\n".join(str(e) for e in entries) or "(no entries)"))
+        qr_text = self._qr.evidence_text()
+        if qr_text is not None:
+            out.append(Evidence("QR platform ledger (this scenario)", "text", qr_text))
         self.sync_faults()
         out.append(Evidence("faults injected (armed, fired, cleared)", "text", self.faults.text()))
         self.events.publish(Source.RIG, "scenario", "end")

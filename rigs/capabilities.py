@@ -2,7 +2,8 @@
 
 A capability is a part of the bench a step relies on: the card bank, the supply, the relay wired
 to the paper sensor, the in-line network injector, the view of what crossed the wire, the
-acquirer's ledger (usually only the virtual bench has it), or real hardware.  Scenarios name
+acquirer's ledger (usually only the virtual bench has it), the QR payment platform's wallet and
+ledger (``@qr``, ``@qr_ledger``), or real hardware.  Scenarios name
 theirs by tag (``@card``, ``@ledger``, …); steps name theirs with :func:`needs`, so the plugin
 can skip a scenario at setup, with the reason, when one of its steps needs something the bench
 lacks — a scenario is never failed or errored mid-way for a part the bench does not have.
@@ -24,6 +25,8 @@ class Capability(enum.StrEnum):
     WIRE = "wire"
     LEDGER = "ledger"
     HOST_CONTROL = "host_control"
+    QR = "qr"
+    QR_LEDGER = "qr_ledger"
     LAB = "lab"
 
 
@@ -36,6 +39,8 @@ CAPABILITY_OF_TAG: Mapping[str, Capability] = MappingProxyType({
     "wire": Capability.WIRE,
     "ledger": Capability.LEDGER,
     "host_control": Capability.HOST_CONTROL,
+    "qr": Capability.QR,
+    "qr_ledger": Capability.QR_LEDGER,
     "hw_only": Capability.LAB,
 })
 
@@ -53,6 +58,11 @@ REQUIREMENT: Mapping[Capability, str] = MappingProxyType({
     Capability.HOST_CONTROL: "host.control in the bench file (the acquirer host simulator's "
                              "control socket, to set its answers; usually only the virtual "
                              "bench has one)",
+    Capability.QR: "qr.control in the bench file (the QR payment platform simulator's control "
+                   "socket, through which the rig plays the customer's wallet; usually only "
+                   "the virtual bench has one)",
+    Capability.QR_LEDGER: "qr.ledger in the bench file (the QR payment platform's ledger; "
+                          "usually only the virtual bench has one)",
     Capability.LAB: "a lab bench (bench.kind: lab)",
 })
 

@@ -35,6 +35,7 @@ from rigs.transport import URL_FORMS, serial_url_error
 SERIAL_FORMS = URL_FORMS      # the one grammar: rigs.transport.serial_url_error
 VISA_FORMS = RESOURCE_FORMS   # the one grammar: rigs.scpi.resource_error
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_PROFILE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 WHAT = "bench file"
 
 
@@ -88,7 +89,10 @@ class TerminalConfig(_Part):
 
 
 class BankCard(_Section):
-    reader: str = Field(description="PC/SC reader name holding this test card.")
+    reader: str | None = Field(None, description="PC/SC reader name holding this test card.")
+    emulator: str | None = Field(None, description=(
+        "Instead of a reader: the profile the card emulator (cards.emulator) loads for this "
+        "card, by name."))
     pin: str | None = Field(None, repr=False, description="The test card's PIN (card sheet).")
 
     @field_validator("pin")
@@ -98,11 +102,40 @@ class BankCard(_Section):
             raise ValueError("a PIN is 4 to 12 digits")
         return value
 
+    @field_validator("emulator")
+    @classmethod
+    def _profile_name(cls, value: str | None) -> str | None:
+        if value is not None and not _PROFILE_RE.match(value):
+            raise ValueError(f"{value!r} is not a profile name (a-z 0-9 _ -, the profile's file "
+                             f"name without .yaml)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> BankCard:
+        if (self.reader is None) == (self.emulator is None):
+            raise ValueError("give the card's reader or the emulator profile (emulator), "
+                             "exactly one of them")
+        return self
+
+
+class CardEmulatorConfig(_Section):
+    """A programmable card emulator on one reader (a lab's card simulator instrument): it loads
+    a profile on request, and pcscd sees the card leave and come back."""
+
+    control: str = Field(description="Path of the emulator's control socket (unix socket, "
+                                     "JSON lines).")
+    reader: str = Field(description="PC/SC reader name of the emulator's reader.")
+    load_timeout: float = Field(5.0, gt=0, le=60, description=(
+        "Bound of loading a card (s): until pcscd reports the new card in the reader."))
+
 
 class CardsConfig(_Part):
     probe: SerialUrl = Field(description=f"Serial URL of the slot probe: {SERIAL_FORMS}")
-    bank: dict[str, BankCard] = Field(description="Card name → its reader in the card bank.")
+    bank: dict[str, BankCard] = Field(description="Card name → its reader (or emulator "
+                                                  "profile) in the card bank.")
     pcsc_socket: str | None = Field(None, description="PCSCLITE_CSOCK_NAME of a private pcscd.")
+    emulator: CardEmulatorConfig | None = Field(None, description=(
+        "The card emulator that bank cards with 'emulator:' are loaded into."))
 
     @field_validator("bank")
     @classmethod
@@ -110,6 +143,21 @@ class CardsConfig(_Part):
         if not value:
             raise ValueError("the card bank needs at least one card")
         return value
+
+    @model_validator(mode="after")
+    def _emulated_need_emulator(self) -> CardsConfig:
+        emulated = sorted(name for name, card in self.bank.items() if card.emulator is not None)
+        if emulated and self.emulator is None:
+            raise ValueError(f"cards.bank.{emulated[0]}.emulator names a profile, but there is "
+                             f"no cards.emulator section (control socket and reader)")
+        if self.emulator is not None:
+            clash = sorted(name for name, card in self.bank.items()
+                           if card.reader == self.emulator.reader)
+            if clash:
+                raise ValueError(f"cards.bank.{clash[0]}.reader is the emulator's reader "
+                                 f"{self.emulator.reader!r}; a fixed card needs a reader of "
+                                 f"its own")
+        return self
 
 
 class PowerLimits(_Section):
@@ -180,6 +228,27 @@ class HostConfig(_Part):
         return int(self.address.rsplit(":", 1)[1])
 
 
+class QrConfig(_Section):
+    """The QR payment platform: where the terminal reaches it, and (virtual bench) its ledger
+    and control socket.  Three parts are built from it, each may name its implementation."""
+
+    address: HostPort = Field(description="host:port of the QR platform, to find its traffic "
+                                          "in captures.")
+    ledger: str | None = Field(None, description="Path of the platform simulator's SQLite "
+                                                 "ledger.")
+    control: str | None = Field(None, description="Path of the platform simulator's control "
+                                                  "socket (unix socket, JSON lines): the "
+                                                  "customer's wallet and the platform's rules.")
+    ledger_driver: str | None = Field(None, description=DRIVER_DOC)
+    wallet_driver: str | None = Field(None, description=DRIVER_DOC)
+    control_driver: str | None = Field(None, description=DRIVER_DOC)
+
+    @property
+    def port(self) -> int:
+        """The TCP port of :attr:`address`."""
+        return int(self.address.rsplit(":", 1)[1])
+
+
 class BenchInfo(_Section):
     name: str
     kind: Literal["virtual", "lab"] = "lab"
@@ -193,6 +262,7 @@ class BenchConfig(_Section):
     switch: SwitchConfig | None = None
     network: NetworkConfig | None = None
     host: HostConfig | None = None
+    qr: QrConfig | None = None
 
 
 def parse_bench(data: Any, source: str = "<bench>") -> BenchConfig:

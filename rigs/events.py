@@ -36,6 +36,7 @@ class Source(enum.StrEnum):
     SWITCH = "switch"
     NETWORK = "network"
     ACQUIRER = "acquirer"
+    QR = "qr"  # the QR payment platform (and the customer's wallet the rig plays)
     FAULT = "fault"
     RIG = "rig"
 

@@ -4,7 +4,9 @@ The rig never knows whether it talks to hardware or to the virtual bench, nor wh
 implementation a lab plugged in: ``bench.terminal`` is a :class:`TerminalLink`, the card bank a
 :class:`CardBank`, the supply a :class:`PowerSupply`, the relay unit a :class:`SwitchUnit`, the
 in-line injector a :class:`NetworkInjector`, the acquirer host's ledger an
-:class:`AcquirerLedger`.  The bench YAML chooses the implementation (``driver:`` in each
+:class:`AcquirerLedger`, the QR payment platform's ledger a :class:`QrPlatformLedger`, the
+customer's wallet the rig plays a :class:`QrWallet` and the platform's rules a
+:class:`QrPlatformControl`.  The bench YAML chooses the implementation (``driver:`` in each
 section, see :mod:`rigs.registry`); these Protocols are the whole contract.
 
 Every instrument shares one nominal contract (:class:`Instrument`): ``is_nominal()`` and
@@ -27,11 +29,14 @@ from rigs.events import EventSink
 
 if TYPE_CHECKING:
     from protocols.faults import Direction, FaultSpec
+    from protocols.qr import QrOrder, QrRefund, Wallet
+    from protocols.qrledger import QrPayment, QrRequestRecord
     from protocols.transactions import OriginalRef, TxnType
     from rigs.cardfaults import CardFaultRecord
     from rigs.host import LedgerEntry
     from rigs.hostctl import HostTotals
     from rigs.network.records import CapturePaths, InjectorStats, RuleRecord, Trip
+    from rigs.qr import PaymentCode, QrMark
     from rigs.terminal import Outcome, Settlement, TerminalEvent, TerminalStatus, Totals
 
 
@@ -79,6 +84,10 @@ class TerminalLink(Instrument, Protocol):
 
     def enter_pin(self, pin: str) -> None: ...
 
+    def sign(self, *, signed: bool = True) -> None:
+        """Answer the SIGNATURE prompt from the signature pad (signed, or not)."""
+        ...
+
     def press_key(self, key: str) -> None: ...
 
     def wait_for_event(self, code: str, timeout: float, since: int = 0) -> TerminalEvent: ...
@@ -107,14 +116,38 @@ class TerminalLink(Instrument, Protocol):
 
 
 class CardBank(Instrument, Protocol):
-    """Test cards and the probe in the terminal's card slot."""
+    """Test cards and the probe in the terminal's card slot, stripe reader and contactless
+    field (docs/probe-link.md, docs/wiring.md)."""
 
     @property
     def inserted(self) -> str | None: ...
 
+    @property
+    def field(self) -> tuple[str, ...]: ...
+
     def insert(self, card_name: str) -> None: ...
 
     def remove(self) -> None: ...
+
+    def swipe(self, card_name: str, *, bad_read: bool = False) -> None:
+        """Swipe the card through the terminal's stripe reader (*bad_read*: a wrong LRC)."""
+        ...
+
+    def set_stripe(self, card_name: str, *, track2: str, track1: str = "") -> None:
+        """The card's tracks as a head reads them (else the bank derives them)."""
+        ...
+
+    def tap(self, card_name: str) -> None:
+        """Hold the card to the terminal's contactless field (alone)."""
+        ...
+
+    def tap_both(self, card_a: str, card_b: str) -> None:
+        """Two cards in the field at once (a collision)."""
+        ...
+
+    def take_away(self) -> None:
+        """Empty the contactless field."""
+        ...
 
     def clear_trace(self) -> None: ...
 
@@ -260,3 +293,58 @@ class AcquirerControl(Instrument, Protocol):
     def disagree_next(self, terminal_id: str) -> None: ...
 
     def totals(self, terminal_id: str, batch_no: str) -> HostTotals: ...
+
+
+class QrPlatformLedger(Instrument, Protocol):
+    """What the QR payment platform booked (its ledger; usually only the virtual bench has
+    one): orders as they stand, payments, refunds, and the requests terminals sent."""
+
+    def mark(self) -> QrMark: ...
+
+    def orders(self, since: QrMark | None = None, *, status: str | None = None,
+               terminal_id: str | None = None, kind: str | None = None) -> list[QrOrder]: ...
+
+    def order(self, *, out_trade_no: str | None = None, order_id: str | None = None
+              ) -> QrOrder | None: ...
+
+    def payments(self, since: QrMark | None = None, *, order_id: str | None = None
+                 ) -> list[QrPayment]: ...
+
+    def refunds(self, since: QrMark | None = None, *, order_id: str | None = None
+                ) -> list[QrRefund]: ...
+
+    def requests(self, since: QrMark | None = None, *, operation: str | None = None
+                 ) -> list[QrRequestRecord]: ...
+
+    def text(self, since: QrMark | None = None) -> str: ...
+
+
+class QrWallet(Instrument, Protocol):
+    """The customer's wallet app, played by the rig: pays the code the terminal shows, opens
+    a payment code for the terminal's scanner, types the wallet password or declines."""
+
+    def pay_order(self, code_url: str, *, wallet: Wallet | str = ...,
+                  buyer_id: str | None = None, password: bool = False,
+                  balance_minor: int | None = None) -> QrOrder: ...
+
+    def new_payment_code(self, wallet: Wallet | str = ..., *, buyer_id: str | None = None,
+                         password: bool = False, balance_minor: int | None = None
+                         ) -> PaymentCode: ...
+
+    def confirm(self, *, order_id: str | None = None, out_trade_no: str | None = None
+                ) -> QrOrder: ...
+
+    def refuse(self, *, order_id: str | None = None, out_trade_no: str | None = None
+               ) -> QrOrder: ...
+
+    def order(self, *, order_id: str | None = None, out_trade_no: str | None = None
+              ) -> QrOrder: ...
+
+
+class QrPlatformControl(Instrument, Protocol):
+    """Setting the QR payment platform's answers (its rules; virtual bench)."""
+
+    def add_rule(self, match: dict[str, object], answer: dict[str, object],
+                 times: int | None = None) -> int: ...
+
+    def clear_rules(self) -> None: ...

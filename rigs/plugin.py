@@ -50,6 +50,8 @@ MARKERS = {
     "ledger": "checks what the acquirer host booked (needs its ledger; usually virtual bench only)",
     "wire": "checks what crossed the wire (needs the in-line network injector)",
     "host_control": "sets the acquirer host's answers (needs its control; virtual bench only)",
+    "qr": "pays through the QR payment platform (needs its wallet control; virtual bench only)",
+    "qr_ledger": "checks what the QR payment platform booked (needs its ledger)",
 }
 SIM_BOUND = 120.0
 PROCEDURES = Path(__file__).resolve().parent.parent / "docs" / "procedures.md"

@@ -1,11 +1,13 @@
 """Which implementation drives each part of a bench: chosen by the bench YAML, not by the façade.
 
-Each section of a bench file may name its implementation with ``driver:``; without it the
-section's default is used.  A name is either one of the rig's own (:data:`BUILTIN`) or a lab's
-own factory as ``package.module:function``.  A factory takes the section and a
-:class:`BuildContext` and returns an object that satisfies the section's interface
-(:mod:`rigs.interfaces`); a lab's object is checked for every method of that interface before
-the bench opens anything, and what is missing is named with the YAML key.
+Each section of a bench file may name its implementation with ``driver:`` (a section that
+holds several parts names each with its own key: ``qr.ledger_driver``, ``qr.wallet_driver``,
+``qr.control_driver``); without it the part's default is used.  A name is either one of the
+rig's own (:data:`BUILTIN`) or a lab's own factory as ``package.module:function``.  A factory
+takes the section and a :class:`BuildContext` and returns an object that satisfies the
+section's interface (:mod:`rigs.interfaces`); a lab's object is checked for every method of
+that interface before the bench opens anything, and what is missing is named with the YAML
+key.
 
 The rig's own factories import their driver modules lazily, so a bench without a network
 section never imports scapy.
@@ -49,12 +51,20 @@ def serial_terminal(section: Any, ctx: BuildContext) -> Any:
 
 
 def pcsc_cards(section: Any, ctx: BuildContext) -> Any:
-    from rigs.cards import PcscCardBank
+    from rigs.cards import PcscCardBank, SocketCardEmulator
     from rigs.transport import serial_transport
 
+    emulator = None
+    if section.emulator is not None:
+        emulator = SocketCardEmulator("card-emulator", section.emulator.control,
+                                      section.emulator.reader,
+                                      load_timeout=section.emulator.load_timeout)
     return PcscCardBank("cards", serial_transport(section.probe, where="cards.probe"),
-                        {name: card.reader for name, card in section.bank.items()},
-                        section.pcsc_socket)
+                        {name: card.reader for name, card in section.bank.items()
+                         if card.reader is not None},
+                        section.pcsc_socket, emulator=emulator,
+                        emulated={name: card.emulator for name, card in section.bank.items()
+                                  if card.emulator is not None})
 
 
 def scpi_power(section: Any, ctx: BuildContext) -> Any:
@@ -93,13 +103,34 @@ def socket_host_control(section: Any, ctx: BuildContext) -> Any:
     return SocketAcquirerControl("hostctl", Path(section.control))
 
 
+def sqlite_qr_ledger(section: Any, ctx: BuildContext) -> Any:
+    from rigs.qr import SqliteQrPlatformLedger
+
+    return SqliteQrPlatformLedger("qr-ledger", Path(section.ledger))
+
+
+def socket_qr_wallet(section: Any, ctx: BuildContext) -> Any:
+    from rigs.qr import SocketQrWallet
+
+    return SocketQrWallet("qr-wallet", Path(section.control))
+
+
+def socket_qr_control(section: Any, ctx: BuildContext) -> Any:
+    from rigs.qr import SocketQrPlatformControl
+
+    return SocketQrPlatformControl("qr-control", Path(section.control))
+
+
 @dataclass(frozen=True)
 class Slot:
-    """One replaceable part of the bench: its YAML section, interface name and default."""
+    """One replaceable part of the bench: its YAML section, interface name and default, and
+    the key of the section that names its implementation (``driver`` unless a section holds
+    several parts)."""
 
     section: str
     interface: str
     default: str
+    key: str = "driver"
 
 
 SLOTS: Mapping[str, Slot] = MappingProxyType({
@@ -110,6 +141,9 @@ SLOTS: Mapping[str, Slot] = MappingProxyType({
     "network": Slot("network", "NetworkInjector", "scapy-bridge"),
     "ledger": Slot("host", "AcquirerLedger", "sqlite"),
     "control": Slot("host", "AcquirerControl", "socket"),
+    "qr_ledger": Slot("qr", "QrPlatformLedger", "sqlite", key="ledger_driver"),
+    "qr_wallet": Slot("qr", "QrWallet", "socket", key="wallet_driver"),
+    "qr_control": Slot("qr", "QrPlatformControl", "socket", key="control_driver"),
 })
 
 BUILTIN: Mapping[tuple[str, str], Factory] = MappingProxyType({
@@ -120,6 +154,9 @@ BUILTIN: Mapping[tuple[str, str], Factory] = MappingProxyType({
     ("network", "scapy-bridge"): scapy_network,
     ("ledger", "sqlite"): sqlite_ledger,
     ("control", "socket"): socket_host_control,
+    ("qr_ledger", "sqlite"): sqlite_qr_ledger,
+    ("qr_wallet", "socket"): socket_qr_wallet,
+    ("qr_control", "socket"): socket_qr_control,
 })
 
 
@@ -165,8 +202,8 @@ def build(slot_name: str, section: Any, ctx: BuildContext) -> Any:
     from rigs import interfaces
 
     slot = SLOTS[slot_name]
-    name = getattr(section, "driver", None) or slot.default
-    key = f"{slot.section}.driver"
+    name = getattr(section, slot.key, None) or slot.default
+    key = f"{slot.section}.{slot.key}"
     factory = _load_factory(slot_name, name, key)
     try:
         obj = factory(section, ctx)

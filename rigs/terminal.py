@@ -15,6 +15,14 @@ row of the transaction table (:mod:`protocols.transactions`; the ECR request cod
 whether an original is named come from the row) and :meth:`~SerialTerminalLink.wait_outcome`
 waits for that row's final response.  :meth:`~SerialTerminalLink.start_purchase` is the sale.
 
+Entry modes and cardholder verification (docs/ecr-protocol.md): the request's ``entry``
+(:class:`~protocols.ecr.EntryMode`) is checked here; the prompts the cardholder answers
+(``RETRY_CHIP``, ``SWIPE_CARD``, ``INSERT_CHIP``, ``SWIPE_AGAIN``, ``ONE_CARD_ONLY``,
+``WRONG_PIN`` with :attr:`TerminalEvent.tries_left`, ``PIN_BLOCKED``, ``SIGNATURE``) are events
+with their fields; :meth:`~SerialTerminalLink.sign` is the signature pad's key; an
+:class:`Outcome` says how the card was read and the cardholder verified (``entry_mode``,
+``fallback``, ``cvm``, ``signature_captured``, ``reason``).
+
 The business day (docs/business-day.md): :meth:`~SerialTerminalLink.reprint`,
 :meth:`~SerialTerminalLink.query`, :meth:`~SerialTerminalLink.totals` (:class:`Totals`),
 :meth:`~SerialTerminalLink.settle` (:class:`Settlement`), :meth:`~SerialTerminalLink.unlock`,
@@ -92,6 +100,14 @@ class TerminalEvent:
     #: READY: the self-test's fault codes; EV: the fault code of the part it reports failing
     #: (EV SHUTDOWN: the battery's); () otherwise.
     faults: tuple[ecr.FaultCode, ...] = ()
+    #: The message's other fields (PG WRONG_PIN ``tries``, PG RETRY_CHIP ``reason`` …).
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tries_left(self) -> int | None:
+        """PG WRONG_PIN: the PIN tries the card has left (None: not said)."""
+        value = self.fields.get("tries", "")
+        return int(value) if value.isdigit() else None
 
 
 def _event_faults(msg: ecr.Message) -> tuple[ecr.FaultCode, ...]:
@@ -114,15 +130,35 @@ class Outcome:
     masked_pan: str = ""
     amount_minor: int | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    #: How the card was read (``ecr.EntryMode`` value; '' when no card was read) and whether
+    #: it was a fallback swipe (the chip had failed).
+    entry_mode: str = ""
+    fallback: bool = False
+    #: How the cardholder was verified (``ecr.Cvm`` value, '' when no card was read).
+    cvm: str = ""
+    #: A signature CVM: whether the cardholder signed on the pad (None: none was asked).
+    signature_captured: bool | None = None
+    reason: str = ""  # ``ecr.Reason`` value or ``sw xxxx`` (card errors, offline declines)
 
     @classmethod
     def from_message(cls, msg: ecr.Message) -> Outcome:
+        """A final response; ``entry``, ``cvm`` are checked against their vocabularies and
+        ``fallback``/``sig`` must be 1 or 0 (DecodeError naming the field)."""
         rc = msg.get("rc")
         amt = msg.get("amt")
+        entry, cvm = msg.get("entry"), msg.get("cvm")
+        for key, value, vocabulary in (("entry", entry, ecr.EntryMode), ("cvm", cvm, ecr.Cvm)):
+            if value and value not in set(vocabulary):
+                raise DecodeError(f"ECR message {msg.code}: field {key} must be one of "
+                                  f"{', '.join(vocabulary)}, got {value!r}")
+        sig = msg.get("sig")
         return cls(result=rc, ok=rc in SUCCESS, response_code=msg.get("hrc"),
                    display=msg.get("text"), stan=msg.get("stan"), rrn=msg.get("rrn"),
                    auth_code=msg.get("auth"), masked_pan=msg.get("pan"),
-                   amount_minor=int(amt) if amt.isdigit() else None, fields=dict(msg.fields))
+                   amount_minor=int(amt) if amt.isdigit() else None, fields=dict(msg.fields),
+                   entry_mode=entry, fallback=_flag(msg, "fallback"), cvm=cvm,
+                   signature_captured=_flag(msg, "sig") if sig else None,
+                   reason=msg.get("reason"))
 
 
 def _digits(msg: ecr.Message, key: str, *, default: int | None = None) -> int | None:
@@ -400,16 +436,22 @@ class SerialTerminalLink(Driver):
         return Outcome.from_message(self._request(ecr.MsgCode.CANCEL, {}, timeout, "cancel"))
 
     def start_transaction(self, txn: TxnType | str, amount_minor: int | None, *,
-                          currency: str = "156", entry: str = "chip",
+                          currency: str = "156", entry: ecr.EntryMode | str = ecr.EntryMode.CHIP,
                           original: OriginalRef | None = None) -> None:
         """Send the request of transaction type *txn* (its row's ECR code) and return once it
-        is ACKed; :meth:`wait_outcome` gets the result.  *original* is sent (fields orrn/odate or
-        ostan/obatch) for a type that needs one; without it the terminal answers BAD_REQUEST.
-        A type whose amount is the original's (a void) takes *amount_minor* None (the terminal
-        takes it from its journal) or the amount it must match; its request carries only the
-        original and that amount."""
+        is ACKed; :meth:`wait_outcome` gets the result.  *entry* (``ecr.EntryMode``: chip,
+        swipe, tap, qr) says how the cardholder will present the card — a hint: the terminal
+        takes whatever comes while it waits for a card.  *original* is sent (fields orrn/odate
+        or ostan/obatch) for a type that needs one; without it the terminal answers
+        BAD_REQUEST.  A type whose amount is the original's (a void) takes *amount_minor* None
+        (the terminal takes it from its journal) or the amount it must match; its request
+        carries only the original and that amount."""
         op = "start_transaction"
         self.require_open(op)
+        if entry not in set(ecr.EntryMode) or entry == ecr.EntryMode.MANUAL:
+            raise ConfigError(f"{self!r}: {op}() entry must be one of "
+                              f"{', '.join(m for m in ecr.EntryMode if m != 'manual')}, got "
+                              f"{entry!r}")
         row = self._transactions.get(txn)
         if amount_minor is None and not row.amount_from_original:
             raise ConfigError(f"{self!r}: {op}({row.type}) {row.ecr_name} needs an amount; "
@@ -424,7 +466,7 @@ class SerialTerminalLink(Driver):
         if amount_minor is not None:
             fields["amt"] = str(amount_minor)
         if not row.amount_from_original:
-            fields.update(cur=currency, entry=entry)
+            fields.update(cur=currency, entry=str(entry))
         if original is not None:
             fields.update(original.ecr_fields())
         pending = _Pending(row)
@@ -510,6 +552,12 @@ class SerialTerminalLink(Driver):
                               "given, not shown)")
         for key in [*pin, ecr.Key.ENTER]:
             self.press_key(key)
+
+    def sign(self, *, signed: bool = True) -> None:
+        """The cardholder at the signature pad (prompt ``SIGNATURE``): signs and confirms
+        (KY ENTER), or does not sign (KY CANCEL: the merchant copy is signed on paper)."""
+        self.require_open("sign")
+        self.press_key(ecr.Key.ENTER if signed else ecr.Key.CANCEL)
 
     def press_key(self, key: str) -> None:
         """One keypad press: '0'..'9', 'ENTER', 'CANCEL' or 'CLEAR'."""
@@ -802,8 +850,11 @@ class SerialTerminalLink(Driver):
                     self._link.retransmit_now(time.monotonic())
                 if msg.code == ecr.MsgCode.PRINT:
                     self._receipts.append(scrub(text))
+                extra = {k: scrub(v) for k, v in msg.fields.items()
+                         if k not in ("code", "text", "fault", "faults")}
                 self._events.append(TerminalEvent(kind, code, scrub(text),
-                                                  time.monotonic() - self._t0, faults))
+                                                  time.monotonic() - self._t0, faults,
+                                                  extra))
                 shown = f"{msg.get('copy')} copy" if msg.code == ecr.MsgCode.PRINT else text
                 self.event_sink.publish(Source.TERMINAL, kind.lower(), code, shown,
                                         data={"faults": ",".join(faults)} if faults else None)

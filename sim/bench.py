@@ -3,8 +3,12 @@ wires them to each other as a physical bench is wired, and takes everything down
 
 One process (``python -m sim serve``, started detached by ``python -m sim up``) owns:
 
-- the network namespaces (``sim.netns``), the acquirer host process in ``acq``;
-- a private pcscd with vpcd readers and the virtual EMV cards (``sim.pcsc``, ``sim.card``);
+- the network namespaces (``sim.netns``), the acquirer host process in ``acq`` and, next to
+  it on the same address, the QR payment platform (``sim.qr``; own log, ledger and control
+  socket, published as the bench file's ``qr`` section);
+- a private pcscd with vpcd readers and the virtual EMV cards (``sim.pcsc``, ``sim.card``):
+  the good card fixed on reader 00 00, the card emulator on 00 01 loading every other profile
+  of fixtures/cards on request (its control socket is the bench file's ``cards.emulator``);
 - the SCPI power supply and relay unit servers on 127.0.0.1 (``sim.scpi``);
 - the ECR pty and the probe-link pty, kept open across terminal power cycles;
 - the terminal firmware process, started in ``dut`` once the supply rail has been at or above
@@ -54,6 +58,7 @@ import yaml
 
 from protocols.errors import ConfigError, DecodeError, NoResponse, SimError
 from protocols.jsonlines import JsonLineBuffer, encode_line
+from protocols.qr import DEFAULT_PORT as QR_PORT
 from sim import netns
 from sim.card.profile import load_profile as load_card_profile
 from sim.powerpath import Boot, Kill, PowerAction, Rail, TerminalPowerPath
@@ -75,6 +80,12 @@ HOST_PORT = 8583
 TERMINAL_PROFILE = REPO / "fixtures/terminal/profile.yaml"
 CARDS_DIR = REPO / "fixtures/cards"
 HOST_RULES = REPO / "fixtures/host/rules.yaml"
+#: Cards on a reader of their own; every other profile of CARDS_DIR goes through the emulator.
+FIXED_CARDS = ("good",)
+#: The emulator's card when the bench comes up (the card reader 00 01 held before it existed).
+EMULATOR_INITIAL = "mute"
+QR_TERMINALS = REPO / "fixtures/qr/terminals.yaml"
+QR_RULES = REPO / "fixtures/qr/rules.yaml"
 #: Parts of the virtual bench that ``--without`` can leave out.
 PARTS = ("ledger", "network")
 #: Bench-file roles (terminal.operators) and the profile role each one takes its operator from.
@@ -114,6 +125,20 @@ class BenchPaths:
     def host_control(self) -> Path:
         """The host simulator's control socket (absolute: the rig connects to it by path)."""
         return self.workdir.resolve() / "host.ctl"
+
+    @property
+    def card_control(self) -> Path:
+        """The card emulator's control socket (absolute: the rig connects to it by path)."""
+        return self.workdir.resolve() / "cards.ctl"
+
+    @property
+    def qr_ledger(self) -> Path:
+        return self.workdir / "qr.sqlite"
+
+    @property
+    def qr_control(self) -> Path:
+        """The QR platform's control socket (absolute: the rig connects to it by path)."""
+        return self.workdir.resolve() / "qr.ctl"
 
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -214,22 +239,39 @@ class VirtualBench:
         self._record(host_rec)
         self._closers.append(lambda: kill(host_rec, grace=2.0))
 
-        # Cards: a private pcscd (own mount and network namespace) with two vpcd readers, and
-        # one process hosting a virtual card on each.
+        # The QR payment platform next to the host, on the acquirer's address.
+        qr_addr = f"{self.topo.host_ip}:{QR_PORT}"
+        _, qr_rec, _ = spawn_until_ready(
+            "qr", ["ip", "netns", "exec", self.topo.acq_ns, self.python, "-m", "sim.qr",
+                   "--listen", qr_addr, "--ledger", str(self.paths.qr_ledger),
+                   "--terminals", str(QR_TERMINALS), "--rules", str(QR_RULES),
+                   "--control", str(self.paths.qr_control)],
+            log_file=self.paths.log("qr"), marker=b"READY", bound=READY_BOUND, cwd=REPO)
+        self._record(qr_rec)
+        self._closers.append(lambda: kill(qr_rec, grace=2.0))
+
+        # Cards: a private pcscd (own mount and network namespace) with two vpcd readers; one
+        # process hosts the fixed card on the first and the card emulator on the second.
         self.pcscd = PcscDaemon(self.paths.workdir / "pcscd", netns_name=PCSC_NS)
         self.pcscd.start()
         self._closers.append(self.pcscd.stop)
         self._record(ProcRecord("pcscd", self.pcscd.pid, _start_time(self.pcscd.pid), ["pcscd"]))
-        cards = ("good", "mute")
+        fixed, emulated = card_bank_names(CARDS_DIR)
         argv = ["ip", "netns", "exec", PCSC_NS, self.python, "-m", "sim.card"]
-        for slot, card in enumerate(cards):
+        for slot, card in enumerate(fixed):
             argv += ["--vpcd", f"127.0.0.1:{self.pcscd.port_base + slot}",
                      "--profile", str(CARDS_DIR / f"{card}.yaml")]
+        emulator_reader = self.pcscd.reader_names[len(fixed)]
+        argv += ["--emulator", f"127.0.0.1:{self.pcscd.port_base + len(fixed)}",
+                 "--profiles-dir", str(CARDS_DIR), "--initial", EMULATOR_INITIAL,
+                 "--control", str(self.paths.card_control)]
         _, cards_rec, _ = spawn_until_ready("cards", argv, log_file=self.paths.log("cards"),
                                             marker=b"ready", bound=READY_BOUND, cwd=REPO)
         self._record(cards_rec)
         self._closers.append(lambda: kill(cards_rec, grace=2.0))
-        readers = dict(zip(cards, self.pcscd.reader_names, strict=True))
+        readers = dict(zip(fixed, self.pcscd.reader_names, strict=False))
+        card_emulator = {"control": str(self.paths.card_control), "reader": emulator_reader,
+                         "profiles": {name: name for name in emulated}}
 
         # ECR pty and probe-link pty: the rig opens the slave paths.
         self.ecr_master, ecr_path = self._pty("ecr")
@@ -256,10 +298,11 @@ class VirtualBench:
 
         return bench_document(
             profile=profile, ecr_path=ecr_path, probe_path=probe_path,
-            pcsc_socket=self.pcscd.client_socket, readers=readers,
+            pcsc_socket=self.pcscd.client_socket, readers=readers, card_emulator=card_emulator,
             psu_port=self.psu_server.port, relay_port=self.relay_server.port, topo=self.topo,
             host_addr=host_addr, ledger=self.paths.ledger, without=self.without,
-            host_control=self.paths.host_control)
+            host_control=self.paths.host_control,
+            qr=qr_section(qr_addr, self.paths.qr_ledger, self.paths.qr_control))
 
     def _pty(self, name: str) -> tuple[int, str]:
         master, slave = os.openpty()
@@ -563,14 +606,19 @@ class VirtualBench:
 def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
                    pcsc_socket: str | None, readers: dict[str, str], psu_port: int,
                    relay_port: int, topo: netns.Topology, host_addr: str, ledger: Path,
-                   without: Collection[str] = (), host_control: Path | None = None
-                   ) -> dict[str, Any]:
+                   without: Collection[str] = (), host_control: Path | None = None,
+                   qr: Mapping[str, str] | None = None,
+                   card_emulator: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The bench YAML document of a running virtual bench (what the rig loads).
 
     Terminal IDs, operators and thresholds come from the terminal *profile*, card PINs from the
     card profiles; parts in *without* (:data:`PARTS`) are left out of the document.
     *host_control*: the host simulator's control socket, published as ``host.control`` (a
-    capability of its own: it stays when the ledger is left out)."""
+    capability of its own: it stays when the ledger is left out).  *qr*: the QR platform's
+    section (:func:`qr_section`), published as ``qr`` (its ledger left out with the host's).
+    *card_emulator*: ``control`` (socket path), ``reader`` and ``profiles`` (bank card name →
+    profile the emulator loads for it), published as ``cards.emulator`` and one bank entry
+    ``{emulator: <profile>, pin}`` per card."""
     parts = check_parts(without)
     doc: dict[str, Any] = {
         "bench": {"name": "virtual", "kind": "virtual"},
@@ -595,6 +643,11 @@ def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
             "channels": dict(RELAY_WIRING),
         },
     }
+    if card_emulator is not None:
+        for name, card_profile in card_emulator["profiles"].items():
+            doc["cards"]["bank"][name] = _bank_entry(name, card_profile, emulated=True)
+        doc["cards"]["emulator"] = {"control": card_emulator["control"],
+                                    "reader": card_emulator["reader"]}
     if "network" not in parts:
         doc["network"] = {"terminal_if": topo.rig_term_if, "host_if": topo.rig_host_if,
                           "netns": topo.rig_ns}
@@ -603,7 +656,15 @@ def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
         doc["host"]["ledger"] = str(ledger)
     if host_control is not None:
         doc["host"]["control"] = str(host_control)
+    if qr is not None:
+        doc["qr"] = {k: v for k, v in qr.items() if not (k == "ledger" and "ledger" in parts)}
     return doc
+
+
+def qr_section(address: str, ledger: Path, control: Path) -> dict[str, str]:
+    """The bench file's ``qr`` section: the QR platform's address, ledger and control socket
+    (the ledger is left out with ``--without ledger``, as the host's is)."""
+    return {"address": address, "ledger": str(ledger), "control": str(control)}
 
 
 def write_bench_file(path: Path, doc: dict[str, Any]) -> None:
@@ -631,8 +692,22 @@ def _bench_operators(profile: Profile) -> dict[str, dict[str, str]]:
     return {role: {"id": creds[role][0], "password": creds[role][1]} for role in BENCH_ROLES}
 
 
-def _bank_entry(name: str, reader: str) -> dict[str, str]:
-    entry = {"reader": reader}
+def card_bank_names(cards_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(cards on a fixed reader, cards through the emulator): :data:`FIXED_CARDS`, then every
+    other profile of *cards_dir* by file name."""
+    names = sorted(p.stem for p in cards_dir.glob("*.yaml"))
+    missing = [name for name in FIXED_CARDS if name not in names]
+    if missing:
+        raise ConfigError(f"{cards_dir}: no profile for the fixed card(s) {', '.join(missing)}")
+    if EMULATOR_INITIAL not in names:
+        raise ConfigError(f"{cards_dir}: no profile {EMULATOR_INITIAL!r} for the emulator to "
+                          f"start with")
+    return FIXED_CARDS, tuple(n for n in names if n not in FIXED_CARDS)
+
+
+def _bank_entry(name: str, place: str, *, emulated: bool = False) -> dict[str, str]:
+    """A bank entry: the card's reader, or (*emulated*) the profile the emulator loads."""
+    entry = {"emulator": place} if emulated else {"reader": place}
     pin = _card_pin(name)
     if pin is not None:
         entry["pin"] = pin

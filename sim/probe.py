@@ -3,6 +3,13 @@
 (docs/internals.md: ``card`` / ``atr`` / ``rapdu`` to the terminal; ``card_power`` / ``capdu``
 from it).  Time is passed in; :meth:`SimProbe.poll` drives retries and the answer bound.
 
+It also stands in for the terminal's other two readers: the stripe reader (the rig's ``SWIPE``
+becomes ``{"t":"swipe","track1":…,"track2":…}``, the tracks as the head read them) and the
+contactless field (``TAP`` becomes ``{"t":"field","cards":n}``; the terminal's ``cl_power`` /
+``cl_capdu`` become ``CL_POWER_ON`` / ``CL_CAPDU`` answered by ``cl_atr`` / ``cl_rapdu``).  The
+probe answers an activation itself when the field is empty (``absent``) or holds more than one
+card (``collision``), as the reader's anticollision would.
+
 The probe is powered by the rig, so the card-detect state survives terminal power cycles: call
 :meth:`SimProbe.harness_connected` when a firmware process connects (it is told the card state)
 and :meth:`SimProbe.harness_disconnected` when it goes away (the card loses power).
@@ -28,6 +35,8 @@ from protocols.probe import (
     StatusFlag,
     encode_frame,
     parse_answer,
+    parse_swipe,
+    parse_tap,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,20 @@ class _Request:
     sent_at: float | None = None
     retries: int = 0
 
+    @property
+    def contactless(self) -> bool:
+        return self.frame.type in CL_REQUESTS
+
+
+#: The probe's requests on the contactless channel.
+CL_REQUESTS = frozenset({MsgType.CL_POWER_ON, MsgType.CL_POWER_OFF, MsgType.CL_CAPDU})
+#: The answer each of the probe's requests expects.
+EXPECTED_ANSWER = {MsgType.POWER_ON: MsgType.ATR, MsgType.CAPDU: MsgType.RAPDU,
+                   MsgType.POWER_OFF: MsgType.ACK, MsgType.CL_POWER_ON: MsgType.ATR,
+                   MsgType.CL_CAPDU: MsgType.RAPDU, MsgType.CL_POWER_OFF: MsgType.ACK}
+#: The rig's requests, each answered by STATUS.
+RIG_REQUESTS = frozenset({MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP})
+
 
 class SimProbe:
     """See module doc.  ``retry_interval`` × (``max_retries`` + 1) bounds every terminal request."""
@@ -64,6 +87,8 @@ class SimProbe:
         self.card_present = False
         self.card_powered = False
         self.terminal_up = False
+        self.field_cards = 0        # cards in the contactless field (TAP)
+        self.field_powered = False  # the terminal's contactless reader activated the card
         self._seq = SeqCounter()
         self._decoder = FrameDecoder()
         self._queue: deque[_Request] = deque()
@@ -81,6 +106,12 @@ class SimProbe:
             f |= StatusFlag.CARD_POWERED
         if self.terminal_up:
             f |= StatusFlag.TERMINAL_UP
+        if self.field_cards:
+            f |= StatusFlag.FIELD_CARD
+        if self.field_cards > 1:
+            f |= StatusFlag.FIELD_COLLISION
+        if self.field_powered:
+            f |= StatusFlag.FIELD_POWERED
         return f
 
     @property
@@ -106,17 +137,22 @@ class SimProbe:
         head.sent_at = now
         return head.wire
 
-    def _drop_terminal_requests(self) -> None:
-        """The terminal no longer waits for answers (powered off): forget its requests."""
-        kept = deque(r for r in self._queue if r.answer_kind is None)
-        if self._queue and self._queue[0].answer_kind is not None and kept:
-            kept[0].sent_at = None
+    def _drop_terminal_requests(self, *, contactless: bool | None = None) -> None:
+        """The terminal no longer waits for answers (powered off, or it powered that card off):
+        forget its requests (of one channel only when *contactless* says which)."""
+        kept = deque(r for r in self._queue if r.answer_kind is None or (
+            contactless is not None and r.contactless != contactless))
+        if self._queue and kept and kept[0] is not self._queue[0]:
+            kept[0].sent_at = None       # the request in flight was dropped: send the next
         self._queue = kept
 
     # -- harness side ---------------------------------------------------------------------
     def harness_connected(self, now: float) -> ProbeOutput:
         self.terminal_up = True
-        return ProbeOutput(harness_out=[{"t": "card", "present": self.card_present}])
+        out = ProbeOutput(harness_out=[{"t": "card", "present": self.card_present}])
+        if self.field_cards:
+            out.harness_out.append({"t": "field", "cards": self.field_cards})
+        return out
 
     def harness_disconnected(self, now: float) -> ProbeOutput:
         self.terminal_up = False
@@ -125,6 +161,9 @@ class SimProbe:
         if self.card_powered:
             self.card_powered = False
             out.link_out = self._enqueue(MsgType.POWER_OFF, b"", None, now)
+        if self.field_powered:
+            self.field_powered = False
+            out.link_out += self._enqueue(MsgType.CL_POWER_OFF, b"", None, now)
         if self._queue and self._queue[0].sent_at is None:
             out.link_out += self._send_head(now)
         return out
@@ -140,7 +179,7 @@ class SimProbe:
         if not isinstance(on, bool):
             raise DecodeError(f"SimProbe: card_power needs a boolean 'on', got {msg!r}")
         if not on:
-            self._drop_terminal_requests()
+            self._drop_terminal_requests(contactless=False)
             was = self.card_powered
             self.card_powered = False
             out = ProbeOutput()
@@ -152,23 +191,57 @@ class SimProbe:
         return ProbeOutput(link_out=self._enqueue(MsgType.POWER_ON, b"", "atr", now))
 
     def _on_capdu(self, msg: Mapping[str, Any], now: float) -> ProbeOutput:
-        data = msg.get("data")
-        try:
-            capdu = bytes.fromhex(data) if isinstance(data, str) else b""
-        except ValueError:
-            capdu = b""
-        if len(capdu) < 4:
-            raise DecodeError(f"SimProbe: capdu needs hex 'data' of at least 4 bytes, got "
-                              f"{str(data)[:16]!r}")
+        capdu = self._capdu_bytes(msg, "capdu")
         if not self.card_present:
             return ProbeOutput(harness_out=[{"t": "rapdu", "error": "absent"}])
         if not self.card_powered:
             return ProbeOutput(harness_out=[{"t": "rapdu", "error": "mute"}])
         return ProbeOutput(link_out=self._enqueue(MsgType.CAPDU, capdu, "rapdu", now))
 
+    def _on_cl_power(self, msg: Mapping[str, Any], now: float) -> ProbeOutput:
+        """The contactless reader activates (``on``) or resets its field."""
+        on = msg.get("on")
+        if not isinstance(on, bool):
+            raise DecodeError(f"SimProbe: cl_power needs a boolean 'on', got {msg!r}")
+        if not on:
+            self._drop_terminal_requests(contactless=True)
+            was = self.field_powered
+            self.field_powered = False
+            out = ProbeOutput()
+            if was or self.field_cards:
+                out.link_out = self._enqueue(MsgType.CL_POWER_OFF, b"", None, now)
+            return out
+        if not self.field_cards:
+            return ProbeOutput(harness_out=[{"t": "cl_atr", "error": "absent"}])
+        if self.field_cards > 1:
+            return ProbeOutput(harness_out=[{"t": "cl_atr", "error": "collision"}])
+        return ProbeOutput(link_out=self._enqueue(MsgType.CL_POWER_ON, b"", "cl_atr", now))
+
+    def _on_cl_capdu(self, msg: Mapping[str, Any], now: float) -> ProbeOutput:
+        capdu = self._capdu_bytes(msg, "cl_capdu")
+        if not self.field_cards:
+            return ProbeOutput(harness_out=[{"t": "cl_rapdu", "error": "absent"}])
+        if not self.field_powered:
+            return ProbeOutput(harness_out=[{"t": "cl_rapdu", "error": "mute"}])
+        return ProbeOutput(link_out=self._enqueue(MsgType.CL_CAPDU, capdu, "cl_rapdu", now))
+
+    @staticmethod
+    def _capdu_bytes(msg: Mapping[str, Any], kind: str) -> bytes:
+        data = msg.get("data")
+        try:
+            capdu = bytes.fromhex(data) if isinstance(data, str) else b""
+        except ValueError:
+            capdu = b""
+        if len(capdu) < 4:
+            raise DecodeError(f"SimProbe: {kind} needs hex 'data' of at least 4 bytes, got "
+                              f"{str(data)[:16]!r}")
+        return capdu
+
     _HARNESS: Mapping[str, Callable[[SimProbe, Mapping[str, Any], float], ProbeOutput]] = {
         "card_power": _on_card_power,
         "capdu": _on_capdu,
+        "cl_power": _on_cl_power,
+        "cl_capdu": _on_cl_capdu,
     }
 
     # -- link side ------------------------------------------------------------------------
@@ -184,8 +257,13 @@ class SimProbe:
         return out
 
     def _on_frame(self, frame: ProbeFrame, now: float) -> ProbeOutput:
-        if frame.type in (MsgType.INSERT, MsgType.REMOVE):
-            return self._on_rig_request(frame)
+        if frame.type in RIG_REQUESTS:
+            try:
+                return self._on_rig_request(frame)
+            except DecodeError as exc:   # an intact frame whose payload is malformed
+                self.link_errors += 1
+                log.warning("SimProbe: %s", exc)
+                return ProbeOutput(link_out=encode_frame(ProbeFrame(0, MsgType.NAK)))
         if frame.type is MsgType.NAK:
             if self._queue:
                 head = self._queue[0]
@@ -202,20 +280,50 @@ class SimProbe:
         if key == self._last_rig_request:      # a retry: answer again, do not act again
             return ProbeOutput(link_out=self._last_rig_answer)
         out = ProbeOutput()
-        present = frame.type is MsgType.INSERT
+        if frame.type is MsgType.SWIPE:
+            swipe = parse_swipe(frame)
+            if self.terminal_up:   # an unpowered terminal's reader reads nothing
+                out.harness_out.append({"t": "swipe", "track1": swipe.track1,
+                                        "track2": swipe.track2})
+        elif frame.type is MsgType.TAP:
+            out.harness_out += self._field_changed(parse_tap(frame))
+        else:
+            out.harness_out += self._slot_changed(frame.type is MsgType.INSERT)
+        answer = encode_frame(ProbeFrame(frame.seq, MsgType.STATUS, bytes([self.flags])))
+        self._last_rig_request, self._last_rig_answer = key, answer
+        out.link_out = answer
+        return out
+
+    def _slot_changed(self, present: bool) -> list[Harness]:
+        """INSERT / REMOVE: the card-detect switch; a removed card's pending requests are
+        answered ``absent``."""
+        out: list[Harness] = []
         changed = present != self.card_present
         self.card_present = present
         if not present:
             self.card_powered = False
             for req in self._queue:
-                if req.answer_kind is not None:
-                    out.harness_out.append({"t": req.answer_kind, "error": "absent"})
-            self._drop_terminal_requests()
+                if req.answer_kind is not None and not req.contactless:
+                    out.append({"t": req.answer_kind, "error": "absent"})
+            self._drop_terminal_requests(contactless=False)
         if changed and self.terminal_up:
-            out.harness_out.append({"t": "card", "present": present})
-        answer = encode_frame(ProbeFrame(frame.seq, MsgType.STATUS, bytes([self.flags])))
-        self._last_rig_request, self._last_rig_answer = key, answer
-        out.link_out = answer
+            out.append({"t": "card", "present": present})
+        return out
+
+    def _field_changed(self, cards: int) -> list[Harness]:
+        """TAP: the cards in the field now.  An emptied field loses the activated card: its
+        pending requests are answered ``absent``."""
+        out: list[Harness] = []
+        changed = cards != self.field_cards
+        self.field_cards = cards
+        if not cards:
+            self.field_powered = False
+            for req in self._queue:
+                if req.answer_kind is not None and req.contactless:
+                    out.append({"t": req.answer_kind, "error": "absent"})
+            self._drop_terminal_requests(contactless=True)
+        if changed and self.terminal_up:
+            out.append({"t": "field", "cards": cards})
         return out
 
     def _on_answer(self, frame: ProbeFrame, now: float) -> ProbeOutput:
@@ -223,8 +331,7 @@ class SimProbe:
             log.debug("SimProbe: stale or unexpected %r ignored", frame)
             return ProbeOutput()
         head = self._queue[0]
-        expected = {MsgType.POWER_ON: MsgType.ATR, MsgType.CAPDU: MsgType.RAPDU,
-                    MsgType.POWER_OFF: MsgType.ACK}[head.frame.type]
+        expected = EXPECTED_ANSWER[head.frame.type]
         if frame.type is not expected:
             raise ProtocolError(
                 f"SimProbe: rig answered {head.frame.type.name} seq {frame.seq} with "
@@ -236,12 +343,10 @@ class SimProbe:
             if status is AnswerStatus.OK:
                 key = "atr" if frame.type is MsgType.ATR else "data"
                 out.harness_out.append({"t": head.answer_kind, key: data.hex()})
-                if frame.type is MsgType.ATR:
-                    self.card_powered = True
             else:
                 out.harness_out.append({"t": head.answer_kind, "error": status.name.lower()})
-                if frame.type is MsgType.ATR:
-                    self.card_powered = False
+            if frame.type is MsgType.ATR:
+                self._set_powered(head, status is AnswerStatus.OK)
         out.link_out = self._send_head(now)
         return out
 
@@ -265,6 +370,12 @@ class SimProbe:
                         head.frame, bound, head.retries + 1)
             if head.answer_kind is not None:
                 out.harness_out.append({"t": head.answer_kind, "error": "mute"})
-                if head.frame.type is MsgType.POWER_ON:
-                    self.card_powered = False
+                if head.frame.type in (MsgType.POWER_ON, MsgType.CL_POWER_ON):
+                    self._set_powered(head, False)
         return out
+
+    def _set_powered(self, request: _Request, powered: bool) -> None:
+        if request.contactless:
+            self.field_powered = powered
+        else:
+            self.card_powered = powered

@@ -18,11 +18,25 @@ than any ATR; vpcd refuses it with IFD_COMMUNICATION_ERROR without dropping the 
 so pcscd keeps the card *present* but cannot power it, and pyscard's connect fails at once with
 ``SCARD_W_UNRESPONSIVE_CARD`` (0x80100066, "The smart card is not responding to a reset").
 An unanswered C-APDU (only possible on a card that went mute after its ATR) gets ``6F00``.
+
+Removal and insertion are the card's connection: closing it is a removal pcscd reports (it
+notices the dead connection at its next poll, 0-400 ms), reconnecting an insertion.  A card
+whose profile says ``pull_at`` raises :class:`~sim.card.emv.CardRemoved` at that instruction:
+the host closes its connection without answering (pcscd's SCardTransmit then returns no
+R-APDU and the reader reports the card gone); the slot stays empty until the card is inserted
+again.
+
+Card emulator (:mod:`sim.card.emulator`, :class:`EmulatorBinding`): one slot's card is the
+emulator's.  The host listens on the emulator's control socket (a unix socket, JSON lines) in
+the same select loop; a ``load`` closes that slot's connection and connects the new card at
+once, so pcscd sees a removal then an insertion (the old connection is found dead at one poll,
+the new one accepted at the next).  The answer goes out once the new card is connected.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import select
 import signal
 import socket
@@ -30,16 +44,28 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType, MappingProxyType
+from typing import Any
 
-from protocols.errors import NoResponse, SimError, TransportError, hexdump
-from sim.card.emv import SimEmvCard
+from protocols.errors import DecodeError, NoResponse, RigError, SimError, TransportError, hexdump
+from protocols.jsonlines import JsonLineBuffer, LineTooLong, encode_line
+from sim.card.emulator import CardEmulator, handle_emulator_control
+from sim.card.emv import CardRemoved, SimEmvCard
 
 log = logging.getLogger(__name__)
 
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 NO_ATR = bytes(34)                 # "no answer to reset": over vpcd's MAX_ATR_SIZE (33)
 NO_RAPDU = bytes.fromhex("6F00")   # "no precise diagnosis" for an unanswered C-APDU
+REMOVED = object()
+"""What :meth:`VpcdSlot.handle` returns when the card left the reader at that command."""
+#: Bound of connecting a card again (a load into the emulator).
+REINSERT_TIMEOUT_S = 2.0
+#: Bound of sending one control answer to a client that does not read.
+CONTROL_SEND_TIMEOUT_S = 2.0
+#: Longest control request line.
+CONTROL_MAX_LINE = 4096
 
 
 def _ctrl_off(card: SimEmvCard) -> bytes | None:
@@ -58,7 +84,7 @@ def _ctrl_reset(card: SimEmvCard) -> bytes | None:
 
 
 def _ctrl_atr(card: SimEmvCard) -> bytes | None:
-    return card.profile.atr if not card.profile.mute else b""
+    return card.profile.reset_answer
 
 
 # control code → action; a returned bytes value is sent back (b"" = the card gives no answer)
@@ -80,12 +106,15 @@ class VpcdSlot:
     sock: socket.socket | None = None
     rx: bytearray = field(default_factory=bytearray)
     apdus: int = 0
+    out: bool = False
+    """The card left the reader (pulled); it stays out until it is connected again."""
 
     def __repr__(self) -> str:
         return f"VpcdSlot({self.card.profile.name} → {self.host}:{self.port})"
 
-    def handle(self, payload: bytes) -> bytes | None:
-        """Map one vpcd message to the card; returns the answer payload or None."""
+    def handle(self, payload: bytes) -> bytes | object | None:
+        """Map one vpcd message to the card; returns the answer payload, None (no answer) or
+        :data:`REMOVED` (the card left the reader at this command)."""
         if len(payload) == 1:
             action = CONTROL.get(payload[0])
             if action is None:
@@ -96,42 +125,93 @@ class VpcdSlot:
                 return NO_ATR
             return answer
         self.apdus += 1
-        rapdu = self.card.apdu(payload)
+        try:
+            rapdu = self.card.apdu(payload)
+        except CardRemoved as exc:
+            log.info("%r: %s", self, exc)
+            return REMOVED
         return rapdu if rapdu else NO_RAPDU
 
 
-class VpcdHost:
-    """Connect every slot to its vpcd port (bounded retry), then serve until stopped."""
+@dataclass
+class EmulatorBinding:
+    """The card emulator, the slot whose card it is, and its control socket's path."""
 
-    def __init__(self, slots: list[VpcdSlot]) -> None:
+    emulator: CardEmulator
+    slot: VpcdSlot
+    control_path: str
+
+
+@dataclass
+class _ControlClient:
+    sock: socket.socket
+    lines: JsonLineBuffer = field(default_factory=lambda: JsonLineBuffer(
+        "card emulator control socket", max_line=CONTROL_MAX_LINE))
+
+
+class VpcdHost:
+    """Connect every slot to its vpcd port (bounded retry), then serve until stopped; with an
+    :class:`EmulatorBinding`, also serve the emulator's control socket."""
+
+    def __init__(self, slots: list[VpcdSlot], emulator: EmulatorBinding | None = None) -> None:
         if not slots:
             raise SimError("VpcdHost: needs at least one card")
+        if emulator is not None and emulator.slot not in slots:
+            raise SimError("VpcdHost: the emulator's slot must be one of the slots")
         self.slots = slots
+        self.emulator = emulator
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
+        self._listener: socket.socket | None = None
+        self._clients: dict[socket.socket, _ControlClient] = {}
 
     def connect(self, timeout: float = 10.0) -> None:
-        """Connect every slot, retrying until pcscd's vpcd ports listen; bounded by *timeout*."""
+        """Connect every slot, retrying until pcscd's vpcd ports listen; bounded by *timeout*.
+        Then listen on the emulator's control socket, if any."""
         deadline = time.monotonic() + timeout
-        pause = threading.Event()
         for slot in self.slots:
-            last = ""
-            while slot.sock is None:
-                try:
-                    s = socket.create_connection((slot.host, slot.port), timeout=1.0)
-                except OSError as exc:
-                    last = exc.strerror or str(exc)
-                    if time.monotonic() >= deadline or self._stopping:
-                        raise NoResponse(f"{slot!r}: vpcd port did not accept a connection "
-                                         f"within {timeout:.1f} s (last: {last})") from exc
-                    pause.wait(0.05)      # bounded retry while pcscd starts
-                    continue
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                s.settimeout(None)
-                slot.sock = s
-                log.info("%r connected", slot)
+            if slot.sock is None:
+                self._connect_slot(slot, deadline, timeout)
+        if self.emulator is not None:
+            self.emulator.emulator.inserted()
+            self._listen(self.emulator.control_path)
+
+    def _connect_slot(self, slot: VpcdSlot, deadline: float, bound: float) -> None:
+        pause = threading.Event()
+        last = ""
+        while slot.sock is None:
+            try:
+                s = socket.create_connection((slot.host, slot.port), timeout=1.0)
+            except OSError as exc:
+                last = exc.strerror or str(exc)
+                if time.monotonic() >= deadline or self._stopping:
+                    raise NoResponse(f"{slot!r}: vpcd port did not accept a connection "
+                                     f"within {bound:.1f} s (last: {last})") from exc
+                pause.wait(0.05)      # bounded retry while pcscd starts
+                continue
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(None)
+            slot.sock, slot.out = s, False
+            slot.rx.clear()
+            log.info("%r connected", slot)
+
+    def _listen(self, path: str) -> None:
+        p = Path(path)
+        if p.exists() or p.is_symlink():
+            p.unlink()                 # a stale socket of an earlier run
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(4)
+        except OSError as exc:
+            listener.close()
+            raise SimError(f"VpcdHost: cannot listen on the emulator control socket {path}: "
+                           f"{exc}") from exc
+        listener.setblocking(False)
+        self._listener = listener
+        log.info("card emulator control socket %s", path)
 
     def stop(self) -> None:
         """Thread- and signal-safe: wakes the loop, which then closes every socket."""
@@ -148,15 +228,25 @@ class VpcdHost:
         signal.signal(signal.SIGINT, handler)
 
     def serve(self) -> None:
-        """Answer vpcd until :meth:`stop`; a closed vpcd connection is an error (pcscd died)."""
-        by_sock = {slot.sock: slot for slot in self.slots if slot.sock is not None}
-        if len(by_sock) != len(self.slots):
+        """Answer vpcd (and the emulator's control socket) until :meth:`stop`; a connection
+        vpcd closes is an error (pcscd died)."""
+        if any(slot.sock is None and not slot.out for slot in self.slots):
             raise SimError("VpcdHost: serve() needs connect() first")
         try:
             while not self._stopping:
-                ready, _, _ = select.select([self._wake_r, *by_sock], [], [], 1.0)
+                by_sock = {slot.sock: slot for slot in self.slots if slot.sock is not None}
+                watched: list[socket.socket] = [self._wake_r, *by_sock, *self._clients]
+                if self._listener is not None:
+                    watched.append(self._listener)
+                ready, _, _ = select.select(watched, [], [], 1.0)
                 for sock in ready:
-                    if sock is not self._wake_r:
+                    if sock is self._wake_r:
+                        continue
+                    if sock is self._listener:
+                        self._accept()
+                    elif sock in self._clients:
+                        self._control(self._clients[sock])
+                    elif sock in by_sock and by_sock[sock].sock is sock:
                         self._service(by_sock[sock])
         finally:
             self.close()
@@ -169,16 +259,89 @@ class VpcdHost:
             raise TransportError(f"{slot!r}: vpcd closed the connection (pcscd stopped?); "
                                  f"{len(slot.rx)} bytes were pending")
         slot.rx += chunk
-        while len(slot.rx) >= 2:
+        while slot.sock is not None and len(slot.rx) >= 2:
             size = int.from_bytes(slot.rx[:2], "big")
             if len(slot.rx) < 2 + size:
                 break
             payload = bytes(slot.rx[2:2 + size])
             del slot.rx[:2 + size]
             answer = slot.handle(payload)
-            if answer is not None:
+            if answer is REMOVED:
+                self._remove(slot, f"pulled at {hexdump(payload[:5])}")
+            elif isinstance(answer, bytes):
                 slot.sock.sendall(len(answer).to_bytes(2, "big") + answer)
                 log.debug("%r: %s → %d bytes", slot, hexdump(payload[:5]), len(answer))
+
+    def _remove(self, slot: VpcdSlot, why: str) -> None:
+        """The card leaves the reader: its connection closes (pcscd sees a removal)."""
+        if slot.sock is not None:
+            slot.sock.close()
+        slot.sock, slot.out = None, True
+        slot.rx.clear()
+        if self.emulator is not None and slot is self.emulator.slot:
+            self.emulator.emulator.card_left()
+        log.info("%r: card removed from the reader (%s)", slot, why)
+
+    def _reinsert(self, slot: VpcdSlot, card: SimEmvCard) -> None:
+        """Swap *slot*'s card: remove the old one (close), insert *card* (connect), bounded."""
+        if slot.sock is not None:
+            self._remove(slot, "swapped by the card emulator")
+        slot.card = card
+        self._connect_slot(slot, time.monotonic() + REINSERT_TIMEOUT_S, REINSERT_TIMEOUT_S)
+
+    # -- the emulator's control socket -------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        conn.settimeout(CONTROL_SEND_TIMEOUT_S)
+        self._clients[conn] = _ControlClient(conn)
+
+    def _drop_client(self, client: _ControlClient) -> None:
+        self._clients.pop(client.sock, None)
+        client.sock.close()
+
+    def _control(self, client: _ControlClient) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client(client)
+            return
+        for item in client.lines.feed_each(data):
+            if isinstance(item, DecodeError):
+                answer: dict[str, Any] = {"ok": False, "error": f"request refused: {item}"}
+            else:
+                answer = self._control_request(item)
+            try:
+                client.sock.sendall(encode_line(answer))
+            except OSError as exc:
+                log.warning("card emulator control: answer not sent (%s); client dropped", exc)
+                self._drop_client(client)
+                return
+            if isinstance(item, LineTooLong):
+                self._drop_client(client)
+                return
+
+    def _control_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.emulator is not None
+        binding = self.emulator
+        answer = handle_emulator_control(binding.emulator, request)
+        if binding.emulator.take_insertion():
+            try:
+                self._reinsert(binding.slot, binding.emulator.card)
+            except RigError as exc:
+                answer = {"ok": False, "error": f"load: the card did not go back into the "
+                                                f"reader: {exc}"}
+                if "seq" in request:
+                    answer["seq"] = request["seq"]
+                return answer
+            binding.emulator.inserted()
+            answer.update(binding.emulator.state())
+        return answer
 
     def close(self) -> None:
         for slot in self.slots:
@@ -187,5 +350,15 @@ class VpcdHost:
                     slot.sock.close()
                 finally:
                     slot.sock = None
+        for client in list(self._clients.values()):
+            self._drop_client(client)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            if self.emulator is not None:
+                try:
+                    os.unlink(self.emulator.control_path)
+                except OSError:
+                    pass
         self._wake_r.close()
         self._wake_w.close()

@@ -2,8 +2,9 @@
 
 ``fixtures/host/terminals.yaml`` is :class:`TerminalsFile` (a list of :class:`TerminalRecord`);
 card accounts come from the card profiles (``fixtures/cards/*.yaml``) read through the one card
-model, :class:`sim.card.profile.CardProfile`.  Both are read through :mod:`protocols.yamlmodel`:
-a mistake is a ConfigError naming the file and the key path, never showing a key or a PIN.
+model, :class:`sim.card.profile.CardProfile` (its ``issuer`` section and ``keys.imk_ac``).
+Both are read through :mod:`protocols.yamlmodel`: a mistake is a ConfigError naming the file
+and the key path, never showing a key or a PIN.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ class TerminalsFile(BaseModel):
 
 @dataclass
 class Account:
-    """The issuer's side of a test card (mutable: PIN failures are counted here)."""
+    """The issuer's side of a test card (mutable: PIN failures are counted here).
+
+    *imk_ac*: the issuer master key the card's cryptograms derive from (None: the issuer does
+    not check cryptograms of this card); *fault*: ``unreachable`` (91) or ``malfunction`` (96);
+    *per_txn_limit_minor*: largest authorisation (above it 61); *initial_pin_failures*: what
+    :attr:`pin_failures` goes back to when the bench is restored."""
 
     pan: str = field(repr=False)
     expiry: str
@@ -69,6 +75,11 @@ class Account:
     status: str
     source: str = ""
     pin_failures: int = 0
+    pan_seq: int = 0
+    imk_ac: bytes | None = field(default=None, repr=False)
+    per_txn_limit_minor: int | None = None
+    fault: str | None = None
+    initial_pin_failures: int = 0
 
     def __repr__(self) -> str:
         return (f"Account({mask_pan(self.pan)}, expiry={self.expiry}, status={self.status}, "
@@ -82,12 +93,22 @@ def load_terminals(path: str | os.PathLike[str]) -> dict[str, TerminalRecord]:
 
 
 def load_account(path: str | os.PathLike[str]) -> Account:
-    """One card profile, read through the card model; the issuer keeps pan, expiry, pin,
-    issuer.balance_minor and issuer.status."""
+    """One card profile, read through the card model; the issuer keeps pan, pan_seq, expiry,
+    pin, the issuer section and keys.imk_ac."""
     p = Path(path)
     card = load_model(CardProfile, p, what=CARD_PROFILE)
-    return Account(card.pan, card.expiry, card.pin, card.issuer["balance_minor"],
-                   card.issuer["status"], source=p.name)
+    return account_of(card, p.name)
+
+
+def account_of(card: CardProfile, source: str = "") -> Account:
+    """The issuer's account of one card profile."""
+    issuer = card.issuer
+    failures = issuer.get("pin_failures", 0)
+    return Account(card.pan, card.expiry, card.pin, issuer["balance_minor"], issuer["status"],
+                   source=source, pin_failures=failures, pan_seq=card.pan_seq,
+                   imk_ac=card.issuer_master_key,
+                   per_txn_limit_minor=issuer.get("per_txn_limit_minor"),
+                   fault=issuer.get("fault"), initial_pin_failures=failures)
 
 
 def load_accounts(cards_dir: str | os.PathLike[str]) -> dict[str, Account]:
@@ -109,6 +130,7 @@ __all__ = [
     "Account",
     "TerminalRecord",
     "TerminalsFile",
+    "account_of",
     "load_account",
     "load_accounts",
     "load_terminals",

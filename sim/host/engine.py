@@ -17,6 +17,13 @@ the ledger; handlers read it back (:meth:`AcquirerEngine.original_of`) and mark 
 
 Host rules (:mod:`sim.host.rules`) may force a response code, a delay or a drop; the engine only
 decides, the server carries out the delay or the drop (:class:`Answer`).  No sockets here.
+
+The issuer's decision on a sale, in this order (docs/terminal-behaviour.md, "Host response
+codes"): unknown PAN 14; issuer fault 91 / 96 (card profile ``issuer.fault``); account status
+14 / 41 / 43 / 62; expired 54; a chip cryptogram in field 55 that does not verify 05
+(:mod:`sim.host.issuer`); PIN tries exhausted 75, wrong PIN 55; above the card's
+per-transaction limit 61; above the balance 51; else 00.  Every answer to a request whose ARQC
+verified carries the ARPC (field 55, tag 91, ARC = field 39).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ from protocols.transactions import (
     parse_field61,
 )
 from sim.host.config import Account, TerminalRecord, load_account, load_accounts, load_terminals
+from sim.host.issuer import ArqcCheck, check_arqc, has_cryptogram, icc_tags
 from sim.host.ledger import LedgerRecord
 from sim.host.rules import ActiveRule, HostRule, RequestFacts, RuleBook
 
@@ -82,7 +90,14 @@ MAX_PIN_TRIES = 3
 #: Card status (fixtures/cards/*.yaml issuer.status) → response code (None = usable).
 STATUS_CODES: Mapping[str, str | None] = {
     "active": None, "blocked": "14", "closed": "14", "lost": "41", "stolen": "43",
+    "restricted": "62",
 }
+#: Issuer fault (fixtures/cards/*.yaml issuer.fault) → response code.
+FAULT_CODES: Mapping[str, str] = {"unreachable": "91", "malfunction": "96"}
+#: Response code when the card's cryptogram does not verify.
+CRYPTOGRAM_FAILED = "05"
+#: Response code above the card's per-transaction limit.
+ABOVE_CARD_LIMIT = "61"
 #: Net management codes of 0800 field 60.3 → working key length in bytes.
 KEY_LENGTHS: Mapping[str, int] = {"003": 8, "004": 16}
 #: MTI of sign-in (network management), not in the transaction table.
@@ -169,6 +184,7 @@ class _Context:
     reason_code: str | None = None
     reconciliation: str | None = None
     rule: ActiveRule | None = None
+    arqc: ArqcCheck | None = None  # the chip cryptogram's check, when the request had one
 
 
 @dataclass(frozen=True)
@@ -353,11 +369,12 @@ class AcquirerEngine:
         return gone
 
     def reset_pin_tries(self) -> list[str]:
-        """The issuer resets every card's wrong-PIN count (a bench back to nominal); returns
-        the masked PANs that had failures."""
-        had = sorted(mask_pan(a.pan) for a in self.accounts.values() if a.pin_failures)
+        """The issuer resets every card's wrong-PIN count to its profile's (a bench back to
+        nominal); returns the masked PANs whose count changed."""
+        had = sorted(mask_pan(a.pan) for a in self.accounts.values()
+                     if a.pin_failures != a.initial_pin_failures)
         for acct in self.accounts.values():
-            acct.pin_failures = 0
+            acct.pin_failures = acct.initial_pin_failures
         return had
 
     def batch_view(self, terminal_id: str, batch_no: str) -> BatchView:
@@ -404,6 +421,8 @@ class AcquirerEngine:
         if ctx.auth_code:
             resp["38"] = ctx.auth_code
         resp.setdefault("39", "96")
+        if ctx.arqc is not None and ctx.arqc.verified:
+            resp["55"] = ctx.arqc.issuer_auth_tlv(resp["39"]).hex().upper()
         resp["32"] = self.institution_id
         ordered = {k: resp[k] for k in sorted(resp, key=lambda k: (k != "t", int(k) if
                                                                     k.isdigit() else 0))}
@@ -639,17 +658,41 @@ class AcquirerEngine:
         acct = self.accounts.get(pan)
         if acct is None:
             raise Reject("14", f"no issuer account for {mask_pan(pan)}")
+        if acct.fault is not None:
+            raise Reject(FAULT_CODES[acct.fault], f"card {mask_pan(pan)}: its issuer is "
+                                                  f"{acct.fault}")
         status_code = STATUS_CODES.get(acct.status)
         if status_code is not None:
             raise Reject(status_code, f"card {mask_pan(pan)} is {acct.status}")
         if acct.expiry < ctx.now.strftime("%y%m"):
             raise Reject("54", f"card {mask_pan(pan)} expired {acct.expiry}")
+        self._check_cryptogram(ctx, acct)
         self._verify_pin(ctx, session, acct)
         amount = int(req["4"])
+        limit = acct.per_txn_limit_minor
+        if limit is not None and amount > limit:
+            raise Reject(ABOVE_CARD_LIMIT, f"card {mask_pan(pan)}: amount {amount} > its "
+                                           f"per-transaction limit {limit}")
         if amount > acct.balance_minor:
             raise Reject("51", f"card {mask_pan(pan)}: amount {amount} > balance")
         acct.balance_minor -= amount
         self._approve(ctx)
+
+    def _check_cryptogram(self, ctx: _Context, acct: Account) -> None:
+        """A chip request (field 55 with 9F26) must carry an ARQC that verifies (05); the check
+        is kept for the ARPC of the answer.  A request without a cryptogram (swipe, fallback)
+        is not checked."""
+        if not ctx.request.get("55"):
+            return
+        try:
+            icc = icc_tags(ctx.request["55"])
+        except DecodeError as exc:
+            raise Reject("30", f"field 55: {exc}") from None
+        if not has_cryptogram(icc):
+            return
+        ctx.arqc = check_arqc(acct, icc)
+        if not ctx.arqc.verified:
+            raise Reject(CRYPTOGRAM_FAILED, f"card {mask_pan(acct.pan)}: {ctx.arqc.why}")
 
     def _void(self, ctx: _Context) -> None:
         """Cancels a sale of the open batch: amount = the original's (64), batch neither settled

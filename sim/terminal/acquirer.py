@@ -108,6 +108,9 @@ class AuthResult:
     stan: int
     host_message: str
     host_date: str | None = None  # MMDD, field 13 of the answer
+    #: Field 55 of the answer (issuer authentication data 91, scripts 71/72), b"" when absent;
+    #: the terminal gives 91 to the card in the second GENERATE AC.
+    icc_response: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,7 @@ class AcquirerClient:
                     mask_pan(pan) if pan else "(no card)", stan, amount_minor, code,
                     response_text(code))
         return AuthResult(code, code == "00", resp.get("38"), resp.get("37"), stan,
-                          response_text(code), resp.get("13"))
+                          response_text(code), resp.get("13"), self._icc_response(resp, stan))
 
     def reversal(self, txn: TransactionType | str, *, keys: WorkingKeys, stan: int,
                  batch_no: int, amount_minor: int, reason: str, pan: str | None = None,
@@ -401,6 +404,15 @@ class AcquirerClient:
             if original.rrn:
                 doc["37"] = original.rrn
         return doc
+
+    def _icc_response(self, resp: dict[str, str], stan: int) -> bytes:
+        value = resp.get("55", "")
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            logger.warning("%r: STAN %06d: field 55 of the answer is not hex (%d characters); "
+                           "ignored", self, stan, len(value))
+            return b""
 
     def _check_mac(self, resp: dict[str, str], raw: bytes, keys: WorkingKeys, what: str, *,
                    on_bad_approval: str) -> None:

@@ -7,7 +7,8 @@ results of blocking work (:meth:`on_job`) and the passing of time (:meth:`tick`)
 :class:`PowerOff` — that the runner carries out.
 
 Blocking work (the EMV kernel over the card slot, the acquirer's TCP exchanges) is described by
-a job (:class:`ChipJob`, :class:`SignInJob`, :class:`AuthJob`, :class:`ReversalJob`,
+a job (:class:`ChipJob`, :class:`TapJob`, :class:`VerifyJob`, :class:`FirstAcJob`,
+:class:`SecondAcJob`, :class:`SignInJob`, :class:`AuthJob`, :class:`ReversalJob`,
 :class:`SettleJob`, :class:`UploadJob`, :class:`UploadEndJob`); the runner executes it with
 :func:`perform` in a worker thread against injected :class:`Services` and feeds the
 :class:`JobResult` back.  What must survive a power cut is injected too: the NVRAM store
@@ -19,6 +20,14 @@ unit-tested without sockets, files or sleeping.
 The business day (docs/business-day.md, docs/terminal-behaviour.md): operators and roles with
 lock-out, limits, the terminal's clock, the journal, reversals, reprint / query / totals,
 settlement with batch upload, shutdown.
+
+Entry modes and cardholder verification (docs/terminal-behaviour.md, "Entry modes" and
+"Cardholder verification"): while it waits for a card the terminal takes a chip (inserted), a
+swipe (harness ``swipe``: service code rules, fallback after ``cards.fallback_after`` failed
+chip reads) or a tap (harness ``field``: one card is read by the contactless kernel, two are a
+collision); the card's CVM decides online PIN, offline PIN (the card's VERIFY, with its try
+counter), signature (on the pad, after the approval) or none; a chip card takes the host's
+answer in a second GENERATE AC, and one that declines it (AAC) has the approval reversed.
 
 Power and printer faults (docs/terminal-behaviour.md, "Power" and "Printer"): the battery
 cut-off (the terminal shuts itself down), the hang of an MCU run below its operating voltage,
@@ -38,9 +47,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from protocols import tlv
 from protocols.ecr import (
     CLOCK_FORMAT,
     FAULT_TEXTS,
+    Cvm,
     EntryMode,
     EventCode,
     FaultCode,
@@ -50,12 +61,14 @@ from protocols.ecr import (
     Parameter,
     PrintStatus,
     Prompt,
+    Reason,
     Result,
     ShutdownReason,
     TerminalState,
     TxnStatus,
 )
 from protocols.errors import DecodeError
+from protocols.iso8583 import PosEntry
 from protocols.masking import mask_pan
 from protocols.transactions import (
     RECONCILE_BALANCED,
@@ -93,6 +106,7 @@ from sim.terminal.profile import Operator as Operator  # the profile's names, im
 from sim.terminal.profile import Profile as Profile
 from sim.terminal.profile import load_profile as load_profile
 from sim.terminal.profile import parse_hostport as parse_hostport
+from sim.terminal.stripe import is_chip_card, read_swipe
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +116,17 @@ PIN_MIN, PIN_MAX = 4, 12
 STAN_MAX = 999_999
 NO_PIN_CVMS = frozenset({"no_cvm", "signature"})
 #: Field 22 of a chip-read transaction: 05 (ICC) + 1 (PIN entry capability).
-POS_ENTRY_CHIP = "051"
+POS_ENTRY_CHIP = PosEntry.CHIP.value
+#: Field 22 by how the card was read (protocols.iso8583.PosEntry; a fallback swipe: 801).
+POS_ENTRY: Mapping[str, PosEntry] = MappingProxyType({
+    EntryMode.CHIP: PosEntry.CHIP, EntryMode.SWIPE: PosEntry.SWIPE, EntryMode.TAP: PosEntry.TAP})
+#: Chip failures that count towards the fallback (the chip could not be read); any other
+#: (a status word: the card refused; the card pulled) ends the transaction at once.
+CHIP_READ_FAILURES = frozenset({Reason.MUTE, Reason.UNSUPPORTED, Reason.BAD_ATR})
+#: Card errors that mean the card is no longer there.
+CARD_GONE = frozenset({Reason.ABSENT, Reason.REMOVED})
+#: The reversal reason of an approval the card did not take (second GENERATE AC).
+REVERSAL_CARD_DECLINED = REVERSAL_OTHER
 ADMIN = "admin"
 #: Host response codes after which the terminal drops its working keys (must sign in again).
 SIGN_IN_AGAIN = frozenset({"22", "77", "A0"})
@@ -143,6 +167,49 @@ class ChipJob:
 
 
 @dataclass(frozen=True)
+class TapJob:
+    """Read the card in the contactless field (the contactless kernel, one step)."""
+
+    job_id: int
+    amount_minor: int
+    currency_code: str
+    country_code: str
+    txn_date: datetime.date
+    unpredictable_number: bytes
+    timeout: float
+    cvm_required: bool  # the amount is above the contactless CVM limit: online PIN
+
+
+@dataclass(frozen=True)
+class VerifyJob:
+    """VERIFY the offline PIN with the card still powered from :class:`ChipJob`."""
+
+    job_id: int
+    card: Any = field(repr=False)  # sim.terminal.emv.CardRead
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FirstAcJob:
+    """The first GENERATE AC after the offline PIN was checked."""
+
+    job_id: int
+    card: Any = field(repr=False)
+    pin_verified: bool
+
+
+@dataclass(frozen=True)
+class SecondAcJob:
+    """The second GENERATE AC with the host's answer (*approve*: a TC is asked for)."""
+
+    job_id: int
+    card: Any = field(repr=False)
+    approve: bool
+    response_code: str
+    issuer_auth: bytes = field(default=b"", repr=False)  # tag 91 of the answer's field 55
+
+
+@dataclass(frozen=True)
 class SignInJob:
     job_id: int
     operator: str
@@ -163,6 +230,7 @@ class AuthJob:
     card: Any = field(repr=False)  # sim.terminal.emv.CardRead, None when the type reads no card
     pin: str | None = field(repr=False)
     original: OriginalRef | None = None
+    pos_entry: str = POS_ENTRY_CHIP  # field 22 when a card was read
 
 
 @dataclass(frozen=True)
@@ -207,7 +275,8 @@ class UploadEndJob:
     count: int
 
 
-Job = ChipJob | SignInJob | AuthJob | ReversalJob | SettleJob | UploadJob | UploadEndJob
+Job = (ChipJob | TapJob | VerifyJob | FirstAcJob | SecondAcJob | SignInJob | AuthJob
+       | ReversalJob | SettleJob | UploadJob | UploadEndJob)
 
 
 @dataclass(frozen=True)
@@ -257,6 +326,14 @@ class Services(Protocol):
 
     def read_card(self, job: ChipJob) -> Any: ...
 
+    def read_tap(self, job: TapJob) -> Any: ...
+
+    def verify_pin(self, job: VerifyJob) -> Any: ...
+
+    def first_ac(self, job: FirstAcJob) -> Any: ...
+
+    def second_ac(self, job: SecondAcJob) -> Any: ...
+
     def sign_in(self, job: SignInJob) -> Any: ...
 
     def authorize(self, job: AuthJob) -> Any: ...
@@ -271,7 +348,8 @@ class Services(Protocol):
 
 
 _PERFORM: Mapping[type, str] = {
-    ChipJob: "read_card", SignInJob: "sign_in", AuthJob: "authorize", ReversalJob: "reverse",
+    ChipJob: "read_card", TapJob: "read_tap", VerifyJob: "verify_pin", FirstAcJob: "first_ac",
+    SecondAcJob: "second_ac", SignInJob: "sign_in", AuthJob: "authorize", ReversalJob: "reverse",
     SettleJob: "settle", UploadJob: "upload", UploadEndJob: "upload_end",
 }
 
@@ -311,7 +389,7 @@ class Halt(enum.StrEnum):
     OFF = "off"  # it powered itself off (battery cut-off, or too low to start)
 
 TXN_STATES = frozenset({State.WAIT_CARD, State.READING_CARD, State.PIN_ENTRY, State.PROCESSING,
-                        State.PRINTING})
+                        State.SIGNATURE, State.PRINTING})
 
 DISPLAY: Mapping[str, str] = MappingProxyType({
     EventCode.READY: "欢迎使用 WELCOME",
@@ -321,6 +399,14 @@ DISPLAY: Mapping[str, str] = MappingProxyType({
     Prompt.PROCESSING: "处理中 PROCESSING",
     Prompt.CONNECTING: "连接中 CONNECTING",
     Prompt.PRINTING: "打印中 PRINTING",
+    Prompt.RETRY_CHIP: "读卡失败 请重新插卡 CHIP ERROR: INSERT AGAIN",
+    Prompt.SWIPE_CARD: "请刷卡 SWIPE CARD",
+    Prompt.INSERT_CHIP: "请插卡 INSERT CHIP",
+    Prompt.SWIPE_AGAIN: "刷卡失败 请重刷 READ ERROR: SWIPE AGAIN",
+    Prompt.ONE_CARD_ONLY: "多张卡 请只放一张 MORE THAN ONE CARD",
+    Prompt.WRONG_PIN: "密码错 WRONG PIN",
+    Prompt.PIN_BLOCKED: "密码已锁 PIN BLOCKED",
+    Prompt.SIGNATURE: "请持卡人签名 PLEASE SIGN",
     EventCode.PAPER_OUT: "打印机缺纸 PAPER OUT",
     EventCode.PAPER_OK: "纸张已装好 PAPER OK",
     EventCode.CARD_INSERTED: "已插卡 CARD INSERTED",
@@ -388,7 +474,7 @@ SENSORS: Mapping[str, Sensor] = MappingProxyType({
 LOAD_OF_STATE: Mapping[State, str] = {
     State.BOOTING: "booting", State.IDLE: "idle", State.SIGNING_IN: "comms",
     State.WAIT_CARD: "idle", State.READING_CARD: "card", State.PIN_ENTRY: "card",
-    State.PROCESSING: "comms", State.PRINTING: "printing",
+    State.PROCESSING: "comms", State.SIGNATURE: "idle", State.PRINTING: "printing",
 }
 
 FAILURE_RESULT: Mapping[str, Result] = {
@@ -433,6 +519,38 @@ class _Txn:
     stan: int = 0
     entry_id: int = 0  # journal entry of the request, once written
     result: dict[str, str] = field(default_factory=dict)
+    chip_failures: int = 0  # chip reads that failed in this transaction (fallback)
+    chip_error: tuple[str, str] = ("", "")  # the last one: reason, text
+    card_powered: bool = False  # a chip card session left open between kernel steps
+    fallback: bool = False  # the card was swiped after its chip failed
+    second_ac_approve: bool = False  # what the second GENERATE AC under way asks for
+
+    @property
+    def entry(self) -> EntryMode:
+        """How the card was read (MANUAL: no card)."""
+        if self.card is None:
+            return EntryMode.MANUAL
+        return EntryMode(str(getattr(self.card, "entry", EntryMode.CHIP) or EntryMode.CHIP))
+
+    @property
+    def cvm(self) -> str:
+        return str(getattr(self.card, "cvm", "") or "") if self.card is not None else ""
+
+    @property
+    def pos_entry(self) -> str:
+        if self.card is None:
+            return ""
+        return (PosEntry.FALLBACK if self.fallback else POS_ENTRY[self.entry]).value
+
+    @property
+    def first_ac_pending(self) -> bool:
+        """A chip card read up to its CVM, its first GENERATE AC still to come (offline
+        PIN)."""
+        return self.entry is EntryMode.CHIP and not getattr(self.card, "cryptogram_type", "ARQC")
+
+    @property
+    def wants_signature(self) -> bool:
+        return self.cvm == Cvm.SIGNATURE or bool(getattr(self.card, "signature_too", False))
 
 
 @dataclass(frozen=True)
@@ -519,6 +637,7 @@ class TerminalFirmware:
         self._hang_since: float | None = None  # the rail below min_operating_volts since
         self._owed = False  # approved receipts not printed yet (journal): print when possible
         self.card_present = False
+        self.field_cards = 0  # cards in the contactless field (harness "field")
         self.faults: list[str] = []
         self.nv: NvramData = nvram.load()
         self._load = ""
@@ -543,15 +662,19 @@ class TerminalFirmware:
             requests[row.ecr_code] = self._txn_handler(row)
         self._requests: Mapping[str, RequestHandler] = MappingProxyType(requests)
         self._harness: Mapping[str, Callable[[Mapping[str, Any], float], list[Action]]] = {
-            "rail": self._hw_rail, "card": self._hw_card,
+            "rail": self._hw_rail, "card": self._hw_card, "swipe": self._hw_swipe,
+            "field": self._hw_field,
             **{name: self._hw_sensor(sensor) for name, sensor in SENSORS.items()},
         }
         self._timers: Mapping[str, Callable[[float], list[Action]]] = {
-            "boot": self._t_boot, "card_wait": self._t_txn_timeout,
-            "pin_entry": self._t_txn_timeout, "print": self._t_print,
+            "boot": self._t_boot, "card_wait": self._t_card_wait,
+            "pin_entry": self._t_txn_timeout, "signature": self._t_signature,
+            "print": self._t_print,
         }
         self._job_handlers: Mapping[type, Callable[[JobResult, float], list[Action]]] = {
-            SignInJob: self._job_sign_in, ChipJob: self._job_chip, AuthJob: self._job_auth,
+            SignInJob: self._job_sign_in, ChipJob: self._job_chip, TapJob: self._job_tap,
+            VerifyJob: self._job_verify, FirstAcJob: self._job_first_ac,
+            SecondAcJob: self._job_second_ac, AuthJob: self._job_auth,
             ReversalJob: self._job_reversal, SettleJob: self._job_settle,
             UploadJob: self._job_upload, UploadEndJob: self._job_upload_end,
         }
@@ -818,6 +941,21 @@ class TerminalFirmware:
     def _t_txn_timeout(self, now: float) -> list[Action]:
         return self._finish(Result.TIMEOUT)
 
+    def _t_card_wait(self, now: float) -> list[Action]:
+        """No card (or no other try after a chip that could not be read) in time: TIMEOUT, or
+        the chip's CARD_ERROR when it failed in this transaction."""
+        txn = self._txn
+        assert txn is not None
+        if txn.chip_failures:
+            reason, text = txn.chip_error
+            return self._finish(Result.CARD_ERROR, reason=reason, text=text)
+        return self._finish(Result.TIMEOUT)
+
+    def _t_signature(self, now: float) -> list[Action]:
+        log.info("terminal: no signature on the pad within %.1f s: the merchant copy keeps its "
+                 "signature line", self.profile.signature_s)
+        return self._signed(False, now)
+
     def _t_print(self, now: float) -> list[Action]:
         printing = self._printing
         assert printing is not None
@@ -899,7 +1037,9 @@ class TerminalFirmware:
             batch_no=entry.batch_no, stan=entry.stan, rrn=entry.rrn, auth_code=entry.auth_code,
             masked_pan=entry.masked_pan, app_label=entry.app_label,
             amount_minor=entry.amount_minor, currency_code=entry.currency, when=when,
-            title=row.receipt_title, original=books.describe_original(entry), mark=mark)
+            title=row.receipt_title, original=books.describe_original(entry), mark=mark,
+            entry="fallback" if entry.pos_entry == PosEntry.FALLBACK else entry.entry_mode,
+            cvm=entry.cvm, signature=entry.signature)
         return [_Page(str(copy), format_receipt(copy, data), entry.id if record else 0, index,
                       index == len(COPIES) - 1, held)
                 for index, copy in enumerate(COPIES)]
@@ -1086,6 +1226,8 @@ class TerminalFirmware:
         if self.card_present:
             return out + self._read_card(now)
         self._timer = (now + self.profile.card_wait_s, "card_wait")
+        if self.field_cards:  # a card already held to the field
+            return out + self._field_now(now)
         return out
 
     def _day_sales(self) -> int:
@@ -1182,6 +1324,10 @@ class TerminalFirmware:
 
     def _req_key(self, msg: Message, now: float) -> list[Action]:
         key = msg.get("k")
+        if self.state is State.SIGNATURE:  # the signature pad's keys: signed / not signed
+            if key in (Key.ENTER, Key.CANCEL):
+                return self._signed(key == Key.ENTER, now)
+            return []
         if key == Key.CANCEL and self.state in (State.WAIT_CARD, State.PIN_ENTRY):
             return self._finish(Result.CANCELLED)
         if self.state is not State.PIN_ENTRY:
@@ -1194,12 +1340,19 @@ class TerminalFirmware:
         elif key == Key.CLEAR:
             txn.pin.clear()
         elif key == Key.ENTER and len(txn.pin) >= PIN_MIN:
-            return self._go_online("".join(txn.pin), now)
+            pin = "".join(txn.pin)
+            if txn.cvm == Cvm.OFFLINE_PIN and txn.first_ac_pending:
+                return self._verify_offline(pin, now)
+            return self._go_online(pin, now)
         return []
 
     def _req_cancel(self, msg: Message, now: float) -> list[Action]:
         if self.state in (State.WAIT_CARD, State.PIN_ENTRY):
             return [self._respond(MsgCode.CANCEL, Result.OK), *self._finish(Result.CANCELLED)]
+        if self.state is State.SIGNATURE:  # approved already: the signature is skipped
+            return [self._respond(MsgCode.CANCEL, Result.OK,
+                                  text="approved: signature skipped, merchant copy to sign"),
+                    *self._signed(False, now)]
         if self.state in TXN_STATES or self.state is State.SIGNING_IN:
             return [self._respond(MsgCode.CANCEL, Result.BUSY,
                                   text="cannot cancel in " + self.state.value)]
@@ -1560,12 +1713,61 @@ class TerminalFirmware:
         if self.card_present != was and self.state is not State.BOOTING:
             out.append(self._event(EventCode.CARD_INSERTED if self.card_present
                                    else EventCode.CARD_REMOVED))
+        txn = self._txn
         if self.card_present and self.state is State.WAIT_CARD:
             return out + self._read_card(now)
-        if not self.card_present and self.state is State.PIN_ENTRY:
+        if not self.card_present and self.state is State.WAIT_CARD and txn is not None \
+                and txn.chip_failures:  # taken out after a failed read: wait for the next try
+            self._timer = (now + self.profile.card_wait_s, "card_wait")
+            return out
+        if not self.card_present and self.state is State.PIN_ENTRY and txn is not None \
+                and txn.entry is EntryMode.CHIP:
             self._fault(Result.CARD_ERROR)
             return out + self._finish(Result.CARD_ERROR, text="卡片已拔出 CARD REMOVED")
         return out
+
+    def _hw_swipe(self, obj: Mapping[str, Any], now: float) -> list[Action]:
+        """The stripe reader read a card (tracks as read).  Only while waiting for a card."""
+        txn = self._txn
+        if self.state is not State.WAIT_CARD or txn is None:
+            log.info("terminal: a swipe while %s: ignored", self.state)
+            return []
+        try:
+            card = read_swipe(str(obj.get("track1") or ""), str(obj.get("track2") or ""))
+        except DecodeError as exc:  # names the track and the position, never the data
+            log.info("terminal: bad swipe (%s): swipe again", exc)
+            return [self._event(Prompt.SWIPE_AGAIN)]
+        if is_chip_card(card.service_code):
+            after = self.profile.fallback_after
+            if not after or txn.chip_failures < after:
+                log.info("terminal: chip card %s swiped (chip failures %d of %d for fallback): "
+                         "insert it", card.masked_pan, txn.chip_failures, after)
+                return [self._event(Prompt.INSERT_CHIP)]
+            txn.fallback = True
+            log.warning("terminal: fallback: chip card %s swiped after %d chip failure(s)",
+                        card.masked_pan, txn.chip_failures)
+        self._timer = None
+        txn.card = card
+        return self._card_read(now)
+
+    def _hw_field(self, obj: Mapping[str, Any], now: float) -> list[Action]:
+        """The contactless field now holds *cards* cards: one is read, more are a
+        collision (the terminal waits until one is left, or is cancelled)."""
+        try:
+            self.field_cards = max(0, int(obj.get("cards", 0)))
+        except (TypeError, ValueError):
+            raise DecodeError(f"terminal: field needs an integer 'cards', got "
+                              f"{obj.get('cards')!r}") from None
+        if self.state is not State.WAIT_CARD or self._txn is None:
+            return []
+        return self._field_now(now)
+
+    def _field_now(self, now: float) -> list[Action]:
+        if self.field_cards > 1:
+            return [self._event(Prompt.ONE_CARD_ONLY)]
+        if self.field_cards == 1:
+            return self._read_tap(now)
+        return []
 
     # ---- transaction steps
     def _read_card(self, now: float) -> list[Action]:
@@ -1577,6 +1779,88 @@ class TerminalFirmware:
                       self.terminal_time().date(), self.rng(4), self.profile.card_apdu_s)
         return [*self._set_state(State.READING_CARD), self._event(Prompt.READING_CARD),
                 self._start(job)]
+
+    def _read_tap(self, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        self._timer = None
+        txn.job_id = self._next_job()
+        job = TapJob(txn.job_id, txn.amount_minor, txn.currency_code, self.profile.country_code,
+                     self.terminal_time().date(), self.rng(4), self.profile.card_apdu_s,
+                     cvm_required=txn.amount_minor > self.profile.contactless_cvm_limit)
+        return [*self._set_state(State.READING_CARD), self._event(Prompt.READING_CARD),
+                self._start(job)]
+
+    def _card_read(self, now: float) -> list[Action]:
+        """A card was read (chip, tap or swipe): the card's verdict and the CVM decide what
+        comes next — an offline decline, the PIN (online or for the card), or online."""
+        txn = self._txn
+        assert txn is not None
+        card = txn.card
+        if getattr(card, "cryptogram_type", "ARQC") == "AAC":
+            return self._decline_offline(Reason.CARD_DECLINED, "卡片拒绝 DECLINED BY CARD")
+        if getattr(card, "pin_blocked", False):
+            return [self._event(Prompt.PIN_BLOCKED),
+                    *self._decline_offline(Reason.PIN_BLOCKED, DISPLAY[Prompt.PIN_BLOCKED])]
+        cvm = txn.cvm
+        if txn.txn_type.needs_pin and cvm in (Cvm.ONLINE_PIN, Cvm.OFFLINE_PIN):
+            return self._ask_pin(now)
+        if txn.first_ac_pending:  # an offline PIN the row does not ask for
+            return self._first_ac(False)
+        if not txn.txn_type.needs_pin or cvm in NO_PIN_CVMS:
+            return self._go_online(None, now)
+        return self._ask_pin(now)
+
+    def _ask_pin(self, now: float, *, prompts: tuple[SendEcr, ...] = ()) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        txn.pin.clear()
+        self._timer = (now + self.profile.pin_entry_s, "pin_entry")
+        return [*self._set_state(State.PIN_ENTRY), *prompts, self._event(Prompt.ENTER_PIN)]
+
+    def _verify_offline(self, pin: str, now: float) -> list[Action]:
+        """The card checks the PIN (VERIFY): state READING_CARD until it answers."""
+        txn = self._txn
+        assert txn is not None
+        self._timer = None
+        txn.pin.clear()
+        txn.job_id = self._next_job()
+        return [*self._set_state(State.READING_CARD),
+                self._start(VerifyJob(txn.job_id, txn.card, pin))]
+
+    def _first_ac(self, pin_verified: bool) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        txn.job_id = self._next_job()
+        return [*self._set_state(State.READING_CARD),
+                self._start(FirstAcJob(txn.job_id, txn.card, pin_verified))]
+
+    def _release_card(self) -> list[Action]:
+        """End a chip card session left open between kernel steps (power the card off)."""
+        txn = self._txn
+        if txn is None or not txn.card_powered:
+            return []
+        txn.card_powered = False
+        return [SendHarness({"t": "card_power", "on": False})]
+
+    def _decline_offline(self, reason: Reason, text: str) -> list[Action]:
+        """The card (or its blocked PIN) declined before anything went online: journaled as
+        refused (with a STAN), answered DECLINED with the *reason*."""
+        txn = self._txn
+        assert txn is not None
+        out = self._release_card()
+        txn.stan = self._take_stan()
+        card = txn.card
+        self.journal.add(NewEntry(
+            batch_no=self.nv.batch_no, stan=txn.stan, txn_type=txn.txn_type.type,
+            amount_minor=txn.amount_minor, currency=txn.currency_code,
+            created=self.terminal_time().strftime(CLOCK_FORMAT), operator=self.operator or "",
+            state=EntryState.REFUSED, entry_mode=txn.entry, pos_entry=txn.pos_entry,
+            masked_pan=mask_pan(card.pan), app_label=str(getattr(card, "app_label", "") or ""),
+            result=Result.DECLINED.value, text=text, cvm=txn.cvm))
+        log.info("terminal: %s of %d declined offline (%s)", txn.txn_type.type,
+                 txn.amount_minor, reason)
+        return out + self._finish(Result.DECLINED, reason=reason.value, text=text)
 
     def _go_online(self, pin: str | None, now: float) -> list[Action]:
         """PROCESSING: pending reversals first, then the request itself."""
@@ -1612,8 +1896,7 @@ class TerminalFirmware:
             batch_no=self.nv.batch_no, stan=txn.stan, txn_type=row.type,
             amount_minor=txn.amount_minor, currency=txn.currency_code,
             created=self.terminal_time().strftime(CLOCK_FORMAT), operator=self.operator or "",
-            entry_mode=EntryMode.CHIP if card is not None else EntryMode.MANUAL,
-            pos_entry=POS_ENTRY_CHIP if card is not None else "",
+            entry_mode=txn.entry, pos_entry=txn.pos_entry, cvm=txn.cvm,
             masked_pan=mask_pan(card.pan) if card is not None else (
                 orig.masked_pan if orig is not None else ""),
             app_label=str(getattr(card, "app_label", "") or (orig.app_label if orig else "")),
@@ -1626,7 +1909,7 @@ class TerminalFirmware:
         txn.job_id = self._next_job()
         job = AuthJob(job_id=txn.job_id, txn_type=row, keys=self.keys, stan=txn.stan,
                       batch_no=self.nv.batch_no, amount_minor=txn.amount_minor, card=card,
-                      pin=pin, original=ref)
+                      pin=pin, original=ref, pos_entry=txn.pos_entry or POS_ENTRY_CHIP)
         return [self._start(job)]
 
     def _finish(self, rc: Result, **fields: str) -> list[Action]:
@@ -1634,18 +1917,24 @@ class TerminalFirmware:
         IDLE."""
         txn = self._txn
         assert txn is not None, "_finish() needs a pending transaction"
+        released = self._release_card()
         self._timer = None
         self._txn = None
         fields = {**txn.result, "amt": str(txn.amount_minor), "cur": txn.currency_code,
                   **fields}
         if txn.card is not None:
             fields.setdefault("pan", mask_pan(txn.card.pan))
+            fields.setdefault("entry", txn.entry.value)
+            if txn.fallback:
+                fields.setdefault("fallback", "1")
+            if txn.cvm:
+                fields.setdefault("cvm", txn.cvm)
         elif txn.original_entry is not None and txn.original_entry.masked_pan:
             fields.setdefault("pan", txn.original_entry.masked_pan)
         if txn.stan:
             fields.setdefault("stan", f"{txn.stan:06d}")
             fields.setdefault("batch", f"{self.nv.batch_no:06d}")
-        return [self._respond(txn.txn_type.ecr_code, rc, **fields),
+        return [*released, self._respond(txn.txn_type.ecr_code, rc, **fields),
                 *self._set_state(State.IDLE)]
 
     # ---- job results
@@ -1679,12 +1968,83 @@ class TerminalFirmware:
         if res.failure:
             rc = FAILURE_RESULT[res.failure]
             self._fault(rc)
+            text = f"{DISPLAY[rc]}: {res.reason}"
+            if res.failure == "card" and res.reason in CHIP_READ_FAILURES \
+                    and self.profile.fallback_after:
+                return self._chip_retry(res.reason, text, now)
+            return self._finish(rc, reason=res.reason, text=text)
+        txn.card = res.value
+        txn.card_powered = bool(getattr(txn.card, "powered", False))
+        return self._card_read(now)
+
+    def _chip_retry(self, reason: str, text: str, now: float) -> list[Action]:
+        """The chip could not be read: wait for the next try (take it out, insert it again),
+        or, after ``fallback_after`` failures in this transaction, for a swipe (fallback).
+        While the card stays in the slot the wait is ``chip_retry``; then CARD_ERROR."""
+        txn = self._txn
+        assert txn is not None
+        txn.chip_failures += 1
+        txn.chip_error = (reason, text)
+        fallback = txn.chip_failures >= self.profile.fallback_after
+        wait = self.profile.chip_retry_s if self.card_present else self.profile.card_wait_s
+        self._timer = (now + wait, "card_wait")
+        log.warning("terminal: chip read failed (%s), %d of %d before fallback", reason,
+                    txn.chip_failures, self.profile.fallback_after)
+        return [*self._set_state(State.WAIT_CARD),
+                self._event(Prompt.SWIPE_CARD if fallback else Prompt.RETRY_CHIP,
+                            reason=reason, failures=str(txn.chip_failures))]
+
+    def _job_tap(self, res: JobResult, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        if res.failure == "card" and res.reason in (Reason.COLLISION, Reason.ABSENT):
+            # more than one card (or the card left too soon): wait for one card again
+            self._timer = (now + self.profile.card_wait_s, "card_wait")
+            prompt = Prompt.ONE_CARD_ONLY if res.reason == Reason.COLLISION else (
+                Prompt.INSERT_CARD)
+            return [*self._set_state(State.WAIT_CARD), self._event(prompt)]
+        if res.failure:
+            rc = FAILURE_RESULT[res.failure]
+            self._fault(rc)
             return self._finish(rc, reason=res.reason, text=f"{DISPLAY[rc]}: {res.reason}")
         txn.card = res.value
-        if not txn.txn_type.needs_pin or str(getattr(txn.card, "cvm", "")) in NO_PIN_CVMS:
-            return self._go_online(None, now)
-        self._timer = (now + self.profile.pin_entry_s, "pin_entry")
-        return [*self._set_state(State.PIN_ENTRY), self._event(Prompt.ENTER_PIN)]
+        return self._card_read(now)
+
+    def _card_failed(self, res: JobResult) -> list[Action]:
+        """A kernel step after the card was read failed: the transaction ends (no fallback
+        once the chip was read)."""
+        rc = FAILURE_RESULT[res.failure]
+        self._fault(rc)
+        return self._finish(rc, reason=res.reason, text=f"{DISPLAY[rc]}: {res.reason}")
+
+    def _job_verify(self, res: JobResult, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        if res.failure:
+            return self._card_failed(res)
+        check = res.value
+        if check.ok:
+            return self._first_ac(True)
+        if check.blocked:
+            log.warning("terminal: offline PIN of %s blocked by the card", mask_pan(
+                txn.card.pan))
+            return [self._event(Prompt.PIN_BLOCKED),
+                    *self._decline_offline(Reason.PIN_BLOCKED, DISPLAY[Prompt.PIN_BLOCKED])]
+        tries = "" if check.tries_left is None else str(check.tries_left)
+        text = (f"密码错 剩余{tries}次 WRONG PIN {tries} TRIES LEFT" if tries
+                else DISPLAY[Prompt.WRONG_PIN])
+        return self._ask_pin(now, prompts=(self._event(Prompt.WRONG_PIN, text=text,
+                                                       tries=tries),))
+
+    def _job_first_ac(self, res: JobResult, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        if res.failure:
+            return self._card_failed(res)
+        txn.card = res.value
+        if getattr(txn.card, "cryptogram_type", "") == "AAC":
+            return self._decline_offline(Reason.CARD_DECLINED, "卡片拒绝 DECLINED BY CARD")
+        return self._go_online(None, now)
 
     def _job_auth(self, res: JobResult, now: float) -> list[Action]:
         txn = self._txn
@@ -1710,24 +2070,115 @@ class TerminalFirmware:
                                 rrn=str(r.rrn or ""), host_date=host_date,
                                 result=Result.DECLINED.value)
             self._drop_keys_on(hrc)
+            if self._second_ac_possible():  # the card is told (AAC asked), then declined
+                return self._second_ac(False, hrc, r)
             return self._finish(Result.DECLINED)
         entry = self.journal.answer(txn.entry_id, EntryState.APPROVED, response_code=hrc,
                                     rrn=str(r.rrn or ""), auth_code=str(r.auth_code or ""),
                                     host_date=host_date, result=Result.APPROVED.value)
-        if txn.txn_type.needs_card and not self.card_present:
-            # the card left before it could take the approval (second GENERATE AC): declined
-            self.journal.reversal_pending(entry.id, REVERSAL_OTHER)
-            self._fault(Result.CARD_ERROR)
-            log.warning("terminal: card removed before it took the approval of STAN %06d: "
-                        "reversal pending", txn.stan)
-            return self._finish(Result.CARD_ERROR, reason="removed", text=(
-                "卡片已拔出 交易将冲正 CARD REMOVED: APPROVAL REVERSED"))
+        if txn.entry is EntryMode.CHIP and txn.txn_type.needs_card and not self.card_present:
+            return self._card_left(entry)
+        if self._second_ac_possible():
+            return self._second_ac(True, hrc, r)
+        if txn.card_powered:
+            log.info("terminal: the card of STAN %06d has no CDOL2: no second GENERATE AC, "
+                     "the host's approval stands", txn.stan)
+        return [*self._release_card(), *self._approved(entry, now)]
 
+    def _card_left(self, entry: JournalEntry) -> list[Action]:
+        """The card left before it could take the approval (second GENERATE AC): declined,
+        the approval reversed."""
+        txn = self._txn
+        assert txn is not None
+        self.journal.reversal_pending(entry.id, REVERSAL_CARD_DECLINED)
+        self._fault(Result.CARD_ERROR)
+        log.warning("terminal: card removed before it took the approval of STAN %06d: "
+                    "reversal pending", txn.stan)
+        return self._finish(Result.CARD_ERROR, reason=Reason.REMOVED.value, text=(
+            "卡片已拔出 交易将冲正 CARD REMOVED: APPROVAL REVERSED"))
+
+    def _second_ac_possible(self) -> bool:
+        txn = self._txn
+        return (txn is not None and txn.card_powered
+                and bool(getattr(txn.card, "cdol2", b"")))
+
+    def _second_ac(self, approve: bool, hrc: str, answer: Any) -> list[Action]:
+        """The host's answer to the card: the second GENERATE AC (a TC asked for when
+        approved), with the ARC and the issuer authentication data (91 of field 55)."""
+        txn = self._txn
+        assert txn is not None
+        txn.second_ac_approve = approve
+        txn.job_id = self._next_job()
+        issuer_auth = _tag(getattr(answer, "icc_response", b"") or b"", 0x91)
+        return [self._start(SecondAcJob(txn.job_id, txn.card, approve, hrc, issuer_auth))]
+
+    def _job_second_ac(self, res: JobResult, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None
+        out = self._release_card()
+        if not txn.second_ac_approve:
+            return out + self._finish(Result.DECLINED)
+        entry = self.journal.get(txn.entry_id)
+        if res.failure:
+            if res.reason in CARD_GONE or not self.card_present:
+                return out + self._card_left(entry)
+            self.journal.reversal_pending(entry.id, REVERSAL_CARD_DECLINED)
+            self._fault(FAILURE_RESULT[res.failure])
+            log.warning("terminal: the card of STAN %06d failed at the second GENERATE AC "
+                        "(%s): reversal pending", txn.stan, res.reason)
+            return out + self._finish(FAILURE_RESULT[res.failure], reason=res.reason, text=(
+                "卡片故障 交易将冲正 CARD ERROR: APPROVAL REVERSED"))
+        ac = res.value
+        kind = str(getattr(ac, "cryptogram_type", ""))
+        if kind == "AAC":
+            self.journal.reversal_pending(entry.id, REVERSAL_CARD_DECLINED)
+            self._fault(Result.DECLINED)
+            log.warning("terminal: the card declined the approval of STAN %06d (AAC at the "
+                        "second GENERATE AC): reversal pending", txn.stan)
+            return out + self._finish(Result.DECLINED, reason=Reason.CARD_DECLINED.value,
+                                      text="卡片拒绝 交易将冲正 DECLINED BY CARD: APPROVAL "
+                                           "REVERSED")
+        if kind != "TC":
+            log.info("terminal: the card of STAN %06d does not do the second GENERATE AC "
+                     "(%s): the host's approval stands", txn.stan,
+                     getattr(ac, "detail", "") or kind)
+        return out + self._approved(entry, now)
+
+    def _approved(self, entry: JournalEntry, now: float) -> list[Action]:
+        """Approved (and taken by the card): the signature first when the CVM asks for one,
+        then the receipts."""
+        txn = self._txn
+        assert txn is not None
+        if txn.card is not None and txn.wants_signature:
+            self._timer = (now + self.profile.signature_s, "signature")
+            return [*self._set_state(State.SIGNATURE), self._event(Prompt.SIGNATURE)]
+        return self._print_approved(entry, now)
+
+    def _signed(self, captured: bool, now: float) -> list[Action]:
+        """The pad's answer (or its time-out): journaled before the receipt prints."""
+        txn = self._txn
+        assert txn is not None
+        self._timer = None
+        entry = self.journal.signed(txn.entry_id) if captured else self.journal.get(
+            txn.entry_id)
+        txn.result["sig"] = "1" if captured else "0"
+        return self._print_approved(entry, now)
+
+    def _print_approved(self, entry: JournalEntry, now: float) -> list[Action]:
         def printed(ok: bool, t: float) -> list[Action]:
             status = PrintStatus.OK if ok else PrintStatus.INCOMPLETE
             return self._finish(Result.APPROVED, print=status.value)
 
         return self._print(self._pages(entry), printed, now)
+
+
+def _tag(tlv_data: bytes, tag: int) -> bytes:
+    """The value of *tag* in a BER-TLV string (b"" when absent or not TLV)."""
+    try:
+        return tlv.find(tlv_data, tag) or b""
+    except DecodeError:
+        log.warning("terminal: field 55 of the answer is not BER-TLV; no tag %X", tag)
+        return b""
 
 
 def _money(amount_minor: int) -> str:

@@ -13,6 +13,8 @@ NVRAM store: :class:`SqliteJournal` (the state dir's ``terminal-journal.sqlite``
 * :meth:`Journal.reversal_pending` — before anything else happens after a time-out, a MAC
   failure on an approval, or a card that declines the approval; :meth:`Journal.reversal_try`,
   :meth:`Journal.reversed` as the 0400s go and the 0410 comes;
+* :meth:`Journal.signed` — the cardholder signed on the pad (approved, before printing: the
+  receipt says the signature was captured);
 * :meth:`Journal.printed` — once both copies are out;
 * :meth:`Journal.print_incomplete` — the paper ran out (or the printer went) mid-receipt: how
   many copies are out; the rest are owed and printed, marked continued, once it can print;
@@ -113,6 +115,7 @@ class NewEntry:
     original_id: int | None = None  # the original's journal entry, when the terminal has it
     result: str = ""  # ECR rc given (refusals)
     text: str = ""  # display text given (refusals)
+    cvm: str = ""  # protocols.ecr.Cvm value: how the cardholder was verified ('' no card)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class JournalEntry(NewEntry):
     held: bool = False  # printed after a power cut
     incomplete: bool = False  # the paper ran out mid-receipt (answered print=INCOMPLETE)
     copies_printed: int = 0  # copies out when it did: the rest are owed (printed continued)
+    signature: bool = False  # the cardholder signed on the pad (signature captured)
 
     @property
     def stan_text(self) -> str:
@@ -145,8 +149,10 @@ class JournalEntry(NewEntry):
                 f"{self.state}")
 
 
-_COLUMNS = tuple(f.name for f in dataclasses.fields(JournalEntry))
-_BOOL_COLUMNS = frozenset({"printed", "held", "incomplete"})
+#: Fields kept in the side table ``entry_cvm`` (SQLite), not in ``entries``.
+_CVM_FIELDS = ("cvm", "signature")
+_COLUMNS = tuple(f.name for f in dataclasses.fields(JournalEntry) if f.name not in _CVM_FIELDS)
+_BOOL_COLUMNS = frozenset({"printed", "held", "incomplete", "signature"})
 _INT_COLUMNS = frozenset({"batch_no", "stan", "amount_minor", "reversal_tries", "id",
                           "copies_printed"})
 
@@ -168,6 +174,8 @@ class Journal(Protocol):
     def reversed(self, entry_id: int) -> JournalEntry: ...
 
     def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry: ...
+
+    def signed(self, entry_id: int) -> JournalEntry: ...
 
     def print_incomplete(self, entry_id: int, copies_printed: int) -> JournalEntry: ...
 
@@ -236,6 +244,14 @@ def _reversal_change(journal: str, entry: JournalEntry, reason: str) -> dict[str
 def _printed_change(journal: str, entry: JournalEntry, held: bool) -> dict[str, Any]:
     _check(journal, "printed", entry, (EntryState.APPROVED,))
     return {"printed": True, "held": held}
+
+
+def _signed_change(journal: str, entry: JournalEntry) -> dict[str, Any]:
+    _check(journal, "signed", entry, (EntryState.APPROVED,))
+    if entry.printed:
+        raise SimError(f"{journal}: signed({entry.describe()}) needs a receipt not printed yet; "
+                       f"it is printed")
+    return {"signature": True}
 
 
 def _incomplete_change(journal: str, entry: JournalEntry, copies: int) -> dict[str, Any]:
@@ -307,6 +323,10 @@ class MemoryJournal:
     def printed(self, entry_id: int, *, held: bool = False) -> JournalEntry:
         entry = self.get(entry_id)
         return self._apply(entry, _printed_change(repr(self), entry, held))
+
+    def signed(self, entry_id: int) -> JournalEntry:
+        entry = self.get(entry_id)
+        return self._apply(entry, _signed_change(repr(self), entry))
 
     def print_incomplete(self, entry_id: int, copies_printed: int) -> JournalEntry:
         entry = self.get(entry_id)
@@ -385,6 +405,16 @@ CREATE TABLE IF NOT EXISTS card_data (
     pan TEXT NOT NULL, expiry TEXT NOT NULL, track2 TEXT NOT NULL
 );
 """
+#: Created at every open when missing (a new table: nothing to migrate, no schema version):
+#: how the cardholder of an entry that read a card was verified, and whether they signed.
+_CVM_TABLE = """
+CREATE TABLE IF NOT EXISTS entry_cvm (
+    entry_id INTEGER PRIMARY KEY REFERENCES entries (id),
+    cvm TEXT NOT NULL, signature INTEGER NOT NULL DEFAULT 0
+)"""
+_SELECT = (f"SELECT {', '.join(f'e.{c}' for c in _COLUMNS)}, COALESCE(v.cvm, ''), "
+           f"COALESCE(v.signature, 0) FROM entries e LEFT JOIN entry_cvm v "
+           f"ON v.entry_id = e.id")
 
 
 class SqliteJournal:
@@ -437,6 +467,7 @@ class SqliteJournal:
                 for later in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[later]:
                         self._db.execute(statement)
+            self._db.execute(_CVM_TABLE)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -464,15 +495,14 @@ class SqliteJournal:
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[JournalEntry]:
         with self._lock:
             try:
-                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries {sql}",
-                                        args).fetchall()
+                rows = self._db.execute(f"{_SELECT} {sql}", args).fetchall()
             except sqlite3.Error as exc:
                 raise SimError(f"{self!r}: query failed: {exc}") from exc
         return [self._entry(row) for row in rows]
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> JournalEntry:
-        values = dict(zip(_COLUMNS, row, strict=True))
+        values = dict(zip((*_COLUMNS, *_CVM_FIELDS), row, strict=True))
         for name in _BOOL_COLUMNS:
             values[name] = bool(values[name])
         values["state"] = EntryState(values["state"])
@@ -480,8 +510,7 @@ class SqliteJournal:
 
     @staticmethod
     def _get(db: sqlite3.Connection, journal: str, entry_id: int) -> JournalEntry:
-        row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE id = ?",
-                         (entry_id,)).fetchone()
+        row = db.execute(f"{_SELECT} WHERE e.id = ?", (entry_id,)).fetchone()
         if row is None:
             raise SimError(f"{journal}: get(#{entry_id}): no such entry")
         return SqliteJournal._entry(row)
@@ -514,6 +543,8 @@ class SqliteJournal:
         _check_new(repr(self), entry)
         values = dataclasses.asdict(JournalEntry(**dataclasses.asdict(entry)))
         del values["id"]
+        for name in _CVM_FIELDS:
+            del values[name]
 
         def work(db: sqlite3.Connection) -> JournalEntry:
             cur = db.execute(
@@ -524,6 +555,9 @@ class SqliteJournal:
             if card is not None and entry.state is EntryState.PENDING:
                 db.execute("INSERT INTO card_data (entry_id, pan, expiry, track2) "
                            "VALUES (?, ?, ?, ?)", (entry_id, card.pan, card.expiry, card.track2))
+            if entry.cvm:
+                db.execute("INSERT INTO entry_cvm (entry_id, cvm) VALUES (?, ?)",
+                           (entry_id, entry.cvm))
             return self._get(db, repr(self), entry_id)
         result: JournalEntry = self._write("add", work)
         return result
@@ -552,6 +586,17 @@ class SqliteJournal:
         return self._change("printed", entry_id,
                             lambda e: _printed_change(repr(self), e, held))
 
+    def signed(self, entry_id: int) -> JournalEntry:
+        def work(db: sqlite3.Connection) -> JournalEntry:
+            entry = self._get(db, repr(self), entry_id)
+            changes = _signed_change(repr(self), entry)
+            db.execute("INSERT INTO entry_cvm (entry_id, cvm, signature) VALUES (?, ?, 1) "
+                       "ON CONFLICT (entry_id) DO UPDATE SET signature = 1",
+                       (entry_id, entry.cvm))
+            return dataclasses.replace(entry, **changes)
+        result: JournalEntry = self._write("signed", work)
+        return result
+
     def print_incomplete(self, entry_id: int, copies_printed: int) -> JournalEntry:
         return self._change("print_incomplete", entry_id,
                             lambda e: _incomplete_change(repr(self), e, copies_printed))
@@ -566,8 +611,8 @@ class SqliteJournal:
 
     def recover(self, reason: str = REVERSAL_NO_RESPONSE) -> list[JournalEntry]:
         def work(db: sqlite3.Connection) -> list[JournalEntry]:
-            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE state = ? "
-                              f"ORDER BY id", (EntryState.PENDING.value,)).fetchall()
+            rows = db.execute(f"{_SELECT} WHERE e.state = ? ORDER BY e.id",
+                              (EntryState.PENDING.value,)).fetchall()
             out = []
             for row in rows:
                 entry = self._entry(row)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from protocols.ecr import Copy
+from protocols.ecr import Copy, Cvm, EntryMode
 from protocols.masking import scrub
 
 COPIES = (Copy.MERCHANT, Copy.CUSTOMER)
@@ -23,6 +23,15 @@ HELD_MARK = "*** 断电补打 HELD RECEIPT ***"  # printed after boot: power was
 #: printer can print again.
 CONTINUED_MARK = "*** 续打 CONTINUED ***"
 WIDTH = 32
+#: The letter after the card number: how the card was read (a fallback swipe is F).
+ENTRY_LETTERS: Mapping[str, str] = {EntryMode.CHIP: "I", EntryMode.SWIPE: "S",
+                                    EntryMode.TAP: "C", "fallback": "F"}
+#: The line saying how the cardholder was verified (signature: only once captured).
+CVM_LINES: Mapping[str, str] = {Cvm.ONLINE_PIN: "凭密码 PIN ENTERED",
+                                Cvm.OFFLINE_PIN: "凭密码 PIN VERIFIED BY CARD",
+                                Cvm.NO_CVM: "免密免签 NO CVM REQUIRED"}
+#: On both copies of a receipt the cardholder signed on the pad.
+SIGNATURE_CAPTURED = "电子签名已采集 SIGNATURE CAPTURED"
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class ReceiptData:
     title: str  # the transaction type's receipt title (protocols.transactions row)
     original: str = ""  # the original transaction (OriginalRef.describe()), types that need one
     mark: str = ""  # REPRINT_MARK, HELD_MARK, CONTINUED_MARK or ''
+    entry: str = ""  # EntryMode value, or 'fallback' ('' / manual: no letter)
+    cvm: str = ""  # Cvm value ('' no card read)
+    signature: bool = False  # signed on the pad
 
 
 def format_amount(amount_minor: int, currency_code: str) -> str:
@@ -60,7 +72,8 @@ def format_receipt(copy: str, d: ReceiptData) -> str:
         f"商户名称 MERCHANT: {d.merchant_name}",
         f"商户编号 MID: {d.merchant_id}",
         f"终端编号 TID: {d.terminal_id}  操作员: {d.operator}",
-        f"卡号 CARD NO: {d.masked_pan} I",
+        f"卡号 CARD NO: {d.masked_pan}" + (f" {ENTRY_LETTERS[d.entry]}"
+                                          if d.entry in ENTRY_LETTERS else ""),
         f"应用 APP: {d.app_label}",
         f"交易类型 TYPE: {d.title}",
         *([f"原交易 ORIGINAL: {d.original}"] if d.original else []),
@@ -68,6 +81,8 @@ def format_receipt(copy: str, d: ReceiptData) -> str:
         f"参考号 REF: {d.rrn}  授权码 AUTH: {d.auth_code}",
         f"日期时间 DATE: {d.when:%Y/%m/%d %H:%M:%S}",
         f"金额 AMOUNT: {format_amount(d.amount_minor, d.currency_code)}",
+        *([CVM_LINES[d.cvm]] if d.cvm in CVM_LINES else []),
+        *([SIGNATURE_CAPTURED] if d.signature else []),
         "-" * WIDTH,
     ]
     if copy == Copy.MERCHANT:

@@ -56,6 +56,13 @@ class Timeouts(_Section):
     connect: float = Field(3.0, gt=0, description="acquirer TCP connect")
     response: float = Field(5.0, gt=0, description="acquirer response")
     card_apdu: float = Field(2.0, gt=0, description="one APDU exchange with the card")
+    chip_retry: float = Field(5.0, gt=0, description=(
+        "after a chip that could not be read, while the card stays in the slot: how long the "
+        "terminal waits for it to be taken out and tried again (or swiped, fallback) before "
+        "it gives up with CARD_ERROR"))
+    signature: float = Field(60.0, gt=0, description=(
+        "waiting for the cardholder's signature on the pad (then: not signed, the merchant "
+        "copy keeps a signature line)"))
 
 
 #: The terminal's brown-out detector (hardware, not a parameter): below it the MCU is held in
@@ -167,6 +174,17 @@ class Anomalies(_Section):
     refund_window: float = Field(600.0, gt=0, description="seconds (terminal clock)")
 
 
+class Cards(_Section):
+    """How the terminal takes cards besides the chip (docs/terminal-behaviour.md, "Entry
+    modes")."""
+
+    fallback_after: int = Field(3, ge=0, description=(
+        "failed chip reads in one transaction after which a swiped chip card is accepted "
+        "(fallback, field 22 801); 0: no fallback, a chip read failure ends the transaction"))
+    contactless_cvm_limit: int = Field(100_000, ge=0, description=(
+        "minor units: a tap above it asks for the online PIN, at or below it no CVM"))
+
+
 class Reversal(_Section):
     tries: int = Field(2, ge=1, description="0400 tries per occasion (before the next financial "
                                             "or settlement message); each bounded by "
@@ -191,6 +209,7 @@ class ProfileFile(_Section):
     security: Security = Field(default_factory=lambda: Security.model_validate({}))
     anomalies: Anomalies = Field(default_factory=lambda: Anomalies.model_validate({}))
     reversal: Reversal = Field(default_factory=lambda: Reversal.model_validate({}))
+    cards: Cards = Field(default_factory=lambda: Cards.model_validate({}))
 
     @field_validator("operators")
     @classmethod
@@ -210,7 +229,10 @@ class ProfileFile(_Section):
             currency_code=self.currency_code, country_code=self.country_code,
             boot_s=t.boot, card_wait_s=t.card_wait, pin_entry_s=t.pin_entry,
             print_copy_s=t.print_copy, connect_s=t.connect, response_s=t.response,
-            card_apdu_s=t.card_apdu, min_operating_volts=th.min_operating_volts,
+            card_apdu_s=t.card_apdu, chip_retry_s=t.chip_retry, signature_s=t.signature,
+            fallback_after=self.cards.fallback_after,
+            contactless_cvm_limit=self.cards.contactless_cvm_limit,
+            min_operating_volts=th.min_operating_volts,
             cutoff_volts=th.cutoff_volts, critical_volts=th.critical_volts,
             low_battery_volts=th.low_battery_volts, restart_volts=th.restart_volts,
             nominal_volts=th.nominal_volts, cutoff_debounce_s=self.power.cutoff_debounce,
@@ -248,6 +270,10 @@ class Profile:
     connect_s: float = 3.0
     response_s: float = 5.0
     card_apdu_s: float = 2.0
+    chip_retry_s: float = 5.0
+    signature_s: float = 60.0
+    fallback_after: int = 3
+    contactless_cvm_limit: int = 100_000  # minor units
     min_operating_volts: float = 6.20
     cutoff_volts: float = 6.40
     critical_volts: float = 6.45
@@ -316,6 +342,7 @@ __all__ = [
     "BROWNOUT_VOLTS",
     "THRESHOLD_ORDER",
     "Anomalies",
+    "Cards",
     "Limits",
     "Operator",
     "OperatorSpec",

@@ -3,8 +3,9 @@
 * the ECR pty master fd: bytes → :class:`protocols.ecr.EcrLink` → messages → firmware;
 * the harness socket (JSON lines via :class:`protocols.jsonlines.JsonLineBuffer`,
   docs/internals.md): ``atr``/``rapdu`` go to the card slot
-  (:class:`~sim.terminal.slot.HarnessSlot`), everything else to the firmware; a bad line is
-  logged (masked) and skipped;
+  (:class:`~sim.terminal.slot.HarnessSlot`), ``cl_atr``/``cl_rapdu`` to the contactless reader
+  (the slot's ``contactless``), everything else to the firmware; a bad line is logged (masked)
+  and skipped;
 * blocking jobs (kernel, acquirer) run in one worker thread; results come back through a
   wake-up pipe.  One ``select`` loop, its timeout = the nearest link or firmware deadline;
 * :class:`~sim.terminal.firmware.Freeze` (the MCU hung): from then on the ECR line is read and
@@ -40,24 +41,28 @@ from sim.terminal.firmware import (
     Action,
     AuthJob,
     ChipJob,
+    FirstAcJob,
     FlushEcr,
     Freeze,
     JobResult,
     PowerOff,
     Profile,
     ReversalJob,
+    SecondAcJob,
     SendEcr,
     SendHarness,
     Services,
     SettleJob,
     SignInJob,
     StartJob,
+    TapJob,
     TerminalFirmware,
     UploadEndJob,
     UploadJob,
+    VerifyJob,
     perform,
 )
-from sim.terminal.slot import HarnessSlot, SlotError
+from sim.terminal.slot import CONTACTLESS, HarnessSlot, SlotError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +70,10 @@ log = logging.getLogger(__name__)
 ENTRY_MODE_CHIP_PIN = POS_ENTRY_CHIP
 ECR_RETRY_S = 0.1  # after EIO (no process has the slave open) look at the port again this late
 IDLE_WAIT_S = 1.0
-#: Harness messages that answer the card slot (everything else goes to the firmware).
+#: Harness messages that answer the card slot / the contactless reader (everything else goes to
+#: the firmware).
 SLOT_REPLIES = frozenset({"atr", "rapdu"})
+CL_REPLIES = frozenset({"cl_atr", "cl_rapdu"})
 #: Powering off, the frames still queued get this many link bounds to go out.
 POWER_OFF_FRAMES = 3
 
@@ -109,11 +116,34 @@ class KernelServices:
         return self._client
 
     def read_card(self, job: ChipJob) -> Any:
-        from sim.terminal.emv import run_chip_transaction
-        return run_chip_transaction(
-            self.slot, amount_minor=job.amount_minor, currency_code=job.currency_code,
-            country_code=job.country_code, txn_date=job.txn_date,
-            unpredictable_number=job.unpredictable_number, timeout=job.timeout)
+        from sim.terminal.emv import TxnParams, read_chip
+        return read_chip(self.slot, TxnParams(
+            job.amount_minor, job.txn_date, job.unpredictable_number,
+            currency_code=job.currency_code, country_code=job.country_code),
+            timeout=job.timeout)
+
+    def read_tap(self, job: TapJob) -> Any:
+        from sim.terminal.emv import CardError, TxnParams, read_contactless
+        reader = self.slot.contactless
+        if reader is None:
+            raise CardError("unsupported", "this terminal has no contactless reader")
+        return read_contactless(reader, TxnParams(
+            job.amount_minor, job.txn_date, job.unpredictable_number,
+            currency_code=job.currency_code, country_code=job.country_code),
+            cvm_required=job.cvm_required, timeout=job.timeout)
+
+    def verify_pin(self, job: VerifyJob) -> Any:
+        from sim.terminal.emv import verify_pin
+        return verify_pin(self.slot, job.card, job.pin)
+
+    def first_ac(self, job: FirstAcJob) -> Any:
+        from sim.terminal.emv import generate_first_ac
+        return generate_first_ac(self.slot, job.card, pin_verified=job.pin_verified)
+
+    def second_ac(self, job: SecondAcJob) -> Any:
+        from sim.terminal.emv import generate_second_ac
+        return generate_second_ac(self.slot, job.card, approve=job.approve,
+                                  response_code=job.response_code, issuer_auth=job.issuer_auth)
 
     def sign_in(self, job: SignInJob) -> Any:
         return self._acquirer().sign_in(operator=job.operator, stan=job.stan,
@@ -127,7 +157,7 @@ class KernelServices:
                 pan=card.pan, expiry=card.expiry,
                 pan_seq=None if card.pan_seq is None else str(card.pan_seq),
                 track2_equivalent=card.track2_equivalent, icc_data=card.icc_data,
-                entry_mode=ENTRY_MODE_CHIP_PIN)
+                entry_mode=job.pos_entry or ENTRY_MODE_CHIP_PIN)
         return self._acquirer().financial(
             job.txn_type, keys=job.keys, stan=job.stan, batch_no=job.batch_no,
             amount_minor=job.amount_minor, pin=job.pin, original=job.original, **card_fields)
@@ -172,7 +202,8 @@ class TerminalRunner:
         self.clock = clock
         self.link = link or ecr.EcrLink()
         self._specs = ecr.message_specs(firmware.transactions)  # the firmware's transaction codes
-        self.slot = HarnessSlot(self.send_harness)
+        self.cl_slot = HarnessSlot(self.send_harness, messages=CONTACTLESS)
+        self.slot = HarnessSlot(self.send_harness, contactless=self.cl_slot)
         self.services = make_services(self.slot)
         self._harness_lock = threading.Lock()
         self._harness_in = JsonLineBuffer("terminal harness", require="t")
@@ -225,6 +256,7 @@ class TerminalRunner:
                 self._housekeeping()
         finally:
             self.slot.abort()
+            self.cl_slot.abort()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._sel.close()
             os.close(self._wake_r)
@@ -308,6 +340,8 @@ class TerminalRunner:
         for obj in self._harness_objects(data):
             if obj["t"] in SLOT_REPLIES:
                 self.slot.deliver(obj)
+            elif obj["t"] in CL_REPLIES:
+                self.cl_slot.deliver(obj)
             else:
                 self._execute(self.firmware.on_harness(obj, self.clock()))
 

@@ -1,14 +1,17 @@
-"""The terminal's card slot over the bench harness (implements ``sim.terminal.emv.Slot``).
+"""The terminal's card readers over the bench harness (implement ``sim.terminal.emv.Slot``).
 
 The kernel runs in the runner's worker thread and calls :meth:`HarnessSlot.power_on` /
 :meth:`transmit`; those send ``card_power`` / ``capdu`` on the harness and wait (bounded) for the
-``atr`` / ``rapdu`` that the runner's I/O loop hands to :meth:`deliver`.
+``atr`` / ``rapdu`` that the runner's I/O loop hands to :meth:`deliver`.  The contactless reader
+is the same class with the contactless messages (:data:`CONTACTLESS`: ``cl_power`` /
+``cl_capdu`` answered by ``cl_atr`` / ``cl_rapdu``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from protocols.errors import DecodeError, SimError
@@ -31,13 +34,33 @@ class SlotError(SimError):
         super().__init__(f"card {reason}" + (f": {detail}" if detail else ""))
 
 
+@dataclass(frozen=True)
+class SlotMessages:
+    """The harness message types of one card reader (docs/internals.md)."""
+
+    power: str
+    capdu: str
+    atr: str
+    rapdu: str
+
+
+CONTACT = SlotMessages("card_power", "capdu", "atr", "rapdu")
+CONTACTLESS = SlotMessages("cl_power", "cl_capdu", "cl_atr", "cl_rapdu")
+
+
 class HarnessSlot:
-    """Slot whose contacts are the harness messages of docs/internals.md."""
+    """Slot whose contacts are the harness messages of docs/internals.md (*messages*: the
+    contact slot's, or :data:`CONTACTLESS` for the contactless reader)."""
 
     def __init__(self, send: Callable[[Mapping[str, Any]], None], *,
-                 make_error: Callable[[str, str], Exception] = _card_error) -> None:
+                 make_error: Callable[[str, str], Exception] = _card_error,
+                 messages: SlotMessages = CONTACT,
+                 contactless: HarnessSlot | None = None) -> None:
         self._send = send
         self._make_error = make_error
+        self.messages = messages
+        #: The contactless reader next to this slot (the terminal's reader unit), if any.
+        self.contactless = contactless
         self._cond = threading.Condition()
         self._answer: Mapping[str, Any] | None = None
         self._expect: str | None = None
@@ -76,7 +99,8 @@ class HarnessSlot:
 
     # Slot protocol
     def power_on(self, timeout: float) -> bytes:
-        obj = self._exchange({"t": "card_power", "on": True}, "atr", timeout, "power on")
+        m = self.messages
+        obj = self._exchange({"t": m.power, "on": True}, m.atr, timeout, "power on")
         try:
             atr = bytes.fromhex(str(obj.get("atr", "")))
         except ValueError as exc:
@@ -86,7 +110,8 @@ class HarnessSlot:
         return atr
 
     def transmit(self, capdu: bytes, timeout: float) -> bytes:
-        obj = self._exchange({"t": "capdu", "data": capdu.hex()}, "rapdu", timeout,
+        m = self.messages
+        obj = self._exchange({"t": m.capdu, "data": capdu.hex()}, m.rapdu, timeout,
                              f"C-APDU {capdu[:4].hex()}")
         try:
             data = bytes.fromhex(str(obj.get("data", "")))
@@ -99,4 +124,4 @@ class HarnessSlot:
 
     def power_off(self) -> None:
         self.powered = False
-        self._send({"t": "card_power", "on": False})
+        self._send({"t": self.messages.power, "on": False})

@@ -4,7 +4,6 @@ PcscCardBank + SimProbe on a pty), each reaching the terminal's chip kernel."""
 from __future__ import annotations
 
 import datetime
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -18,9 +17,8 @@ from rigs.cards import PcscCardBank
 from rigs.errors import InstrumentError
 from rigs.events import EventStream, Source, matching
 from sim.card.emv import load_profile
-from sim.pcsc import PcscDaemon
 from sim.terminal.emv import CardError, CardRead, run_chip_transaction
-from tests.cards.conftest import GOOD, needs_root, open_relay
+from tests.cards.conftest import GOOD, PcscBench, needs_root, open_relay
 from tests.cards.probe_host import HarnessSlot, PtyProbeHost
 
 pytestmark = needs_root
@@ -264,13 +262,13 @@ def test_slow_past_the_probe_bound_is_mute_and_the_late_answer_harms_nothing(
 
 
 def test_a_rule_raising_kills_the_relay_and_is_no_fault(
-        pcsc_bench: tuple[PcscDaemon, subprocess.Popen[bytes]]) -> None:
+        pcsc_bench: PcscBench) -> None:
     def broken(spec: FaultSpec) -> Callable[[CardMessage], CardVerdict]:
         def rule(msg: CardMessage) -> CardVerdict:
             raise ZeroDivisionError("division by zero")
         return rule
 
-    with open_relay(pcsc_bench[0], fault_rules={FaultKind.CARD_MUTE: broken}) as (bank, host):
+    with open_relay(pcsc_bench, fault_rules={FaultKind.CARD_MUTE: broken}) as (bank, host):
         stream = _insert_good(bank, host)
         bank.apply(FaultSpec.of(FaultKind.CARD_MUTE))
         with pytest.raises(CardError):          # the probe gives up on the dead relay

@@ -5,45 +5,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from Crypto.Cipher import DES3
+from Crypto.Cipher import DES
 
 from protocols import tlv
+from protocols.crypto import application_cryptogram
 from protocols.errors import ConfigError
-from sim.card.emv import AIP, CVR, SimEmvCard, compute_ac, load_profile
+from sim.card.emv import SimEmvCard, load_profile
 from sim.terminal.emv import CardError, CardRead, run_chip_transaction
 from tests.cards.conftest import GOOD, MUTE
+from tests.cards.slots import MemorySlot, expected_ac
 
 PPSE_SELECT = "00A404000E325041592E5359532E444446303100"
 AID_SELECT = "00A4040008A00000033301010100"
-
-
-class MemorySlot:
-    """An in-memory slot: the kernel talks straight to the card state machine."""
-
-    def __init__(self, card: SimEmvCard, t0: bool = False) -> None:
-        self.card, self.t0 = card, t0
-        self.log: list[tuple[str, str]] = []
-        self._pending = b""
-
-    def power_on(self, timeout: float) -> bytes:
-        atr = self.card.power_on()
-        if not atr:
-            raise CardError("mute", "no ATR")
-        return atr
-
-    def transmit(self, capdu: bytes, timeout: float) -> bytes:
-        if self.t0 and capdu[1] == 0xC0:            # GET RESPONSE
-            out, self._pending = self._pending[:capdu[4]] + b"\x90\x00", b""
-        else:
-            out = self.card.apdu(capdu)
-            if self.t0 and len(out) > 2 and out[-2:] == b"\x90\x00":
-                # behave like a T=0 card: case 4 data comes through GET RESPONSE
-                self._pending, out = out[:-2], bytes([0x61, len(out) - 2])
-        self.log.append((capdu.hex().upper(), out.hex().upper()))
-        return out
-
-    def power_off(self) -> None:
-        self.card.power_off()
 
 
 def _card() -> SimEmvCard:
@@ -80,7 +53,7 @@ def test_full_kernel_run_exact_commands() -> None:
     assert icc[0x9F27] == b"\x80" and icc[0x9F36] == b"\x00\x02" and icc[0x9F02].hex() == \
         "000000012345"
     cdol_data = bytes.fromhex(slot.log[-1][0][10:-2])
-    assert icc[0x9F26] == compute_ac(card.profile.ac_key, cdol_data + AIP + b"\x00\x02" + CVR)
+    assert icc[0x9F26] == expected_ac(card.profile, cdol_data, b"\x00\x02")
     assert not card.powered                                   # kernel powered the card off
     assert "6214830000000017" not in repr(read) and "621483******0017" in repr(read)
     assert "D3012" not in repr(read) and "D3012" not in str(read)
@@ -93,12 +66,18 @@ def test_kernel_handles_t0_get_response() -> None:
     assert read.pan == "6214830000000017"
 
 
-def test_compute_ac_is_3des_cbc_mac_method2() -> None:
+def test_ac_is_mac_algorithm_3_padding_2_under_the_session_key() -> None:
+    """ISO/IEC 9797-1 MAC algorithm 3 (single-DES CBC with K1, last block D(K2) E(K1)),
+    padding method 2, computed here with pycryptodome, equals protocols.crypto's."""
     key = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
     data = bytes(range(13))
-    expected = DES3.new(key, DES3.MODE_CBC, iv=bytes(8)).encrypt(data + b"\x80\x00\x00")[-8:]
-    assert compute_ac(key, data) == expected
-    assert compute_ac(key, bytes(8)) != compute_ac(key, bytes(7))
+    padded = data + b"\x80\x00\x00"
+    k1, k2 = DES.new(key[:8], DES.MODE_ECB), DES.new(key[8:], DES.MODE_ECB)
+    chain = bytes(8)
+    for i in range(0, len(padded), 8):
+        chain = k1.encrypt(bytes(a ^ b for a, b in zip(chain, padded[i:i + 8], strict=True)))
+    assert application_cryptogram(key, data) == k1.encrypt(k2.decrypt(chain))
+    assert application_cryptogram(key, bytes(8)) != application_cryptogram(key, bytes(7))
 
 
 def test_status_words_from_one_place() -> None:
@@ -118,14 +97,17 @@ def test_status_words_from_one_place() -> None:
 
 
 def test_second_generate_ac_and_third_refused() -> None:
+    """Without the issuer's ARPC (91 zeros: unable to go online) the second GENERATE AC asked
+    for a TC answers an AAC; a third is refused (tests/cards/test_card_answers.py has the TC)."""
     card = _card()
     card.power_on()
     card.apdu(bytes.fromhex(AID_SELECT))
     card.apdu(bytes.fromhex("80A8000014831200000000123401560156250630" "00A1B2C3D400"))
     assert card.apdu(bytes.fromhex("80AE8000210" + "0" * 65 + "00"))[-2:] == b"\x90\x00"
-    second = card.apdu(bytes.fromhex("80AE400011" + "3030" + "00" * 15 + "00"))
-    assert tlv.flatten(second[:-2])[0x9F27] == b"\x40"
-    assert card.apdu(bytes.fromhex("80AE400011" + "3030" + "00" * 15 + "00")).hex() == "6985"
+    cdol2 = "5A33" + "00" * 10 + "00" * 5 + "A1B2C3D4"         # ARC "Z3", no ARPC
+    second = card.apdu(bytes.fromhex("80AE400015" + cdol2 + "00"))
+    assert second[-2:] == b"\x90\x00" and tlv.flatten(second[:-2])[0x9F27] == b"\x00"
+    assert card.apdu(bytes.fromhex("80AE400015" + cdol2 + "00")).hex() == "6985"
 
 
 def test_mute_card_answers_nothing() -> None:
@@ -160,7 +142,7 @@ def _write(tmp_path: Path, **changes: object) -> Path:
     ({"expiry": "3013"}, r"expiry: expected YYMM, got '3013'"),
     ({"pin": None}, r"pin: required key is missing"),
     ({"cvm": "telepathy"}, r"cvm: expected one of"),
-    ({"keys": {"ac_key": "0011"}}, r"keys.ac_key: expected 16 bytes of hex, got 2"),
+    ({"keys": {"imk_ac": "0011"}}, r"keys.imk_ac: expected 16 bytes of hex, got 2"),
     ({"issuer": {"status": "active", "balance_minor": "lots"}},
      r"issuer.balance_minor: expected an integer"),
     ({"issuer": {"status": "active"}}, r"issuer.balance_minor: required key is missing"),

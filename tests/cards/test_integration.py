@@ -10,11 +10,11 @@ import pytest
 from protocols import tlv
 from rigs.cards import PcscCardBank
 from rigs.events import EventStream, Source, matching
-from sim.card.emv import AIP, CVR, compute_ac, load_profile
-from sim.pcsc import PcscDaemon
+from sim.card.emv import load_profile
 from sim.terminal.emv import CardError, run_chip_transaction
-from tests.cards.conftest import GOOD, needs_root
+from tests.cards.conftest import GOOD, PcscBench, needs_root
 from tests.cards.probe_host import HarnessSlot, PtyProbeHost
+from tests.cards.slots import expected_ac
 
 pytestmark = needs_root
 
@@ -25,8 +25,8 @@ def _run(host: PtyProbeHost) -> object:
         unpredictable_number=bytes.fromhex("A1B2C3D4"), timeout=2.0)
 
 
-def test_private_pcscd_lists_two_readers(pcsc_bench: tuple[PcscDaemon, object]) -> None:
-    daemon, _ = pcsc_bench
+def test_private_pcscd_lists_two_readers(pcsc_bench: PcscBench) -> None:
+    daemon = pcsc_bench.daemon
     assert daemon.running
     assert daemon.client_socket == f"/proc/{daemon.pid}/root/run/pcscd/pcscd.comm"
 
@@ -48,7 +48,7 @@ def test_kernel_run_through_card_bank(relay: tuple[PcscCardBank, PtyProbeHost]) 
     cdol = tlv.parse_dol(bytes.fromhex(
         "9F02069F03069F1A0295055F2A029A039C019F37049F35019F3403"))
     cdol_data = tlv.build_dol(cdol, icc)
-    assert icc[0x9F26] == compute_ac(profile.ac_key, cdol_data + AIP + icc[0x9F36] + CVR)
+    assert icc[0x9F26] == expected_ac(profile, cdol_data, icc[0x9F36])
 
     text = bank.trace_text()
     assert "00A404000E325041592E5359532E444446303100" in text       # PPSE select, verbatim

@@ -82,7 +82,7 @@ def test_terminal_profile_hides_key_and_passwords(tmp_path: Path) -> None:
 # -- card profile (one model for the card simulator and the issuer) ---------------------------
 
 @pytest.mark.parametrize(("change", "says"), [
-    (lambda d: d["keys"].update(ac_kee="00"), "keys.ac_kee: unknown key"),
+    (lambda d: d["keys"].update(imk_acc="00"), "keys.imk_acc: unknown key"),
     (lambda d: d.pop("pin"), "pin: required key is missing"),
     (lambda d: d["issuer"].update(balance_minor="lots"),
      "issuer.balance_minor: expected an integer"),
@@ -104,7 +104,7 @@ def test_card_profile_hides_pan_pin_and_key(tmp_path: Path,
                    lambda d: d.update(pin=int(SECRET_PIN)),
                    lambda d: d.update(pan="6214830000000018"),
                    lambda d: d.update(pan=6214830000000018),
-                   lambda d: d["keys"].update(ac_key=SECRET_KEY)):
+                   lambda d: d["keys"].update(imk_ac=SECRET_KEY)):
         text = _message(load, _edit(CARD, tmp_path, change))
         for secret in (SECRET_PIN, SECRET_KEY, "6214830000000018"):
             assert secret not in text, text

@@ -35,7 +35,7 @@ def card_yaml(pan: str, *, expiry: str = "3012", balance: int = 1000000,
               status: str = "active", pin: str = PIN) -> str:
     return (f'name: t\npan: "{pan}"\npan_seq: 1\nexpiry: "{expiry}"\npin: "{pin}"\n'
             f"issuer:\n  balance_minor: {balance}\n  status: {status}\n"
-            f'keys:\n  ac_key: "00112233445566778899AABBCCDDEEFF"\n')
+            f'keys:\n  imk_ac: "00112233445566778899AABBCCDDEEFF"\n')
 
 
 @pytest.fixture

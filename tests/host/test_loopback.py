@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from protocols.errors import DeviceStateError, TransportError
 from protocols.iso8583 import (
@@ -27,16 +28,19 @@ from protocols.iso8583 import (
     unframe,
 )
 from rigs.host import SqliteAcquirerLedger
+from sim.card.profile import profile_from_dict
 from sim.host.engine import AcquirerEngine, load_accounts, load_terminals
 from sim.host.ledger import SqliteLedger
 from sim.host.server import AcquirerServer
 from sim.terminal.acquirer import AcquirerClient, AuthResult, CommsError, WorkingKeys
+from tests.cards.slots import chip_read
 
-from .conftest import MID, PAN, PIN, TID, TMK, counting_keys
+from .conftest import MID, PAN, PIN, TID, TMK, card_yaml, counting_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACK2 = f"{PAN}D30122201234567890F"
-ICC = bytes.fromhex("9F2608A1B2C3D4E5F607089F2701809F360200019F3704DEADBEEF")
+#: Field 55 of a real chip read of the test card (its ARQC verifies at the issuer).
+ICC = chip_read(profile_from_dict(yaml.safe_load(card_yaml(PAN)))).icc_data
 
 
 @pytest.fixture

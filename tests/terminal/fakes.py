@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import enum
@@ -12,15 +13,20 @@ from typing import Any
 
 from protocols.errors import SimError
 from protocols.transactions import SALE, SettlementTotals, TransactionTable, TransactionType
+from sim.terminal.emv import PinCheck, SecondAc
 from sim.terminal.firmware import (
     AuthJob,
     ChipJob,
+    FirstAcJob,
     Profile,
     ReversalJob,
+    SecondAcJob,
     SettleJob,
     SignInJob,
+    TapJob,
     UploadEndJob,
     UploadJob,
+    VerifyJob,
     load_profile,
 )
 
@@ -53,8 +59,11 @@ TEST_TABLE = TransactionTable((SALE, REFUND, VOID))
 
 
 def fast_profile(**over: Any) -> Profile:
+    """The fixture profile with short time-outs.  The chip-retry / fallback flow is off
+    (``fallback_after=0``: a chip that cannot be read ends the transaction at once) unless a
+    test turns it on (tests/terminal/test_entry_modes.py)."""
     base: dict[str, Any] = dict(boot_s=0.05, print_copy_s=0.02, card_wait_s=2.0,
-                                pin_entry_s=2.0)
+                                pin_entry_s=2.0, fallback_after=0)
     base.update(over)
     profile = load_profile(PROFILE_PATH)
     model_copy = getattr(profile, "model_copy", None)  # a pydantic model, or a dataclass
@@ -161,6 +170,10 @@ class FakeServices:
         self.reversal_result: Any = FakeHostAnswer()
         self.settle_results: list[Any] = []  # answered in turn (then: balanced)
         self.upload_result: Any = FakeHostAnswer()
+        self.tap_card: Any = FakeCard()
+        self.pin_checks: list[Any] = []  # VERIFY answers in turn (then: right)
+        self.first_ac_card: Any = None  # None: the card of the job, with an ARQC
+        self.second_ac_result: Any = SecondAc("TC")
         self.jobs: list[Any] = []
         self.lock = threading.Lock()
 
@@ -177,6 +190,27 @@ class FakeServices:
             self.slot.transmit(bytes.fromhex("00a404000e325041592e5359532e444446303100"), 1.0)
             self.slot.power_off()
         return self._answer(job, self.card)
+
+    def read_tap(self, job: TapJob) -> Any:
+        reader = getattr(self.slot, "contactless", None)
+        if reader is not None:  # exercise the real contactless reader over the harness
+            reader.power_on(1.0)
+            reader.transmit(bytes.fromhex("00a404000e325041592e5359532e444446303100"), 1.0)
+            reader.power_off()
+        return self._answer(job, self.tap_card)
+
+    def verify_pin(self, job: VerifyJob) -> Any:
+        return self._answer(job, self.pin_checks.pop(0) if self.pin_checks else PinCheck(True))
+
+    def first_ac(self, job: FirstAcJob) -> Any:
+        if self.first_ac_card is None:
+            card = copy.copy(job.card)
+            card.cryptogram_type = "ARQC"
+            return self._answer(job, card)
+        return self._answer(job, self.first_ac_card)
+
+    def second_ac(self, job: SecondAcJob) -> Any:
+        return self._answer(job, self.second_ac_result)
 
     def sign_in(self, job: SignInJob) -> Any:
         return self._answer(job, self.sign_in_result)
