@@ -9,4 +9,5 @@ pytest_plugins = [
     "steps.network_fault_steps",
     "steps.card_fault_steps",
     "steps.power_fault_steps",
+    "steps.entry_steps",
 ]

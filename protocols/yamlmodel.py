@@ -243,6 +243,19 @@ def check_value(annotation: Any, value: object, where: str) -> Any:
         raise ConfigError(f"{where}: " + "; ".join(_message(e) for e in exc.errors())) from None
 
 
+def unique_by(items: list[T], key: str, list_name: str) -> list[T]:
+    """A list validator's check that no two items have the same *key* (both places named:
+    ``terminal_id 10000001 is listed twice (terminals[0] and terminals[2])``)."""
+    seen: dict[object, int] = {}
+    for i, item in enumerate(items):
+        value = getattr(item, key)
+        if value in seen:
+            raise ValueError(f"{key} {value} is listed twice ({list_name}[{seen[value]}] and "
+                             f"{list_name}[{i}])")
+        seen[value] = i
+    return items
+
+
 # -- field grammars shared by several files -----------------------------------------------------
 
 _HOST_RE = re.compile(r"^[\w.-]+$")
@@ -264,14 +277,19 @@ def parse_hostport(value: object) -> tuple[str, int]:
     raise ValueError(f"{value!r} is not host:port (e.g. 198.18.0.20:8583)")
 
 
-def _hex_key(value: object) -> bytes:
+def hex_bytes(value: object, expected: str) -> bytes:
+    """Bytes written as hex digits (bytes pass as they are); anything else is a ValueError
+    saying ``expected`` *expected*."""
     if isinstance(value, bytes):
-        raw = value
-    elif isinstance(value, str) and _HEX_RE.match(value):
-        raw = bytes.fromhex(value)
-    else:
-        raise ValueError("expected hex digits (32 for a double-length, 48 for a triple-length "
-                         "3DES key)")
+        return value
+    if isinstance(value, str) and _HEX_RE.match(value):
+        return bytes.fromhex(value)
+    raise ValueError(f"expected {expected}")
+
+
+def _hex_key(value: object) -> bytes:
+    raw = hex_bytes(value, "hex digits (32 for a double-length, 48 for a triple-length 3DES "
+                           "key)")
     if len(raw) not in (16, 24):
         raise ValueError(f"expected a 16 or 24 byte 3DES key (32 or 48 hex digits), got "
                          f"{len(raw)} bytes")

@@ -51,7 +51,6 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -94,7 +93,7 @@ from rigs.cardfaults import (
 from rigs.driver import Driver, SessionState
 from rigs.errors import ConfigError, InstrumentError, NoResponse, TransportError, hexdump
 from rigs.events import Source
-from rigs.jsonctl import ControlChannel
+from rigs.jsonctl import SocketControlDriver
 from rigs.transport import ByteTransport
 
 log = logging.getLogger(__name__)
@@ -246,72 +245,38 @@ class CardEmulator(Protocol):
     def reset(self) -> list[str]: ...
 
 
-class SocketCardEmulator(Driver):
+class SocketCardEmulator(SocketControlDriver[EmulatorState]):
     """The virtual bench's card emulator (``python -m sim.card --emulator …``) through its
     control socket at *path* (JSON lines, ops in :mod:`sim.card.emulator`); *reader* is its
     PC/SC reader.  Every request is bounded by ``reply_timeout_s``."""
 
-    connect_timeout_s = 2.0
-    """Bound of open() connecting to the socket."""
+    peer = "the card emulator"
+    refuser = "the emulator"
+    where = "card emulator control socket"
+    started_as = "the card process"
+    answer_max = EMULATOR_ANSWER_MAX
     reply_timeout_s = 5.0
     """Bound of one control request (a load includes the card's reconnection)."""
 
     def __init__(self, name: str, path: str | Path, reader: str, *,
                  load_timeout: float = 5.0) -> None:
-        super().__init__(name)
-        self.path = Path(path)
+        super().__init__(name, path)
         self.reader = reader
         self.load_timeout = load_timeout
-        self._control = ControlChannel(repr(self), "the card emulator",
-                                       "card emulator control socket",
-                                       reply_timeout_s=self.reply_timeout_s,
-                                       max_line=EMULATOR_ANSWER_MAX,
-                                       closed_text=lambda: f"socket {self.path}")
 
-    def open(self) -> None:
-        if self._control.connected:
-            self.close()
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(self.connect_timeout_s)
-        try:
-            conn.connect(str(self.path))
-        except OSError as exc:
-            conn.close()
-            raise TransportError(f"{self!r}: open(): cannot connect to {self.path} within "
-                                 f"{self.connect_timeout_s:.1f} s ({exc}); is the card "
-                                 f"process running with --control {self.path}?") from exc
-        self._control.attach(conn)
-        super().open()
-        log.info("%r: connected to %s (reader %r)", self, self.path, self.reader)
-
-    def close(self) -> None:
-        self._control.detach()
-        super().close()
-
-    def _request(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        self.require_open(operation)
-        try:
-            answer = self._control.exchange(operation, request)
-        except (TransportError, NoResponse):
-            self.close()          # the stream may hold half an answer: start afresh
-            raise
-        except OSError as exc:
-            self.close()
-            raise TransportError(f"{self!r}: {operation}(): control socket {self.path} "
-                                 f"failed: {exc}") from exc
-        if answer.get("ok") is not True:
-            raise InstrumentError(f"{self!r}: {operation}(): the emulator refused "
-                                  f"{request['op']!r}: {answer.get('error')}")
-        return answer
+    def status(self) -> EmulatorState:
+        """Round trip (``ping``): the profile in the reader, whether the card is in it."""
+        answer = self._request("status", {"op": "ping"})
+        return self._parsed("ping", lambda: EmulatorState.from_json(answer))
 
     def load(self, profile: str) -> EmulatorState:
         """Load *profile* (the card leaves the reader and comes back with it)."""
         answer = self._request("load", {"op": "load", "profile": profile})
-        return self._control.parsed("load", lambda: EmulatorState.from_json(answer))
+        return self._parsed("load", lambda: EmulatorState.from_json(answer))
 
     def loaded(self) -> EmulatorState:
         answer = self._request("loaded", {"op": "loaded"})
-        return self._control.parsed("loaded", lambda: EmulatorState.from_json(answer))
+        return self._parsed("loaded", lambda: EmulatorState.from_json(answer))
 
     def reset(self) -> list[str]:
         """Every card of the emulator back to its profile; returns their names."""
@@ -321,7 +286,7 @@ class SocketCardEmulator(Driver):
             items = as_list(required(answer, "reset", "answer", "a list"), "answer.reset")
             return [as_str(item, f"answer.reset[{i}]") for i, item in enumerate(items)]
 
-        return self._control.parsed("reset", names)
+        return self._parsed("reset", names)
 
 
 def render_apdu(kind: str, data: bytes) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,7 @@ from protocols.errors import ProtocolError, RigError
 from protocols.iso8583 import LengthFramer, decode_message, describe, response_text, unframe
 from protocols.ledger import COLUMNS, TABLE, LedgerRecord, Status
 from protocols.masking import scrub
-from rigs.driver import Driver
-from rigs.errors import DeviceStateError, TransportError
+from rigs.sqliteledger import SqliteLedgerReader
 
 logger = logging.getLogger(__name__)
 
@@ -52,93 +52,57 @@ class LedgerEntry(LedgerRecord):
         return self.status == Status.BOOKED
 
 
-class SqliteAcquirerLedger(Driver):
+def _entry(row: Mapping[str, Any]) -> LedgerEntry:
+    """One row (the columns a file lacks are empty), PAN masked."""
+    values: dict[str, Any] = dict.fromkeys(LEDGER_COLUMNS)
+    values.update(row)
+    if values["pan_masked"]:
+        values["pan_masked"] = scrub(values["pan_masked"])
+    return LedgerEntry(**values)
+
+
+class SqliteAcquirerLedger(SqliteLedgerReader):
     """Read-only view of the host simulator's ledger file (URI ``mode=ro``, bounded busy wait)."""
 
+    writer = "the host"
+    started_as = "the host simulator running with --db"
+    tables = (LEDGER_TABLE,)
+
     def __init__(self, name: str, path: str | Path, *, busy_timeout: float = 2.0) -> None:
-        super().__init__(name)
-        self.path = Path(path)
-        self.busy_timeout = busy_timeout
-        self._db: sqlite3.Connection | None = None
+        super().__init__(name, path, busy_timeout=busy_timeout)
         self._columns: tuple[str, ...] = LEDGER_COLUMNS
 
-    def open(self) -> None:
-        if not self.path.is_file():
-            raise TransportError(f"{self!r}: open(): ledger file {self.path} does not exist "
-                                 f"(is the host simulator running with --db {self.path}?)")
-        try:
-            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
-                                       timeout=self.busy_timeout, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise TransportError(f"{self!r}: open(): cannot open {self.path} read-only "
-                                 f"({exc})") from exc
-        self._columns = self._present_columns()
-        super().open()
-
-    def _present_columns(self) -> tuple[str, ...]:
+    def _opened(self, db: sqlite3.Connection) -> None:
         """The schema's columns this file has (an older host wrote fewer; none before the
-        host created the table)."""
-        assert self._db is not None
+        host created the table).  Read again at every open: a newer host may have migrated
+        the file."""
         try:
-            have = {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({LEDGER_TABLE})")}
+            have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({LEDGER_TABLE})")}
         except sqlite3.Error:
-            return LEDGER_COLUMNS
-        return tuple(c for c in LEDGER_COLUMNS if c in have) if have else LEDGER_COLUMNS
+            have = set()
+        self._columns = tuple(c for c in LEDGER_COLUMNS if c in have) if have else LEDGER_COLUMNS
 
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        super().close()
-
-    def _query(self, op: str, where: str = "", params: tuple[Any, ...] = (),
+    def _query(self, op: str, conditions: Iterable[tuple[str, object]] = (),
                tail: str = "ORDER BY id") -> list[LedgerEntry]:
-        self.require_open(op)
-        assert self._db is not None
-        sql = f"SELECT {', '.join(self._columns)} FROM {LEDGER_TABLE} {where} {tail}"
-        try:
-            rows = self._db.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise TransportError(f"{self!r}: {op}(): query on {self.path} failed ({exc}); busy "
-                                 f"timeout {self.busy_timeout} s") from exc
-        out = []
-        for row in rows:
-            values: dict[str, Any] = dict.fromkeys(LEDGER_COLUMNS)
-            values.update(zip(self._columns, row, strict=True))
-            if values["pan_masked"]:
-                values["pan_masked"] = scrub(values["pan_masked"])
-            out.append(LedgerEntry(**values))
-        return out
+        rows = self._rows(op, LEDGER_TABLE, self._columns, conditions, tail)
+        return self._parse(op, LEDGER_TABLE, rows, _entry)
 
     def entries(self, since_id: int | None = None) -> list[LedgerEntry]:
         """All rows, or those after *since_id* (use ``last().id`` as a scenario's start mark)."""
-        if since_id is None:
-            return self._query("entries")
-        return self._query("entries", "WHERE id > ?", (since_id,))
+        return self._query("entries", [("id > ?", since_id)])
 
     def find(self, *, stan: str | int | None = None, terminal_id: str | None = None,
              mti: str | None = None, kind: str | None = None,
              batch_no: str | int | None = None) -> list[LedgerEntry]:
         """Rows matching every criterion given (*kind*: a transaction type or a management
         kind of :data:`protocols.ledger.MANAGEMENT_KINDS`)."""
-        clauses, params = [], []
-        if stan is not None:
-            clauses.append("stan = ?")
-            params.append(f"{int(stan):06d}")
-        if terminal_id is not None:
-            clauses.append("terminal_id = ?")
-            params.append(terminal_id)
-        if mti is not None:
-            clauses.append("mti = ?")
-            params.append(mti)
-        if kind is not None:
-            clauses.append("kind = ?")
-            params.append(str(kind))
-        if batch_no is not None:
-            clauses.append("batch_no = ?")
-            params.append(f"{int(batch_no):06d}")
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._query("find", where, tuple(params))
+        return self._query("find", [
+            ("stan = ?", None if stan is None else f"{int(stan):06d}"),
+            ("terminal_id = ?", terminal_id),
+            ("mti = ?", mti),
+            ("kind = ?", None if kind is None else str(kind)),
+            ("batch_no = ?", None if batch_no is None else f"{int(batch_no):06d}"),
+        ])
 
     def last(self) -> LedgerEntry | None:
         rows = self._query("last", tail="ORDER BY id DESC LIMIT 1")
@@ -148,25 +112,6 @@ class SqliteAcquirerLedger(Driver):
         """Id of the newest row (0 when empty), for ``entries(since_id=mark)``."""
         last = self.last()
         return last.id if last else 0
-
-    def is_nominal(self) -> bool:
-        """The ledger file is readable and has the expected table."""
-        if self._db is None:
-            return False
-        try:
-            self._db.execute(f"SELECT COUNT(*) FROM {LEDGER_TABLE}").fetchone()
-        except sqlite3.Error as exc:
-            logger.warning("%r: ledger not readable: %s", self, exc)
-            return False
-        return True
-
-    def restore_nominal(self) -> None:
-        """Reopen the file (the host may have recreated it)."""
-        self.close()
-        self.open()  # re-reads the columns (a newer host may have migrated the file)
-        if not self.is_nominal():
-            raise DeviceStateError(f"{self!r}: restore_nominal(): {self.path} has no "
-                                   f"'{LEDGER_TABLE}' table")
 
     def text(self, since_id: int | None = None) -> str:
         """Rows as text for a report attachment (masked)."""

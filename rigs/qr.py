@@ -27,12 +27,8 @@ one is a :class:`~protocols.errors.TransportError` naming the field.
 
 from __future__ import annotations
 
-import logging
-import socket
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from protocols.errors import DecodeError
@@ -50,28 +46,17 @@ from protocols.qrledger import (
     refund_from_row,
     request_from_row,
 )
-from rigs.answers import as_bool, as_int, as_list, as_object, as_str, bad, required
+from rigs.answers import as_bool, as_int, as_object, as_str, bad, required
 from rigs.capabilities import REQUIREMENT, Capability
-from rigs.driver import Driver, SessionState
-from rigs.errors import (
-    CapabilityMissing,
-    ConfigError,
-    DeviceStateError,
-    InstrumentError,
-    NoResponse,
-    TransportError,
-)
+from rigs.errors import CapabilityMissing, ConfigError, InstrumentError, RigError, TransportError
 from rigs.events import Source
-from rigs.jsonctl import ControlChannel
+from rigs.jsonctl import SocketControlDriver, SocketRuleControl
+from rigs.sqliteledger import SqliteLedgerReader
 
 if TYPE_CHECKING:
     from rigs.interfaces import Instrument, QrPlatformControl, QrPlatformLedger, QrWallet
 
-log = logging.getLogger(__name__)
 R = TypeVar("R")
-
-#: Longest control answer line accepted.
-ANSWER_MAX = 1024 * 1024
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -165,157 +150,64 @@ def _order(raw: object, where: str) -> QrOrder:
 
 # --- the ledger ---------------------------------------------------------------------------------
 
-class SqliteQrPlatformLedger(Driver):
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class SqliteQrPlatformLedger(SqliteLedgerReader):
     """Read-only view of the platform's ledger file (URI ``mode=ro``, bounded busy wait)."""
 
-    def __init__(self, name: str, path: str | Path, *, busy_timeout: float = 2.0) -> None:
-        super().__init__(name)
-        self.path = Path(path)
-        self.busy_timeout = busy_timeout
-        self._db: sqlite3.Connection | None = None
+    writer = "the platform"
+    started_as = "the QR platform running with --ledger"
+    tables = (ORDERS, PAYMENTS, REFUNDS, REQUESTS)
 
-    def open(self) -> None:
-        if not self.path.is_file():
-            raise TransportError(f"{self!r}: open(): ledger file {self.path} does not exist "
-                                 f"(is the QR platform running with --ledger {self.path}?)")
-        try:
-            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
-                                       timeout=self.busy_timeout, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise TransportError(f"{self!r}: open(): cannot open {self.path} read-only "
-                                 f"({exc})") from exc
-        super().open()
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        super().close()
-
-    def _rows(self, op: str, table: str, where: list[str], params: list[Any],
-              tail: str = "ORDER BY id") -> list[Mapping[str, Any]]:
-        self.require_open(op)
-        assert self._db is not None
-        names = ("id", *COLUMNS[table])
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        try:
-            rows = self._db.execute(f"SELECT {', '.join(names)} FROM {table} {clause} {tail}",
-                                    params).fetchall()
-            return [dict(zip(names, row, strict=True)) for row in rows]
-        except sqlite3.Error as exc:
-            raise TransportError(f"{self!r}: {op}(): query on {table} of {self.path} failed "
-                                 f"({exc}); busy timeout {self.busy_timeout} s") from exc
-
-    def _parse(self, op: str, parse: Callable[[], R]) -> R:
-        try:
-            return parse()
-        except (DecodeError, KeyError, TypeError, ValueError) as exc:
-            raise TransportError(f"{self!r}: {op}(): a row of {self.path} is not the "
-                                 f"platform's schema: {exc}") from None
+    def _select(self, op: str, table: str, parse: Callable[[Mapping[str, Any]], R],
+                conditions: list[tuple[str, object]], tail: str = "ORDER BY id") -> list[R]:
+        rows = self._rows(op, table, ("id", *COLUMNS[table]), conditions, tail)
+        return self._parse(op, table, rows, parse)
 
     def mark(self) -> QrMark:
         """Where the ledger stands now (a scenario's start)."""
-        self.require_open("mark")
-        assert self._db is not None
-        try:
-            row = self._db.execute(
-                f"SELECT (SELECT MAX(m) FROM (SELECT MAX(changed_seq) AS m FROM {ORDERS} "
-                f"UNION ALL SELECT MAX(changed_seq) FROM {PAYMENTS})), "
-                f"(SELECT MAX(id) FROM {REFUNDS}), (SELECT MAX(id) FROM {REQUESTS})").fetchone()
-        except sqlite3.Error as exc:
-            raise TransportError(f"{self!r}: mark(): {self.path}: {exc}") from exc
+        (row,) = self._execute(
+            "mark", ", ".join(self.tables),
+            f"SELECT (SELECT MAX(m) FROM (SELECT MAX(changed_seq) AS m FROM {ORDERS} "
+            f"UNION ALL SELECT MAX(changed_seq) FROM {PAYMENTS})), "
+            f"(SELECT MAX(id) FROM {REFUNDS}), (SELECT MAX(id) FROM {REQUESTS})")
         return QrMark(*(int(v or 0) for v in row))
 
     def orders(self, since: QrMark | None = None, *, status: str | None = None,
                terminal_id: str | None = None, kind: str | None = None) -> list[QrOrder]:
         """Orders (as they stand now) that changed after *since*, matching every criterion
         given, in the order they were created."""
-        where: list[str] = []
-        params: list[Any] = []
-        for col, value in (("status", status), ("terminal_id", terminal_id), ("kind", kind)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                params.append(str(value))
-        if since is not None:
-            where.append("changed_seq > ?")
-            params.append(since.seq)
-        rows = self._rows("orders", ORDERS, where, params)
-        return self._parse("orders", lambda: [order_from_row(r) for r in rows])
+        return self._select("orders", ORDERS, order_from_row, [
+            ("status = ?", _text(status)), ("terminal_id = ?", _text(terminal_id)),
+            ("kind = ?", _text(kind)), ("changed_seq > ?", None if since is None else since.seq)])
 
     def order(self, *, out_trade_no: str | None = None, order_id: str | None = None
               ) -> QrOrder | None:
         """The newest order with this out_trade_no and/or order id, or None."""
         if out_trade_no is None and order_id is None:
             raise ConfigError(f"{self!r}: order() needs out_trade_no or order_id")
-        where: list[str] = []
-        params: list[Any] = []
-        for col, value in (("out_trade_no", out_trade_no), ("order_id", order_id)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                params.append(value)
-        rows = self._rows("order", ORDERS, where, params, "ORDER BY id DESC LIMIT 1")
-        return self._parse("order", lambda: order_from_row(rows[0]) if rows else None)
+        found = self._select("order", ORDERS, order_from_row,
+                             [("out_trade_no = ?", out_trade_no), ("order_id = ?", order_id)],
+                             "ORDER BY id DESC LIMIT 1")
+        return found[0] if found else None
 
     def payments(self, since: QrMark | None = None, *, order_id: str | None = None
                  ) -> list[QrPayment]:
-        where: list[str] = []
-        params: list[Any] = []
-        if order_id is not None:
-            where.append("order_id = ?")
-            params.append(order_id)
-        if since is not None:
-            where.append("changed_seq > ?")
-            params.append(since.seq)
-        rows = self._rows("payments", PAYMENTS, where, params)
-        return self._parse("payments", lambda: [payment_from_row(r) for r in rows])
+        return self._select("payments", PAYMENTS, payment_from_row, [
+            ("order_id = ?", order_id), ("changed_seq > ?", None if since is None else since.seq)])
 
     def refunds(self, since: QrMark | None = None, *, order_id: str | None = None
                 ) -> list[QrRefund]:
-        where: list[str] = []
-        params: list[Any] = []
-        if order_id is not None:
-            where.append("order_id = ?")
-            params.append(order_id)
-        if since is not None:
-            where.append("id > ?")
-            params.append(since.refund_id)
-        rows = self._rows("refunds", REFUNDS, where, params)
-        return self._parse("refunds", lambda: [refund_from_row(r) for r in rows])
+        return self._select("refunds", REFUNDS, refund_from_row, [
+            ("order_id = ?", order_id), ("id > ?", None if since is None else since.refund_id)])
 
     def requests(self, since: QrMark | None = None, *, operation: str | None = None
                  ) -> list[QrRequestRecord]:
         """The requests terminals sent (what reached the platform), in order."""
-        where: list[str] = []
-        params: list[Any] = []
-        if operation is not None:
-            where.append("operation = ?")
-            params.append(str(operation))
-        if since is not None:
-            where.append("id > ?")
-            params.append(since.request_id)
-        rows = self._rows("requests", REQUESTS, where, params)
-        return self._parse("requests", lambda: [request_from_row(r) for r in rows])
-
-    def is_nominal(self) -> bool:
-        """The ledger file is readable and has the platform's tables."""
-        if self._db is None:
-            return False
-        try:
-            for table in (ORDERS, PAYMENTS, REFUNDS, REQUESTS):
-                self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-        except sqlite3.Error as exc:
-            log.warning("%r: ledger not readable: %s", self, exc)
-            return False
-        return True
-
-    def restore_nominal(self) -> None:
-        """Reopen the file (the platform may have recreated it)."""
-        self.close()
-        self.open()
-        if not self.is_nominal():
-            raise DeviceStateError(f"{self!r}: restore_nominal(): {self.path} lacks the "
-                                   f"platform's tables ({ORDERS}, {PAYMENTS}, {REFUNDS}, "
-                                   f"{REQUESTS})")
+        return self._select("requests", REQUESTS, request_from_row, [
+            ("operation = ?", _text(operation)), ("id > ?", None if since is None else since.request_id)])
 
     def text(self, since: QrMark | None = None) -> str:
         """Orders, refunds and requests as text for a report attachment (codes masked)."""
@@ -341,123 +233,30 @@ class SqliteQrPlatformLedger(Driver):
 
 # --- the control socket: wallet and rules -------------------------------------------------------
 
-class _QrControlSocket(Driver):
-    """A connection to the platform's control socket at *path* (JSON lines, bounded waits)."""
+class _QrControlSocket(SocketControlDriver[QrPlatformStatus]):
+    """A connection to the platform's control socket at *path* (JSON lines, bounded waits).
+    A refusal of a wallet action carries the platform's code: :class:`WalletRefused`."""
 
-    connect_timeout_s = 2.0
-    """Bound of open() connecting to the socket."""
-    reply_timeout_s = 2.0
-    """Bound of one control request."""
+    peer = "the QR platform"
+    refuser = "the platform"
+    where = "QR platform control socket"
+    started_as = "the QR platform"
 
-    def __init__(self, name: str, path: str | Path, *, connect_timeout: float | None = None,
-                 reply_timeout: float | None = None) -> None:
-        super().__init__(name)
-        self.path = Path(path)
-        if connect_timeout is not None:
-            self.connect_timeout_s = connect_timeout
-        if reply_timeout is not None:
-            self.reply_timeout_s = reply_timeout
-        self._control = ControlChannel(repr(self), "the QR platform",
-                                       "QR platform control socket",
-                                       reply_timeout_s=self.reply_timeout_s,
-                                       max_line=ANSWER_MAX,
-                                       closed_text=lambda: f"socket {self.path}")
-
-    def open(self) -> None:
-        if self._control.connected:
-            self.close()
-        if not self.path.exists():
-            raise TransportError(f"{self!r}: open(): control socket {self.path} does not exist "
-                                 f"(is the QR platform running with --control {self.path}?)")
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(self.connect_timeout_s)
-        try:
-            conn.connect(str(self.path))
-        except OSError as exc:
-            conn.close()
-            raise TransportError(f"{self!r}: open(): cannot connect to {self.path} within "
-                                 f"{self.connect_timeout_s:.1f} s ({exc})") from exc
-        self._control.attach(conn)
-        self.state = SessionState.OPEN
-        try:
-            self.status()
-        except (TransportError, NoResponse, InstrumentError) as exc:
-            self.close()
-            raise TransportError(f"{self!r}: open(): {self.path} accepted the connection but "
-                                 f"does not answer ping: {exc}") from exc
-        log.info("%r: connected to %s", self, self.path)
-
-    def close(self) -> None:
-        self._control.detach()
-        super().close()
-
-    def _request(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        self.require_open(operation)
-        if not self._control.connected:
-            raise TransportError(f"{self!r}: {operation}() needs a connection to {self.path}")
-        self._control.reply_timeout_s = self.reply_timeout_s
-        try:
-            answer = self._control.exchange(operation, request)
-        except (TransportError, NoResponse):
-            self._broken()
-            raise
-        except OSError as exc:
-            self._broken()
-            raise TransportError(f"{self!r}: {operation}(): control socket {self.path} "
-                                 f"failed: {exc}") from exc
-        if answer.get("ok") is not True:
-            error = answer.get("error")
-            code = answer.get("code")
-            if request["op"] == "add_rule":
-                raise ConfigError(f"{self!r}: add_rule(): the platform refused the rule: "
-                                  f"{error}")
-            known = {c.value: c for c in ErrorCode}
-            if isinstance(code, str) and code in known:
-                order = (_order(answer["order"], "answer.order") if "order" in answer
-                         else None)
-                raise WalletRefused(f"{self!r}: {operation}(): the platform refused: {code}: "
-                                    f"{error}", known[code], order)
-            raise InstrumentError(f"{self!r}: {operation}(): the platform refused "
-                                  f"{request['op']!r}: {error}")
-        return answer
-
-    def _broken(self) -> None:
-        """After a failed exchange the stream may hold half an answer: start afresh."""
-        self._control.detach()
-        self.state = SessionState.CLOSED
-
-    def _parsed(self, op: str, parse: Callable[[], R]) -> R:
-        return self._control.parsed(op, parse)
+    def _refused(self, operation: str, request: Mapping[str, Any],
+                 answer: Mapping[str, Any]) -> RigError:
+        code = answer.get("code")
+        known = {c.value: c for c in ErrorCode}
+        if not isinstance(code, str) or code not in known:
+            return super()._refused(operation, request, answer)
+        order = _order(answer["order"], "answer.order") if "order" in answer else None
+        return WalletRefused(f"{self!r}: {operation}(): the platform refused: {code}: "
+                             f"{answer.get('error')}", known[code], order)
 
     def status(self) -> QrPlatformStatus:
         """Round trip (``ping``): the platform's pid, rules added, codes open, orders
         waiting."""
         answer = self._request("status", {"op": "ping"})
         return self._parsed("ping", lambda: QrPlatformStatus.from_json(answer))
-
-    def _reconnect_and(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        """A restore's request, reconnecting first when the connection broke (the platform
-        was restarted)."""
-        if self.state is not SessionState.OPEN:
-            self.open()
-        try:
-            return self._request(operation, request)
-        except (TransportError, NoResponse):
-            self.open()
-            return self._request(operation, request)
-
-    def _nominal(self, test: Callable[[QrPlatformStatus], bool], what: str) -> bool:
-        if self.state is not SessionState.OPEN:
-            return False
-        try:
-            status = self.status()
-        except (TransportError, NoResponse, InstrumentError, DeviceStateError) as exc:
-            log.warning("%r: not nominal: %s", self, exc)
-            return False
-        if not test(status):
-            log.info("%r: not nominal: %s (%s)", self, what, status)
-            return False
-        return True
 
 
 def _wallet(value: Wallet | str, who: str) -> Wallet:
@@ -474,7 +273,11 @@ def _ref(order_id: str | None, out_trade_no: str | None) -> dict[str, str]:
 
 
 class SocketQrWallet(_QrControlSocket):
-    """The customer's wallet, played on the platform's control socket (see the module doc)."""
+    """The customer's wallet, played on the platform's control socket (see the module doc).
+    Nominal: no payment code left open (restoring forgets them)."""
+
+    restore_op = "forget_codes"
+    not_nominal = "open payment codes"
 
     def pay_order(self, code_url: str, *, wallet: Wallet | str = Wallet.WECHAT,
                   buyer_id: str | None = None, password: bool = False,
@@ -556,75 +359,30 @@ class SocketQrWallet(_QrControlSocket):
                             lambda: as_int(required(answer, "forgotten", "answer", "a count"),
                                            "answer.forgotten"))
 
-    def is_nominal(self) -> bool:
-        """No payment code left open (False when closed or the platform does not answer)."""
-        return self._nominal(lambda s: s.open_codes == 0, "payment codes still open")
+    def _nominal_status(self, status: QrPlatformStatus) -> bool:
+        """No payment code left open (restoring forgets them)."""
+        return status.open_codes == 0
 
-    def restore_nominal(self) -> None:
-        answer = self._reconnect_and("restore_nominal", {"op": "forget_codes"})
+    def _restored(self, answer: dict[str, Any]) -> None:
         self._parsed("forget_codes", lambda: as_int(required(answer, "forgotten", "answer",
                                                              "a count"), "answer.forgotten"))
-        if not self.is_nominal():
-            raise DeviceStateError(f"{self!r}: restore_nominal(): the platform still reports "
-                                   f"open payment codes after 'forget_codes'")
 
 
-def _int_list(raw: Mapping[str, Any], key: str, where: str) -> list[int]:
-    value = as_list(required(raw, key, where, "a list"), f"{where}.{key}")
-    return [as_int(item, f"{where}.{key}[{i}]") for i, item in enumerate(value)]
+class SocketQrPlatformControl(SocketRuleControl[QrPlatformStatus], _QrControlSocket):
+    """Setting the platform's answers (rules) on its control socket (see the module doc; the
+    keys of :meth:`add_rule` are sim.qr.rules's, docs/qr-platform.md).  Nominal: no rule added
+    by a step still in force (restoring clears them; the rules file's stay)."""
 
+    restore_op = "clear_rules"
+    not_nominal = "added rules"
+    rule_label = "QR platform rule"
+    event_source = Source.QR
 
-class SocketQrPlatformControl(_QrControlSocket):
-    """Setting the platform's answers (rules) on its control socket (see the module doc)."""
+    def _nominal_status(self, status: QrPlatformStatus) -> bool:
+        return status.added_rules == 0
 
-    def add_rule(self, match: dict[str, object], answer: dict[str, object],
-                 times: int | None = None) -> int:
-        """Add a rule after those in force (keys: sim.qr.rules, docs/qr-platform.md); returns
-        its id.  A rule the platform refuses is a ConfigError naming the key."""
-        if not isinstance(match, Mapping) or not isinstance(answer, Mapping):
-            raise ConfigError(f"{self!r}: add_rule() takes match and answer as mappings, got "
-                              f"{type(match).__name__} and {type(answer).__name__}")
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
-                                  or times < 1):
-            raise ConfigError(f"{self!r}: add_rule(times=...) takes an integer >= 1 or None, "
-                              f"got {times!r}")
-        rule: dict[str, object] = {"match": dict(match), "answer": dict(answer)}
-        if times is not None:
-            rule["times"] = times
-        reply = self._request("add_rule", {"op": "add_rule", "rule": rule})
-        rule_id = self._parsed("add_rule", lambda: as_int(required(reply, "id", "answer",
-                                                                   "an integer"), "answer.id"))
-        described = ", ".join(f"{k}={v}" for k, v in {**match, **answer}.items())
-        log.info("%r: QR platform rule #%d armed: %s%s", self, rule_id, described,
-                 f" x{times}" if times else "")
-        self.event_sink.publish(Source.QR, "rule", "armed",
-                                f"QR platform rule #{rule_id}: {described}"
-                                + (f" ({times} time(s))" if times else ""),
-                                data={"rule": rule_id})
-        return rule_id
-
-    def clear_rules(self) -> None:
-        """Remove every rule added over the control socket (the rules file's stay)."""
-        reply = self._request("clear_rules", {"op": "clear_rules"})
-        self._published_cleared(self._parsed("clear_rules",
-                                             lambda: _int_list(reply, "cleared", "answer")))
-
-    def _published_cleared(self, cleared: list[int]) -> None:
-        for rule_id in cleared:
-            self.event_sink.publish(Source.QR, "rule", "cleared", f"QR platform rule #{rule_id}",
-                                    data={"rule": rule_id})
-
-    def is_nominal(self) -> bool:
-        """No rule added by a step still in force."""
-        return self._nominal(lambda s: s.added_rules == 0, "rules added by a step in force")
-
-    def restore_nominal(self) -> None:
-        reply = self._reconnect_and("restore_nominal", {"op": "clear_rules"})
-        self._published_cleared(self._parsed("clear_rules",
-                                             lambda: _int_list(reply, "cleared", "answer")))
-        if not self.is_nominal():
-            raise DeviceStateError(f"{self!r}: restore_nominal(): the platform still reports "
-                                   f"added rules after 'clear_rules'")
+    def _restored(self, answer: dict[str, Any]) -> None:
+        self._published_cleared("clear_rules", answer)
 
 
 # --- the view the façade hands the steps ----------------------------------------------------------

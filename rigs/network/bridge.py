@@ -77,14 +77,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Protocol
 
-from protocols.errors import ConfigError, DecodeError, hexdump
+from protocols import controlserver
+from protocols.controlserver import ControlClients, answer_request, listen_unix
+from protocols.errors import ConfigError, hexdump
 from protocols.faults import FAULT_KINDS, Direction, FaultKind, FaultSpec, Target, parse_spec
 from protocols.iso8583 import HEADER_LEN, LENGTH_PREFIX, MAX_BODY, MIN_BODY, TPDU_LEN
-from protocols.jsonlines import JsonLineBuffer, LineTooLong, encode_line
 from rigs.network.records import (
     FRAME_DIRECTIONS,
     Action,
@@ -1378,43 +1380,18 @@ def handle_request(core: BridgeCore, request: object, wall: float) -> dict[str, 
     """One decoded control request in, one answer out (never raises for a bad request).
     *wall* is the time rules are armed / cleared at.  A request's ``seq`` (an integer) is echoed
     in its answer, so a client can tell a late answer from the one it waits for."""
-    seq = request.get("seq") if isinstance(request, Mapping) else None
-    try:
-        if not isinstance(request, Mapping):
-            raise BridgeError(f"a request is a JSON object, got {type(request).__name__}")
-        op = request.get("op")
-        handler = OPS.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise BridgeError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
-        answer = {"ok": True, **handler(core, request, wall)}
-    except BridgeError as exc:
-        answer = error_answer(core, str(exc))
-    else:
-        _stamp(core, answer)
-    if isinstance(seq, int) and not isinstance(seq, bool):
-        answer["seq"] = seq
-    return answer
+    return answer_request(OPS, core, request, wall, refused=(BridgeError,),
+                          finish=partial(_stamp, core))
 
 
-class ControlSession:
-    """One control client: bytes in (any chunking), answers out, one per request line.  A line
-    that is not a JSON object gets an error answer and the session goes on; a line longer than
-    the buffer's bound ends the session (:attr:`broken`)."""
+class ControlSession(controlserver.ControlSession):
+    """One control client: bytes in (any chunking), answers out, one per request line
+    (``feed(data, wall)``).  A line that is not a JSON object gets an error answer and the
+    session goes on; a line longer than the buffer's bound ends the session (:attr:`broken`)."""
 
     def __init__(self, core: BridgeCore, where: str = "bridge control socket") -> None:
-        self.core = core
-        self.buffer = JsonLineBuffer(where)
-        self.broken = False
-
-    def feed(self, data: bytes, wall: float) -> list[dict[str, Any]]:
-        answers: list[dict[str, Any]] = []
-        for item in self.buffer.feed_each(data):
-            if isinstance(item, DecodeError):
-                answers.append(error_answer(self.core, f"request refused: {item}"))
-                self.broken = self.broken or isinstance(item, LineTooLong)
-            else:
-                answers.append(handle_request(self.core, item, wall))
-        return answers
+        super().__init__(partial(handle_request, core), where,
+                         refusal=partial(error_answer, core))
 
 
 # --- hosting: ports, the select loop, the process -----------------------------------------------
@@ -1535,11 +1512,13 @@ class BridgeLoop:
         self.clock = clock
         self.wall = wall
         self.stopping = False
-        self._sessions: dict[socket.socket, ControlSession] = {}
         self._sel = selectors.DefaultSelector()
+        self._clients = ControlClients(control, lambda: ControlSession(core),
+                                       where="bridge control socket",
+                                       send_timeout_s=CONTROL_SEND_TIMEOUT_S, recv_size=4096,
+                                       on_drop=self._sel.unregister)
         self._sel.register(terminal.fileno(), selectors.EVENT_READ, ("port", Direction.TO_HOST))
         self._sel.register(host.fileno(), selectors.EVENT_READ, ("port", Direction.TO_TERMINAL))
-        control.setblocking(False)
         self._sel.register(control, selectors.EVENT_READ, ("listen", None))
         if wake_fd is not None:
             self._sel.register(wake_fd, selectors.EVENT_READ, ("wake", None))
@@ -1595,42 +1574,12 @@ class BridgeLoop:
                 self.core.send_failed(direction, frame, exc)
 
     def _on_accept(self) -> None:
-        try:
-            conn, _ = self.control.accept()
-        except BlockingIOError:
-            return
-        conn.setblocking(False)
-        self._sessions[conn] = ControlSession(self.core)
-        self._sel.register(conn, selectors.EVENT_READ, ("conn", None))
+        conn = self._clients.accept()
+        if conn is not None:
+            self._sel.register(conn, selectors.EVENT_READ, ("conn", None))
 
     def _on_control(self, conn: socket.socket) -> None:
-        try:
-            chunk = conn.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self._drop_conn(conn)
-            return
-        session = self._sessions[conn]
-        for answer in session.feed(chunk, self.wall()):
-            try:
-                conn.setblocking(True)
-                conn.settimeout(CONTROL_SEND_TIMEOUT_S)
-                conn.sendall(encode_line(answer))
-                conn.setblocking(False)
-            except OSError:
-                self._drop_conn(conn)
-                return
-        if session.broken:
-            log.warning("bridge: a control client sent an over-long line; connection dropped")
-            self._drop_conn(conn)
-
-    def _drop_conn(self, conn: socket.socket) -> None:
-        self._sessions.pop(conn, None)
-        self._sel.unregister(conn)
-        conn.close()
+        self._clients.serve(conn, self.wall())
 
     def _drain_wake(self, fd: int) -> None:
         try:
@@ -1639,20 +1588,14 @@ class BridgeLoop:
             pass
 
     def close(self) -> None:
-        for conn in list(self._sessions):
-            self._drop_conn(conn)
+        self._clients.close()
         self._sel.close()
 
 
 def listen_control(path: Path) -> socket.socket:
-    """Bind the control socket (a stale socket file from a dead bridge is replaced)."""
-    if path.exists() or path.is_symlink():
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
-    os.chmod(path, 0o600)
-    sock.listen(8)
-    return sock
+    """Bind the control socket (a stale socket file from a dead bridge is replaced; mode
+    0600)."""
+    return listen_unix(path, "bridge control socket")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from protocols.controlserver import UNIX_PATH_MAX
 from protocols.faults import Direction, FaultKind, FaultSpec, Target
 from protocols.masking import scrub
 from rigs.driver import Driver, SessionState
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 PR_SET_PDEATHSIG = 1
-UNIX_PATH_MAX = 107
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANSWER_MAX = 16 * 1024 * 1024
 """Longest control answer accepted (the whole ledger: 200 rules x 50 trips fits)."""

@@ -35,8 +35,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from protocols.errors import RigError, SimError
-from protocols.masking import scrub
+from protocols.controlserver import answer_request, masked_refusal
+from protocols.errors import SimError
 from sim.card.emv import SimEmvCard
 from sim.card.profile import NAME_RE, load_profile
 
@@ -165,22 +165,9 @@ EMULATOR_OPS: Mapping[str, EmulatorOp] = MappingProxyType({
 
 
 def handle_emulator_control(emulator: CardEmulator, request: object) -> dict[str, Any]:
-    """One decoded request in, one answer out (never raises for a bad request)."""
-    seq = request.get("seq") if isinstance(request, Mapping) else None
-    try:
-        if not isinstance(request, Mapping):
-            raise EmulatorRefused(f"a request is a JSON object, got {type(request).__name__}")
-        op = request.get("op")
-        handler = EMULATOR_OPS.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise EmulatorRefused(f"unknown op {op!r}; expected one of "
-                                  f"{', '.join(EMULATOR_OPS)}")
-        answer: dict[str, Any] = {"ok": True, **handler(emulator, request)}
-    except RigError as exc:   # EmulatorRefused, a profile's ConfigError (key paths named)
-        answer = {"ok": False, "error": scrub(str(exc))}
-    if isinstance(seq, int) and not isinstance(seq, bool):
-        answer["seq"] = seq
-    return answer
+    """One decoded request in, one answer out (never raises for a bad request; a refusal, a
+    profile's ConfigError with its key paths, is answered with any PAN masked)."""
+    return answer_request(EMULATOR_OPS, emulator, request, refusal=masked_refusal)
 
 
 __all__ = ["CardEmulator", "EMULATOR_OPS", "EmulatorRefused", "handle_emulator_control"]

@@ -48,8 +48,8 @@ from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
-from protocols.errors import DecodeError, NoResponse, RigError, SimError, TransportError, hexdump
-from protocols.jsonlines import JsonLineBuffer, LineTooLong, encode_line
+from protocols.controlserver import ControlClients, ControlSession, listen_unix
+from protocols.errors import NoResponse, RigError, SimError, TransportError, hexdump
 from sim.card.emulator import CardEmulator, handle_emulator_control
 from sim.card.emv import CardRemoved, SimEmvCard
 
@@ -142,13 +142,6 @@ class EmulatorBinding:
     control_path: str
 
 
-@dataclass
-class _ControlClient:
-    sock: socket.socket
-    lines: JsonLineBuffer = field(default_factory=lambda: JsonLineBuffer(
-        "card emulator control socket", max_line=CONTROL_MAX_LINE))
-
-
 class VpcdHost:
     """Connect every slot to its vpcd port (bounded retry), then serve until stopped; with an
     :class:`EmulatorBinding`, also serve the emulator's control socket."""
@@ -164,8 +157,7 @@ class VpcdHost:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
-        self._listener: socket.socket | None = None
-        self._clients: dict[socket.socket, _ControlClient] = {}
+        self._clients: ControlClients | None = None
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect every slot, retrying until pcscd's vpcd ports listen; bounded by *timeout*.
@@ -198,19 +190,11 @@ class VpcdHost:
             log.info("%r connected", slot)
 
     def _listen(self, path: str) -> None:
-        p = Path(path)
-        if p.exists() or p.is_symlink():
-            p.unlink()                 # a stale socket of an earlier run
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(path)
-            listener.listen(4)
-        except OSError as exc:
-            listener.close()
-            raise SimError(f"VpcdHost: cannot listen on the emulator control socket {path}: "
-                           f"{exc}") from exc
-        listener.setblocking(False)
-        self._listener = listener
+        listener = listen_unix(Path(path), "VpcdHost: the emulator control socket", backlog=4)
+        self._clients = ControlClients(
+            listener, lambda: ControlSession(self._control_request, "card emulator control socket",
+                                             max_line=CONTROL_MAX_LINE),
+            where="card emulator control socket", send_timeout_s=CONTROL_SEND_TIMEOUT_S)
         log.info("card emulator control socket %s", path)
 
     def stop(self) -> None:
@@ -235,17 +219,18 @@ class VpcdHost:
         try:
             while not self._stopping:
                 by_sock = {slot.sock: slot for slot in self.slots if slot.sock is not None}
-                watched: list[socket.socket] = [self._wake_r, *by_sock, *self._clients]
-                if self._listener is not None:
-                    watched.append(self._listener)
+                clients = self._clients
+                watched: list[socket.socket] = [self._wake_r, *by_sock]
+                if clients is not None:
+                    watched += [clients.listener, *clients]
                 ready, _, _ = select.select(watched, [], [], 1.0)
                 for sock in ready:
                     if sock is self._wake_r:
                         continue
-                    if sock is self._listener:
-                        self._accept()
-                    elif sock in self._clients:
-                        self._control(self._clients[sock])
+                    if clients is not None and sock is clients.listener:
+                        clients.accept()
+                    elif clients is not None and sock in clients:
+                        clients.serve(sock)
                     elif sock in by_sock and by_sock[sock].sock is sock:
                         self._service(by_sock[sock])
         finally:
@@ -289,43 +274,7 @@ class VpcdHost:
         slot.card = card
         self._connect_slot(slot, time.monotonic() + REINSERT_TIMEOUT_S, REINSERT_TIMEOUT_S)
 
-    # -- the emulator's control socket -------------------------------------------------------
-    def _accept(self) -> None:
-        assert self._listener is not None
-        try:
-            conn, _ = self._listener.accept()
-        except BlockingIOError:
-            return
-        conn.settimeout(CONTROL_SEND_TIMEOUT_S)
-        self._clients[conn] = _ControlClient(conn)
-
-    def _drop_client(self, client: _ControlClient) -> None:
-        self._clients.pop(client.sock, None)
-        client.sock.close()
-
-    def _control(self, client: _ControlClient) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            self._drop_client(client)
-            return
-        for item in client.lines.feed_each(data):
-            if isinstance(item, DecodeError):
-                answer: dict[str, Any] = {"ok": False, "error": f"request refused: {item}"}
-            else:
-                answer = self._control_request(item)
-            try:
-                client.sock.sendall(encode_line(answer))
-            except OSError as exc:
-                log.warning("card emulator control: answer not sent (%s); client dropped", exc)
-                self._drop_client(client)
-                return
-            if isinstance(item, LineTooLong):
-                self._drop_client(client)
-                return
-
+    # -- the emulator's control socket ------------------------------------------------------
     def _control_request(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.emulator is not None
         binding = self.emulator
@@ -350,11 +299,10 @@ class VpcdHost:
                     slot.sock.close()
                 finally:
                     slot.sock = None
-        for client in list(self._clients.values()):
-            self._drop_client(client)
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        if self._clients is not None:
+            self._clients.close()
+            self._clients.listener.close()
+            self._clients = None
             if self.emulator is not None:
                 try:
                     os.unlink(self.emulator.control_path)

@@ -22,6 +22,7 @@ from protocols.yamlmodel import (
     MerchantId,
     TerminalId,
     load_model,
+    unique_by,
 )
 from sim.card.profile import WHAT as CARD_PROFILE
 from sim.card.profile import CardProfile
@@ -50,13 +51,7 @@ class TerminalsFile(BaseModel):
     @field_validator("terminals")
     @classmethod
     def _unique(cls, value: list[TerminalRecord]) -> list[TerminalRecord]:
-        seen: dict[str, int] = {}
-        for i, rec in enumerate(value):
-            if rec.terminal_id in seen:
-                raise ValueError(f"terminal_id {rec.terminal_id} is listed twice "
-                                 f"(terminals[{seen[rec.terminal_id]}] and terminals[{i}])")
-            seen[rec.terminal_id] = i
-        return value
+        return unique_by(value, "terminal_id", "terminals")
 
 
 @dataclass

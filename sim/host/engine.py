@@ -79,7 +79,8 @@ from protocols.transactions import (
 from sim.host.config import Account, TerminalRecord, load_account, load_accounts, load_terminals
 from sim.host.issuer import ArqcCheck, check_arqc, has_cryptogram, icc_tags
 from sim.host.ledger import LedgerRecord
-from sim.host.rules import ActiveRule, HostRule, RequestFacts, RuleBook
+from sim.host.rules import HostRule, RequestFacts, RuleBook
+from sim.rules import ActiveRule
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class _Context:
     card: LedgerRecord | None = None  # a row whose masked PAN / hash this row copies
     reason_code: str | None = None
     reconciliation: str | None = None
-    rule: ActiveRule | None = None
+    rule: ActiveRule[HostRule] | None = None
     arqc: ArqcCheck | None = None  # the chip cryptogram's check, when the request had one
 
 

@@ -24,20 +24,14 @@ Read through :mod:`protocols.yamlmodel`: a mistake names the file and the key pa
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from protocols.yamlmodel import TerminalId, load_model, validate_model
-
-WHAT = "host rules file"
-#: Longest delay a rule may ask for (s); the server bounds it again (--max-delay).
-MAX_RULE_DELAY_S = 120.0
-SOURCE_FILE = "file"
-SOURCE_CONTROL = "control"
+from protocols.yamlmodel import TerminalId
+from sim import rules
+from sim.rules import BaseRule, BaseRuleAnswer, BaseRuleMatch, RuleReader, matches
 
 
 def _digits(value: object, n: int, what: str) -> str:
@@ -49,17 +43,13 @@ def _digits(value: object, n: int, what: str) -> str:
     return value
 
 
-class RuleMatch(BaseModel):
-    """Which requests a rule takes (every key given must hold)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RuleMatch(BaseRuleMatch):
+    """Which requests a rule takes (every key given must hold): these, and the amount range."""
 
     terminal_id: TerminalId | None = None
     pan_last4: str | None = Field(default=None, description="Last 4 digits of the card number.")
     mti: str | None = Field(default=None, description="Request MTI, e.g. 0200.")
     proc_code: str | None = Field(default=None, description="Processing code (field 3), 6 digits.")
-    amount_min: int | None = Field(default=None, ge=0, description="Minor units, inclusive.")
-    amount_max: int | None = Field(default=None, ge=0, description="Minor units, inclusive.")
 
     @field_validator("pan_last4", mode="before")
     @classmethod
@@ -81,23 +71,13 @@ class RuleMatch(BaseModel):
     def _proc(cls, value: object) -> object:
         return None if value is None else _digits(value, 6, "a processing code")
 
-    @model_validator(mode="after")
-    def _range(self) -> RuleMatch:
-        if (self.amount_min is not None and self.amount_max is not None
-                and self.amount_min > self.amount_max):
-            raise ValueError(f"amount_min {self.amount_min} > amount_max {self.amount_max}")
-        return self
 
+class RuleAnswer(BaseRuleAnswer):
+    """What the host does with a request the rule takes: a response code, late, or never."""
 
-class RuleAnswer(BaseModel):
-    """What the host does with a request the rule takes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    NEEDS = "response_code, delay_s or drop: true"
 
     response_code: str | None = Field(default=None, description="Field 39 to answer (not 00).")
-    delay_s: float | None = Field(default=None, gt=0, le=MAX_RULE_DELAY_S,
-                                  description="Answer this many seconds late.")
-    drop: bool = Field(False, description="Never answer.")
 
     @field_validator("response_code", mode="before")
     @classmethod
@@ -116,51 +96,23 @@ class RuleAnswer(BaseModel):
                              "response_code out to let the host decide)")
         return value
 
-    @model_validator(mode="after")
-    def _something(self) -> RuleAnswer:
-        if self.response_code is None and self.delay_s is None and not self.drop:
-            raise ValueError("an answer needs response_code, delay_s or drop: true")
-        if self.drop and self.delay_s is not None:
-            raise ValueError("drop never answers; delay_s makes no sense with it")
-        return self
-
-    def describe(self) -> str:
-        parts = []
-        if self.response_code is not None:
-            parts.append(f"code {self.response_code}")
-        if self.delay_s is not None:
-            parts.append(f"delay {self.delay_s:g} s")
-        if self.drop:
-            parts.append("drop")
-        return ", ".join(parts)
+    def actions(self) -> list[str]:
+        code = [f"code {self.response_code}"] if self.response_code is not None else []
+        return [*code, *super().actions()]
 
 
-class HostRule(BaseModel):
+class HostRule(BaseRule):
     """One rule: which requests (``match``), what to do (``answer``), how often (``times``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    match: RuleMatch = Field(default_factory=lambda: RuleMatch())
+    match: RuleMatch = Field(default_factory=RuleMatch)
     answer: RuleAnswer
-    times: int | None = Field(default=None, ge=1, description="Requests it applies to; default all.")
 
 
-class RulesFile(BaseModel):
-    """fixtures/host/rules.yaml: ``rules: [{match, answer, times}]``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rules: list[HostRule] = Field(default_factory=list)
-
-
-def load_rules(path: str | os.PathLike[str]) -> list[HostRule]:
-    """The rules of a rules file (a mistake is a ConfigError naming file and key path)."""
-    return list(load_model(RulesFile, path, what=WHAT).rules)
-
-
-def parse_rule(data: Any, source: str) -> HostRule:
-    """One rule from a decoded JSON object (the control socket's ``add_rule``)."""
-    return validate_model(HostRule, data, source, what="host rule")
+RulesFile = rules.RulesFile[HostRule]
+RuleBook = rules.RuleBook[HostRule]
+READER = RuleReader(HostRule, "host rules file", "host rule")
+load_rules = READER.load
+parse_rule = READER.parse
 
 
 # -- the rules in force --------------------------------------------------------------------------
@@ -185,82 +137,8 @@ class RequestFacts:
                    amount=int(amount) if amount and amount.isdigit() else None)
 
 
-def matches(match: RuleMatch, facts: RequestFacts) -> bool:
-    """Whether every key *match* gives holds for the request."""
-    pairs = ((match.terminal_id, facts.terminal_id), (match.pan_last4, facts.pan_last4),
-             (match.mti, facts.mti), (match.proc_code, facts.proc_code))
-    if any(want is not None and want != got for want, got in pairs):
-        return False
-    if match.amount_min is None and match.amount_max is None:
-        return True
-    if facts.amount is None:
-        return False
-    return ((match.amount_min is None or facts.amount >= match.amount_min)
-            and (match.amount_max is None or facts.amount <= match.amount_max))
-
-
-@dataclass
-class ActiveRule:
-    """A rule in force: its id, where it came from, how often it applied."""
-
-    id: int
-    rule: HostRule
-    source: str
-    used: int = 0
-
-    @property
-    def spent(self) -> bool:
-        return self.rule.times is not None and self.used >= self.rule.times
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "source": self.source, "used": self.used, "spent": self.spent,
-                **self.rule.model_dump(mode="json", exclude_none=True)}
-
-
-class RuleBook:
-    """The rules in force, in order: the file's, then those added over the control socket."""
-
-    def __init__(self, rules: Iterable[HostRule] = ()) -> None:
-        self._rules: list[ActiveRule] = []
-        self._next_id = 1
-        for rule in rules:
-            self.add(rule, SOURCE_FILE)
-
-    def add(self, rule: HostRule, source: str = SOURCE_CONTROL) -> int:
-        entry = ActiveRule(self._next_id, rule, source)
-        self._next_id += 1
-        self._rules.append(entry)
-        return entry.id
-
-    def clear_added(self) -> list[int]:
-        """Remove the rules added over the control socket; returns their ids."""
-        gone = [r.id for r in self._rules if r.source == SOURCE_CONTROL]
-        self._rules = [r for r in self._rules if r.source != SOURCE_CONTROL]
-        return gone
-
-    def added_in_force(self) -> int:
-        """How many rules added over the control socket still apply (not spent)."""
-        return sum(1 for r in self._rules if r.source == SOURCE_CONTROL and not r.spent)
-
-    def take(self, facts: RequestFacts) -> ActiveRule | None:
-        """The first rule in force that matches (its use counted), or None."""
-        for entry in self._rules:
-            if not entry.spent and matches(entry.rule.match, facts):
-                entry.used += 1
-                return entry
-        return None
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [r.to_json() for r in self._rules]
-
-    def __len__(self) -> int:
-        return len(self._rules)
-
-
 __all__ = [
-    "ActiveRule",
     "HostRule",
-    "MAX_RULE_DELAY_S",
     "RequestFacts",
     "RuleAnswer",
     "RuleBook",

@@ -8,26 +8,18 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from protocols.yamlmodel import MerchantId, TerminalId, load_model
+from protocols.yamlmodel import MerchantId, TerminalId, hex_bytes, load_model, unique_by
 
 WHAT = "QR platform terminals file"
-_HEX_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 MIN_KEY, MAX_KEY = 16, 64
 
 
 def _sign_key(value: object) -> bytes:
-    if isinstance(value, bytes):
-        raw = value
-    elif isinstance(value, str) and _HEX_RE.match(value):
-        raw = bytes.fromhex(value)
-    else:
-        raise ValueError(f"expected hex digits ({2 * MIN_KEY} to {2 * MAX_KEY}) of an "
-                         f"HMAC-SHA256 key")
+    raw = hex_bytes(value, f"hex digits ({2 * MIN_KEY} to {2 * MAX_KEY}) of an HMAC-SHA256 key")
     if not MIN_KEY <= len(raw) <= MAX_KEY:
         raise ValueError(f"expected a key of {MIN_KEY} to {MAX_KEY} bytes, got {len(raw)} bytes")
     return raw
@@ -60,13 +52,7 @@ class TerminalsFile(BaseModel):
     def _unique(cls, value: list[QrTerminal]) -> list[QrTerminal]:
         if not value:
             raise ValueError("the platform needs at least one terminal")
-        seen: dict[str, int] = {}
-        for i, rec in enumerate(value):
-            if rec.terminal_id in seen:
-                raise ValueError(f"terminal_id {rec.terminal_id} is listed twice "
-                                 f"(terminals[{seen[rec.terminal_id]}] and terminals[{i}])")
-            seen[rec.terminal_id] = i
-        return value
+        return unique_by(value, "terminal_id", "terminals")
 
 
 def load_terminals(path: str | os.PathLike[str]) -> dict[str, QrTerminal]:

@@ -71,7 +71,8 @@ from protocols.qr import (
 )
 from protocols.qrledger import RESULT_SUCCESS, PaymentStatus, QrPayment, QrRequestRecord
 from sim.qr.config import QrTerminal
-from sim.qr.rules import ActiveRule, QrRule, RequestFacts, RuleBook
+from sim.qr.rules import QrRule, RequestFacts, RuleBook
+from sim.rules import ActiveRule
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class _Context:
     request: Request | None = None
     order: Order | None = None
     refund: QrRefund | None = None
-    rule: ActiveRule | None = None
+    rule: ActiveRule[QrRule] | None = None
 
 
 @dataclass(frozen=True)

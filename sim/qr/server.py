@@ -27,11 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from protocols.errors import NoResponse, RigError, SimError, TransportError
 from protocols.qr import CONTENT_TYPE, MAX_BODY, ErrorCode
-from sim.host.connections import TrackedConnections
 from sim.qr.control import ControlServer
 from sim.qr.engine import PlatformAnswer, QrPlatformEngine
+from sim.serving import EngineServer, SimServer
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.stopping.wait(self.server.idle_timeout)
             self.close_connection = True
             return
-        if answer.delay_s > 0:
-            delay = min(answer.delay_s, self.server.max_delay)
-            logger.info("%s: rule #%s: answering %.1f s late%s", self.address_string(),
-                        answer.rule_id, delay, "" if delay == answer.delay_s else
-                        f" (asked {answer.delay_s:.1f} s, bounded by --max-delay)")
-            if self.server.stopping.wait(delay):
-                self.close_connection = True
-                return
+        if answer.delay_s > 0 and not self.server.wait_rule_delay(
+                self.address_string(), answer.rule_id, answer.delay_s):
+            self.close_connection = True
+            return
         self._send(answer)
 
     def _send(self, answer: PlatformAnswer) -> None:
@@ -153,115 +148,55 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class _HttpServer(TrackedConnections, ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
+class _HttpServer(EngineServer[QrPlatformEngine], ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], engine: QrPlatformEngine, clock: Clock,
                  idle_timeout: float, lock: threading.Lock, max_delay: float) -> None:
-        self.engine = engine
-        self.clock = clock
-        self.idle_timeout = idle_timeout
-        self.max_delay = max_delay
-        self.stopping = threading.Event()
-        self._engine_lock = lock
-        self.init_tracking()
+        self.init_engine(engine, clock, idle_timeout, lock, max_delay)
         super().__init__(address, _Handler)
 
     def respond(self, path: str, body: bytes) -> PlatformAnswer:
-        with self._engine_lock:
+        with self.engine_lock:
             return self.engine.answer(path, body, self.clock())
 
     def refuse(self, path: str, code: ErrorCode, message: str) -> PlatformAnswer:
-        with self._engine_lock:
+        with self.engine_lock:
             return self.engine.refuse_request(path, code, message, self.clock())
 
 
-class QrPlatformServer:
+class QrPlatformServer(SimServer[_HttpServer]):
     """Listen on *host*:*port* (0 = ephemeral) and serve the engine (:meth:`start`,
-    :meth:`stop`); with *control_path*, the control socket too."""
+    :meth:`stop`); with *control_path*, the control socket too; a ticker expires orders every
+    *tick_s*."""
+
+    thread_name = "qr-platform-server"
+    label = "QR platform"
 
     def __init__(self, engine: QrPlatformEngine, host: str, port: int, *,
                  idle_timeout: float = 30.0, clock: Clock = time.time,
                  max_delay: float = 60.0, control_path: str | Path | None = None,
                  tick_s: float = TICK_S) -> None:
         self.engine = engine
-        self._bind = (host, port)
         self._clock = clock
         self._idle_timeout = idle_timeout
         self.max_delay = max_delay
         self.tick_s = tick_s
         #: The engine's lock: held while it answers a request, a control op or a tick.
         self.lock = threading.Lock()
-        self.control = (None if control_path is None
-                        else ControlServer(engine, control_path, self.lock, clock=clock))
-        self._server: _HttpServer | None = None
-        self._threads: list[threading.Thread] = []
+        super().__init__(host, port, control=None if control_path is None
+                         else ControlServer(engine, control_path, self.lock, clock=clock))
 
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None:
-            raise SimError(f"QrPlatformServer{self._bind}: address needs a started server; "
-                           f"state is STOPPED")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+    def _listen(self) -> _HttpServer:
+        return _HttpServer(self._bind, self.engine, self._clock, self._idle_timeout, self.lock,
+                           self.max_delay)
 
-    def start(self) -> tuple[str, int]:
-        try:
-            self._server = _HttpServer(self._bind, self.engine, self._clock, self._idle_timeout,
-                                       self.lock, self.max_delay)
-        except OSError as exc:
-            raise TransportError(f"QrPlatformServer: cannot listen on "
-                                 f"{self._bind[0]}:{self._bind[1]} ({exc})") from exc
-        if self.control is not None:
-            try:
-                self.control.start()
-            except RigError:
-                self._server.server_close()
-                self._server = None
-                raise
-        server = self._server
-        self._threads = [
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                             name="qr-platform-server", daemon=True),
-            threading.Thread(target=self._tick, args=(server,), name="qr-platform-ticker",
-                             daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        logger.info("QR platform listening on %s:%d", *self.address)
-        return self.address
+    def _workers(self, server: _HttpServer) -> list[threading.Thread]:
+        return [threading.Thread(target=self._tick, args=(server,), name="qr-platform-ticker",
+                                 daemon=True)]
 
     def _tick(self, server: _HttpServer) -> None:
         while not server.stopping.wait(self.tick_s):
             with self.lock:
                 self.engine.tick(self._clock())
-
-    def stop(self, timeout: float = 5.0) -> None:
-        server, threads = self._server, self._threads
-        if server is None:
-            return
-        if self.control is not None:
-            self.control.stop(timeout)
-        server.stopping.set()
-        server.shutdown()
-        server.drop_all()
-        server.server_close()
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._server, self._threads = None, []
-        alive = [t.name for t in threads if t.is_alive()]
-        if alive:
-            raise NoResponse(f"QrPlatformServer.stop(): {', '.join(alive)} still running after "
-                             f"{timeout} s")
-
-    def __enter__(self) -> QrPlatformServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 __all__ = ["QrPlatformServer", "TICK_S"]

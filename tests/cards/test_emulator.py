@@ -16,7 +16,7 @@ import yaml
 
 from protocols.errors import SimError
 from rigs.cards import EmulatorState, SocketCardEmulator
-from rigs.errors import InstrumentError
+from rigs.errors import InstrumentError, TransportError
 from sim.card.emulator import CardEmulator, handle_emulator_control
 from sim.card.emv import SimEmvCard, load_profile
 from sim.card.vpcd import EmulatorBinding, VpcdHost, VpcdSlot
@@ -224,7 +224,15 @@ def test_a_malformed_control_line_is_answered_and_the_session_goes_on(
 
 def test_the_client_names_the_socket_it_cannot_reach(tmp_path: Path) -> None:
     client = SocketCardEmulator("card-emulator", tmp_path / "none.ctl", "Virtual PCD 00 01")
-    with pytest.raises(Exception, match=r"cannot connect to .*none.ctl within 2.0 s"):
+    with pytest.raises(TransportError, match=r"open\(\): control socket .*none.ctl does not "
+                                             r"exist \(is the card process running with "
+                                             r"--control .*none.ctl\?\)"):
+        client.open()
+    with socket.socket(socket.AF_UNIX) as stale:      # a socket file nobody listens on
+        stale.bind(str(tmp_path / "stale.ctl"))
+    client = SocketCardEmulator("card-emulator", tmp_path / "stale.ctl", "Virtual PCD 00 01")
+    with pytest.raises(TransportError, match=r"open\(\): cannot connect to .*stale.ctl within "
+                                             r"2.0 s .*; is the card process running"):
         client.open()
     with pytest.raises(Exception, match=r"load\(\) needs an open session; state is CLOSED"):
         client.load("good")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,19 +23,10 @@ from sim.host.control import CONTROL_OPS, handle_control
 from sim.host.engine import AcquirerEngine, load_accounts, load_terminals
 from sim.host.ledger import SqliteLedger
 from sim.host.server import AcquirerServer
+from tests.fakes import FakeEventSink
 
 from .business import Wire
 from .conftest import NOW, TID, counting_keys
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory: a unix socket path has at most 107 characters."""
-    path = Path(tempfile.mkdtemp(prefix="hc", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -65,17 +54,6 @@ def control(hosted: AcquirerServer) -> Iterator[SocketAcquirerControl]:
         yield ctl
     finally:
         ctl.close()
-
-
-class Events:
-    """An event sink that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[Source, str, str, str]] = []
-
-    def publish(self, source: Source, kind: str, name: str, detail: str = "", *,
-                t: float | None = None, data: Any = None) -> None:
-        self.seen.append((source, kind, name, detail))
 
 
 def _lines(path: Path, *requests: bytes, answers: int) -> list[dict[str, Any]]:
@@ -160,7 +138,7 @@ def test_stale_socket_file_is_replaced_and_removed_on_stop(config_dir: Path,
 
 def test_driver_rules_disagreement_and_nominal(control: SocketAcquirerControl,
                                                hosted: AcquirerServer) -> None:
-    events = Events()
+    events = FakeEventSink()
     control.event_sink = events
     assert control.is_nominal()
     status = control.status()

@@ -8,10 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -209,12 +207,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5.0)
 
 
-def test_python_m_sim_host_with_rules_and_control(config_dir: Path, tmp_path: Path) -> None:
-    short = Path(tempfile.mkdtemp(prefix="hc", dir="/tmp"))
+def test_python_m_sim_host_with_rules_and_control(config_dir: Path, tmp_path: Path,
+                                                  short_dir: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text('rules:\n  - match: {mti: "0200", amount_min: 5000}\n'
                      '    answer: {response_code: "51"}\n')
-    control = short / "host.ctl"
+    control = short_dir / "host.ctl"
     proc = _start(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "m.db"),
                    "--terminals", str(config_dir / "terminals.yaml"),
                    "--cards-dir", str(config_dir / "cards"), "--rules", str(rules),
@@ -238,7 +236,6 @@ def test_python_m_sim_host_with_rules_and_control(config_dir: Path, tmp_path: Pa
             ctl.restore_nominal()
     finally:
         _stop(proc)
-        shutil.rmtree(short, ignore_errors=True)
     assert proc.returncode == 0
     assert not control.exists()
     assert proc.stderr is not None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,16 +113,6 @@ def call(engine: QrPlatformEngine, op: Operation, fields: dict[str, Any], now: f
     path, body = signed(op, fields, **kw)
     ans = engine.answer(path, body, now)
     return Reply(ans.http_status, json.loads(ans.body), ans.delay_s, ans.drop)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory: a unix socket path has at most 107 characters."""
-    path = Path(tempfile.mkdtemp(prefix="qr", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

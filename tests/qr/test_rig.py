@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +15,7 @@ from protocols.qrclient import HttpTransport, QrPlatformClient, QrRefused
 from rigs import interfaces, registry
 from rigs.capabilities import CAPABILITY_OF_TAG, REQUIREMENT, Capability, reason
 from rigs.config import parse_bench
+from rigs.driver import Driver
 from rigs.errors import (
     CapabilityMissing,
     ConfigError,
@@ -34,17 +35,21 @@ from sim import netns
 from sim.bench import TERMINAL_PROFILE, BenchPaths, bench_document, qr_section
 from sim.qr.server import QrPlatformServer
 from sim.terminal.profile import load_profile
+from tests.fakes import FakeEventSink
 
 from .conftest import KEY, MID, TID
 
+D = TypeVar("D", bound=Driver)
 
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[Source, str, str, str]] = []
 
-    def publish(self, source: Source, kind: str, name: str, detail: str = "", *,
-                t: float | None = None, data: Any = None) -> None:
-        self.seen.append((source, kind, name, detail))
+def _opened(driver: D) -> Iterator[D]:
+    """*driver* open (its events kept) for the test, closed after it."""
+    driver.event_sink = FakeEventSink()
+    driver.open()
+    try:
+        yield driver
+    finally:
+        driver.close()
 
 
 @pytest.fixture
@@ -56,36 +61,19 @@ def client(platform: QrPlatformServer) -> QrPlatformClient:
 @pytest.fixture
 def wallet(platform: QrPlatformServer) -> Iterator[SocketQrWallet]:
     assert platform.control is not None
-    drv = SocketQrWallet("qr-wallet", platform.control.path)
-    drv.event_sink = Events()
-    drv.open()
-    try:
-        yield drv
-    finally:
-        drv.close()
+    yield from _opened(SocketQrWallet("qr-wallet", platform.control.path))
 
 
 @pytest.fixture
 def control(platform: QrPlatformServer) -> Iterator[SocketQrPlatformControl]:
     assert platform.control is not None
-    drv = SocketQrPlatformControl("qr-control", platform.control.path)
-    drv.event_sink = Events()
-    drv.open()
-    try:
-        yield drv
-    finally:
-        drv.close()
+    yield from _opened(SocketQrPlatformControl("qr-control", platform.control.path))
 
 
 @pytest.fixture
 def ledger(platform: QrPlatformServer) -> Iterator[SqliteQrPlatformLedger]:
     path = platform.engine.ledger.path  # type: ignore[union-attr]
-    drv = SqliteQrPlatformLedger("qr-ledger", path)
-    drv.open()
-    try:
-        yield drv
-    finally:
-        drv.close()
+    yield from _opened(SqliteQrPlatformLedger("qr-ledger", path))
 
 
 def test_the_wallet_pays_what_the_terminal_shows(client: QrPlatformClient,

@@ -11,154 +11,39 @@ from typing import Any
 
 import pytest
 
-from protocols.ecr import Key, Message, MsgCode
+from protocols.ecr import Key, MsgCode
 from protocols.transactions import REFUND, SALE, VOID, OriginalRef, SettlementTotals
 from sim.terminal.firmware import (
-    Action,
     AuthJob,
     ChipJob,
     JobResult,
     ReversalJob,
-    SendEcr,
     SettleJob,
     SignInJob,
-    StartJob,
     State,
-    TerminalFirmware,
     UploadEndJob,
     UploadJob,
 )
-from sim.terminal.journal import CardData, EntryState, MemoryJournal
-from sim.terminal.nvram import MemoryNvram
+from sim.terminal.journal import CardData, EntryState
 from sim.terminal.printer import HELD_MARK, REPRINT_MARK
 from tests.terminal.fakes import (
     MASKED,
     NOW,
     PAN,
+    Day,
     FakeAuthResult,
     FakeCard,
     FakeClock,
     FakeHostAnswer,
     FakeSettlementResult,
-    FakeSignInResult,
-    fast_profile,
+    codes,
+    ecr_out,
+    final,
+    jobs,
 )
 
 PU, VD, RF = SALE.ecr_code, VOID.ecr_code, REFUND.ecr_code
 OTHER_PAN = "6212340000005678"
-
-
-def ecr_out(actions: list[Action]) -> list[Message]:
-    return [a.msg for a in actions if isinstance(a, SendEcr)]
-
-
-def codes(actions: list[Action]) -> list[str]:
-    out = []
-    for m in ecr_out(actions):
-        detail = m.get("rc") or m.get("code") or m.get("copy")
-        out.append(f"{m.code}:{detail}" if detail else m.code)
-    return out
-
-
-def jobs(actions: list[Action]) -> list[Any]:
-    return [a.job for a in actions if isinstance(a, StartJob)]
-
-
-def final(actions: list[Action], code: str) -> Message:
-    found = [m for m in ecr_out(actions) if m.code == code and "rc" in m.fields]
-    assert found, f"no final {code} in {codes(actions)}"
-    return found[-1]
-
-
-class Day:
-    """A firmware with its NVRAM, journal and wall clock, and the hands to drive it."""
-
-    def __init__(self, *, nvram: MemoryNvram | None = None, journal: MemoryJournal | None = None,
-                 clock: FakeClock | None = None, **profile: Any) -> None:
-        self.nvram = nvram or MemoryNvram()
-        self.journal = journal or MemoryJournal()
-        self.clock = clock or FakeClock()
-        self.fw = TerminalFirmware(fast_profile(**profile), self.nvram, journal=self.journal,
-                                   clock=self.clock, rng=lambda n: bytes(n))
-        self.now = 0.0
-
-    def boot(self) -> list[Action]:
-        out = self.fw.start(self.now)
-        return out + self.advance(0.05)
-
-    def advance(self, dt: float) -> list[Action]:
-        self.now += dt
-        return self.fw.tick(self.now)
-
-    def req(self, code: str, **fields: str) -> list[Action]:
-        return self.fw.on_ecr(Message(code, fields), self.now)
-
-    def hw(self, **obj: Any) -> list[Action]:
-        return self.fw.on_harness(obj, self.now)
-
-    def done(self, actions: list[Action], value: Any = None, failure: str = "",
-             reason: str = "", message: str = "", reversal: str = "") -> list[Action]:
-        (job,) = jobs(actions)
-        return self.fw.on_job(JobResult(job.job_id, value, failure, reason, message, reversal),
-                              self.now)
-
-    def login(self, op: str = "01", pw: str = "0000") -> Message:
-        (msg,) = ecr_out(self.req(MsgCode.LOGIN, op=op, pw=pw))
-        return msg
-
-    def admin(self) -> None:
-        assert self.login("00", "123456").get("rc") == "OK"
-
-    def sign_in(self, **result: Any) -> list[Action]:
-        if self.fw.operator is None:
-            self.login()
-        out = self.req(MsgCode.SIGN_IN)
-        return self.done(out, FakeSignInResult(**result))
-
-    def print_all(self) -> list[Action]:
-        out: list[Action] = []
-        while self.fw.state is State.PRINTING or self.fw._printing is not None:
-            out += self.advance(0.02)
-        return out
-
-    def sale(self, amount: int = 1000, *, card: FakeCard | None = None,
-             auth: FakeAuthResult | None = None) -> list[Action]:
-        """A chip sale with PIN up to its final response; the card is taken back after."""
-        out = self.req(PU, amt=str(amount), cur="156")
-        if self.fw.state is not State.WAIT_CARD:
-            return out
-        out += (chip := self.hw(t="card", present=True))
-        out += (pin := self.done(chip, card or FakeCard()))
-        assert self.fw.state is State.PIN_ENTRY, codes(pin)
-        for k in "1234":
-            self.req(MsgCode.KEY, k=k)
-        out += self.online(self.req(MsgCode.KEY, k=Key.ENTER), auth)
-        self.hw(t="card", present=False)
-        return out
-
-    def online(self, actions: list[Action], auth: FakeAuthResult | None = None,
-               reversal: FakeHostAnswer | None = None) -> list[Action]:
-        """Answer the reversals the actions start (acknowledged) then the request; print."""
-        out = list(actions)
-        while jobs(actions) and isinstance(jobs(actions)[0], ReversalJob):
-            actions = self.done(actions, reversal or FakeHostAnswer())
-            out += actions
-        if jobs(actions) and isinstance(jobs(actions)[0], AuthJob):
-            actions = self.done(actions, auth or FakeAuthResult(rrn=f"R{self.fw.nv.stan:011d}"))
-            out += actions
-        return out + self.print_all()
-
-    def status(self) -> Message:
-        (st,) = ecr_out(self.req(MsgCode.STATUS))
-        return st
-
-
-@pytest.fixture
-def day() -> Day:
-    d = Day()
-    d.boot()
-    d.sign_in()
-    return d
 
 
 # ------------------------------------------------------------------------------------ void

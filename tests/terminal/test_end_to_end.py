@@ -6,10 +6,8 @@ fake kernel still drives the real HarnessSlot (card_power/capdu over the harness
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -19,7 +17,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -39,6 +36,7 @@ from tests.terminal.fakes import (
     PROFILE_PATH,
     REFUND,
     TEST_TABLE,
+    FakeHarnessPeer,
     FakeServices,
     FakeTxn,
     fast_profile,
@@ -47,70 +45,12 @@ from tests.terminal.fakes import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class HarnessPeer:
-    """The bench side of the harness: records what the terminal says, answers the card slot."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.seen: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def send(self, **obj: Any) -> None:
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
-
-    def loads(self) -> list[str]:
-        with self.lock:
-            return [o["state"] for o in self.seen if o.get("t") == "load"]
-
-    def _loop(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ)
-        buf = b""
-        while not self._stop.is_set():
-            if not sel.select(timeout=0.05):
-                continue
-            data = self.sock.recv(65536)
-            if not data:
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                obj = json.loads(line)
-                with self.lock:
-                    self.seen.append(obj)
-                    self.cond.notify_all()
-                if obj.get("t") == "card_power" and obj.get("on"):
-                    self.send(t="atr", atr="3b6500002063cbbc00")
-                elif obj.get("t") == "capdu":
-                    self.send(t="rapdu", data="9000")
-
-    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
-        """The first message of type *kind* the terminal sent (bounded wait)."""
-        def found() -> dict[str, Any] | None:
-            return next((o for o in self.seen if o.get("t") == kind), None)
-
-        with self.cond:
-            self.cond.wait_for(lambda: found() is not None, timeout=timeout)
-            obj = found()
-        assert obj is not None, f"no {kind!r} from the terminal within {timeout} s"
-        return obj
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1.0)
-        self.sock.close()
-
-
 @dataclass
 class Terminal:
     master: int
     slave_path: str
     state_dir: Path
-    peer: HarnessPeer
+    peer: FakeHarnessPeer
     term_sock: socket.socket
     services: list[FakeServices] = field(default_factory=list)
     runner: TerminalRunner | None = None
@@ -152,7 +92,7 @@ def terminal(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Termina
     ``@pytest.mark.parametrize("terminal", [TABLE], indirect=True)``)."""
     master, slave = os.openpty()
     bench_sock, term_sock = socket.socketpair()
-    peer = HarnessPeer(bench_sock)
+    peer = FakeHarnessPeer(bench_sock)
     term = Terminal(master, os.ttyname(slave), tmp_path, peer, term_sock,
                     transactions=request.param)
     try:

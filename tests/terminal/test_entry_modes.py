@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from protocols import tlv
-from protocols.ecr import Cvm, Key, Message, MsgCode
+from protocols.ecr import Cvm, Key, MsgCode
 from protocols.iso8583 import PosEntry
 from protocols.magstripe import stripe_of
 from protocols.transactions import SALE
@@ -22,9 +22,7 @@ from sim.terminal.firmware import (
     AuthJob,
     ChipJob,
     FirstAcJob,
-    JobResult,
     SecondAcJob,
-    SendEcr,
     SendHarness,
     StartJob,
     State,
@@ -41,35 +39,17 @@ from tests.terminal.fakes import (
     PAN,
     FakeAuthResult,
     FakeSignInResult,
+    FirmwareHands,
+    codes,
+    ecr_out,
     fast_profile,
+    final,
+    job_of,
 )
 
 PU = SALE.ecr_code
 CDOL2 = bytes.fromhex("8A02" "910A" "9505" "9F3704")
 OFF = SendHarness({"t": "card_power", "on": False})
-
-
-def ecr_out(actions: list[Action]) -> list[Message]:
-    return [a.msg for a in actions if isinstance(a, SendEcr)]
-
-
-def codes(actions: list[Action]) -> list[str]:
-    out = []
-    for m in ecr_out(actions):
-        detail = m.get("rc") or m.get("code") or m.get("copy")
-        out.append(f"{m.code}:{detail}" if detail else m.code)
-    return out
-
-
-def job_of(actions: list[Action]) -> Any:
-    (job,) = [a.job for a in actions if isinstance(a, StartJob)]
-    return job
-
-
-def final(actions: list[Action]) -> Message:
-    found = [m for m in ecr_out(actions) if m.code == PU and "rc" in m.fields]
-    assert found, f"no final PU in {codes(actions)}"
-    return found[-1]
 
 
 def chip_card(*, cvm: str = Cvm.ONLINE_PIN, cryptogram: str = "ARQC", cdol2: bool = True,
@@ -94,34 +74,21 @@ def tracks(service_code: str, *, bad: bool = False) -> dict[str, str]:
     return {"track1": stripe.encoded(1), "track2": stripe.encoded(2)}
 
 
-class Till:
+class Till(FirmwareHands):
     """A booted, logged-in, signed-in terminal and the hands to drive it."""
 
     def __init__(self, **profile: Any) -> None:
         self.journal = MemoryJournal()
         self.fw = TerminalFirmware(fast_profile(**profile), MemoryNvram(), journal=self.journal,
                                    clock=lambda: NOW, rng=lambda n: bytes(range(1, n + 1)))
-        self.now = 0.0
-        self.fw.start(self.now)
-        self.advance(0.05)
+        self.boot()
         assert codes(self.req(MsgCode.LOGIN, op="01", pw="0000")) == ["LI:OK"]
         job = job_of(self.req(MsgCode.SIGN_IN))
         assert codes(self.done(job, FakeSignInResult())) == ["SI:APPROVED"]
 
-    def advance(self, dt: float) -> list[Action]:
-        self.now += dt
-        return self.fw.tick(self.now)
-
-    def req(self, code: str, **fields: str) -> list[Action]:
-        return self.fw.on_ecr(Message(code, fields), self.now)
-
-    def hw(self, **obj: Any) -> list[Action]:
-        return self.fw.on_harness(obj, self.now)
-
     def done(self, job: Any, value: Any = None, failure: str = "", reason: str = "") -> \
             list[Action]:
-        return self.fw.on_job(JobResult(job.job_id, value, failure, reason,
-                                        f"card {reason}" if reason else ""), self.now)
+        return self.result(job, value, failure, reason, f"card {reason}" if reason else "")
 
     def keys(self, *keys: str) -> list[Action]:
         out: list[Action] = []

@@ -6,14 +6,11 @@ kernel and acquirer (through the runner's ``make_services`` seam), real journal.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import selectors
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,66 +24,30 @@ from sim.terminal.journal import SqliteJournal
 from sim.terminal.nvram import FileNvram
 from sim.terminal.runner import TerminalRunner
 from sim.terminal.slot import HarnessSlot
-from tests.terminal.fakes import MASKED, PAN, FakeCard, FakeServices, fast_profile
+from tests.terminal.fakes import (
+    MASKED,
+    PAN,
+    FakeCard,
+    FakeHarnessPeer,
+    FakeServices,
+    fast_profile,
+)
 from tests.terminal.test_entry_modes import tracks
 
-
-class Bench:
-    """The bench side of the harness: records what the terminal says; answers the slot and
-    the contactless reader."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.seen: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def send(self, **obj: Any) -> None:
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
-
-    def kinds(self) -> list[str]:
-        with self.cond:
-            return [o["t"] for o in self.seen if o["t"] != "load"]
-
-    def _loop(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ)
-        buf = b""
-        answers = {("card_power", True): ("atr", "atr", "3b6500002063cb6600"),
-                   ("cl_power", True): ("cl_atr", "atr", "3b8f8001"),
-                   ("capdu", None): ("rapdu", "data", "9000"),
-                   ("cl_capdu", None): ("cl_rapdu", "data", "9000")}
-        while not self._stop.is_set():
-            if not sel.select(timeout=0.05):
-                continue
-            data = self.sock.recv(65536)
-            if not data:
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                obj = json.loads(line)
-                with self.cond:
-                    self.seen.append(obj)
-                    self.cond.notify_all()
-                reply = answers.get((obj["t"], obj.get("on")))
-                if reply is not None:
-                    kind, key, value = reply
-                    self.send(**{"t": kind, key: value})
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1.0)
-        self.sock.close()
+#: The slot's card and the card in the contactless field answer.
+ANSWERS: dict[tuple[str, object], tuple[str, str, str]] = {
+    ("card_power", True): ("atr", "atr", "3b6500002063cb6600"),
+    ("cl_power", True): ("cl_atr", "atr", "3b8f8001"),
+    ("capdu", None): ("rapdu", "data", "9000"),
+    ("cl_capdu", None): ("cl_rapdu", "data", "9000"),
+}
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[tuple[SerialTerminalLink, Bench, FakeServices]]:
+def rig(tmp_path: Path) -> Iterator[tuple[SerialTerminalLink, FakeHarnessPeer, FakeServices]]:
     master, slave = os.openpty()
     bench_sock, term_sock = socket.socketpair()
-    bench = Bench(bench_sock)
+    bench = FakeHarnessPeer(bench_sock, ANSWERS)
     journal = SqliteJournal(tmp_path)
     firmware = TerminalFirmware(fast_profile(contactless_cvm_limit=5000), FileNvram(tmp_path),
                                 journal=journal)
@@ -121,7 +82,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[SerialTerminalLink, Bench, FakeService
 
 
 def test_swipe_with_signature_on_the_pad(
-        rig: tuple[SerialTerminalLink, Bench, FakeServices]) -> None:
+        rig: tuple[SerialTerminalLink, FakeHarnessPeer, FakeServices]) -> None:
     link, bench, _ = rig
     mark = len(link.events)
     link.start_purchase(1200, entry="swipe")
@@ -140,7 +101,7 @@ def test_swipe_with_signature_on_the_pad(
 
 
 def test_tap_reaches_the_contactless_reader_and_asks_pin_over_the_limit(
-        rig: tuple[SerialTerminalLink, Bench, FakeServices]) -> None:
+        rig: tuple[SerialTerminalLink, FakeHarnessPeer, FakeServices]) -> None:
     link, bench, services = rig
     services.tap_card = dataclasses.replace(FakeCard(), cvm="online_pin")
     services.tap_card.entry = "tap"  # type: ignore[attr-defined]
@@ -161,7 +122,7 @@ def test_tap_reaches_the_contactless_reader_and_asks_pin_over_the_limit(
 
 
 def test_the_driver_checks_the_entry_and_the_outcome_vocabulary(
-        rig: tuple[SerialTerminalLink, Bench, FakeServices]) -> None:
+        rig: tuple[SerialTerminalLink, FakeHarnessPeer, FakeServices]) -> None:
     link, _, _ = rig
     with pytest.raises(ConfigError, match="entry must be one of chip, swipe, tap, qr"):
         link.start_purchase(100, entry="telepathy")
@@ -175,7 +136,7 @@ def test_the_driver_checks_the_entry_and_the_outcome_vocabulary(
 
 
 def test_wrong_pin_tries_reach_the_rig_event(
-        rig: tuple[SerialTerminalLink, Bench, FakeServices]) -> None:
+        rig: tuple[SerialTerminalLink, FakeHarnessPeer, FakeServices]) -> None:
     link, bench, services = rig
     services.card = dataclasses.replace(FakeCard(), cvm="offline_pin")
     services.card.cryptogram_type = ""  # type: ignore[attr-defined]

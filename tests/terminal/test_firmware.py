@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from protocols.ecr import EventCode, Key, Message, MsgCode, Prompt
+from protocols.ecr import EventCode, Key, MsgCode, Prompt
 from protocols.transactions import SALE, TRANSACTIONS, OriginalRef, TransactionTable
 from sim.terminal.acquirer import NO_LINK_TEXT
 from sim.terminal.firmware import (
@@ -15,10 +15,8 @@ from sim.terminal.firmware import (
     ChipJob,
     FlushEcr,
     JobResult,
-    SendEcr,
     SendHarness,
     SignInJob,
-    StartJob,
     State,
     TerminalFirmware,
     perform,
@@ -37,36 +35,18 @@ from tests.terminal.fakes import (
     FakeCommsError,
     FakeServices,
     FakeSignInResult,
+    FirmwareHands,
+    codes,
+    ecr_out,
     fast_profile,
+    job_of,
+    loads,
 )
 
 PU = SALE.ecr_code
 
 
-def ecr_out(actions: list[Action]) -> list[Message]:
-    return [a.msg for a in actions if isinstance(a, SendEcr)]
-
-
-def codes(actions: list[Action]) -> list[str]:
-    """'PU:APPROVED', 'PG:INSERT_CARD', 'RD' … for compact assertions."""
-    out = []
-    for m in ecr_out(actions):
-        detail = m.get("rc") or m.get("code") or m.get("copy")
-        out.append(f"{m.code}:{detail}" if detail else m.code)
-    return out
-
-
-def loads(actions: list[Action]) -> list[str]:
-    return [a.obj["state"] for a in actions if isinstance(a, SendHarness)
-            and a.obj.get("t") == "load"]
-
-
-def job_of(actions: list[Action]) -> Any:
-    (job,) = [a.job for a in actions if isinstance(a, StartJob)]
-    return job
-
-
-class Bench:
+class Bench(FirmwareHands):
     """A firmware instance and a clock to drive it."""
 
     def __init__(self, nvram: MemoryNvram | None = None,
@@ -75,25 +55,10 @@ class Bench:
         self.fw = TerminalFirmware(fast_profile(), self.nvram, clock=lambda: NOW,
                                    rng=lambda n: bytes(range(1, n + 1)),
                                    transactions=transactions)
-        self.now = 0.0
-
-    def boot(self) -> list[Action]:
-        out = self.fw.start(self.now)
-        return out + self.advance(0.05)
-
-    def advance(self, dt: float) -> list[Action]:
-        self.now += dt
-        return self.fw.tick(self.now)
-
-    def req(self, code: str, **fields: str) -> list[Action]:
-        return self.fw.on_ecr(Message(code, fields), self.now)
-
-    def hw(self, **obj: Any) -> list[Action]:
-        return self.fw.on_harness(obj, self.now)
 
     def done(self, job: Any, value: Any = None, failure: str = "", reason: str = "",
              message: str = "") -> list[Action]:
-        return self.fw.on_job(JobResult(job.job_id, value, failure, reason, message), self.now)
+        return self.result(job, value, failure, reason, message)
 
     def login(self) -> None:
         assert codes(self.req(MsgCode.LOGIN, op="01", pw="0000")) == ["LI:OK"]

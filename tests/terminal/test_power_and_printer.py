@@ -20,8 +20,19 @@ from sim.terminal.firmware import (
 )
 from sim.terminal.journal import EntryState
 from sim.terminal.printer import CONTINUED_MARK, HELD_MARK
-from tests.terminal.fakes import FakeAuthResult, FakeCard, FakeSignInResult, fast_profile
-from tests.terminal.test_business_day import PU, Day, codes, ecr_out, final, jobs
+from tests.terminal.fakes import (
+    Day,
+    FakeAuthResult,
+    FakeCard,
+    FakeSignInResult,
+    codes,
+    ecr_out,
+    fast_profile,
+    final,
+    jobs,
+    loads,
+)
+from tests.terminal.test_business_day import PU
 
 NOMINAL = 7.40
 
@@ -32,19 +43,6 @@ def events(actions: list[Action], code: str) -> list[Message]:
 
 def notices(actions: list[Action]) -> list[PowerOff]:
     return [a for a in actions if isinstance(a, PowerOff)]
-
-
-def loads(actions: list[Action]) -> list[str]:
-    return [a.obj["state"] for a in actions if isinstance(a, SendHarness)
-            and a.obj.get("t") == "load"]
-
-
-@pytest.fixture
-def day() -> Day:
-    d = Day()
-    d.boot()
-    d.sign_in()
-    return d
 
 
 def online_sale(d: Day, amount: int = 1000) -> list[Action]:
