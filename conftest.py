@@ -10,4 +10,5 @@ pytest_plugins = [
     "steps.card_fault_steps",
     "steps.power_fault_steps",
     "steps.entry_steps",
+    "steps.qr_steps",
 ]

@@ -548,6 +548,9 @@ class Prompt(enum.StrEnum):
     WRONG_PIN = "WRONG_PIN"  # the card said the offline PIN is wrong; ``tries`` = tries left
     PIN_BLOCKED = "PIN_BLOCKED"  # the card's PIN try counter is exhausted
     SIGNATURE = "SIGNATURE"  # sign on the pad: KY ENTER = signed, KY CANCEL = not signed
+    SHOW_QR = "SHOW_QR"  # merchant-presented QR: ``code`` = the order's code URL to scan
+    SCAN_CODE = "SCAN_CODE"  # customer-presented QR: show the wallet's payment code to the scanner
+    WAIT_PASSWORD = "WAIT_PASSWORD"  # the wallet asks the customer for the payment password
 
 
 class Cvm(enum.StrEnum):
@@ -571,6 +574,7 @@ class Reason(enum.StrEnum):
     CARD_DECLINED = "card_declined"  # the card declined (AAC), offline or after an approval
     PIN_BLOCKED = "pin_blocked"  # the card's offline PIN is blocked
     SHUTDOWN = "shutdown"  # dropped as the battery cut-off shut the terminal down
+    QR_REFUSED = "qr_refused"  # the QR platform refused the payment (``qrc`` = its code)
 
 
 class Key(enum.StrEnum):
@@ -592,6 +596,7 @@ class TerminalState(enum.StrEnum):
     PIN_ENTRY = "PIN_ENTRY"
     PROCESSING = "PROCESSING"
     SIGNATURE = "SIGNATURE"  # approved, waiting for the cardholder's signature on the pad
+    WAIT_QR = "WAIT_QR"  # QR payment: the code shown / a code to scan / the wallet's password
     PRINTING = "PRINTING"
 
 
@@ -618,6 +623,13 @@ class EntryMode(enum.StrEnum):
     TAP = "tap"
     QR = "qr"
     MANUAL = "manual"
+
+
+class QrMode(enum.StrEnum):
+    """``qr`` of a transaction request with ``entry=qr``: who presents the code."""
+
+    MERCHANT = "merchant"  # the terminal shows the order's code, the customer's wallet scans it
+    CUSTOMER = "customer"  # the terminal scans the payment code the customer's wallet shows
 
 
 class TxnStatus(enum.StrEnum):

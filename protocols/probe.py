@@ -12,7 +12,9 @@ carrying the request's SEQ; see :data:`ANSWERS`.
 Besides the contact slot the probe carries the terminal's other card readers: the stripe reader
 (``SWIPE``: the tracks as the reader head reads them, :func:`swipe_payload`) and the contactless
 field (``TAP``: how many cards are in the field, :func:`tap_payload`; ``CL_POWER_ON`` /
-``CL_CAPDU`` / ``CL_POWER_OFF``: the terminal's contactless reader talking to the card there).
+``CL_CAPDU`` / ``CL_POWER_OFF``: the terminal's contactless reader talking to the card there)
+and the terminal's code scanner (``SCAN``: the text of a code shown to it, the customer's payment
+code, :func:`scan_payload`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class MsgType(enum.IntEnum):
     RAPDU = 0x13        # answer to CAPDU / CL_CAPDU: status byte (+ R-APDU when OK)
     SWIPE = 0x14        # a card is swiped through the stripe reader (tracks); answered by STATUS
     TAP = 0x16          # the cards in the contactless field changed (count); answered by STATUS
+    SCAN = 0x17         # a code shown to the terminal's scanner (its text); answered by STATUS
     # probe → rig
     POWER_ON = 0x20     # the terminal powers (or resets) the card; answered by ATR
     POWER_OFF = 0x21    # the terminal removed power from the card; answered by ACK
@@ -75,14 +78,15 @@ class StatusFlag(enum.IntFlag):
 STATUS_MASK = 0x3F
 
 REQUESTS: frozenset[MsgType] = frozenset({
-    MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP, MsgType.POWER_ON,
-    MsgType.POWER_OFF, MsgType.CAPDU, MsgType.CL_POWER_ON, MsgType.CL_POWER_OFF,
-    MsgType.CL_CAPDU})
+    MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP, MsgType.SCAN,
+    MsgType.POWER_ON, MsgType.POWER_OFF, MsgType.CAPDU, MsgType.CL_POWER_ON,
+    MsgType.CL_POWER_OFF, MsgType.CL_CAPDU})
 ANSWERS: Mapping[MsgType, MsgType] = MappingProxyType({
     MsgType.INSERT: MsgType.STATUS,
     MsgType.REMOVE: MsgType.STATUS,
     MsgType.SWIPE: MsgType.STATUS,
     MsgType.TAP: MsgType.STATUS,
+    MsgType.SCAN: MsgType.STATUS,
     MsgType.POWER_ON: MsgType.ATR,
     MsgType.POWER_OFF: MsgType.ACK,
     MsgType.CAPDU: MsgType.RAPDU,
@@ -92,7 +96,7 @@ ANSWERS: Mapping[MsgType, MsgType] = MappingProxyType({
 })
 #: Requests the rig originates (the others are the probe's).
 RIG_REQUESTS: frozenset[MsgType] = frozenset({
-    MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP})
+    MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP, MsgType.SCAN})
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,36 @@ def parse_tap(frame: ProbeFrame) -> int:
                           f"{MAX_FIELD_CARDS:02X} (cards in the field), got "
                           f"{hexdump(frame.payload)}")
     return frame.payload[0]
+
+
+#: Longest code text a SCAN carries (a payment code is 18-19 digits; a QR holds more).
+MAX_SCAN = 255
+
+
+def scan_payload(code: str) -> bytes:
+    """``CODE``: the text the scanner decoded, printable ASCII, 1..:data:`MAX_SCAN` bytes."""
+    try:
+        raw = code.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError("scan_payload: the code is not ASCII") from None
+    if not 1 <= len(raw) <= MAX_SCAN:
+        raise ValueError(f"scan_payload: a code of {len(raw)} characters, expected 1..{MAX_SCAN}")
+    if any(b < 0x20 or b > 0x7E for b in raw):
+        raise ValueError("scan_payload: the code is not printable ASCII")
+    return raw
+
+
+def parse_scan(frame: ProbeFrame) -> str:
+    """The code of a SCAN; errors name the offset and never show the code (a payment code)."""
+    data = frame.payload
+    if not 1 <= len(data) <= MAX_SCAN:
+        raise DecodeError(f"probe SCAN seq {frame.seq}: code of {len(data)} bytes at offset 5, "
+                          f"expected 1..{MAX_SCAN}")
+    for i, b in enumerate(data):
+        if b < 0x20 or b > 0x7E:
+            raise DecodeError(f"probe SCAN seq {frame.seq}: byte at offset {5 + i} is not "
+                              f"printable ASCII")
+    return data.decode("ascii")
 
 
 class SeqCounter:

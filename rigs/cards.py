@@ -76,9 +76,11 @@ from protocols.probe import (
     answer_payload,
     encode_frame,
     parse_status,
+    scan_payload,
     swipe_payload,
     tap_payload,
 )
+from protocols.qr import mask_code
 from rigs.answers import as_bool, as_list, as_object, as_str, required
 from rigs.cardfaults import (
     RULE_KINDS,
@@ -244,6 +246,8 @@ class CardEmulator(Protocol):
 
     def reset(self) -> list[str]: ...
 
+    def stripe(self, profile: str) -> tuple[str, str]: ...
+
 
 class SocketCardEmulator(SocketControlDriver[EmulatorState]):
     """The virtual bench's card emulator (``python -m sim.card --emulator …``) through its
@@ -277,6 +281,17 @@ class SocketCardEmulator(SocketControlDriver[EmulatorState]):
     def loaded(self) -> EmulatorState:
         answer = self._request("loaded", {"op": "loaded"})
         return self._parsed("loaded", lambda: EmulatorState.from_json(answer))
+
+    def stripe(self, profile: str) -> tuple[str, str]:
+        """*profile*'s stripe as a reader head reads it (track 1, track 2; "" for none).  The
+        tracks stay in this process: never traced, logged or attached."""
+        answer = self._request("stripe", {"op": "stripe", "profile": profile})
+
+        def tracks() -> tuple[str, str]:
+            return (as_str(required(answer, "track1", "answer", "a string"), "answer.track1"),
+                    as_str(required(answer, "track2", "answer", "a string"), "answer.track2"))
+
+        return self._parsed("stripe", tracks)
 
     def reset(self) -> list[str]:
         """Every card of the emulator back to its profile; returns their names."""
@@ -608,7 +623,7 @@ class PcscCardBank(Driver):
             raise ConfigError(f"{self!r}: swipe({card_name!r}): the card is in the {where}; "
                               f"take it out first")
         self._await_pull("swipe")
-        track1, track2 = self._stripes.get(card_name) or self._stripe_from_chip(card_name)
+        track1, track2 = self._stripes.get(card_name) or self._stripe_of(card_name)
         if bad_read:
             track1, track2 = (_bad_lrc(1, track1), _bad_lrc(2, track2))
         self._event(f"swipe {card_name}: track 1 {len(track1)} characters, track 2 "
@@ -656,6 +671,17 @@ class PcscCardBank(Driver):
         self._event(f"contactless field: {', '.join(cards) or 'empty'}"
                     + (" (collision)" if len(cards) > 1 else ""))
         self._request(MsgType.TAP, tap_payload(len(cards)))
+
+    def _stripe_of(self, card_name: str) -> tuple[str, str]:
+        """The stripe a swipe presents: an emulated card's from the card emulator (its card
+        sheet, as a lab's magstripe emulator head is loaded), any other card's read off its
+        chip.  A card without a stripe cannot be swiped (ConfigError)."""
+        if card_name in self.emulated and self.emulator is not None:
+            track1, track2 = self.emulator.stripe(self.emulated[card_name])
+            if not track2:
+                raise ConfigError(f"{self!r}: swipe({card_name!r}): the card has no stripe")
+            return track1, track2
+        return self._stripe_from_chip(card_name)
 
     def _stripe_from_chip(self, card_name: str) -> tuple[str, str]:
         """The card's stripe image from its chip: track 2 from the track 2 equivalent (57),
@@ -1166,6 +1192,18 @@ class PcscCardBank(Driver):
                 scard.SCardDisconnect(self._hcard, scard.SCARD_UNPOWER_CARD)
                 self._hcard = None
 
+    def present_code(self, code: str) -> None:
+        """Show *code* (the customer's payment code, as the wallet app shows it) to the
+        terminal's code scanner: the probe gets its text (SCAN) as the scanner decodes it.
+        The code is not logged (masked: first 6, last 4)."""
+        self.require_open("present_code")
+        try:
+            payload = scan_payload(code)
+        except ValueError as exc:
+            raise ConfigError(f"{self!r}: present_code(): {exc}") from None
+        self._event(f"code shown to the scanner: {mask_code(code)}")
+        self._request(MsgType.SCAN, payload)
+
 
 _PROBE_REQUESTS: dict[MsgType, Callable[[PcscCardBank, ProbeFrame], _Answer]] = {
     MsgType.POWER_ON: PcscCardBank._on_power_on,
@@ -1175,6 +1213,8 @@ _PROBE_REQUESTS: dict[MsgType, Callable[[PcscCardBank, ProbeFrame], _Answer]] = 
     MsgType.CL_POWER_OFF: PcscCardBank._on_cl_power_off,
     MsgType.CL_CAPDU: PcscCardBank._on_cl_capdu,
 }
+
+
 
 
 def _reader_state(ctx: Any, reader: str) -> tuple[int, int, bytes]:

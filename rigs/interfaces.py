@@ -78,7 +78,8 @@ class TerminalLink(Instrument, Protocol):
 
     def start_transaction(self, txn: TxnType, amount_minor: int | None, *,
                           currency: str = "156", entry: str = "chip",
-                          original: OriginalRef | None = None) -> None: ...
+                          original: OriginalRef | None = None,
+                          qr: str | None = None) -> None: ...
 
     def wait_outcome(self, timeout: float) -> Outcome: ...
 
@@ -162,6 +163,10 @@ class CardBank(Instrument, Protocol):
     def active_faults(self) -> list[CardFaultRecord]: ...
 
     def fault_ledger(self) -> list[CardFaultRecord]: ...
+
+    def present_code(self, code: str) -> None:
+        """Show a payment code to the terminal's code scanner (customer-presented QR)."""
+        ...
 
 
 class PowerSupply(Instrument, Protocol):

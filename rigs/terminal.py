@@ -42,6 +42,7 @@ from types import MappingProxyType
 
 from protocols import ecr
 from protocols.masking import scrub
+from protocols.qr import ErrorCode, OrderStatus, Wallet
 from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable, TransactionType
 from protocols.transactions import TxnType as TxnType  # start_transaction()'s type names
 from rigs.driver import Driver, SessionState
@@ -102,12 +103,19 @@ class TerminalEvent:
     faults: tuple[ecr.FaultCode, ...] = ()
     #: The message's other fields (PG WRONG_PIN ``tries``, PG RETRY_CHIP ``reason`` …).
     fields: Mapping[str, str] = field(default_factory=dict)
+    #: PG SHOW_QR: the code the terminal shows (the order's code URL, what a camera decodes);
+    #: '' otherwise.
+    qr_code: str = ""
 
     @property
     def tries_left(self) -> int | None:
         """PG WRONG_PIN: the PIN tries the card has left (None: not said)."""
         value = self.fields.get("tries", "")
         return int(value) if value.isdigit() else None
+
+
+#: ``qrc`` of a final response: the QR platform's refusal code, or PAYERROR (the order failed).
+QR_REFUSALS: tuple[str, ...] = (*ErrorCode, OrderStatus.PAYERROR)
 
 
 def _event_faults(msg: ecr.Message) -> tuple[ecr.FaultCode, ...]:
@@ -139,6 +147,13 @@ class Outcome:
     #: A signature CVM: whether the cardholder signed on the pad (None: none was asked).
     signature_captured: bool | None = None
     reason: str = ""  # ``ecr.Reason`` value or ``sw xxxx`` (card errors, offline declines)
+    #: A QR payment (entry mode qr): who presented the code (``ecr.QrMode`` value), the QR
+    #: platform's order id, the wallet that paid (``protocols.qr.Wallet`` value) and the
+    #: platform's refusal code (``qr_refused``); '' otherwise.
+    qr_mode: str = ""
+    qr_order_id: str = ""
+    wallet: str = ""
+    qr_refusal: str = ""
 
     @classmethod
     def from_message(cls, msg: ecr.Message) -> Outcome:
@@ -147,8 +162,12 @@ class Outcome:
         rc = msg.get("rc")
         amt = msg.get("amt")
         entry, cvm = msg.get("entry"), msg.get("cvm")
-        for key, value, vocabulary in (("entry", entry, ecr.EntryMode), ("cvm", cvm, ecr.Cvm)):
-            if value and value not in set(vocabulary):
+        vocabularies: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+            ("entry", entry, tuple(ecr.EntryMode)), ("cvm", cvm, tuple(ecr.Cvm)),
+            ("qr", msg.get("qr"), tuple(ecr.QrMode)), ("wallet", msg.get("wallet"), tuple(Wallet)),
+            ("qrc", msg.get("qrc"), QR_REFUSALS))
+        for key, value, vocabulary in vocabularies:
+            if value and value not in vocabulary:
                 raise DecodeError(f"ECR message {msg.code}: field {key} must be one of "
                                   f"{', '.join(vocabulary)}, got {value!r}")
         sig = msg.get("sig")
@@ -158,7 +177,9 @@ class Outcome:
                    amount_minor=int(amt) if amt.isdigit() else None, fields=dict(msg.fields),
                    entry_mode=entry, fallback=_flag(msg, "fallback"), cvm=cvm,
                    signature_captured=_flag(msg, "sig") if sig else None,
-                   reason=msg.get("reason"))
+                   reason=msg.get("reason"), qr_mode=msg.get("qr"),
+                   qr_order_id=msg.get("order"), wallet=msg.get("wallet"),
+                   qr_refusal=msg.get("qrc"))
 
 
 def _digits(msg: ecr.Message, key: str, *, default: int | None = None) -> int | None:
@@ -437,7 +458,8 @@ class SerialTerminalLink(Driver):
 
     def start_transaction(self, txn: TxnType | str, amount_minor: int | None, *,
                           currency: str = "156", entry: ecr.EntryMode | str = ecr.EntryMode.CHIP,
-                          original: OriginalRef | None = None) -> None:
+                          original: OriginalRef | None = None,
+                          qr: ecr.QrMode | str | None = None) -> None:
         """Send the request of transaction type *txn* (its row's ECR code) and return once it
         is ACKed; :meth:`wait_outcome` gets the result.  *entry* (``ecr.EntryMode``: chip,
         swipe, tap, qr) says how the cardholder will present the card — a hint: the terminal
@@ -445,9 +467,15 @@ class SerialTerminalLink(Driver):
         or ostan/obatch) for a type that needs one; without it the terminal answers
         BAD_REQUEST.  A type whose amount is the original's (a void) takes *amount_minor* None
         (the terminal takes it from its journal) or the amount it must match; its request
-        carries only the original and that amount."""
+        carries only the original and that amount.  ``entry=qr`` needs *qr* (``ecr.QrMode``:
+        merchant, the terminal shows a code; customer, it scans the customer's)."""
         op = "start_transaction"
         self.require_open(op)
+        if (entry == ecr.EntryMode.QR) != (qr is not None) or (
+                qr is not None and qr not in set(ecr.QrMode)):
+            raise ConfigError(f"{self!r}: {op}() entry=qr goes with qr = "
+                              f"{' or '.join(ecr.QrMode)} (and qr only with entry=qr); got "
+                              f"entry={entry!r} qr={qr!r}")
         if entry not in set(ecr.EntryMode) or entry == ecr.EntryMode.MANUAL:
             raise ConfigError(f"{self!r}: {op}() entry must be one of "
                               f"{', '.join(m for m in ecr.EntryMode if m != 'manual')}, got "
@@ -467,6 +495,8 @@ class SerialTerminalLink(Driver):
             fields["amt"] = str(amount_minor)
         if not row.amount_from_original:
             fields.update(cur=currency, entry=str(entry))
+        if qr is not None:
+            fields["qr"] = str(qr)
         if original is not None:
             fields.update(original.ecr_fields())
         pending = _Pending(row)
@@ -540,9 +570,10 @@ class SerialTerminalLink(Driver):
         return text.zfill(6)
 
     def start_purchase(self, amount_minor: int, currency: str = "156",
-                       entry: str = "chip") -> None:
+                       entry: str = "chip", qr: ecr.QrMode | str | None = None) -> None:
         """Send PURCHASE (the sale row) and return once it is ACKed; see :meth:`wait_outcome`."""
-        self.start_transaction(TxnType.SALE, amount_minor, currency=currency, entry=entry)
+        self.start_transaction(TxnType.SALE, amount_minor, currency=currency, entry=entry,
+                               qr=qr)
 
     def enter_pin(self, pin: str) -> None:
         """The rig's finger: one KEY per digit, then ENTER (digits recorded as '*')."""
@@ -852,9 +883,13 @@ class SerialTerminalLink(Driver):
                     self._receipts.append(scrub(text))
                 extra = {k: scrub(v) for k, v in msg.fields.items()
                          if k not in ("code", "text", "fault", "faults")}
+                qr_code = msg.get("qrcode") if code == ecr.Prompt.SHOW_QR else ""
+                if code == ecr.Prompt.SHOW_QR and not qr_code:
+                    log.warning("%r: PG SHOW_QR without its code (field qrcode)", self)
+                extra.pop("qrcode", None)
                 self._events.append(TerminalEvent(kind, code, scrub(text),
                                                   time.monotonic() - self._t0, faults,
-                                                  extra))
+                                                  extra, qr_code))
                 shown = f"{msg.get('copy')} copy" if msg.code == ecr.MsgCode.PRINT else text
                 self.event_sink.publish(Source.TERMINAL, kind.lower(), code, shown,
                                         data={"faults": ",".join(faults)} if faults else None)

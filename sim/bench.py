@@ -379,7 +379,9 @@ class VirtualBench:
                 "--ecr-fd", str(self.ecr_master), "--harness-fd", str(theirs.fileno()),
                 "--state-dir", str(self.paths.terminal_state),
                 "--profile", str(REPO / "fixtures/terminal/profile.yaml"),
-                "--host", f"{self.topo.host_ip}:{HOST_PORT}", "--netif", self.topo.term_if]
+                "--host", f"{self.topo.host_ip}:{HOST_PORT}", "--netif", self.topo.term_if,
+                "--qr-platform", f"{self.topo.host_ip}:{QR_PORT}",
+                "--qr-terminals", str(QR_TERMINALS)]
         os.set_blocking(self.ecr_master, True)
         try:
             self.firmware, self.firmware_record = spawn(

@@ -5,7 +5,8 @@ from it).  Time is passed in; :meth:`SimProbe.poll` drives retries and the answe
 
 It also stands in for the terminal's other two readers: the stripe reader (the rig's ``SWIPE``
 becomes ``{"t":"swipe","track1":…,"track2":…}``, the tracks as the head read them) and the
-contactless field (``TAP`` becomes ``{"t":"field","cards":n}``; the terminal's ``cl_power`` /
+contactless field (``TAP`` becomes ``{"t":"field","cards":n}``; the code scanner: ``SCAN``
+becomes ``{"t":"scan","code":…}``; the terminal's ``cl_power`` /
 ``cl_capdu`` become ``CL_POWER_ON`` / ``CL_CAPDU`` answered by ``cl_atr`` / ``cl_rapdu``).  The
 probe answers an activation itself when the field is empty (``absent``) or holds more than one
 card (``collision``), as the reader's anticollision would.
@@ -35,6 +36,7 @@ from protocols.probe import (
     StatusFlag,
     encode_frame,
     parse_answer,
+    parse_scan,
     parse_swipe,
     parse_tap,
 )
@@ -74,7 +76,8 @@ EXPECTED_ANSWER = {MsgType.POWER_ON: MsgType.ATR, MsgType.CAPDU: MsgType.RAPDU,
                    MsgType.POWER_OFF: MsgType.ACK, MsgType.CL_POWER_ON: MsgType.ATR,
                    MsgType.CL_CAPDU: MsgType.RAPDU, MsgType.CL_POWER_OFF: MsgType.ACK}
 #: The rig's requests, each answered by STATUS.
-RIG_REQUESTS = frozenset({MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP})
+RIG_REQUESTS = frozenset({MsgType.INSERT, MsgType.REMOVE, MsgType.SWIPE, MsgType.TAP,
+                          MsgType.SCAN})
 
 
 class SimProbe:
@@ -287,6 +290,10 @@ class SimProbe:
                                         "track2": swipe.track2})
         elif frame.type is MsgType.TAP:
             out.harness_out += self._field_changed(parse_tap(frame))
+        elif frame.type is MsgType.SCAN:
+            code = parse_scan(frame)
+            if self.terminal_up:   # an unpowered terminal's scanner reads nothing
+                out.harness_out.append({"t": "scan", "code": code})
         else:
             out.harness_out += self._slot_changed(frame.type is MsgType.INSERT)
         answer = encode_frame(ProbeFrame(frame.seq, MsgType.STATUS, bytes([self.flags])))

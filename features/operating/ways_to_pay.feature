@@ -28,6 +28,11 @@ Feature: Every way to pay by card
       | card        | entry | amount | cvm         |
       | offline_pin | chip  | 10.40  | offline PIN |
 
+    @OP-06 @OP-11
+    Examples: stripe, signed on the pad
+      | card      | entry  | amount | cvm       |
+      | magstripe | stripe | 10.90  | signature |
+
     @OP-07
     Examples: tap, under and over the contactless CVM limit
       | card        | entry | amount  | cvm             |
@@ -45,6 +50,17 @@ Feature: Every way to pay by card
     When the cardholder pays 10.70 by stripe with the good card
     Then the terminal asked for the chip instead of the stripe
     And the purchase is approved, read by chip and verified by online PIN
+
+  @OP-06 @OP-11
+  Scenario: A stripe card signs on the pad and the receipt says so
+    When the cardholder pays 11.10 by stripe with the magstripe card
+    Then the purchase is approved, read by stripe and verified by signature
+    And the receipt says the signature was captured
+
+  @TS-04 @wire
+  Scenario: A chip that keeps failing falls back to the stripe, and the acquirer is told
+    When the cardholder pays 11.20 by chip with the mute card whose chip fails, then swipes it when the terminal asks
+    Then the acquirer received it as a fallback from chip to stripe
 
   @OP-11 @TS-07
   Scenario: A wrong PIN checked by the card: it says how many tries are left; the right PIN pays

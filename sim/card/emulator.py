@@ -23,6 +23,12 @@ op              request keys         answer keys
 ``profiles``    —                    ``profiles`` (names that ``load`` takes)
 ``reset``       —                    ``reset`` (names of the cards put back to their
                                      profiles, the fixed readers' cards included)
+``stripe``      ``profile`` (name)   ``track1``, ``track2``: the card's stripe as a reader
+                                     head reads it (sentinels, LRC; a damaged stripe's
+                                     LRC wrong), "" for a card without a stripe.  The
+                                     card does not have to be loaded (the rig's magstripe
+                                     emulator head plays it).  Test-card data, on a 0600
+                                     socket only; never logged.
 ==============  ===================  ====================================================
 """
 
@@ -94,6 +100,10 @@ class CardEmulator:
         self._drawer[name] = card
         return card
 
+    def card_of(self, name: str) -> SimEmvCard:
+        """*name*'s card (from the drawer; read from its profile the first time), not loaded."""
+        return self._take(name)
+
     def load(self, name: str) -> SimEmvCard:
         """Put *name*'s card in the reader (the host removes the old one and inserts it)."""
         card = self._take(name)
@@ -154,6 +164,14 @@ def _op_reset(emulator: CardEmulator, request: Request) -> dict[str, Any]:
     return {"reset": emulator.reset()}
 
 
+def _op_stripe(emulator: CardEmulator, request: Request) -> dict[str, Any]:
+    name = request.get("profile")
+    if not isinstance(name, str):
+        raise EmulatorRefused(f"stripe: 'profile' must be a card name, got {name!r}")
+    profile = emulator.card_of(name).profile
+    return {"profile": name, "track1": profile.track1 or "", "track2": profile.track2 or ""}
+
+
 EmulatorOp = Callable[[CardEmulator, Request], dict[str, Any]]
 EMULATOR_OPS: Mapping[str, EmulatorOp] = MappingProxyType({
     "ping": _op_ping,
@@ -161,6 +179,7 @@ EMULATOR_OPS: Mapping[str, EmulatorOp] = MappingProxyType({
     "loaded": _op_loaded,
     "profiles": _op_profiles,
     "reset": _op_reset,
+    "stripe": _op_stripe,
 })
 
 

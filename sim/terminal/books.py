@@ -88,11 +88,17 @@ def status_of(entry: JournalEntry, entries: Sequence[JournalEntry],
     return status
 
 
+def acquirer_booked(entries: Iterable[JournalEntry]) -> list[JournalEntry]:
+    """The entries the ISO 8583 acquirer booked: not QR payments (the QR platform books those,
+    its own ledger; they count in the day's sales and the TOTALS report, not in the 0500)."""
+    return [e for e in entries if e.entry_mode != EntryMode.QR]
+
+
 def settlement_totals(entries: Sequence[JournalEntry],
                       table: TransactionTable) -> SettlementTotals:
     """Field 48 of the terminal's 0500 (code 0) for the batch whose *entries* these are."""
     sums: dict[Book, list[int]] = {Book.DEBIT: [0, 0], Book.CREDIT: [0, 0]}
-    for e in counted(entries, table):
+    for e in acquirer_booked(counted(entries, table)):
         book = _book(table, e)
         if book in sums:
             sums[book][0] += 1
@@ -159,7 +165,7 @@ def upload_items(entries: Sequence[JournalEntry], table: TransactionTable,
     """The batch upload (0320 …201): every counted debit and credit (never a void: a 0320
     could not tell the host it is one), with the PAN when the terminal still has it."""
     items = []
-    for e in counted(entries, table):
+    for e in acquirer_booked(counted(entries, table)):
         row = table.get(e.txn_type)
         if row.book is Book.CANCEL:
             continue

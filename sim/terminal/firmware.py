@@ -61,6 +61,7 @@ from protocols.ecr import (
     Parameter,
     PrintStatus,
     Prompt,
+    QrMode,
     Reason,
     Result,
     ShutdownReason,
@@ -70,6 +71,8 @@ from protocols.ecr import (
 from protocols.errors import DecodeError
 from protocols.iso8583 import PosEntry
 from protocols.masking import mask_pan
+from protocols.qr import Operation, OrderStatus, QrOrder, mask_code
+from protocols.qrclient import OrderPoller
 from protocols.transactions import (
     RECONCILE_BALANCED,
     RECONCILE_UNBALANCED,
@@ -275,8 +278,34 @@ class UploadEndJob:
     count: int
 
 
+@dataclass(frozen=True)
+class QrJob:
+    """One request to the QR payment platform (docs/qr-platform.md): *op* on order
+    *out_trade_no*; *auth_code*: the customer's payment code (micropay only)."""
+
+    job_id: int
+    op: Operation
+    out_trade_no: str
+    amount_minor: int = 0
+    auth_code: str = field(default="", repr=False)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class QrAnswer:
+    """What a :class:`QrJob` got: the order, or the platform's refusal (*refused*: its
+    ErrorCode; *unknown*: SYSTEM_ERROR, the outcome is unknown), or no usable answer (*comms*:
+    no answer, the connection failed, an answer that is not the platform's)."""
+
+    order: QrOrder | None = None
+    refused: str = ""
+    unknown: bool = False
+    message: str = ""
+    comms: str = ""
+
+
 Job = (ChipJob | TapJob | VerifyJob | FirstAcJob | SecondAcJob | SignInJob | AuthJob
-       | ReversalJob | SettleJob | UploadJob | UploadEndJob)
+       | ReversalJob | SettleJob | UploadJob | UploadEndJob | QrJob)
 
 
 @dataclass(frozen=True)
@@ -346,11 +375,13 @@ class Services(Protocol):
 
     def upload_end(self, job: UploadEndJob) -> Any: ...
 
+    def qr(self, job: QrJob) -> QrAnswer: ...
+
 
 _PERFORM: Mapping[type, str] = {
     ChipJob: "read_card", TapJob: "read_tap", VerifyJob: "verify_pin", FirstAcJob: "first_ac",
     SecondAcJob: "second_ac", SignInJob: "sign_in", AuthJob: "authorize", ReversalJob: "reverse",
-    SettleJob: "settle", UploadJob: "upload", UploadEndJob: "upload_end",
+    SettleJob: "settle", UploadJob: "upload", UploadEndJob: "upload_end", QrJob: "qr",
 }
 
 
@@ -389,7 +420,7 @@ class Halt(enum.StrEnum):
     OFF = "off"  # it powered itself off (battery cut-off, or too low to start)
 
 TXN_STATES = frozenset({State.WAIT_CARD, State.READING_CARD, State.PIN_ENTRY, State.PROCESSING,
-                        State.SIGNATURE, State.PRINTING})
+                        State.SIGNATURE, State.PRINTING, State.WAIT_QR})
 
 DISPLAY: Mapping[str, str] = MappingProxyType({
     EventCode.READY: "欢迎使用 WELCOME",
@@ -407,6 +438,9 @@ DISPLAY: Mapping[str, str] = MappingProxyType({
     Prompt.WRONG_PIN: "密码错 WRONG PIN",
     Prompt.PIN_BLOCKED: "密码已锁 PIN BLOCKED",
     Prompt.SIGNATURE: "请持卡人签名 PLEASE SIGN",
+    Prompt.SHOW_QR: "请扫码支付 SCAN TO PAY",
+    Prompt.SCAN_CODE: "请出示付款码 SHOW YOUR PAYMENT CODE",
+    Prompt.WAIT_PASSWORD: "请用户输入支付密码 WAITING FOR THE CUSTOMER'S PASSWORD",
     EventCode.PAPER_OUT: "打印机缺纸 PAPER OUT",
     EventCode.PAPER_OK: "纸张已装好 PAPER OK",
     EventCode.CARD_INSERTED: "已插卡 CARD INSERTED",
@@ -475,6 +509,7 @@ LOAD_OF_STATE: Mapping[State, str] = {
     State.BOOTING: "booting", State.IDLE: "idle", State.SIGNING_IN: "comms",
     State.WAIT_CARD: "idle", State.READING_CARD: "card", State.PIN_ENTRY: "card",
     State.PROCESSING: "comms", State.SIGNATURE: "idle", State.PRINTING: "printing",
+    State.WAIT_QR: "idle",
 }
 
 FAILURE_RESULT: Mapping[str, Result] = {
@@ -524,10 +559,13 @@ class _Txn:
     card_powered: bool = False  # a chip card session left open between kernel steps
     fallback: bool = False  # the card was swiped after its chip failed
     second_ac_approve: bool = False  # what the second GENERATE AC under way asks for
+    qr: _Qr | None = None  # a QR payment (entry mode qr)
 
     @property
     def entry(self) -> EntryMode:
-        """How the card was read (MANUAL: no card)."""
+        """How the card was read (MANUAL: no card; QR: a QR payment)."""
+        if self.qr is not None:
+            return EntryMode.QR
         if self.card is None:
             return EntryMode.MANUAL
         return EntryMode(str(getattr(self.card, "entry", EntryMode.CHIP) or EntryMode.CHIP))
@@ -551,6 +589,20 @@ class _Txn:
     @property
     def wants_signature(self) -> bool:
         return self.cvm == Cvm.SIGNATURE or bool(getattr(self.card, "signature_too", False))
+
+
+@dataclass
+class _Qr:
+    """A QR payment under way (docs/terminal-behaviour.md, "QR payments")."""
+
+    mode: QrMode
+    out_trade_no: str
+    step: str = ""  # what the QrJob under way is for (a key of TerminalFirmware._qr_steps)
+    order: QrOrder | None = None
+    poller: OrderPoller | None = None
+    code: str = ""  # the customer's payment code, masked
+    cancel: bool = False  # the cashier cancelled while a request was under way
+    password_shown: bool = False
 
 
 @dataclass(frozen=True)
@@ -617,8 +669,13 @@ class TerminalFirmware:
                  journal: Journal | None = None,
                  clock: Callable[[], datetime.datetime] = datetime.datetime.now,
                  rng: Callable[[int], bytes] = os.urandom,
-                 transactions: TransactionTable = TRANSACTIONS) -> None:
+                 transactions: TransactionTable = TRANSACTIONS, qr: bool = False) -> None:
         self.profile = profile
+        self.qr_enabled = qr  # a QR payment platform is configured (its client in Services)
+        #: QR orders whose outcome the terminal does not know (a request without a usable
+        #: answer after the order could be paid): cancelled at the next QR payment, first.
+        #: RAM only: a power cut forgets them (the platform closes unpaid orders by itself).
+        self.qr_unknown: list[str] = []
         self.nvram = nvram
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.clock = clock
@@ -663,13 +720,13 @@ class TerminalFirmware:
         self._requests: Mapping[str, RequestHandler] = MappingProxyType(requests)
         self._harness: Mapping[str, Callable[[Mapping[str, Any], float], list[Action]]] = {
             "rail": self._hw_rail, "card": self._hw_card, "swipe": self._hw_swipe,
-            "field": self._hw_field,
+            "field": self._hw_field, "scan": self._hw_scan,
             **{name: self._hw_sensor(sensor) for name, sensor in SENSORS.items()},
         }
         self._timers: Mapping[str, Callable[[float], list[Action]]] = {
             "boot": self._t_boot, "card_wait": self._t_card_wait,
             "pin_entry": self._t_txn_timeout, "signature": self._t_signature,
-            "print": self._t_print,
+            "print": self._t_print, "qr_scan": self._t_txn_timeout, "qr_poll": self._t_qr_poll,
         }
         self._job_handlers: Mapping[type, Callable[[JobResult, float], list[Action]]] = {
             SignInJob: self._job_sign_in, ChipJob: self._job_chip, TapJob: self._job_tap,
@@ -677,6 +734,13 @@ class TerminalFirmware:
             SecondAcJob: self._job_second_ac, AuthJob: self._job_auth,
             ReversalJob: self._job_reversal, SettleJob: self._job_settle,
             UploadJob: self._job_upload, UploadEndJob: self._job_upload_end,
+            QrJob: self._job_qr,
+        }
+        self._qr_steps: Mapping[str, Callable[[QrAnswer, float], list[Action]]] = {
+            "recover": self._qr_recovered, "create": self._qr_created,
+            "micropay": self._qr_charged, "query": self._qr_queried,
+            "close": self._qr_closed, "cancel": self._qr_cancelled,
+            "give_up": self._qr_given_up,
         }
 
     def _txn_handler(self, row: TransactionType) -> RequestHandler:
@@ -1039,7 +1103,7 @@ class TerminalFirmware:
             amount_minor=entry.amount_minor, currency_code=entry.currency, when=when,
             title=row.receipt_title, original=books.describe_original(entry), mark=mark,
             entry="fallback" if entry.pos_entry == PosEntry.FALLBACK else entry.entry_mode,
-            cvm=entry.cvm, signature=entry.signature)
+            cvm=entry.cvm, signature=entry.signature, qr_order=entry.qr_order)
         return [_Page(str(copy), format_receipt(copy, data), entry.id if record else 0, index,
                       index == len(COPIES) - 1, held)
                 for index, copy in enumerate(COPIES)]
@@ -1209,6 +1273,9 @@ class TerminalFirmware:
                 return [self._respond(code, Result.BAD_REQUEST, text=(
                     f"{row.ecr_name} needs the original transaction: field ostan (trace), or "
                     f"orrn + odate; none given"))]
+        qr_mode, bad = self._qr_mode(row, msg)
+        if bad:
+            return [self._respond(code, Result.BAD_REQUEST, text=bad[:200])]
         refusal = self._refusal(need_signed_in=True)
         if refusal is not None:
             if refusal in (Result.PAPER_OUT, Result.LOW_BATTERY, Result.NO_PRINTER):
@@ -1220,6 +1287,8 @@ class TerminalFirmware:
         if refused is not None:
             return refused
         self._txn = txn
+        if qr_mode is not None:
+            return self._qr_start(qr_mode, now)
         if not row.needs_card:
             return self._go_online(None, now)
         out = [*self._set_state(State.WAIT_CARD), self._event(Prompt.INSERT_CARD)]
@@ -1347,6 +1416,8 @@ class TerminalFirmware:
         return []
 
     def _req_cancel(self, msg: Message, now: float) -> list[Action]:
+        if self.state is State.WAIT_QR:
+            return [self._respond(MsgCode.CANCEL, Result.OK), *self._qr_cancel(now)]
         if self.state in (State.WAIT_CARD, State.PIN_ENTRY):
             return [self._respond(MsgCode.CANCEL, Result.OK), *self._finish(Result.CANCELLED)]
         if self.state is State.SIGNATURE:  # approved already: the signature is skipped
@@ -1931,6 +2002,13 @@ class TerminalFirmware:
                 fields.setdefault("cvm", txn.cvm)
         elif txn.original_entry is not None and txn.original_entry.masked_pan:
             fields.setdefault("pan", txn.original_entry.masked_pan)
+        if txn.qr is not None:
+            fields.setdefault("entry", EntryMode.QR.value)
+            fields.setdefault("qr", txn.qr.mode.value)
+            if txn.qr.order is not None:
+                fields.setdefault("order", txn.qr.order.order_id)
+                if txn.qr.order.wallet is not None:
+                    fields.setdefault("wallet", txn.qr.order.wallet.value)
         if txn.stan:
             fields.setdefault("stan", f"{txn.stan:06d}")
             fields.setdefault("batch", f"{self.nv.batch_no:06d}")
@@ -2170,6 +2248,278 @@ class TerminalFirmware:
             return self._finish(Result.APPROVED, print=status.value)
 
         return self._print(self._pages(entry), printed, now)
+
+    # ---- QR payments (docs/terminal-behaviour.md, "QR payments"; docs/qr-platform.md)
+    def _qr_mode(self, row: TransactionType, msg: Message) -> tuple[QrMode | None, str]:
+        """The request's QR mode (``entry=qr`` + ``qr=merchant|customer``), or why it is
+        malformed ('' when it is fine); (None, '') for a card transaction."""
+        entry, mode = msg.get("entry"), msg.get("qr")
+        if entry != EntryMode.QR and not mode:
+            return None, ""
+        if entry != EntryMode.QR:
+            return None, f"{row.ecr_name}: qr={mode!r} needs entry=qr, got entry={entry!r}"
+        if mode not in set(QrMode):
+            return None, (f"{row.ecr_name}: entry=qr needs qr = "
+                          f"{' or '.join(QrMode)}, got {mode!r}")
+        if row.book is not Book.DEBIT or row.needs_original:
+            return None, f"{row.ecr_name}: a QR payment is a sale; {row.type} cannot be paid by QR"
+        if not self.qr_enabled:
+            return None, "扫码支付未开通 QR PAYMENTS NOT CONFIGURED: no QR platform"
+        return QrMode(mode), ""
+
+    def _qr_start(self, mode: QrMode, now: float) -> list[Action]:
+        """PROCESSING: the orders of unknown outcome first (cancelled), then the payment."""
+        txn = self._txn
+        assert txn is not None
+        txn.stan = self._take_stan()
+        txn.qr = _Qr(mode, f"{self.profile.terminal_id}{self.nv.batch_no:06d}{txn.stan:06d}")
+        out = [*self._set_state(State.PROCESSING), self._event(Prompt.CONNECTING)]
+        return out + self._qr_next_unknown(now)
+
+    def _qr_send(self, op: Operation, step: str, *, auth_code: str = "",
+                 out_trade_no: str = "") -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        self._timer = None
+        txn.qr.step = step
+        txn.job_id = self._next_job()
+        return [self._start(QrJob(txn.job_id, op, out_trade_no or txn.qr.out_trade_no,
+                                  txn.amount_minor, auth_code,
+                                  self.profile.merchant_name[:32]))]
+
+    def _qr_next_unknown(self, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if self.qr_unknown:
+            log.info("terminal: QR order %s of unknown outcome: cancelling it first",
+                     self.qr_unknown[0])
+            return self._qr_send(Operation.CANCEL, "recover", out_trade_no=self.qr_unknown[0])
+        if txn.qr.mode is QrMode.MERCHANT:
+            return self._qr_send(Operation.CREATE, "create")
+        self._timer = (now + self.profile.qr_scan_s, "qr_scan")
+        return [*self._set_state(State.WAIT_QR), self._event(Prompt.SCAN_CODE)]
+
+    def _job_qr(self, res: JobResult, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if res.failure:  # a bug in the client: loud, never a platform refusal
+            self._fault(FAILURE_RESULT[res.failure])
+            return self._finish(FAILURE_RESULT[res.failure], reason=res.reason,
+                                text=f"{DISPLAY[Result.INTERNAL_ERROR]}: {res.message}"[:200])
+        answer: QrAnswer = res.value
+        return self._qr_steps[txn.qr.step](answer, now)
+
+    def _qr_comms(self, answer: QrAnswer, *, maybe_paid: bool) -> list[Action]:
+        """No usable answer: COMMS_ERROR; an order that may have been paid is remembered and
+        cancelled at the next chance (:attr:`qr_unknown`)."""
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if maybe_paid and txn.qr.out_trade_no not in self.qr_unknown:
+            self.qr_unknown.append(txn.qr.out_trade_no)
+            log.warning("terminal: QR order %s: outcome unknown (%s); cancelled at the next QR "
+                        "payment", txn.qr.out_trade_no, answer.comms or answer.message)
+        self._fault(Result.COMMS_ERROR)
+        return self._finish(Result.COMMS_ERROR, text=(
+            f"{DISPLAY[Result.COMMS_ERROR]}: QR platform: {answer.comms or answer.message}"
+        )[:200])
+
+    def _qr_refused(self, answer: QrAnswer, rc: Result = Result.DECLINED) -> list[Action]:
+        """The platform refused: *rc* with ``reason=qr_refused`` and its code in ``qrc``; a
+        decline is journaled (declined, with the code)."""
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if answer.order is not None:
+            txn.qr.order = answer.order
+        text = f"支付失败 PAYMENT REFUSED: {answer.refused} {answer.message}".strip()[:200]
+        if rc is Result.DECLINED:
+            self._qr_journal(EntryState.DECLINED, rc, response_code=answer.refused, text=text)
+        return self._finish(rc, reason=Reason.QR_REFUSED.value, qrc=answer.refused, text=text)
+
+    def _qr_journal(self, state: EntryState, rc: Result, *, response_code: str = "",
+                    text: str = "") -> JournalEntry:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        order = txn.qr.order
+        entry = self.journal.add(NewEntry(
+            batch_no=self.nv.batch_no, stan=txn.stan, txn_type=txn.txn_type.type,
+            amount_minor=txn.amount_minor, currency=txn.currency_code,
+            created=self.terminal_time().strftime(CLOCK_FORMAT), operator=self.operator or "",
+            entry_mode=EntryMode.QR, masked_pan=txn.qr.code,
+            app_label=order.wallet.value if order is not None and order.wallet else "",
+            text=text, qr_order=order.order_id if order is not None else ""))
+        # the platform's answer is in already: written pending, answered in the same step
+        entry = self.journal.answer(entry.id, state, response_code=response_code,
+                                    result=rc.value)
+        txn.entry_id = entry.id
+        return entry
+
+    def _qr_final(self, order: QrOrder, now: float, *, timeout: bool = False) -> list[Action]:
+        """The order is final: SUCCESS approved (journal, receipt); CLOSED a time-out;
+        REVOKED cancelled; PAYERROR declined."""
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        txn.qr.order = order
+        if order.status.paid:
+            entry = self._qr_journal(EntryState.APPROVED, Result.APPROVED)
+            log.info("terminal: QR order %s paid (%s)", order.order_id, order.wallet)
+            return self._print_approved(entry, now)
+        if order.status is OrderStatus.PAYERROR:
+            return self._qr_refused(QrAnswer(order, refused=OrderStatus.PAYERROR.value,
+                                             message=order.reason or ""))
+        if order.status is OrderStatus.CLOSED or timeout:
+            return self._finish(Result.TIMEOUT, text=(
+                f"{DISPLAY[Result.TIMEOUT]}: order {order.order_id} {order.status.value}"))
+        return self._finish(Result.CANCELLED, text=(
+            f"{DISPLAY[Result.CANCELLED]}: order {order.order_id} {order.status.value}"))
+
+    def _qr_poll_from(self, now: float, bound: float) -> list[Action]:
+        """WAIT_QR: query the order every ``qr.poll`` until it is final or *bound* passed."""
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        txn.qr.poller = OrderPoller(now, bound, self.profile.qr_poll_s)
+        txn.qr.poller.next_at = now + self.profile.qr_poll_s
+        return self._qr_wait()
+
+    def _qr_wait(self) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None and txn.qr.poller is not None
+        poller = txn.qr.poller
+        self._timer = (min(poller.next_at, poller.deadline), "qr_poll")
+        out = self._set_state(State.WAIT_QR)
+        order = txn.qr.order
+        if order is not None and order.status is OrderStatus.USERPAYING \
+                and not txn.qr.password_shown:
+            txn.qr.password_shown = True
+            out.append(self._event(Prompt.WAIT_PASSWORD))
+        return out
+
+    def _t_qr_poll(self, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None and txn.qr.poller is not None
+        if not txn.qr.poller.expired(now):
+            return self._qr_send(Operation.QUERY, "query")
+        log.info("terminal: %s", txn.qr.poller.give_up(f"QR order {txn.qr.out_trade_no}"))
+        if txn.qr.mode is QrMode.MERCHANT and not txn.qr.password_shown:
+            return self._qr_send(Operation.CLOSE, "close")
+        return self._qr_send(Operation.CANCEL, "give_up")
+
+    def _qr_cancel(self, now: float) -> list[Action]:
+        """The cashier cancels (CN) while the terminal waits: the order is cancelled on the
+        platform (after the request under way, if one is); no order yet: cancelled at once."""
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if self._pending_job is not None:
+            txn.qr.cancel = True
+            return []
+        if txn.qr.order is None:
+            return self._finish(Result.CANCELLED)
+        return self._qr_send(Operation.CANCEL, "cancel")
+
+    def _hw_scan(self, obj: Mapping[str, Any], now: float) -> list[Action]:
+        """The scanner read a code (the customer's payment code): charged by micropay."""
+        txn = self._txn
+        code = str(obj.get("code") or "")
+        if (self.state is not State.WAIT_QR or txn is None or txn.qr is None
+                or txn.qr.mode is not QrMode.CUSTOMER or txn.qr.order is not None
+                or self._pending_job is not None):
+            log.info("terminal: a scanned code (%s) while %s: ignored", mask_code(code),
+                     self.state)
+            return []
+        txn.qr.code = mask_code(code)
+        return [*self._set_state(State.PROCESSING), self._event(Prompt.PROCESSING),
+                *self._qr_send(Operation.MICROPAY, "micropay", auth_code=code)]
+
+    # -- the platform's answers, by step
+    def _qr_recovered(self, answer: QrAnswer, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if answer.comms or answer.unknown:
+            self._fault(Result.COMMS_ERROR)
+            return self._finish(Result.COMMS_ERROR, text=(
+                f"{DISPLAY[Result.COMMS_ERROR]}: QR order {self.qr_unknown[0]} of unknown "
+                f"outcome not cancelled: {answer.comms or answer.message}")[:200])
+        gone = self.qr_unknown.pop(0)
+        log.info("terminal: QR order %s of unknown outcome settled: %s", gone,
+                 answer.order.status.value if answer.order else answer.refused)
+        return self._qr_next_unknown(now)
+
+    def _qr_created(self, answer: QrAnswer, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if answer.comms or answer.unknown:
+            return self._qr_comms(answer, maybe_paid=False)  # the code was never shown
+        if answer.order is None or not answer.order.code_url:
+            return self._qr_refused(answer)
+        txn.qr.order = answer.order
+        if txn.qr.cancel:
+            return self._qr_send(Operation.CANCEL, "cancel")
+        out = self._qr_poll_from(now, self.profile.qr_wait_s)
+        return [*out, SendEcr(Message(MsgCode.PROGRESS.value, {
+            "code": Prompt.SHOW_QR.value, "qrcode": answer.order.code_url,
+            "text": f"{DISPLAY[Prompt.SHOW_QR]} {_money(txn.amount_minor)}",
+            "order": answer.order.order_id}))]
+
+    def _qr_charged(self, answer: QrAnswer, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if answer.comms:
+            return self._qr_comms(answer, maybe_paid=True)
+        if answer.refused and not answer.unknown:
+            return self._qr_refused(answer)
+        if answer.order is not None:
+            txn.qr.order = answer.order
+        if txn.qr.cancel:
+            return self._qr_send(Operation.CANCEL, "cancel")
+        if answer.order is not None and not answer.order.status.pending:
+            return self._qr_final(answer.order, now)
+        return self._qr_poll_from(now, self.profile.qr_password_s)  # USERPAYING, or unknown
+
+    def _qr_queried(self, answer: QrAnswer, now: float) -> list[Action]:
+        txn = self._txn
+        assert txn is not None and txn.qr is not None and txn.qr.poller is not None
+        if txn.qr.cancel:
+            return self._qr_send(Operation.CANCEL, "cancel")
+        if answer.comms or answer.unknown:
+            txn.qr.poller.failed(now, answer.comms or answer.message)
+            return self._qr_wait()
+        if answer.order is None:
+            return self._qr_refused(answer)
+        txn.qr.order = answer.order
+        final = txn.qr.poller.seen(now, answer.order)
+        if final is not None:
+            return self._qr_final(final, now)
+        return self._qr_wait()
+
+    def _qr_closed(self, answer: QrAnswer, now: float) -> list[Action]:
+        """The time-out's close: CLOSED → TIMEOUT; paid meanwhile (ORDER_PAID) → approved."""
+        if answer.comms or answer.unknown:
+            return self._qr_comms(answer, maybe_paid=True)
+        if answer.order is not None:
+            return self._qr_final(answer.order, now, timeout=True)
+        return self._qr_refused(answer, Result.TIMEOUT)
+
+    def _qr_given_up(self, answer: QrAnswer, now: float) -> list[Action]:
+        """The password never came: the order is cancelled (a payment revoked) → TIMEOUT."""
+        if answer.comms or answer.unknown:
+            return self._qr_comms(answer, maybe_paid=True)
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if answer.order is not None:
+            txn.qr.order = answer.order
+        return self._finish(Result.TIMEOUT, text=(
+            f"{DISPLAY[Result.TIMEOUT]}: no wallet password within "
+            f"{self.profile.qr_password_s:g} s; order cancelled"))
+
+    def _qr_cancelled(self, answer: QrAnswer, now: float) -> list[Action]:
+        """The cashier's cancel: REVOKED (a payment made meanwhile goes back) → CANCELLED."""
+        if answer.comms or answer.unknown:
+            return self._qr_comms(answer, maybe_paid=True)
+        txn = self._txn
+        assert txn is not None and txn.qr is not None
+        if answer.order is not None:
+            txn.qr.order = answer.order
+        extra = {"qrc": answer.refused} if answer.refused else {}
+        return self._finish(Result.CANCELLED, **extra)
 
 
 def _tag(tlv_data: bytes, tag: int) -> bytes:

@@ -52,11 +52,12 @@ REVERSAL_OTHER = "06"
 #: reversal it calls for ('' = it never left, nothing to reverse).
 REVERSAL_OF_STAGE = {"connect": "", "send": REVERSAL_NO_RESPONSE,
                      "response": REVERSAL_NO_RESPONSE}
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Columns added by each schema version (a version-1 file is migrated when opened).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE entries ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE entries ADD COLUMN copies_printed INTEGER NOT NULL DEFAULT 0"),
+    3: ("ALTER TABLE entries ADD COLUMN qr_order TEXT NOT NULL DEFAULT ''",),
 }
 BUSY_TIMEOUT_MS = 2000
 """Bound on waiting for another connection's lock (the terminal is the only writer)."""
@@ -116,6 +117,7 @@ class NewEntry:
     result: str = ""  # ECR rc given (refusals)
     text: str = ""  # display text given (refusals)
     cvm: str = ""  # protocols.ecr.Cvm value: how the cardholder was verified ('' no card)
+    qr_order: str = ""  # the QR platform's order id (entry mode qr); the wallet is app_label
 
 
 @dataclass(frozen=True)
@@ -395,7 +397,8 @@ CREATE TABLE IF NOT EXISTS entries (
     result TEXT NOT NULL, text TEXT NOT NULL, response_code TEXT NOT NULL, rrn TEXT NOT NULL,
     auth_code TEXT NOT NULL, host_date TEXT NOT NULL, reversal_reason TEXT NOT NULL,
     reversal_tries INTEGER NOT NULL, printed INTEGER NOT NULL, held INTEGER NOT NULL,
-    incomplete INTEGER NOT NULL DEFAULT 0, copies_printed INTEGER NOT NULL DEFAULT 0
+    incomplete INTEGER NOT NULL DEFAULT 0, copies_printed INTEGER NOT NULL DEFAULT 0,
+    qr_order TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS entries_trace ON entries (batch_no, stan);
 CREATE INDEX IF NOT EXISTS entries_state ON entries (state);

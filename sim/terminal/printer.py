@@ -55,6 +55,7 @@ class ReceiptData:
     entry: str = ""  # EntryMode value, or 'fallback' ('' / manual: no letter)
     cvm: str = ""  # Cvm value ('' no card read)
     signature: bool = False  # signed on the pad
+    qr_order: str = ""  # the QR platform's order id (entry mode qr; app_label is the wallet)
 
 
 def format_amount(amount_minor: int, currency_code: str) -> str:
@@ -72,9 +73,11 @@ def format_receipt(copy: str, d: ReceiptData) -> str:
         f"商户名称 MERCHANT: {d.merchant_name}",
         f"商户编号 MID: {d.merchant_id}",
         f"终端编号 TID: {d.terminal_id}  操作员: {d.operator}",
-        f"卡号 CARD NO: {d.masked_pan}" + (f" {ENTRY_LETTERS[d.entry]}"
-                                          if d.entry in ENTRY_LETTERS else ""),
-        f"应用 APP: {d.app_label}",
+        *([f"付款码 PAY CODE: {d.masked_pan} QR" if d.masked_pan else "扫码支付 QR PAYMENT",
+           f"钱包 WALLET: {d.app_label}", f"订单号 ORDER: {d.qr_order}"] if d.qr_order else
+          [f"卡号 CARD NO: {d.masked_pan}" + (f" {ENTRY_LETTERS[d.entry]}"
+                                             if d.entry in ENTRY_LETTERS else ""),
+           f"应用 APP: {d.app_label}"]),
         f"交易类型 TYPE: {d.title}",
         *([f"原交易 ORIGINAL: {d.original}"] if d.original else []),
         f"批次号 BATCH: {d.batch_no:06d}  凭证号 TRACE: {d.stan:06d}",

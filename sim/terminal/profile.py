@@ -185,6 +185,25 @@ class Cards(_Section):
         "minor units: a tap above it asks for the online PIN, at or below it no CVM"))
 
 
+class Qr(_Section):
+    """QR payments through the QR payment platform (docs/terminal-behaviour.md, "QR
+    payments").  Seconds.  The platform's address and the terminal's signing key are not here:
+    the address is a firmware argument (``--qr-platform``), the key is read at start from the
+    platform's terminals file (``--qr-terminals``, fixtures/qr/terminals.yaml): one source."""
+
+    wait: float = Field(90.0, gt=0, description=(
+        "merchant-presented: how long the code is shown and the order polled before the "
+        "terminal closes it (TIMEOUT)"))
+    scan: float = Field(30.0, gt=0, description=(
+        "customer-presented: waiting for a payment code at the scanner (TIMEOUT)"))
+    password: float = Field(60.0, gt=0, description=(
+        "USERPAYING: how long the order is polled for the customer's wallet password before "
+        "the terminal cancels it (TIMEOUT)"))
+    poll: float = Field(1.0, gt=0, description="between two order queries")
+    request: float = Field(5.0, gt=0, description="one request to the platform (connect + "
+                                                  "answer)")
+
+
 class Reversal(_Section):
     tries: int = Field(2, ge=1, description="0400 tries per occasion (before the next financial "
                                             "or settlement message); each bounded by "
@@ -210,6 +229,7 @@ class ProfileFile(_Section):
     anomalies: Anomalies = Field(default_factory=lambda: Anomalies.model_validate({}))
     reversal: Reversal = Field(default_factory=lambda: Reversal.model_validate({}))
     cards: Cards = Field(default_factory=lambda: Cards.model_validate({}))
+    qr: Qr = Field(default_factory=lambda: Qr.model_validate({}))
 
     @field_validator("operators")
     @classmethod
@@ -241,7 +261,9 @@ class ProfileFile(_Section):
             daily_limit=lim.daily_limit, refund_limit=lim.refund_limit,
             lock_after=self.security.lock_after, declines_per_card=an.declines_per_card,
             refund_burst=an.refund_burst, refund_window_s=an.refund_window,
-            reversal_tries=self.reversal.tries)
+            reversal_tries=self.reversal.tries, qr_wait_s=self.qr.wait,
+            qr_scan_s=self.qr.scan, qr_password_s=self.qr.password, qr_poll_s=self.qr.poll,
+            qr_request_s=self.qr.request)
 
 
 # -------------------------------------------------------------------------- the firmware's view
@@ -291,6 +313,11 @@ class Profile:
     refund_burst: int = 3
     refund_window_s: float = 600.0
     reversal_tries: int = 2
+    qr_wait_s: float = 90.0
+    qr_scan_s: float = 30.0
+    qr_password_s: float = 60.0
+    qr_poll_s: float = 1.0
+    qr_request_s: float = 5.0
 
     def limit(self, name: str) -> int:
         """The profile's value of limit *name* (``txn_limit``, ``daily_limit``,
@@ -349,6 +376,7 @@ __all__ = [
     "Power",
     "Profile",
     "ProfileFile",
+    "Qr",
     "Reversal",
     "Security",
     "Thresholds",

@@ -47,6 +47,8 @@ from sim.terminal.firmware import (
     JobResult,
     PowerOff,
     Profile,
+    QrAnswer,
+    QrJob,
     ReversalJob,
     SecondAcJob,
     SendEcr,
@@ -85,8 +87,10 @@ class KernelServices:
     """
 
     def __init__(self, slot: HarnessSlot, profile: Profile, host: str, port: int,
-                 netif: str | None = None) -> None:
+                 netif: str | None = None, qr_client: Any = None) -> None:
         self.slot = slot
+        self.qr_client = qr_client
+        """The QR platform's client (protocols.qrclient.QrPlatformClient; None: no platform)."""
         self.profile = profile
         self.host = host
         self.port = port
@@ -183,6 +187,32 @@ class KernelServices:
     def upload(self, job: UploadJob) -> Any:
         return self._acquirer().batch_upload(keys=job.keys, batch_no=job.batch_no,
                                              item=job.item)
+
+    def qr(self, job: QrJob) -> QrAnswer:
+        """One request to the QR platform; a refusal and a missing answer are answers here
+        (the firmware decides), only a bug raises."""
+        from protocols.errors import NoResponse, ProtocolError, TransportError
+        from protocols.qr import Operation
+        from protocols.qrclient import QrRefused
+        client = self.qr_client
+        if client is None:
+            return QrAnswer(comms="no QR platform configured (--qr-platform)")
+        calls = {
+            Operation.CREATE: lambda: client.create_order(job.out_trade_no, job.amount_minor,
+                                                          job.description),
+            Operation.MICROPAY: lambda: client.micropay(job.out_trade_no, job.amount_minor,
+                                                        job.auth_code, job.description),
+            Operation.QUERY: lambda: client.query(out_trade_no=job.out_trade_no),
+            Operation.CLOSE: lambda: client.close_order(out_trade_no=job.out_trade_no),
+            Operation.CANCEL: lambda: client.cancel(out_trade_no=job.out_trade_no),
+        }
+        try:
+            return QrAnswer(order=calls[job.op]())
+        except QrRefused as exc:
+            return QrAnswer(order=exc.order, refused=exc.code, unknown=exc.unknown_outcome,
+                            message=exc.message)
+        except (NoResponse, TransportError, ProtocolError) as exc:
+            return QrAnswer(comms=str(exc))
 
     def upload_end(self, job: UploadEndJob) -> Any:
         return self._acquirer().batch_upload_end(keys=job.keys, stan=job.stan,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from protocols.errors import SimError
+from protocols.errors import DecodeError, SimError
+from protocols.magstripe import decode_track
 from rigs.cards import EmulatorState, SocketCardEmulator
 from rigs.errors import InstrumentError, TransportError
 from sim.card.emulator import CardEmulator, handle_emulator_control
@@ -91,7 +92,7 @@ def test_unknown_op_and_not_an_object() -> None:
     emulator = CardEmulator(CARDS_DIR, "mute")
     assert handle_emulator_control(emulator, {"op": "eject"}) == {
         "ok": False, "error": "unknown op 'eject'; expected one of ping, load, loaded, "
-                              "profiles, reset"}
+                              "profiles, reset, stripe"}
     assert handle_emulator_control(emulator, [1])["error"] == \
         "a request is a JSON object, got list"
     with pytest.raises(SimError, match="profiles directory /nonexistent does not exist"):
@@ -236,3 +237,20 @@ def test_the_client_names_the_socket_it_cannot_reach(tmp_path: Path) -> None:
         client.open()
     with pytest.raises(Exception, match=r"load\(\) needs an open session; state is CLOSED"):
         client.load("good")
+
+
+def test_stripe_gives_the_tracks_of_a_card_not_loaded_and_none_for_a_chip_only_card() -> None:
+    emulator = CardEmulator(CARDS_DIR, "mute")
+    answer = handle_emulator_control(emulator, {"op": "stripe", "profile": "magstripe",
+                                                "seq": 1})
+    assert answer["ok"] and emulator.profile == "mute"  # nothing was loaded
+    track1, track2 = answer["track1"], answer["track2"]
+    assert decode_track(1, track1).startswith("B") and "=" in decode_track(2, track2)
+    damaged = handle_emulator_control(emulator, {"op": "stripe", "profile": "damaged_stripe",
+                                                 "seq": 2})
+    with pytest.raises(DecodeError, match="track 2: LRC error"):
+        decode_track(2, damaged["track2"])
+    chip_only = handle_emulator_control(emulator, {"op": "stripe", "profile": "mute", "seq": 4})
+    assert chip_only["ok"]
+    refused = handle_emulator_control(emulator, {"op": "stripe", "profile": 7, "seq": 3})
+    assert not refused["ok"] and "'profile' must be a card name" in refused["error"]

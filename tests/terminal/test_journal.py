@@ -18,6 +18,7 @@ import pytest
 from protocols.errors import SimError
 from sim.terminal.journal import (
     JOURNAL_FILE,
+    SCHEMA_VERSION,
     CardData,
     EntryState,
     Journal,
@@ -258,7 +259,7 @@ def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         journal.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         db.close()
     SqliteJournal(tmp_path).close()  # a second open of the migrated file changes nothing

@@ -150,7 +150,7 @@ def test_ecr_vocabulary_enums_compare_as_strings() -> None:
     assert {p.value for p in ecr.Prompt} == {
         "INSERT_CARD", "READING_CARD", "ENTER_PIN", "PROCESSING", "CONNECTING", "PRINTING",
         "RETRY_CHIP", "SWIPE_CARD", "INSERT_CHIP", "SWIPE_AGAIN", "ONE_CARD_ONLY", "WRONG_PIN",
-        "PIN_BLOCKED", "SIGNATURE"}
+        "PIN_BLOCKED", "SIGNATURE", "SHOW_QR", "SCAN_CODE", "WAIT_PASSWORD"}
     assert ecr.KEY_NAMES == {"ENTER", "CANCEL", "CLEAR"} and "ENTER" in ecr.KEY_NAMES
     assert ecr.TerminalState.BOOTING == "BOOTING" and ecr.Copy.MERCHANT == "merchant"
 
