@@ -166,3 +166,27 @@ def pin_block_sent(bench: Bench, purchases: list[Outcome]) -> None:
     assert len(requests) == len(stans), f"{len(requests)} requests on the wire for {len(stans)}"
     missing = [m.stan for m in requests if "52" not in m.fields]
     assert not missing, f"no PIN block (field 52) in the requests with STAN {missing}"
+
+
+@needs(Capability.LEDGER)
+@then("the acquirer charged nothing for it")
+@then("收单机构没有扣款")
+def charged_nothing(bench: Bench, purchase: Outcome) -> None:
+    charged = [e for e in bench.acquirer.booked()
+               if e.stan == purchase.stan and e.mti == "0200" and e.booked]
+    assert not charged, f"the acquirer booked {len(charged)} charge(s) for STAN {purchase.stan}"
+
+
+@needs(Capability.WIRE)
+@then("the purchase is declined by the card after the acquirer approved it")
+@then("收单机构批准后卡片拒绝了交易")
+def card_declined_after_approval(bench: Bench, purchase: Outcome) -> None:
+    assert not purchase.ok and purchase.reason == "card_declined", \
+        f"expected the card's decline, got {purchase.result} reason {purchase.reason!r}"
+    answered = [m for m in bench.acquirer.answered("0210") if m.stan == purchase.stan]
+    assert answered and answered[-1].response_code == "00", \
+        f"the acquirer's answer on the wire for STAN {purchase.stan}: " \
+        f"{answered[-1].describe() if answered else 'none'}"
+    second = bench.events.events(matching(source=Source.CARDS, kind="c-apdu",
+                                          name="GENERATE AC"))
+    assert len(second) >= 2, "the terminal never asked the card for its second cryptogram"
