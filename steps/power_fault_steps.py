@@ -12,6 +12,7 @@ what it did about it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from pytest_bdd import given, then, when
 
@@ -46,10 +47,10 @@ def _ramp_bound(from_volts: float, to_volts: float, volts_per_s: float) -> float
     return abs(from_volts - to_volts) / volts_per_s + 5.0
 
 
-def _samples_after(bench: Bench, t: float, check: object, what: str) -> Event:
+def _samples_after(bench: Bench, t: float, check: Callable[[Event], bool], what: str) -> Event:
+    """The first supply sample at or after *t* that *check* accepts (bounded by SAMPLE_BOUND)."""
     def ok(ev: Event) -> bool:
-        return (ev.source is Source.POWER and ev.kind == "sample" and ev.t >= t
-                and callable(check) and bool(check(ev)))
+        return ev.source is Source.POWER and ev.kind == "sample" and ev.t >= t and check(ev)
     return bench.events.wait_for(ok, SAMPLE_BOUND, what=what)
 
 
