@@ -570,6 +570,7 @@ class Reason(enum.StrEnum):
     REMOVED = "removed"  # the card left before it took the approval (reversed)
     UNSUPPORTED = "unsupported"  # the card's data is unusable / no supported application
     BAD_ATR = "bad_atr"  # the chip's answer to reset breaks ISO/IEC 7816-3
+    UNREADABLE = "unreadable"  # the stripe read badly swipe_tries times in a row
     COLLISION = "collision"  # more than one card in the contactless field
     CARD_DECLINED = "card_declined"  # the card declined (AAC), offline or after an approval
     PIN_BLOCKED = "pin_blocked"  # the card's offline PIN is blocked

@@ -66,6 +66,9 @@ class FaultKind(enum.StrEnum):
     """One byte of the card's response data to an instruction is flipped."""
     CARD_SLOW = "card_slow"
     """Every answer of the card comes later by a fixed time."""
+    STRIPE_UNREADABLE = "stripe_unreadable"
+    """The stripe reads badly: the tracks of the next swipe(s) reach the terminal with a wrong
+    LRC (a dirty stripe) or with their data cut short (a swipe too fast for the head)."""
     # printer (relay unit across the paper sensors and the printer's presence line)
     PAPER_OUT = "paper_out"
     PAPER_LOW = "paper_low"
@@ -125,6 +128,8 @@ class KindSpec:
 
 
 _DIRECTIONS = tuple(d.value for d in Direction)
+STRIPE_MISREADS = ("lrc", "data")
+"""How a stripe fault spoils a swipe (``stripe_unreadable``'s ``how``)."""
 _ONE_WAY = (Direction.TO_HOST.value, Direction.TO_TERMINAL.value)
 _MTI = r"[0-9]{4}"
 
@@ -257,6 +262,12 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
         "ms": Param(float, required=True, minimum=0.0, above=True,
                     doc="how much later every answer comes (ms)"),
     }), "the card answers every command late"),
+    FaultKind.STRIPE_UNREADABLE: KindSpec(Target.CARDS, MappingProxyType({
+        "how": Param(str, "lrc", choices=STRIPE_MISREADS,
+                     doc="lrc: each track's LRC is wrong (a dirty stripe); data: track 2 is "
+                         "cut short after the PAN, with a right LRC (a swipe too fast)"),
+        "times": _times("how many swipes read badly (0: every one)"),
+    }), "the stripe reads badly: swipes reach the terminal spoiled"),
     FaultKind.PAPER_OUT: KindSpec(Target.SWITCH, MappingProxyType({}),
                                   "the printer's paper sensor reads 'no paper'"),
     FaultKind.PAPER_LOW: KindSpec(Target.SWITCH, MappingProxyType({}),

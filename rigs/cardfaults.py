@@ -8,7 +8,8 @@ Layers, each testable on its own (no PC/SC, no threads, no clock: wall time is p
   :class:`Stage` s of an exchange: the terminal powers the card (``POWER_ON``, before the reader
   is touched), a C-APDU is about to go to the card (``COMMAND``), the card's R-APDU is about to
   go to the terminal (``RESPONSE``), and an answer the card gave (ATR or R-APDU, after any
-  replacement) is about to be sent to the probe (``ANSWER``, where timing faults act).  A rule
+  replacement) is about to be sent to the probe (``ANSWER``, where timing faults act).  The
+  bank's stripe head asks them once more, as a card is swiped (``SWIPE``).  A rule
   is built from a :class:`~protocols.faults.FaultSpec` by the factory :data:`RULE_KINDS` maps its
   kind to; it may keep its own state (a counter), nothing else.
 * :class:`CardFaultCore` — the active rules (in the order they were added; at each stage the
@@ -32,7 +33,7 @@ from types import MappingProxyType
 
 from protocols.apdu import INS_GET_RESPONSE, ins_name
 from protocols.errors import ConfigError, RigError
-from protocols.faults import FaultKind, FaultSpec, Target, ins_byte
+from protocols.faults import STRIPE_MISREADS, FaultKind, FaultSpec, Target, ins_byte
 
 LEDGER_KEPT = 200
 """Rules the ledger keeps (active ones are never dropped; the oldest cleared ones go)."""
@@ -55,6 +56,8 @@ class Stage(enum.Enum):
     """The card's R-APDU (SW1 SW2 included), before it goes to the terminal."""
     ANSWER = "answer"
     """An answer the card gave (ATR, or R-APDU as possibly replaced), before it is sent."""
+    SWIPE = "swipe"
+    """A card's tracks, before the stripe head plays them to the terminal's reader."""
 
 
 class CardAction(enum.Enum):
@@ -68,6 +71,8 @@ class CardAction(enum.Enum):
     """Send ``data`` to the terminal as the R-APDU instead of the card's."""
     HOLD = "hold"
     """Send the answer ``hold_s`` later."""
+    MISREAD = "misread"
+    """Play the swipe spoiled as ``how`` says (``lrc``: wrong LRCs, ``data``: track 2 cut)."""
 
 
 #: What each stage can carry out (PASS everywhere).
@@ -76,6 +81,7 @@ STAGE_ACTIONS: Mapping[Stage, frozenset[CardAction]] = MappingProxyType({
     Stage.COMMAND: frozenset({CardAction.PASS, CardAction.MUTE, CardAction.PULL}),
     Stage.RESPONSE: frozenset({CardAction.PASS, CardAction.REPLACE}),
     Stage.ANSWER: frozenset({CardAction.PASS, CardAction.HOLD}),
+    Stage.SWIPE: frozenset({CardAction.PASS, CardAction.MISREAD}),
 })
 
 
@@ -92,9 +98,14 @@ class CardMessage:
     """COMMAND: the C-APDU's INS.  RESPONSE / ANSWER: the instruction the R-APDU answers (a GET
     RESPONSE following ``61xx`` answers the command it completes).  None for a power on."""
 
+    card: str = ""
+    """SWIPE: the card's name in the bank."""
+
     @property
     def what(self) -> str:
-        """``ATR``, ``power on`` or the instruction's name (``GENERATE AC``)."""
+        """``ATR``, ``power on``, ``swipe`` or the instruction's name (``GENERATE AC``)."""
+        if self.stage is Stage.SWIPE:
+            return "swipe"
         if self.ins is None:
             return "ATR" if self.stage is Stage.ANSWER else "power on"
         return ins_name(self.ins)
@@ -107,6 +118,8 @@ class CardVerdict:
     action: CardAction
     data: bytes = b""
     hold_s: float = 0.0
+    how: str = ""
+    """MISREAD: how the swipe is spoiled (one of protocols.faults.STRIPE_MISREADS)."""
     what: str = ""
 
     @staticmethod
@@ -124,6 +137,10 @@ class CardVerdict:
     @staticmethod
     def hold(seconds: float, what: str) -> CardVerdict:
         return CardVerdict(CardAction.HOLD, hold_s=seconds, what=what)
+
+    @staticmethod
+    def misread(how: str, what: str) -> CardVerdict:
+        return CardVerdict(CardAction.MISREAD, how=how, what=what)
 
 
 PASS = CardVerdict(CardAction.PASS)
@@ -279,6 +296,39 @@ class CardSlow:
         return CardVerdict.hold(self.hold_s, f"{answer} held {self.hold_s * 1000:g} ms")
 
 
+MISREAD_TEXT: Mapping[str, str] = MappingProxyType({
+    "lrc": "LRC of each track wrong (a dirty stripe)",
+    "data": "track 2 cut short after the PAN, LRC right (a swipe too fast)",
+})
+
+
+class StripeUnreadable:
+    """STRIPE_UNREADABLE: the next ``times`` swipes (0: every one) are played to the terminal
+    spoiled as ``how`` says (a trip each)."""
+
+    __slots__ = ("how", "times", "done")
+
+    def __init__(self, how: str = "lrc", times: int = 1) -> None:
+        if how not in STRIPE_MISREADS:
+            raise ConfigError(f"stripe_unreadable: how must be one of "
+                              f"{', '.join(STRIPE_MISREADS)}, got {how!r}")
+        self.how = how
+        self.times = times
+        self.done = 0
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> StripeUnreadable:
+        return cls(str(spec.params["how"]), int(spec.params["times"]))
+
+    def __call__(self, msg: CardMessage) -> CardVerdict:
+        if msg.stage is not Stage.SWIPE or (self.times and self.done >= self.times):
+            return PASS
+        self.done += 1
+        of = f" of {self.times}" if self.times else ""
+        return CardVerdict.misread(self.how, f"swipe {self.done}{of} of card {msg.card} read "
+                                             f"badly: {MISREAD_TEXT[self.how]}")
+
+
 #: Fault kind → the factory of its rule; one row per card kind of FAULT_KINDS.
 RULE_KINDS: Mapping[FaultKind, CardRuleFactory] = MappingProxyType({
     FaultKind.CARD_MUTE: CardMute.from_spec,
@@ -286,6 +336,7 @@ RULE_KINDS: Mapping[FaultKind, CardRuleFactory] = MappingProxyType({
     FaultKind.CARD_STATUS_WORD: CardStatusWord.from_spec,
     FaultKind.CARD_CORRUPT: CardCorrupt.from_spec,
     FaultKind.CARD_SLOW: CardSlow.from_spec,
+    FaultKind.STRIPE_UNREADABLE: StripeUnreadable.from_spec,
 })
 
 
@@ -439,10 +490,10 @@ class CardFaultCore:
     # --- verdicts ----------------------------------------------------------------------------------
 
     def judge(self, stage: Stage, wall: float, capdu: bytes = b"",
-              answer: bytes = b"") -> tuple[CardVerdict, list[CardTrip]]:
+              answer: bytes = b"", card: str = "") -> tuple[CardVerdict, list[CardTrip]]:
         """The verdict on one point of an exchange (the first rule not passing decides) and the
         trip it recorded, if any.  Raises :class:`RuleFailed` for a rule's bug."""
-        msg = CardMessage(stage, capdu, answer, self._ins(stage, capdu))
+        msg = CardMessage(stage, capdu, answer, self._ins(stage, capdu), card)
         if stage is Stage.POWER_ON:
             self._continues = None
         verdict, trips = PASS, []
@@ -490,6 +541,9 @@ class CardFaultCore:
                              f"{len(verdict.data)} byte(s)")
         if verdict.action is CardAction.HOLD and not 0 <= verdict.hold_s < float("inf"):
             raise RuleFailed(f"{who}: hold of {verdict.hold_s!r} s is not a finite time >= 0")
+        if verdict.action is CardAction.MISREAD and verdict.how not in STRIPE_MISREADS:
+            raise RuleFailed(f"{who}: a misread swipe is spoiled one of "
+                             f"{', '.join(STRIPE_MISREADS)} ways, got {verdict.how!r}")
 
     def _trip(self, entry: _Entry, what: str, wall: float) -> CardTrip:
         self._trip_count += 1
@@ -500,7 +554,8 @@ class CardFaultCore:
 
 
 __all__ = [
-    "PASS", "RULE_KINDS", "CardAction", "CardCorrupt", "CardFaultCore", "CardFaultRecord",
+    "MISREAD_TEXT", "PASS", "RULE_KINDS", "CardAction", "CardCorrupt", "CardFaultCore", "CardFaultRecord",
     "CardMessage", "CardMute", "CardPulled", "CardRule", "CardRuleFactory", "CardSlow",
     "CardStatusWord", "CardTrip", "CardVerdict", "RuleFailed", "Stage", "STAGE_ACTIONS",
+    "StripeUnreadable",
 ]

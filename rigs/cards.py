@@ -62,7 +62,7 @@ from protocols import tlv
 from protocols.apdu import ins_name, sw_text
 from protocols.errors import DecodeError, FramingError
 from protocols.faults import FaultKind, FaultSpec
-from protocols.magstripe import TRACKS, lrc, stripe_of
+from protocols.magstripe import TRACKS, encode_track, lrc, stripe_of
 from protocols.masking import render_tlv, scrub
 from protocols.probe import (
     MAX_RETRIES,
@@ -83,6 +83,7 @@ from protocols.probe import (
 from protocols.qr import mask_code
 from rigs.answers import as_bool, as_list, as_object, as_str, required
 from rigs.cardfaults import (
+    MISREAD_TEXT,
     RULE_KINDS,
     CardAction,
     CardFaultCore,
@@ -624,11 +625,16 @@ class PcscCardBank(Driver):
                               f"take it out first")
         self._await_pull("swipe")
         track1, track2 = self._stripes.get(card_name) or self._stripe_of(card_name)
-        if bad_read:
+        verdict = self._judge(Stage.SWIPE, card=card_name)  # a stripe fault spoils it
+        how = verdict.how if verdict.action is CardAction.MISREAD else ("lrc" if bad_read
+                                                                         else "")
+        if how == "lrc":
             track1, track2 = (_bad_lrc(1, track1), _bad_lrc(2, track2))
+        elif how == "data":
+            track2 = _cut_track2(track2)
         self._event(f"swipe {card_name}: track 1 {len(track1)} characters, track 2 "
-                    f"{len(track2)} characters" + (", LRC wrong (bad read)" if bad_read else "")
-                    + "; track data not shown")
+                    f"{len(track2)} characters"
+                    + (f", {MISREAD_TEXT[how]}" if how else "") + "; track data not shown")
         self._request(MsgType.SWIPE, swipe_payload(track1, track2))
 
     def tap(self, card_name: str) -> None:
@@ -837,11 +843,12 @@ class PcscCardBank(Driver):
     def _event(self, note: str) -> None:
         self._add("event", note=note)
 
-    def _judge(self, stage: Stage, capdu: bytes = b"", answer: bytes = b"") -> CardVerdict:
+    def _judge(self, stage: Stage, capdu: bytes = b"", answer: bytes = b"",
+               card: str = "") -> CardVerdict:
         """The active rules' verdict on one point of an exchange; records its trips.  A rule's
         bug raises RuleFailed, which kills the relay (never an injected fault)."""
         with self._faults_lock:
-            verdict, trips = self._faults.judge(stage, time.time(), capdu, answer)
+            verdict, trips = self._faults.judge(stage, time.time(), capdu, answer, card)
         for trip in trips:
             self._trip(trip)
         return verdict
@@ -1268,6 +1275,14 @@ def _bad_lrc(track: int, raw: str) -> str:
         return raw
     base = TRACKS[track].base
     return raw[:-1] + chr(((ord(lrc(track, raw[:-1])) - base) ^ 0x01) + base)
+
+
+def _cut_track2(raw: str) -> str:
+    """Track 2 as a head reads it when the swipe was too fast: the data stops after the PAN
+    (no separator, no expiry), closed by the end sentinel and a right LRC; '' stays ''."""
+    if not raw:
+        return raw
+    return encode_track(2, raw[1:-2].split(TRACKS[2].separator, 1)[0])
 
 
 def _transmit(scard: Any, hcard: Any, proto: int, capdu: bytes) -> bytes:

@@ -177,6 +177,7 @@ def _sale_requests(bench: Bench) -> list[object]:
 
 @needs(Capability.WIRE)
 @then("no purchase request reached the acquirer")
+@then("收单机构未收到消费请求")
 def no_purchase_on_wire(bench: Bench) -> None:
     seen = _sale_requests(bench)
     assert not seen, f"the acquirer received {len(seen)} purchase request(s)"

@@ -15,8 +15,9 @@ from types import MappingProxyType
 
 from pytest_bdd import given, parsers, then, when
 
-from protocols.ecr import EventCode
+from protocols.ecr import EventCode, Prompt
 from protocols.faults import FaultKind, FaultSpec, Target
+from protocols.transactions import SALE
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
 from rigs.events import Event, Source, matching
@@ -119,6 +120,54 @@ def every_answer_late(bench: Bench, ms: int) -> None:
     quick = [f"{c.name} answered after {1000 * (r.t - c.t):.0f} ms" for c, r in pairs
              if r.t - c.t < ms / 1000.0]
     assert not quick, f"answers quicker than {ms} ms: {'; '.join(quick)}"
+
+
+# -- the stripe reads badly (TS-04, OP-06) ------------------------------------------------------
+SALE_CODE = SALE.ecr_code
+@needs(Capability.CARDS)
+@given(step("the stripe reader misreads the next {n:d} swipes"), target_fixture="stripe_fault")
+@given(step("刷卡器接下来{n:d}次读磁条出错"), target_fixture="stripe_fault")
+def stripe_misreads(bench: Bench, n: int) -> FaultRecord:
+    assert n >= 1, f"misreads {n} swipes: at least one"
+    return bench.inject(FaultSpec.of(FaultKind.STRIPE_UNREADABLE, how="lrc", times=n))
+
+
+@needs(Capability.CARDS)
+@given("no swipe can be read: the stripe is worn out", target_fixture="stripe_fault")
+@given("磁条磨损，每次刷卡都读不出来", target_fixture="stripe_fault")
+def stripe_worn_out(bench: Bench) -> FaultRecord:
+    return bench.inject(FaultSpec.of(FaultKind.STRIPE_UNREADABLE, how="lrc", times=0))
+
+
+@needs(Capability.CARDS)
+@given("the next swipe is too fast for the reader", target_fixture="stripe_fault")
+@given("下一次刷卡太快，磁道数据读不全", target_fixture="stripe_fault")
+def swipe_too_fast(bench: Bench) -> FaultRecord:
+    return bench.inject(FaultSpec.of(FaultKind.STRIPE_UNREADABLE, how="data", times=1))
+
+
+@needs(Capability.CARDS)
+@then(step("the card bank spoiled {n:d} swipes and the terminal met each one"))
+@then(step("卡座记录显示{n:d}次刷卡被读坏，终端每次都作出了反应"))
+def swipes_spoiled(bench: Bench, stripe_fault: FaultRecord, n: int) -> None:
+    """From the card bank's side: its fault ledger counts *n* spoiled swipes; each was followed
+    by the terminal asking for another swipe or ending the payment, before the next swipe."""
+    spoiled = _fault_events(bench, stripe_fault)
+    bench.sync_faults()
+    assert len(spoiled) == n, (f"the card bank spoiled {len(spoiled)} swipe(s), expected {n}: "
+                               f"{'; '.join(e.detail for e in spoiled) or 'none'}")
+    assert len(stripe_fault.fired) == n, \
+        f"fault #{stripe_fault.id} fired {len(stripe_fault.fired)} time(s) in the ledger, not {n}"
+    swipes = bench.events.events(matching(source=Source.CARDS, kind="event", name="swipe"))
+    for event in spoiled:
+        later = sorted(s.seq for s in swipes if s.seq > event.seq)
+        before = later[1] if len(later) > 1 else None  # [0] is the spoiled swipe itself
+        answers = bench.events.events(
+            lambda e: e.source is Source.TERMINAL and (e.name == Prompt.SWIPE_AGAIN or (
+                e.kind == "response" and e.name == SALE_CODE)), since=event.seq)
+        answered = next((e for e in answers if before is None or e.seq < before), None)
+        assert answered is not None, (f"the terminal neither asked for another swipe nor "
+                                      f"ended the payment after: {event.detail}")
 
 
 # -- the cardholder types a wrong PIN (TS-07) ---------------------------------------------------

@@ -1,7 +1,8 @@
 """What a cardholder does at the terminal, as the rig's robot does it: present the card the way
 the step says (insert the chip, swipe the stripe, tap it), and answer the terminal's prompts
-(type the PIN, try again after a chip error, swipe when the terminal falls back, sign on the
-pad, take a second card out of the field) until the terminal gives its result.
+(type the PIN, try again after a chip error, swipe when the terminal falls back or asks for
+another swipe, sign on the pad, take a second card out of the field) until the terminal gives
+its result.
 
 The robot reacts only to what the terminal shows, and the whole payment is bounded: a prompt
 it has no answer for (a PIN it was not given) cancels the transaction.
@@ -40,6 +41,10 @@ class Cardholder:
     """Tapped together with :attr:`card` (a collision); taken away when the terminal asks."""
     chip_retries: int = 0
     """How often the card is taken out and inserted again after RETRY_CHIP."""
+    swipes: int = 5
+    """The most swipes in one payment: asked for another after that, the cardholder gives up
+    and cancels (a stripe that never reads cannot keep the robot swiping)."""
+    swiped: int = 0
     prompts_seen: list[str] = field(default_factory=list)
 
 
@@ -52,7 +57,7 @@ def pay_by_chip(bench: Bench, amount_minor: int, card: str, pin: str | None,
 def _present(bench: Bench, who: Cardholder) -> None:
     cards = bench.cards
     if who.entry is EntryMode.SWIPE:
-        cards.swipe(who.card)
+        _swipe(bench, who)
     elif who.entry is EntryMode.TAP:
         if who.second_card is not None:
             cards.tap_both(who.card, who.second_card)
@@ -104,11 +109,19 @@ def pay(bench: Bench, amount_minor: int, who: Cardholder, timeout: float = 60.0)
             elif code in (Prompt.SWIPE_CARD, Prompt.SWIPE_AGAIN):
                 if bench.cards.inserted is not None:
                     take_card_back(bench)
-                bench.cards.swipe(who.card)
+                if who.swiped >= who.swipes:
+                    terminal.cancel()  # the cardholder gives up; the terminal answers
+                else:
+                    _swipe(bench, who)
             elif code == Prompt.INSERT_CHIP:
                 bench.cards.insert(who.card)
     finally:
         _clear_card(bench)
+
+
+def _swipe(bench: Bench, who: Cardholder) -> None:
+    who.swiped += 1
+    bench.cards.swipe(who.card)
 
 
 def _type_pin(bench: Bench, pin: str | None) -> None:

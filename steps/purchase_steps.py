@@ -6,7 +6,7 @@ import re
 
 from pytest_bdd import then, when
 
-from protocols.ecr import Result
+from protocols.ecr import Reason, Result
 from protocols.transactions import TxnType, transaction_type
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
@@ -73,6 +73,14 @@ def refused_low_battery(purchase: Outcome) -> None:
 def refused_card_error(purchase: Outcome) -> None:
     _refused(purchase, Result.CARD_ERROR)
     assert purchase.display, "no card error text on the display"
+
+
+@then("the purchase is refused because the stripe could not be read")
+@then("交易被拒绝，提示磁条无法读取")
+def refused_unreadable(purchase: Outcome) -> None:
+    _refused(purchase, Result.CARD_ERROR)
+    assert purchase.reason == Reason.UNREADABLE, \
+        f"refused for {purchase.reason or 'no reason'}, expected {Reason.UNREADABLE}"
 
 
 @then(step("a customer receipt is printed showing the amount {amount:Amount} and the card "

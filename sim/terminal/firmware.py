@@ -555,6 +555,7 @@ class _Txn:
     entry_id: int = 0  # journal entry of the request, once written
     result: dict[str, str] = field(default_factory=dict)
     chip_failures: int = 0  # chip reads that failed in this transaction (fallback)
+    bad_swipes: int = 0  # swipes that read badly in this transaction (swipe_tries)
     chip_error: tuple[str, str] = ("", "")  # the last one: reason, text
     card_powered: bool = False  # a chip card session left open between kernel steps
     fallback: bool = False  # the card was swiped after its chip failed
@@ -1806,8 +1807,15 @@ class TerminalFirmware:
         try:
             card = read_swipe(str(obj.get("track1") or ""), str(obj.get("track2") or ""))
         except DecodeError as exc:  # names the track and the position, never the data
-            log.info("terminal: bad swipe (%s): swipe again", exc)
-            return [self._event(Prompt.SWIPE_AGAIN)]
+            txn.bad_swipes += 1
+            tries = self.profile.swipe_tries
+            log.info("terminal: bad swipe %d of %s (%s)", txn.bad_swipes, tries or "unlimited",
+                     exc)
+            if tries and txn.bad_swipes >= tries:
+                self._fault(Result.CARD_ERROR)
+                return self._finish(Result.CARD_ERROR, reason=Reason.UNREADABLE,
+                                    text="刷卡失败 READ ERROR: STRIPE UNREADABLE")
+            return [self._event(Prompt.SWIPE_AGAIN, tries=str(txn.bad_swipes))]
         if is_chip_card(card.service_code):
             after = self.profile.fallback_after
             if not after or txn.chip_failures < after:

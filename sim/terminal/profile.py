@@ -183,6 +183,9 @@ class Cards(_Section):
         "(fallback, field 22 801); 0: no fallback, a chip read failure ends the transaction"))
     contactless_cvm_limit: int = Field(100_000, ge=0, description=(
         "minor units: a tap above it asks for the online PIN, at or below it no CVM"))
+    swipe_tries: int = Field(3, ge=0, description=(
+        "swipes that read badly in one transaction before the terminal gives up (CARD_ERROR, "
+        "reason unreadable); 0: it asks again until the card wait runs out"))
 
 
 class Qr(_Section):
@@ -252,6 +255,7 @@ class ProfileFile(_Section):
             card_apdu_s=t.card_apdu, chip_retry_s=t.chip_retry, signature_s=t.signature,
             fallback_after=self.cards.fallback_after,
             contactless_cvm_limit=self.cards.contactless_cvm_limit,
+            swipe_tries=self.cards.swipe_tries,
             min_operating_volts=th.min_operating_volts,
             cutoff_volts=th.cutoff_volts, critical_volts=th.critical_volts,
             low_battery_volts=th.low_battery_volts, restart_volts=th.restart_volts,
@@ -296,6 +300,7 @@ class Profile:
     signature_s: float = 60.0
     fallback_after: int = 3
     contactless_cvm_limit: int = 100_000  # minor units
+    swipe_tries: int = 3
     min_operating_volts: float = 6.20
     cutoff_volts: float = 6.40
     critical_volts: float = 6.45

@@ -23,6 +23,7 @@ from rigs.cardfaults import (
     CardVerdict,
     RuleFailed,
     Stage,
+    StripeUnreadable,
 )
 from rigs.cards import PcscCardBank
 from rigs.transport import serial_transport
@@ -153,6 +154,39 @@ def test_slow_holds_every_answer_the_card_gives() -> None:
     assert answer == CardVerdict.hold(0.1, "READ RECORD answer held 100 ms")
     for stage in (Stage.POWER_ON, Stage.COMMAND, Stage.RESPONSE):
         assert rule(CardMessage(stage, READ_1, RECORD, 0xB2)) is PASS
+
+
+def test_stripe_unreadable_spoils_the_next_swipes_only() -> None:
+    rule = StripeUnreadable.from_spec(spec(FaultKind.STRIPE_UNREADABLE, times=2))
+    swipe = CardMessage(Stage.SWIPE, card="magstripe")
+    assert swipe.what == "swipe"
+    first = rule(swipe)
+    assert (first.action, first.how) == (CardAction.MISREAD, "lrc")
+    assert first.what == ("swipe 1 of 2 of card magstripe read badly: LRC of each track wrong "
+                          "(a dirty stripe)")
+    assert rule(swipe).what.startswith("swipe 2 of 2")
+    assert rule(swipe) is PASS  # the third reads well
+    for stage in (Stage.POWER_ON, Stage.COMMAND, Stage.RESPONSE, Stage.ANSWER):
+        assert rule(CardMessage(stage, READ_1, RECORD, 0xB2)) is PASS
+
+
+def test_stripe_unreadable_every_swipe_and_cut_data() -> None:
+    rule = StripeUnreadable.from_spec(spec(FaultKind.STRIPE_UNREADABLE, how="data", times=0))
+    verdicts = [rule(CardMessage(Stage.SWIPE, card="good")) for _ in range(5)]
+    assert {v.how for v in verdicts} == {"data"}
+    assert verdicts[-1].what.startswith("swipe 5 of card good read badly: track 2 cut short")
+    with pytest.raises(ConfigError, match="how must be one of lrc, data, got 'smudge'"):
+        StripeUnreadable("smudge")
+
+
+def test_a_misread_anywhere_but_a_swipe_or_spoiled_an_unknown_way_is_a_rule_failure() -> None:
+    core = _core_with(lambda msg: CardVerdict.misread("lrc", "x"))
+    with pytest.raises(RuleFailed, match="verdict misread at command of SELECT"):
+        core.judge(Stage.COMMAND, 2.0, SELECT)
+    core = _core_with(lambda msg: CardVerdict.misread("upside down", "x"))
+    with pytest.raises(RuleFailed, match="a misread swipe is spoiled one of lrc, data ways, "
+                                         "got 'upside down'"):
+        core.judge(Stage.SWIPE, 2.0, card="good")
 
 
 # --- the core: verdicts, the ledger, a rule's bug -------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from protocols.errors import DecodeError
-from protocols.magstripe import stripe_of
+from protocols.faults import FaultKind, FaultSpec
+from protocols.magstripe import encode_track, stripe_of
 from rigs.cards import PcscCardBank
 from rigs.errors import ConfigError
 from rigs.events import EventStream, Source, matching
@@ -103,6 +104,43 @@ def test_swipe_through_the_relay(relay: tuple[PcscCardBank, PtyProbeHost]) -> No
     bank.insert("good")
     with pytest.raises(ConfigError, match="the card is in the slot"):
         bank.swipe("good")
+    bank.restore_nominal()
+    assert bank.is_nominal()
+
+
+def test_a_stripe_fault_spoils_swipes_and_is_in_the_ledger(
+        relay: tuple[PcscCardBank, PtyProbeHost]) -> None:
+    bank, host = relay
+    stream = EventStream()
+    bank.event_sink = stream
+    host.expect("card", 1.0)
+    rule = bank.apply(FaultSpec.of(FaultKind.STRIPE_UNREADABLE, how="data", times=1))
+    bank.swipe("good")                       # cut short after the PAN, with a right LRC
+    cut = host.expect("swipe", 2.0)
+    with pytest.raises(DecodeError, match="without separator"):
+        read_swipe(cut["track1"], cut["track2"])
+    assert cut["track2"] == encode_track(2, PAN)
+    bank.swipe("good")                       # the fault was for one swipe: this one reads
+    assert read_swipe("", host.expect("swipe", 2.0)["track2"]).pan == PAN
+    lrc_rule = bank.apply(FaultSpec.of(FaultKind.STRIPE_UNREADABLE, times=0))
+    for _ in range(2):
+        bank.swipe("good")
+        with pytest.raises(DecodeError, match="LRC"):
+            read_swipe("", host.expect("swipe", 2.0)["track2"])
+    ledger = {r.id: r for r in bank.fault_ledger()}
+    assert ledger[rule].fired_count == 1 and ledger[lrc_rule].fired_count == 2
+    trips = stream.events(matching(source=Source.CARDS, kind="fault",
+                                   name=FaultKind.STRIPE_UNREADABLE.value))
+    assert [t.detail.split(": ", 1)[1] for t in trips] == [
+        "swipe 1 of 1 of card good read badly: track 2 cut short after the PAN, LRC right "
+        "(a swipe too fast)",
+        "swipe 1 of card good read badly: LRC of each track wrong (a dirty stripe)",
+        "swipe 2 of card good read badly: LRC of each track wrong (a dirty stripe)"]
+    assert "track 2 cut short" in bank.trace_text()
+    _no_card_data(bank, stream, encode_track(2, PAN + "=3012"))
+    bank.clear(lrc_rule)
+    bank.swipe("good")
+    assert read_swipe("", host.expect("swipe", 2.0)["track2"]).pan == PAN
     bank.restore_nominal()
     assert bank.is_nominal()
 

@@ -126,6 +126,38 @@ def test_a_bad_read_asks_for_another_swipe() -> None:
     assert till.fw.state is State.WAIT_CARD
 
 
+def test_the_terminal_gives_up_after_swipe_tries_bad_reads_and_sends_nothing() -> None:
+    till = Till(swipe_tries=3)
+    till.sale()
+    assert codes(till.hw(t="swipe", **tracks("101", bad=True))) == ["PG:SWIPE_AGAIN"]
+    assert codes(till.hw(t="swipe", track1="", track2="")) == ["PG:SWIPE_AGAIN"]
+    out = till.hw(t="swipe", **tracks("101", bad=True))
+    msg = final(out)
+    assert (msg.get("rc"), msg.get("reason")) == ("CARD_ERROR", "unreadable")
+    assert "READ ERROR" in msg.get("text", "")
+    assert not [a for a in out if isinstance(a, StartJob)], "a bad swipe started a host job"
+    assert till.fw.state is State.IDLE and till.fw._txn is None
+
+
+def test_bad_swipes_are_counted_per_transaction() -> None:
+    till = Till(swipe_tries=2)
+    till.sale()
+    assert codes(till.hw(t="swipe", **tracks("101", bad=True))) == ["PG:SWIPE_AGAIN"]
+    assert codes(till.req(MsgCode.CANCEL)) == ["CN:OK", "PU:CANCELLED"]
+    till.sale()  # a new transaction starts counting from zero
+    assert codes(till.hw(t="swipe", **tracks("101", bad=True))) == ["PG:SWIPE_AGAIN"]
+    out = till.hw(t="swipe", **tracks("101"))  # a good swipe: the purchase goes on
+    assert isinstance(job_of(out), AuthJob)
+
+
+def test_swipe_tries_zero_keeps_asking() -> None:
+    till = Till(swipe_tries=0)
+    till.sale()
+    for _ in range(6):
+        assert codes(till.hw(t="swipe", **tracks("101", bad=True))) == ["PG:SWIPE_AGAIN"]
+    assert till.fw.state is State.WAIT_CARD
+
+
 @pytest.mark.parametrize(("service_code", "pin"), [("101", False), ("120", True),
                                                    ("506", True), ("502", False)])
 def test_a_magstripe_card_goes_online_with_pin_or_signature_by_its_service_code(
