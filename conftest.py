@@ -11,4 +11,5 @@ pytest_plugins = [
     "steps.power_fault_steps",
     "steps.entry_steps",
     "steps.qr_steps",
+    "steps.qr_fault_steps",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 
 from protocols.apdu import INS_NAMES
 from protocols.errors import ConfigError
+from protocols.qr import Operation
 
 
 class FaultKind(enum.StrEnum):
@@ -52,6 +53,10 @@ class FaultKind(enum.StrEnum):
     """A slow link: frames leave at a limited bit rate, in order, none dropped."""
     REORDER = "reorder"
     """The next data segment(s) held back so later ones overtake them."""
+    DROP_QR = "drop_qr"
+    """Drop the QR payment platform's requests of one operation (``micropay``, ``query`` …),
+    or the platform's answers to them, as they cross; the rest of the platform's traffic
+    passes."""
     CARRIER_LOSS = "carrier_loss"
     """The terminal's network link goes down (no carrier), as when its cable is pulled: every
     frame dropped and the rig's port facing the terminal set down."""
@@ -128,6 +133,8 @@ class KindSpec:
 
 
 _DIRECTIONS = tuple(d.value for d in Direction)
+QR_PARTS = ("request", "answer")
+"""Which half of a QR platform exchange ``drop_qr`` drops."""
 STRIPE_MISREADS = ("lrc", "data")
 """How a stripe fault spoils a swipe (``stripe_unreadable``'s ``how``)."""
 _ONE_WAY = (Direction.TO_HOST.value, Direction.TO_TERMINAL.value)
@@ -262,6 +269,15 @@ FAULT_KINDS: Mapping[FaultKind, KindSpec] = MappingProxyType({
         "ms": Param(float, required=True, minimum=0.0, above=True,
                     doc="how much later every answer comes (ms)"),
     }), "the card answers every command late"),
+    FaultKind.DROP_QR: KindSpec(Target.NETWORK, MappingProxyType({
+        "operation": Param(str, required=True, choices=tuple(op.value for op in Operation),
+                           doc="the QR platform operation whose traffic is dropped"),
+        "part": Param(str, "answer", choices=QR_PARTS,
+                      doc="request: the terminal's request never reaches the platform; "
+                          "answer: the platform acts on it, its answer never reaches the "
+                          "terminal"),
+        "times": _times("how many such requests (0: every one)"),
+    }), "the QR platform's requests of an operation, or its answers to them, are dropped"),
     FaultKind.STRIPE_UNREADABLE: KindSpec(Target.CARDS, MappingProxyType({
         "how": Param(str, "lrc", choices=STRIPE_MISREADS,
                      doc="lrc: each track's LRC is wrong (a dirty stripe); data: track 2 is "

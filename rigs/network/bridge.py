@@ -85,8 +85,17 @@ from typing import IO, Any, Protocol
 from protocols import controlserver
 from protocols.controlserver import ControlClients, answer_request, listen_unix
 from protocols.errors import ConfigError, hexdump
-from protocols.faults import FAULT_KINDS, Direction, FaultKind, FaultSpec, Target, parse_spec
+from protocols.faults import (
+    FAULT_KINDS,
+    QR_PARTS,
+    Direction,
+    FaultKind,
+    FaultSpec,
+    Target,
+    parse_spec,
+)
 from protocols.iso8583 import HEADER_LEN, LENGTH_PREFIX, MAX_BODY, MIN_BODY, TPDU_LEN
+from protocols.qr import OPERATIONS, Operation
 from rigs.network.records import (
     FRAME_DIRECTIONS,
     Action,
@@ -737,6 +746,76 @@ class WatchMessage:
 
 
 NOTED = Verdict(Action.FORWARD, trip=True)
+
+
+def _flow(frame: bytes, ip: int, tcp: int) -> bytes:
+    """Addresses and ports of a segment (source first), as one key."""
+    return frame[ip + 12:ip + 20] + frame[tcp:tcp + 4]
+
+
+def _reverse_flow(frame: bytes, ip: int, tcp: int) -> bytes:
+    """The key of the segments travelling back on the same connection."""
+    return frame[ip + 16:ip + 20] + frame[ip + 12:ip + 16] + frame[tcp + 2:tcp + 4] + \
+        frame[tcp:tcp + 2]
+
+
+class DropQr:
+    """DROP_QR: the terminal's HTTP requests to the QR payment platform for one operation (a
+    segment whose payload starts ``POST /v1/<operation> ``), ``times`` of them (0: every one),
+    each a trip.  ``part=request``: that segment and every later data segment of its connection
+    towards the platform (the body, retransmissions) are dropped: the platform never hears it.
+    ``part=answer``: the request is forwarded; every data segment coming back on its connection
+    is dropped (the first one a trip): the platform acted, the terminal never hears its answer.
+    Segments without data (ACK, FIN) pass, so the connection hangs rather than fails: the
+    terminal waits out its own bound.  Looks at a segment's first bytes only; nothing else is
+    touched, and nothing is parsed while the rule is not active."""
+
+    __slots__ = ("line", "operation", "answer", "times", "matched", "_flows", "_noted")
+
+    def __init__(self, operation: str, part: str = "answer", times: int = 1) -> None:
+        if operation not in {op.value for op in Operation}:
+            raise ConfigError(f"drop_qr: no QR platform operation {operation!r}; known: "
+                              f"{', '.join(op.value for op in Operation)}")
+        if part not in QR_PARTS:
+            raise ConfigError(f"drop_qr: part must be one of {', '.join(QR_PARTS)}, got "
+                              f"{part!r}")
+        self.operation = operation
+        self.line = f"POST {OPERATIONS[Operation(operation)].path} ".encode("ascii")
+        self.answer = part == "answer"
+        self.times = times
+        self.matched = 0
+        self._flows: dict[bytes, None] = {}  # connections whose data (one way) is dropped
+        self._noted: set[bytes] = set()      # answer flows whose first drop was recorded
+
+    @classmethod
+    def from_spec(cls, spec: FaultSpec) -> DropQr:
+        p = spec.params
+        return cls(str(p["operation"]), str(p["part"]), int(p["times"]))
+
+    def __call__(self, direction: Direction, frame: bytes, now: float) -> Verdict:
+        where = tcp_payload(frame)
+        if where is None or where[3] == 0:
+            return FORWARD
+        ip, tcp, start = where[0], where[1], where[2]
+        flow = _flow(frame, ip, tcp)
+        if flow in self._flows:
+            if self.answer and flow not in self._noted:
+                self._noted.add(flow)
+                return _DROP_TRIP  # the platform's answer, first segment
+            return DROP
+        if (direction is not Direction.TO_HOST or (self.times and self.matched >= self.times)
+                or frame[start:start + len(self.line)] != self.line):
+            return FORWARD
+        self.matched += 1
+        if len(self._flows) >= RETRANSMISSIONS_KEPT:
+            gone = next(iter(self._flows))
+            del self._flows[gone]
+            self._noted.discard(gone)
+        if not self.answer:
+            self._flows[flow] = None
+            return _DROP_TRIP
+        self._flows[_reverse_flow(frame, ip, tcp)] = None
+        return FORWARD
 """Forward untouched, record as a trip (a watch, not a fault)."""
 
 
@@ -805,6 +884,7 @@ RULE_KINDS: Mapping[FaultKind, RuleFactory] = MappingProxyType({
     FaultKind.BANDWIDTH: Bandwidth.from_spec,
     FaultKind.REORDER: Reorder.from_spec,
     FaultKind.CARRIER_LOSS: CarrierLoss.from_spec,
+    FaultKind.DROP_QR: DropQr.from_spec,
 })
 """Fault kind → factory of its rule.  Adding a network fault kind = one rule class + one row
 (and the kind with its parameters in :data:`protocols.faults.FAULT_KINDS`)."""

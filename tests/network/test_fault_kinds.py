@@ -21,6 +21,7 @@ from rigs.network.bridge import (
     CorruptByte,
     Delay,
     DropMessage,
+    DropQr,
     DropSegment,
     Duplicate,
     Flap,
@@ -174,6 +175,83 @@ def test_drop_message_in_the_core_records_a_trip_per_message() -> None:
     size = len(iso("0210"))
     assert trip.tcp == TcpSegment(HOST_IP, TERM_IP, 8583, 40001, 0x18, 7000, 1000 + size, size)
     assert core.stats[H2T].frames_dropped == 2 and core.active()[0] is entry
+
+
+QR_PORT = 8600
+
+
+def http(direction: object, payload: bytes, *, sport: int = 41000, seq: int = 1,
+         ack: int = 1, flags: str = "PA") -> bytes:
+    """A segment between the terminal (port *sport*) and the QR platform (8600)."""
+    if direction is T2H:
+        eth = Ether(src=TERM_MAC, dst=HOST_MAC)
+        ip, tcp = IP(src=TERM_IP, dst=HOST_IP), TCP(sport=sport, dport=QR_PORT)
+    else:
+        eth = Ether(src=HOST_MAC, dst=TERM_MAC)
+        ip, tcp = IP(src=HOST_IP, dst=TERM_IP), TCP(sport=QR_PORT, dport=sport)
+    tcp.seq, tcp.ack, tcp.flags = seq, ack, flags
+    pkt = eth / ip / tcp
+    return bytes(pkt / payload) if payload else bytes(pkt)
+
+
+MICROPAY = b"POST /v1/micropay HTTP/1.1\r\nHost: 198.18.0.20:8600\r\n\r\n"
+QUERY = b"POST /v1/query HTTP/1.1\r\nHost: 198.18.0.20:8600\r\n\r\n"
+ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_drop_qr_parameters() -> None:
+    assert dict(FaultSpec.of("drop_qr", operation="micropay").params) == {
+        "operation": "micropay", "part": "answer", "times": 1}
+    with pytest.raises(ConfigError, match=r"drop_qr.operation is 'pay'; expected one of "
+                                          r"create, query, close, cancel, refund, micropay"):
+        FaultSpec.of("drop_qr", operation="pay")
+    with pytest.raises(ConfigError, match=r"drop_qr.part is 'both'; expected one of request, "
+                                          r"answer"):
+        FaultSpec.of("drop_qr", operation="query", part="both")
+
+
+def test_drop_qr_answer_forwards_the_request_and_drops_what_comes_back_on_its_connection() -> None:
+    rule = DropQr.from_spec(FaultSpec.of("drop_qr", operation="micropay"))
+    assert rule(T2H, http(T2H, QUERY), 0.0) is FORWARD         # another operation
+    assert rule(H2T, http(H2T, ANSWER), 0.0) is FORWARD        # its answer passes
+    assert rule(T2H, http(T2H, MICROPAY, sport=41001), 0.0) is FORWARD  # the request goes
+    assert rule(T2H, http(T2H, b'{"amount": 1}', sport=41001, seq=60), 0.0) is FORWARD
+    first = rule(H2T, http(H2T, ANSWER, sport=41001), 0.1)
+    assert first.action is Action.DROP and first.is_trip
+    again = rule(H2T, http(H2T, ANSWER, sport=41001), 0.3)     # retransmitted: dropped quietly
+    assert again == DROP and not again.is_trip
+    assert rule(H2T, http(H2T, b"", sport=41001, flags="FA"), 0.4) is FORWARD  # FIN, no data
+    # spent (times=1): the next micropay and its answer pass
+    assert rule(T2H, http(T2H, MICROPAY, sport=41002), 1.0) is FORWARD
+    assert rule(H2T, http(H2T, ANSWER, sport=41002), 1.1) is FORWARD
+    # a request line cut differently is not this operation
+    assert rule(T2H, http(T2H, b"POST /v1/micropayX HTTP/1.1\r\n", sport=41003), 2.0) \
+        is FORWARD
+
+
+def test_drop_qr_request_drops_the_request_and_the_rest_of_its_connection_every_time() -> None:
+    rule = DropQr.from_spec(FaultSpec.of("drop_qr", operation="query", part="request",
+                                         times=0))
+    for sport in (42000, 42001, 42002):
+        first = rule(T2H, http(T2H, QUERY, sport=sport), 0.0)
+        assert first.action is Action.DROP and first.is_trip
+        body = rule(T2H, http(T2H, b'{"order_id": "x"}', sport=sport, seq=50), 0.0)
+        assert body == DROP and not body.is_trip
+    assert rule(T2H, http(T2H, MICROPAY, sport=42005), 0.0) is FORWARD
+    assert rule(H2T, http(H2T, QUERY, sport=42006), 0.0) is FORWARD  # only towards the host
+
+
+def test_drop_qr_in_the_core_records_one_trip_per_answer() -> None:
+    core = BridgeCore()
+    entry = core.add_rule(FaultSpec.of("drop_qr", operation="micropay"), 100.0)
+    request = http(T2H, MICROPAY)
+    assert core.handle(T2H, request, 1.0, 101.0) == [(T2H, request)]
+    assert core.handle(H2T, http(H2T, ANSWER), 1.1, 101.1) == []
+    assert core.handle(H2T, http(H2T, ANSWER), 1.5, 101.5) == []
+    trip = entry.record().last_trip
+    assert entry.fired_count == 1 and entry.frames_acted == 2
+    assert trip is not None and trip.direction is H2T and trip.tcp is not None
+    assert trip.tcp.sport == QR_PORT
 
 
 def test_delay_defers_by_ms_in_its_direction_and_jitter_is_seeded() -> None:
@@ -406,7 +484,8 @@ def test_the_new_rules_parse_nothing_they_do_not_need(monkeypatch: pytest.Monkey
     for spec in (FaultSpec.of("drop_message", mti="0400"), FaultSpec.of("delay", ms=1,
                  direction="host_to_terminal"), FaultSpec.of("corrupt_byte", mti="0400"),
                  FaultSpec.of("forge_rst", on_mti="0400"), FaultSpec.of("syn_blackhole"),
-                 FaultSpec.of("drop_segment", n=99), FaultSpec.of("duplicate", times=1)):
+                 FaultSpec.of("drop_segment", n=99), FaultSpec.of("drop_qr", operation="query"),
+                 FaultSpec.of("duplicate", times=1)):
         core.add_rule(spec, 0.0)
     core.clear_rule(core.active()[-1].id, 0.0)  # the duplicate would trip (a trip describes)
     assert core.handle(T2H, REQ, 0.0, 0.0) == [(T2H, REQ)]
