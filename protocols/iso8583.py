@@ -388,6 +388,10 @@ def decode_message(payload: bytes, dialect: Dialect = UNIONPAY) -> dict[str, str
         raise DecodeError(
             f"decode_message(): field {exc.field} at byte {where} of {len(payload)}: {exc.msg}; "
             f"{near}") from None
+    except KeyError as exc:  # the bitmap names a field the dialect does not define
+        raise DecodeError(f"decode_message(): the bitmap names field {exc.args[0]}, which "
+                          f"dialect {dialect.name} does not define ({len(payload)} bytes; "
+                          f"bitmap {hexdump(bytes(payload[2:10]), 8)})") from None
     return {k: v for k, v in doc.items() if k not in ("h",)}
 
 

@@ -24,10 +24,17 @@ _TRACK2_RE = re.compile(r"(?<![0-9A-Fa-f])(\d{12,19})[=Dd](\d{4})(\d{3})([0-9A-F
 _TRACK1_RE = re.compile(r"%?B(\d{12,19})\^[^^\n]{0,26}\^\d{7}[^?\s]*")
 
 
+_MASKED_BCD = re.compile(r"(\d{6})[Ff]{3,9}(\d{4})")
+"""A PAN masked in place in a capture (``rigs.network.capture``): digits between are F."""
+
+
 def mask_pan(pan: str) -> str:
     """``'6212345678901234'`` → ``'621234******1234'``.  Short or non-digit input is fully masked."""
     digits = pan.strip().rstrip("Ff")
     if not digits.isdigit() or len(digits) < 13:
+        masked = _MASKED_BCD.fullmatch(pan.strip())  # already masked in a capture: 621483FF…
+        if masked is not None:
+            return masked.group(1) + "*" * (len(pan.strip()) - 10) + masked.group(2)
         return "*" * len(digits)
     return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 

@@ -19,6 +19,8 @@ recorded and cleared when the scenario ends.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -80,7 +82,7 @@ class FaultAction:
 @dataclass(frozen=True)
 class Evidence:
     name: str
-    kind: str  # "text", "csv", "pcap"
+    kind: str  # "text", "csv", "pcap", "png"
     content: bytes | str | None = None
     path: Path | None = None
 
@@ -169,6 +171,9 @@ class Bench:
         self._opened: list[Instrument] = []
         self._capture: Path | None = None
         self._trip_mark = 0
+        self._scenario = ""
+        self.raw_capture_dir: Path | None = None
+        """Where raw captures are also kept (``--raw-capture``); None: never."""
 
     @property
     def sample_period_s(self) -> float:
@@ -539,11 +544,21 @@ class Bench:
             self._network.start_capture(path)
             self._capture = path
             self._trip_mark = max((t.n for t in self._network.trips()), default=0)
+        self._scenario = slug
         self.events.publish(Source.RIG, "scenario", "begin", slug)
 
     def end_scenario(self) -> list[Evidence]:
-        """Stop the capture and collect what the scenario's report should carry (all masked)."""
+        """Clear the scenario's faults (so the evidence shows each one cleared, on the same
+        clock), stop the capture and collect what the scenario's report should carry (all
+        masked).  A fault that cannot be cleared here is left to restore_nominal(), which
+        fails loudly."""
         self.armer.settle()
+        try:
+            self.sync_faults()
+            self.clear_faults(by="scenario ended")
+        except RigError as exc:
+            log.warning("clearing the scenario's faults at its end: %s (restoring the bench "
+                        "to nominal will try again)", exc)
         self._stop_watching()
         out = [Evidence("ECR transcript", "text", self.terminal.transcript_text())]
         receipts = self.terminal.receipts
@@ -573,13 +588,59 @@ class Bench:
         self.sync_faults()
         out.append(Evidence("faults injected (armed, fired, cleared)", "text", self.faults.text()))
         self.events.publish(Source.RIG, "scenario", "end")
+        out += self._pictures()
         out.append(Evidence("timeline (every instrument, one clock)", "text",
                             self.events.timeline()))
         return out
 
+    def _keep_raw(self, raw: Path, label: str) -> None:
+        """Only on explicit request (``--raw-capture DIR``, never under reports/): the capture
+        as it crossed, card data in the clear."""
+        assert self.raw_capture_dir is not None
+        self.raw_capture_dir.mkdir(parents=True, exist_ok=True)
+        kept = self.raw_capture_dir / f"{self._scenario}-{label}.pcap"
+        shutil.copyfile(raw, kept)
+        os.chmod(kept, 0o600)
+        log.warning("raw capture kept as asked: %s holds card data in the clear (PAN, track 2, "
+                    "PIN block); it is not part of the report: keep it out of anything shared",
+                    kept)
+
+    def _pictures(self) -> list[Evidence]:
+        """The supply's voltage and current over the scenario with the fault windows shaded
+        and the protocol moments marked (when the supply was sampled), and the QR codes the
+        terminal showed or its scanner was shown (a customer's payment code masked).  A picture
+        that cannot be drawn is said so in its place; it never costs the other evidence."""
+        from rigs.cards import SCANNED
+        from rigs.plots import power_png
+        from rigs.qrimage import payment_code_png, qr_png
+
+        out: list[Evidence] = []
+        try:
+            if self._power is not None:
+                t = self.config.terminal
+                png = power_png(self.events.events(), title=f"supply during {self._scenario}",
+                                thresholds={f"low battery {t.low_battery_volts:.2f} V":
+                                            t.low_battery_volts,
+                                            f"nominal {t.nominal_volts:.2f} V": t.nominal_volts})
+                if png is not None:
+                    out.append(Evidence("supply voltage and current, faults shaded", "png", png))
+            shown = [e.qr_code for e in self.terminal.events if e.qr_code]
+            for n, code in enumerate(dict.fromkeys(shown), 1):
+                out.append(Evidence(f"QR code shown by the terminal ({n})", "png",
+                                    qr_png(code, caption="merchant-presented code the terminal "
+                                                         "showed (PG SHOW_QR)")))
+            scanned = [e.detail.rsplit(": ", 1)[1] for e in self.events.events(
+                lambda e: e.source is Source.CARDS and e.detail.startswith(SCANNED))]
+            for n, masked in enumerate(dict.fromkeys(scanned), 1):
+                out.append(Evidence(f"payment code shown to the scanner ({n}, masked)", "png",
+                                    payment_code_png(masked)))
+        except RigError as exc:
+            out.append(Evidence("pictures not drawn", "text", str(exc)))
+        return out
+
     def _network_evidence(self, network: NetworkInjector) -> list[Evidence]:
         from rigs.host import render_messages
-        from rigs.network.capture import redact_pcap
+        from rigs.network.capture import ISO_PORT, QR_PORT, redact_pcap
 
         out: list[Evidence] = []
         paths = network.stop_capture()
@@ -599,13 +660,19 @@ class Bench:
                 out.append(Evidence("ISO 8583 messages delivered by the injector (decoded, "
                                     "masked)", "text",
                                     render_messages(decode_pcap(paths.delivered, port=port))))
+            iso_ports = (self.config.host.port,) if self.config.host is not None else (
+                ISO_PORT,)
+            qr_ports = (self.config.qr.port,) if self.config.qr is not None else (QR_PORT,)
             for raw, label in ((paths.seen, "seen"), (paths.delivered, "delivered")):
                 safe = raw.with_name(raw.stem + ".redacted.pcap")
                 try:
-                    redact_pcap(raw, safe)
+                    redact_pcap(raw, safe, iso_ports=iso_ports, qr_ports=qr_ports)
+                    if self.raw_capture_dir is not None:
+                        self._keep_raw(raw, label)
                 finally:
                     raw.unlink(missing_ok=True)  # raw captures hold PAN, track 2, PIN block
-                out.append(Evidence(f"network capture, frames {label} (payload blanked)",
+                out.append(Evidence(f"network capture, frames {label} (card data masked in "
+                                    f"place; decode with rigs/wireshark/posrig_iso8583.lua)",
                                     "pcap", path=safe))
         finally:
             for raw in (paths.seen, paths.delivered):

@@ -107,6 +107,8 @@ _process_lock = threading.Lock()
 
 PIN_INS = frozenset({0x20, 0x24})    # VERIFY, CHANGE REFERENCE DATA: data is PIN material
 IDLE_WAKE_S = 0.5
+SCANNED = "code shown to the scanner"
+"""The card bank's event text (then ``: <masked code>``) when a payment code is presented."""
 """Longest the "later" thread waits on its event with nothing due (new work wakes it)."""
 THREAD_JOIN_S = 2.0
 """Bound of joining the relay and "later" threads on close()."""
@@ -1208,7 +1210,7 @@ class PcscCardBank(Driver):
             payload = scan_payload(code)
         except ValueError as exc:
             raise ConfigError(f"{self!r}: present_code(): {exc}") from None
-        self._event(f"code shown to the scanner: {mask_code(code)}")
+        self._event(f"{SCANNED}: {mask_code(code)}")
         self._request(MsgType.SCAN, payload)
 
 

@@ -21,20 +21,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from protocols.faults import FaultKind
 from rigs.bench import Bench, Evidence, lacks, missing_for_tags
 from rigs.capabilities import REQUIREMENT, needs_of
 from rigs.config import BenchConfig, load_bench
+from rigs.console import PROGRESS_OPTION, Progress, make_console
+from rigs.coverage import PROCEDURE_ID, procedure_ids
 from rigs.errors import CapabilityMissing, RigError
+from rigs.events import Event, Source
+from rigs.failures import allure_categories
 
 MARKERS = {
     "fault": "the scenario injects a fault",
@@ -54,23 +60,7 @@ MARKERS = {
     "qr_ledger": "checks what the QR payment platform booked (needs its ledger)",
 }
 SIM_BOUND = 120.0
-PROCEDURES = Path(__file__).resolve().parent.parent / "docs" / "procedures.md"
-_PROCEDURE_ROW = re.compile(r"^\|\s*((?:OP|TS|SEC)-\d{2})\s*\|\s*([^|]+?)\s*\|")
 WITHOUT = ("ledger", "network")
-
-
-def procedure_ids(path: Path = PROCEDURES) -> dict[str, str]:
-    """Procedure id → title, from the catalogue's tables (``| OP-05 | purchase by chip … |``)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RigError(f"{path}: cannot read the procedure catalogue ({exc.strerror})") from None
-    out = {}
-    for line in text.splitlines():
-        m = _PROCEDURE_ROW.match(line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,12 +69,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="bench YAML of the bench to run on (default: bring up the virtual bench)")
     group.addoption("--bench-workdir", metavar="DIR", default="reports/bench",
                     help="where the virtual bench keeps its state and logs (default: %(default)s)")
+    group.addoption("--raw-capture", metavar="DIR", default=None,
+                    help="also keep each scenario's raw network capture (card data in the "
+                         "clear!) in DIR, which must be outside reports/; the report's "
+                         "captures are always masked")
+    group.addoption(PROGRESS_OPTION, action="store_true", default=False,
+                    help="live progress: feature, scenario, step and bench state (a status "
+                         "line on a terminal, plain lines in a CI log)")
     group.addoption("--bench-without", metavar="PARTS", default="",
                     help="virtual bench only: leave out these parts, comma separated, of "
                          f"{', '.join(WITHOUT)} (a bench that lacks them)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _raw_capture_dir(config)  # a folder under reports/ is refused before anything runs
+    if config.getoption(PROGRESS_OPTION, default=False):
+        config.pluginmanager.register(Progress(make_console(), config), "posrig-progress")
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     try:
@@ -158,12 +158,81 @@ def rig_bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iter
     """The opened bench, nominal at the start."""
     workdir = Path(request.config.getoption("--bench-workdir")).resolve().parent / "rig"
     b = Bench(bench_config, workdir=workdir)
+    b.raw_capture_dir = _raw_capture_dir(request.config)
     b.open()
     try:
         b.restore_nominal()
+        request.config.stash[ENVIRONMENT] = bench_environment(b)
         yield b
     finally:
         b.close()
+
+
+def _raw_capture_dir(config: pytest.Config) -> Path | None:
+    given = config.getoption("--raw-capture")
+    if not given:
+        return None
+    path = Path(given).resolve()
+    reports = Path("reports").resolve()
+    if path == reports or reports in path.parents:
+        raise pytest.UsageError(f"--raw-capture {given}: raw captures hold card data in the "
+                                f"clear; keep them outside {reports}")
+    return path
+
+
+ENVIRONMENT = pytest.StashKey[dict[str, str]]()
+"""What the report's environment page shows about the bench (set once it is open)."""
+
+
+def bench_environment(bench: Bench) -> dict[str, str]:
+    """The bench and the terminal as they report themselves: bench name, terminal model,
+    firmware, serial number and terminal id (STATUS), the instruments present, the rig and
+    Python versions.  Never card data."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        rig = version("posrig")
+    except PackageNotFoundError:
+        rig = "not installed"
+    env = {"bench": bench.config.bench.name, "rig": f"posrig {rig}",
+           "python": sys.version.split()[0], "platform": sys.platform}
+    try:
+        st = bench.terminal.status()
+        env.update({"terminal.model": st.model or "(not reported)",
+                    "terminal.firmware": st.firmware or "(not reported)",
+                    "terminal.serial": st.serial_no or "(not reported)",
+                    "terminal.id": st.terminal_id or "(not reported)"})
+    except RigError as exc:
+        env["terminal"] = f"did not answer STATUS: {exc}"[:200]
+    parts = [name for name in ("cards", "power", "switch", "network", "host", "qr")
+             if getattr(bench.config, name) is not None]
+    env["instruments"] = ", ".join(["terminal", *parts])
+    if bench.config.cards is not None:
+        env["cards"] = ", ".join(sorted(bench.config.cards.bank))
+    return env
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Next to the Allure results: the environment (bench, terminal identity) and the failure
+    categories (rigs.failures), so the report shows both."""
+    results = getattr(session.config.option, "allure_report_dir", None)
+    if not results:
+        return
+    out = Path(results)
+    if not out.is_dir():
+        return
+    env = session.config.stash.get(ENVIRONMENT, {})
+    if env:
+        lines = [f"{key}={_properties_value(value)}" for key, value in sorted(env.items())]
+        (out / "environment.properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "categories.json").write_text(json.dumps(allure_categories(), indent=1),
+                                         encoding="utf-8")
+
+
+def _properties_value(value: str) -> str:
+    """A value as a Java properties file reads it back (non-ASCII as \\uXXXX, no newline)."""
+    return "".join(ch if 32 <= ord(ch) < 127 else f"\\u{ord(ch):04x}"
+                   for ch in value.replace("\n", " "))
 
 
 def _slug(text: str) -> str:
@@ -251,9 +320,26 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     return result
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_bdd_before_scenario(request: pytest.FixtureRequest, feature: Any,
+                               scenario: Any) -> None:
+    """Labels the report groups by: the area (epic: the features folder), each procedure id
+    the scenario proves (story: the Behaviors tab then lists every id's scenarios)."""
+    labels = _allure_dynamic()
+    if labels is None:
+        return
+    area = _area(getattr(feature, "rel_filename", "") or "")
+    if area:
+        labels.epic(area)
+    ids = sorted(m.name for m in request.node.iter_markers() if PROCEDURE_ID.match(m.name))
+    if ids:
+        labels.story(*ids)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_bdd_after_scenario(request: pytest.FixtureRequest, feature: Any, scenario: Any) -> None:
-    """Attach the scenario's evidence while its report is still open."""
+    """Attach the scenario's evidence while its report is still open, and label it with the
+    bench, the cards it used and the faults it injected."""
     if "bench" not in request.fixturenames:
         return
     bench: Bench = request.getfixturevalue("bench")
@@ -263,6 +349,49 @@ def pytest_bdd_after_scenario(request: pytest.FixtureRequest, feature: Any, scen
         evidence = [Evidence("evidence collection failed", "text", str(exc))]
     for item in evidence:
         _attach(item)
+    labels = _allure_dynamic()
+    if labels is not None:
+        labels.label("bench", bench.config.bench.name)
+        cards = cards_used(bench.events.events(lambda e: e.source is Source.CARDS
+                                               and e.kind == "event"))
+        if cards:
+            labels.label("card", *cards)
+        kinds = sorted({rec.kind.value for rec in bench.faults.records()
+                        if rec.kind is not FaultKind.WATCH_MESSAGE})
+        if kinds:
+            labels.label("fault", *kinds)
+
+
+_CARD_EVENT = re.compile(r"^(?:insert|swipe) (\w+)|^contactless field: (.+)$")
+
+
+def cards_used(events: Iterable[Event]) -> list[str]:
+    """The card profiles a scenario presented (inserted, swiped, tapped), from the card bank's
+    events, sorted."""
+    found: set[str] = set()
+    for ev in events:
+        m = _CARD_EVENT.match(ev.detail)
+        if m is None:
+            continue
+        if m.group(1):
+            found.add(m.group(1))
+        elif m.group(2) and m.group(2) != "empty":
+            found.update(n.strip() for n in m.group(2).split(",") if n.strip())
+    return sorted(found)
+
+
+def _area(rel_filename: str) -> str:
+    """``troubleshooting/network.feature`` → ``troubleshooting``; ``zh-CN/…`` → ``zh-CN``."""
+    parts = Path(rel_filename).parts
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def _allure_dynamic() -> Any:
+    try:
+        import allure
+    except ImportError:  # the report plugin is optional
+        return None
+    return allure.dynamic
 
 
 def _attach(item: Evidence) -> None:
@@ -271,7 +400,7 @@ def _attach(item: Evidence) -> None:
     except ImportError:  # the report plugin is optional
         return
     kinds = {"text": allure.attachment_type.TEXT, "csv": allure.attachment_type.CSV,
-             "pcap": allure.attachment_type.PCAP}
+             "pcap": allure.attachment_type.PCAP, "png": allure.attachment_type.PNG}
     if item.path is not None:
         if item.path.exists():
             allure.attach.file(str(item.path), name=item.name, attachment_type=kinds[item.kind])

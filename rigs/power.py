@@ -297,7 +297,7 @@ class ScpiPowerSupply(ScpiInstrument):
         stop = threading.Event()
 
         def sample() -> None:
-            while not stop.wait(period_s):
+            while True:  # one sample at once, then one every period until stopped
                 try:
                     volts = self.measure_voltage()
                     amps = self.measure_current()
@@ -307,6 +307,8 @@ class ScpiPowerSupply(ScpiInstrument):
                 except RigError as exc:  # the trace says so; the scenario's own calls will fail
                     self._record("sample-error", "none", math.nan)
                     logger.warning("%r: trace sampling: %s", self, exc)
+                    return
+                if stop.wait(period_s):
                     return
 
         self._sampler = (stop, threading.Thread(target=sample, name=f"{self.name}-trace",

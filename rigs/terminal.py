@@ -247,6 +247,12 @@ class TerminalStatus:
     faults: tuple[ecr.FaultCode, ...] = ()
     printer_present: bool = True
     paper_low: bool = False
+    #: What the terminal says it is: model, firmware version, device serial number, terminal
+    #: id ('' when it does not say).
+    model: str = ""
+    firmware: str = ""
+    serial_no: str = ""
+    terminal_id: str = ""
 
     @classmethod
     def from_message(cls, msg: ecr.Message) -> TerminalStatus:
@@ -268,7 +274,8 @@ class TerminalStatus:
                    refund_limit=_digits(msg, "refund_limit"), day_sales=_count(msg, "day_sales"),
                    faults=ecr.parse_fault_codes(faults, "ECR message ST: field faults"),
                    printer_present=_flag_default(msg, "printer", True),
-                   paper_low=_flag(msg, "paper_low"))
+                   paper_low=_flag(msg, "paper_low"), model=msg.get("model"),
+                   firmware=msg.get("fw"), serial_no=msg.get("sn"), terminal_id=msg.get("tid"))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 # what is missing when we cannot install (not root).  Called by `make run` and `make test`.
 set -euo pipefail
 
-pkgs=(pcscd vsmartcard-vpcd libpcsclite-dev swig gcc make iproute2 ethtool procps util-linux)
+pkgs=(pcscd vsmartcard-vpcd libpcsclite-dev swig gcc make iproute2 ethtool procps util-linux
+      tshark chromium fonts-noto-cjk)
 
 py=${PYTHON:-python3}
 if ! command -v "$py" >/dev/null; then

@@ -28,7 +28,7 @@ def pays_by_chip_with_pin(bench: Bench, amount: int, card: str) -> Outcome:
 @needs(Capability.CARDS)
 @when(step("the cardholder tries to pay {amount:Amount} by chip with the {card} card"),
       target_fixture="purchase")
-@when(step("持卡人用{card}卡插卡支付{amount:Amount}元"), target_fixture="purchase")
+@when(step("持卡人尝试用{card}卡插卡支付{amount:Amount}元"), target_fixture="purchase")
 def tries_to_pay_by_chip(bench: Bench, amount: int, card: str) -> Outcome:
     return pay_by_chip(bench, amount, card, pin=None)
 

@@ -24,30 +24,34 @@ from rigs.faults import FaultRecord
 from rigs.network.records import RuleRecord
 from rigs.terminal import Outcome
 
+_MICROPAY_ANSWER = FaultSpec.of(FaultKind.DROP_QR, operation=Operation.MICROPAY.value,
+                                part="answer")
+_CREATE_REQUESTS = FaultSpec.of(FaultKind.DROP_QR, operation=Operation.CREATE.value,
+                                part="request", times=0)
+_QUERY_ANSWER = FaultSpec.of(FaultKind.DROP_QR, operation=Operation.QUERY.value, part="answer")
+
 QR_LOSSES: Mapping[str, FaultSpec] = MappingProxyType({
-    "the QR platform's answer to the next payment-code charge":
-        FaultSpec.of(FaultKind.DROP_QR, operation=Operation.MICROPAY.value, part="answer"),
-    "the terminal's order requests to the QR platform":
-        FaultSpec.of(FaultKind.DROP_QR, operation=Operation.CREATE.value, part="request",
-                     times=0),
-    "the QR platform's answer to the terminal's next order query":
-        FaultSpec.of(FaultKind.DROP_QR, operation=Operation.QUERY.value, part="answer"),
-    "二维码支付平台对下一笔付款码扣款的应答":
-        FaultSpec.of(FaultKind.DROP_QR, operation=Operation.MICROPAY.value, part="answer"),
-    "终端发往二维码支付平台的下单请求":
-        FaultSpec.of(FaultKind.DROP_QR, operation=Operation.CREATE.value, part="request",
-                     times=0),
+    "the QR platform's answer to the next payment-code charge": _MICROPAY_ANSWER,
+    "the terminal's order requests to the QR platform": _CREATE_REQUESTS,
+    "the QR platform's answer to the terminal's next order query": _QUERY_ANSWER,
 })
 """What the network loses, in words → the injector's fault."""
+QR_LOSSES_ZH: Mapping[str, FaultSpec] = MappingProxyType({
+    "二维码支付平台对下一笔付款码扣款的应答": _MICROPAY_ANSWER,
+    "终端发往二维码支付平台的下单请求": _CREATE_REQUESTS,
+    "二维码支付平台对终端下一次订单查询的应答": _QUERY_ANSWER,
+})
 
-_LOSS_RE = "(?P<loss>" + "|".join(re.escape(w) for w in QR_LOSSES) + ")"
+
+def _choices(words: Mapping[str, FaultSpec]) -> str:
+    return "(?P<loss>" + "|".join(re.escape(w) for w in words) + ")"
 
 
 @needs(Capability.NETWORK, Capability.QR)
-@given(parsers.re(f"the network will lose {_LOSS_RE}"), target_fixture="qr_loss")
-@given(parsers.re(f"网络将丢失{_LOSS_RE}"), target_fixture="qr_loss")
+@given(parsers.re(f"the network will lose {_choices(QR_LOSSES)}"), target_fixture="qr_loss")
+@given(parsers.re(f"网络将丢失{_choices(QR_LOSSES_ZH)}"), target_fixture="qr_loss")
 def network_will_lose(bench: Bench, loss: str) -> FaultRecord:
-    return bench.inject(QR_LOSSES[loss])
+    return bench.inject({**QR_LOSSES, **QR_LOSSES_ZH}[loss])
 
 
 @needs(Capability.NETWORK)

@@ -25,7 +25,7 @@ from types import FrameType
 from protocols.errors import ConfigError, RigError
 from protocols.qrclient import HttpTransport, QrPlatformClient
 from sim.terminal.firmware import TerminalFirmware
-from sim.terminal.journal import SqliteJournal
+from sim.terminal.journal import SqliteJournal, journal_key
 from sim.terminal.netif import sysfs_carrier
 from sim.terminal.nvram import FileNvram
 from sim.terminal.profile import Profile, load_profile, parse_hostport, with_overrides
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     harness = socket.socket(fileno=args.harness_fd)
     try:
-        journal = SqliteJournal(args.state_dir)
+        journal = SqliteJournal(args.state_dir, data_key=journal_key(profile.master_key))
     except RigError as exc:
         logging.getLogger("sim.terminal").error("%s", exc)
         return 2

@@ -989,8 +989,9 @@ class TerminalFirmware:
     def _ready(self) -> list[Action]:
         faults = self.fault_codes()
         out: list[Action] = [SendEcr(Message(MsgCode.READY.value, {
-            "fw": FIRMWARE_VERSION, "tid": self.profile.terminal_id,
-            "text": DISPLAY[EventCode.READY], "faults": ",".join(faults)}))]
+            "fw": FIRMWARE_VERSION, "tid": self.profile.terminal_id, "model": self.profile.model,
+            "sn": self.profile.serial_no, "text": DISPLAY[EventCode.READY],
+            "faults": ",".join(faults)}))]
         for sensor in SENSORS.values():
             if getattr(self, sensor.attr) == sensor.failing:
                 self._fault(sensor.raised)
@@ -1113,7 +1114,8 @@ class TerminalFirmware:
     def _req_status(self, msg: Message, now: float) -> list[Action]:
         batch = self.journal.entries(self.nv.batch_no)
         return [SendEcr(Message(MsgCode.STATUS.value, {
-            "rc": Result.OK.value, "state": self.state.value,
+            "rc": Result.OK.value, "state": self.state.value, "model": self.profile.model,
+            "fw": FIRMWARE_VERSION, "sn": self.profile.serial_no, "tid": self.profile.terminal_id,
             "signed_in": "1" if self.signed_in else "0", "operator": self.operator or "",
             "paper": "1" if self.paper_present else "0",
             "paper_low": "1" if self.paper_low else "0",

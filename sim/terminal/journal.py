@@ -22,17 +22,22 @@ NVRAM store: :class:`SqliteJournal` (the state dir's ``terminal-journal.sqlite``
   never left) becomes ``reversal_pending``.
 
 Confidentiality: an entry holds the masked PAN only.  What a reversal (fields 2, 14, 35) and the
-batch upload (field 2) need is kept apart in :class:`CardData` (table ``card_data``, written in
-the same transaction as its entry), never rendered by ``repr`` or logs, and deleted as soon as
-nothing can need it: when the reversal is acknowledged, when a declined/refused/failed answer is
-written, and for the whole batch when it is closed.  The database file is created mode 0600 in
-the terminal's own state dir.
+batch upload (field 2) need is kept apart in :class:`CardData` (table ``card_vault``, written in
+the same transaction as its entry), sealed at rest (AES-256-GCM under the terminal's data key,
+derived from its master key: :func:`journal_key`; the entry id is the associated data, so a
+sealed row cannot be moved to another entry), never rendered by ``repr`` or logs, and deleted as
+soon as nothing can need it: when the reversal is acknowledged, when a declined/refused/failed
+answer is written, and for the whole batch when it is closed (``secure_delete`` overwrites what
+is deleted).  The database file is created mode 0600 in the terminal's own state dir; neither it
+nor its write-ahead log ever holds a PAN or track data in the clear.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import hmac
 import os
 import sqlite3
 import threading
@@ -40,6 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from Crypto.Cipher import AES
 
 from protocols.errors import SimError
 
@@ -52,13 +59,53 @@ REVERSAL_OTHER = "06"
 #: reversal it calls for ('' = it never left, nothing to reverse).
 REVERSAL_OF_STAGE = {"connect": "", "send": REVERSAL_NO_RESPONSE,
                      "response": REVERSAL_NO_RESPONSE}
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Columns added by each schema version (a version-1 file is migrated when opened).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE entries ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE entries ADD COLUMN copies_printed INTEGER NOT NULL DEFAULT 0"),
     3: ("ALTER TABLE entries ADD COLUMN qr_order TEXT NOT NULL DEFAULT ''",),
+    4: ("CREATE TABLE IF NOT EXISTS card_vault (entry_id INTEGER PRIMARY KEY REFERENCES "
+        "entries (id), sealed BLOB NOT NULL)",),  # card_data's rows are sealed into it
 }
+DATA_KEY_LABEL = b"posrig terminal journal: card data at rest"
+NONCE_LEN = 12
+
+
+def journal_key(master_key: bytes) -> bytes:
+    """The terminal's key for card data at rest, derived from its master key (HMAC-SHA256
+    with a fixed label): the same after every power-up, never stored."""
+    if len(master_key) < 16:
+        raise SimError(f"journal_key(): a master key of {len(master_key)} bytes; 16 or more "
+                       f"expected")
+    return hmac.new(master_key, DATA_KEY_LABEL, hashlib.sha256).digest()
+
+
+def seal(key: bytes, entry_id: int, card: CardData) -> bytes:
+    """*card* sealed for the row of *entry_id*: nonce, ciphertext, tag."""
+    nonce = os.urandom(NONCE_LEN)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(entry_id.to_bytes(8, "big"))
+    body, tag = cipher.encrypt_and_digest(
+        "\x1f".join((card.pan, card.expiry, card.track2)).encode())
+    return nonce + body + tag
+
+
+def unseal(key: bytes, entry_id: int, sealed: bytes, where: str) -> CardData:
+    """The card data sealed for *entry_id*; SimError naming the entry (never the data) when
+    the key is wrong or the row was altered or moved."""
+    if len(sealed) < NONCE_LEN + 16:
+        raise SimError(f"{where}: card data of entry {entry_id}: {len(sealed)} bytes, too short "
+                       f"to be sealed")
+    cipher = AES.new(key, AES.MODE_GCM, nonce=sealed[:NONCE_LEN])
+    cipher.update(entry_id.to_bytes(8, "big"))
+    try:
+        plain = cipher.decrypt_and_verify(sealed[NONCE_LEN:-16], sealed[-16:])
+    except ValueError:
+        raise SimError(f"{where}: card data of entry {entry_id} does not open with this "
+                       f"terminal's key (altered, moved, or another terminal's)") from None
+    pan, expiry, track2 = plain.decode().split("\x1f")
+    return CardData(pan, expiry, track2)
 BUSY_TIMEOUT_MS = 2000
 """Bound on waiting for another connection's lock (the terminal is the only writer)."""
 
@@ -403,9 +450,9 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_trace ON entries (batch_no, stan);
 CREATE INDEX IF NOT EXISTS entries_state ON entries (state);
 CREATE INDEX IF NOT EXISTS entries_created ON entries (created);
-CREATE TABLE IF NOT EXISTS card_data (
+CREATE TABLE IF NOT EXISTS card_vault (
     entry_id INTEGER PRIMARY KEY REFERENCES entries (id),
-    pan TEXT NOT NULL, expiry TEXT NOT NULL, track2 TEXT NOT NULL
+    sealed BLOB NOT NULL
 );
 """
 #: Created at every open when missing (a new table: nothing to migrate, no schema version):
@@ -428,8 +475,12 @@ class SqliteJournal:
     inside every write transaction just before COMMIT (a test kills the process there).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *,
+    def __init__(self, state_dir: str | os.PathLike[str], *, data_key: bytes,
                  before_commit: Callable[[str], None] | None = None) -> None:
+        if len(data_key) != 32:
+            raise SimError(f"SqliteJournal({state_dir}): data_key must be 32 bytes "
+                           f"(journal_key()), got {len(data_key)}")
+        self._key = data_key
         self.path = Path(state_dir) / JOURNAL_FILE
         self.before_commit = before_commit
         self._lock = threading.Lock()
@@ -444,6 +495,7 @@ class SqliteJournal:
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA secure_delete = ON")
             if str(mode).lower() != "wal":
                 raise SimError(f"{self!r}: open(): journal_mode is {mode}, expected wal")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -470,6 +522,14 @@ class SqliteJournal:
                 for later in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[later]:
                         self._db.execute(statement)
+                if version < 4:  # card data kept in the clear before: seal it, drop the table
+                    rows = self._db.execute(
+                        "SELECT entry_id, pan, expiry, track2 FROM card_data").fetchall()
+                    for entry_id, pan, expiry, track2 in rows:
+                        self._db.execute("INSERT INTO card_vault (entry_id, sealed) VALUES (?, ?)",
+                                         (entry_id, seal(self._key, entry_id,
+                                                         CardData(pan, expiry, track2))))
+                    self._db.execute("DROP TABLE card_data")
             self._db.execute(_CVM_TABLE)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
@@ -528,7 +588,7 @@ class SqliteJournal:
                        (*(self._sql(k, v) for k, v in changes.items()), entry_id))
             new = dataclasses.replace(entry, **changes)
             if new.state in FINAL_WITHOUT_CARD:
-                db.execute("DELETE FROM card_data WHERE entry_id = ?", (entry_id,))
+                db.execute("DELETE FROM card_vault WHERE entry_id = ?", (entry_id,))
             return new
         result: JournalEntry = self._write(op, work)
         return result
@@ -556,8 +616,8 @@ class SqliteJournal:
                 tuple(self._sql(k, v) for k, v in values.items()))
             entry_id = int(cur.lastrowid or 0)
             if card is not None and entry.state is EntryState.PENDING:
-                db.execute("INSERT INTO card_data (entry_id, pan, expiry, track2) "
-                           "VALUES (?, ?, ?, ?)", (entry_id, card.pan, card.expiry, card.track2))
+                db.execute("INSERT INTO card_vault (entry_id, sealed) VALUES (?, ?)",
+                           (entry_id, seal(self._key, entry_id, card)))
             if entry.cvm:
                 db.execute("INSERT INTO entry_cvm (entry_id, cvm) VALUES (?, ?)",
                            (entry_id, entry.cvm))
@@ -606,7 +666,7 @@ class SqliteJournal:
 
     def close_batch(self, batch_no: int) -> int:
         def work(db: sqlite3.Connection) -> int:
-            cur = db.execute("DELETE FROM card_data WHERE entry_id IN "
+            cur = db.execute("DELETE FROM card_vault WHERE entry_id IN "
                              "(SELECT id FROM entries WHERE batch_no = ?)", (batch_no,))
             return int(cur.rowcount)
         result: int = self._write("close_batch", work)
@@ -672,9 +732,9 @@ class SqliteJournal:
 
     def card_data(self, entry_id: int) -> CardData | None:
         with self._lock:
-            row = self._db.execute("SELECT pan, expiry, track2 FROM card_data WHERE entry_id = ?",
+            row = self._db.execute("SELECT sealed FROM card_vault WHERE entry_id = ?",
                                    (entry_id,)).fetchone()
-        return None if row is None else CardData(*row)
+        return None if row is None else unseal(self._key, entry_id, bytes(row[0]), repr(self))
 
     def close(self) -> None:
         with self._lock:

@@ -219,6 +219,10 @@ class ProfileFile(_Section):
     terminal_id: TerminalId
     merchant_id: MerchantId
     merchant_name: str = ""
+    model: str = Field("POSRIG-SIM T1", min_length=1, max_length=32, pattern=r"^[ -~]+$",
+                       description="The model the terminal reports (READY, STATUS).")
+    serial_no: str = Field("SIM00000001", pattern=r"^[A-Z0-9-]{4,24}$", description=(
+        "The device serial number the terminal reports (READY, STATUS)."))
     master_key: HexKey = Field(repr=False, description="Terminal master key (TMK), hex.")
     host: HostPort
     currency_code: str = Field("156", pattern=r"^\d{3}$")
@@ -246,7 +250,8 @@ class ProfileFile(_Section):
         t, th, lim, an = self.timeouts, self.thresholds, self.limits, self.anomalies
         return Profile(
             terminal_id=self.terminal_id, merchant_id=self.merchant_id,
-            merchant_name=self.merchant_name, master_key=self.master_key, host=host, port=port,
+            merchant_name=self.merchant_name, model=self.model, serial_no=self.serial_no,
+            master_key=self.master_key, host=host, port=port,
             operators={op_id: Operator(spec.password, spec.role)
                        for op_id, spec in self.operators.items()},
             currency_code=self.currency_code, country_code=self.country_code,
@@ -287,6 +292,8 @@ class Profile:
     host: str
     port: int
     operators: Mapping[str, Operator]
+    model: str = "POSRIG-SIM T1"
+    serial_no: str = "SIM00000001"
     currency_code: str = "156"
     country_code: str = "156"
     boot_s: float = 0.4

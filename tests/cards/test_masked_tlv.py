@@ -64,3 +64,9 @@ def test_bad_tlv_is_a_note_never_an_exception(style: str) -> None:
     assert text == (f"{first} [not BER-TLV from offset 5: tag 5A at offset 5: value of 8 bytes "
                     f"expected at offset 7, only 4 left; 6 bytes not shown]")
     assert PAN not in render_apdu("R-APDU", bytes.fromhex("5A" + "FF" + PAN) + b"\x90\x00")
+
+
+def test_a_pan_masked_in_a_capture_is_shown_masked_and_never_taken_for_a_pan() -> None:
+    assert mask_pan("621483FFFFFF0058") == "621483******0058"  # masked in place (F nibbles)
+    assert mask_pan("6214830000000058") == "621483******0058"  # a real PAN
+    assert mask_pan("62148FFFFFF0058") == "*" * 15  # not the masked shape: all hidden

@@ -129,6 +129,15 @@ def test_decode_error_in_sensitive_field_hides_bytes() -> None:
     assert "62 14 83" not in str(err.value)
 
 
+def test_a_bitmap_naming_an_undefined_field_is_a_decode_error_not_a_key_error() -> None:
+    raw = bytearray(encode_message({"t": "0200", "3": "000000", "4": "000000000100",
+                                    "11": "000001", "41": TID, "42": MID, "49": "156"}))
+    raw[2:4] = b"\xff\xff"  # a corrupted bitmap: fields 1 to 16 present
+    with pytest.raises(DecodeError, match=r"the bitmap names field 5, which dialect \S+ does "
+                                          r"not define \(\d+ bytes; bitmap ff ff"):
+        decode_message(bytes(raw))
+
+
 def test_mac_is_over_mti_to_field_before_64() -> None:
     mak = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
     raw = encode_with_mac({k: v for k, v in SALE_DOC.items() if k != "64"}, mak)

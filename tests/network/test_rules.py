@@ -470,7 +470,9 @@ def test_a_trip_keeps_the_frame_description_without_payload() -> None:
         assert "4761739001010119" not in text and "34 37 36 31" not in text
 
 
-def test_redact_pcap_blanks_the_payloads_of_both_captures(tmp_path: Path) -> None:
+def test_redact_pcap_zeroes_what_it_cannot_parse_in_both_captures(tmp_path: Path) -> None:
+    """A PAN sent raw to the ISO 8583 port is not ISO 8583 framing: zeroed, in both pcaps the
+    bridge writes (masking of real messages: tests/network/test_masked_capture.py)."""
     from rigs.network.capture import redact_pcap
 
     pan = b"4761739001010119"

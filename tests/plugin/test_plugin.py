@@ -147,3 +147,59 @@ def test_procedure_ids_are_registered_markers(project: pytest.Pytester) -> None:
     result = project.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.OP-05: procedure OP-05, purchase by chip with PIN*",
                                  "@pytest.mark.SEC-04:*"])
+
+
+PROGRESS_FEATURE = """\
+Feature: Progress shown
+  Scenario: One that passes
+    Given nothing at all
+
+  Scenario: One that fails
+    Given nothing at all
+    Then it fails
+"""
+
+PROGRESS_TEST = """\
+from pytest_bdd import given, scenarios, then
+
+scenarios("progress.feature")
+
+
+@given("nothing at all")
+def nothing():
+    pass
+
+
+@then("it fails")
+def fails():
+    raise AssertionError("the terminal said no")
+"""
+
+
+def test_progress_prints_a_plain_line_per_scenario_in_a_log_and_no_dots(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makefile(".feature", progress=PROGRESS_FEATURE)
+    pytester.makepyfile(test_progress=PROGRESS_TEST)
+    result = pytester.runpytest("--progress", "-p", "no:allure_pytest_bdd")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "\x1b[" not in out  # not a terminal: no control codes
+    result.stdout.fnmatch_lines([
+        "▶ Progress shown: One that passes  [bench starting]",
+        "PASSED *s  Progress shown: One that passes",
+        "▶ Progress shown: One that fails  [bench starting]",
+        "FAILED *s  Progress shown: One that fails",
+        "*AssertionError: the terminal said no*",
+    ])
+    assert "test_progress.py .F" not in out and "test_progress.py F" not in out
+
+
+def test_raw_captures_are_refused_under_reports(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makefile(".feature", progress=PROGRESS_FEATURE)
+    pytester.makepyfile(test_progress=PROGRESS_TEST)
+    result = pytester.runpytest("--raw-capture", "reports/raw", "-p", "no:allure_pytest_bdd")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--raw-capture reports/raw: raw captures hold card data in "
+                                 "the clear; keep them outside*"])

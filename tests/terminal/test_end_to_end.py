@@ -26,7 +26,7 @@ from rigs.errors import DeviceStateError, NoResponse
 from rigs.terminal import Outcome, SerialTerminalLink
 from rigs.transport import serial_transport
 from sim.terminal.firmware import AuthJob, TerminalFirmware
-from sim.terminal.journal import SqliteJournal
+from sim.terminal.journal import SqliteJournal, journal_key
 from sim.terminal.nvram import FileNvram
 from sim.terminal.runner import TerminalRunner
 from sim.terminal.slot import HarnessSlot
@@ -59,7 +59,8 @@ class Terminal:
     journal: SqliteJournal | None = None
 
     def power_on(self) -> None:
-        self.journal = SqliteJournal(self.state_dir)  # the state dir's, as python -m sim.terminal
+        self.journal = SqliteJournal(  # the state dir's, as python -m sim.terminal
+            self.state_dir, data_key=journal_key(fast_profile().master_key))
         fw = TerminalFirmware(fast_profile(), FileNvram(self.state_dir), journal=self.journal,
                               transactions=self.transactions)
 

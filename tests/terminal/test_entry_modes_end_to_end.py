@@ -20,7 +20,7 @@ from rigs.terminal import Outcome, SerialTerminalLink
 from rigs.transport import serial_transport
 from sim.terminal.emv import PinCheck
 from sim.terminal.firmware import TerminalFirmware
-from sim.terminal.journal import SqliteJournal
+from sim.terminal.journal import SqliteJournal, journal_key
 from sim.terminal.nvram import FileNvram
 from sim.terminal.runner import TerminalRunner
 from sim.terminal.slot import HarnessSlot
@@ -48,7 +48,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[SerialTerminalLink, FakeHarnessPeer, F
     master, slave = os.openpty()
     bench_sock, term_sock = socket.socketpair()
     bench = FakeHarnessPeer(bench_sock, ANSWERS)
-    journal = SqliteJournal(tmp_path)
+    journal = SqliteJournal(tmp_path, data_key=journal_key(bytes(16)))
     firmware = TerminalFirmware(fast_profile(contactless_cvm_limit=5000), FileNvram(tmp_path),
                                 journal=journal)
     made: list[FakeServices] = []

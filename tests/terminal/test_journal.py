@@ -25,10 +25,12 @@ from sim.terminal.journal import (
     MemoryJournal,
     NewEntry,
     SqliteJournal,
+    journal_key,
 )
 from tests.terminal.fakes import PAN
 
 ROOT = Path(__file__).resolve().parents[2]
+KEY = journal_key(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
 TRACK2 = PAN + "D30122010000000000"
 
 
@@ -47,7 +49,8 @@ CARD = CardData(pan=PAN, expiry="3012", track2=TRACK2)
 
 @pytest.fixture(params=["sqlite", "memory"])
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    j: Journal = SqliteJournal(tmp_path) if request.param == "sqlite" else MemoryJournal()
+    j: Journal = (SqliteJournal(tmp_path, data_key=KEY) if request.param == "sqlite"
+                  else MemoryJournal())
     yield j
     j.close()
 
@@ -132,7 +135,7 @@ def test_repr_and_describe_never_show_card_data(journal: Journal) -> None:
 # ------------------------------------------------------------------------------ SQLite only
 
 def test_sqlite_file_is_wal_full_sync_private(tmp_path: Path) -> None:
-    j = SqliteJournal(tmp_path)
+    j = SqliteJournal(tmp_path, data_key=KEY)
     j.add(sale(1), CARD)
     path = tmp_path / JOURNAL_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -146,8 +149,8 @@ def test_sqlite_file_is_wal_full_sync_private(tmp_path: Path) -> None:
 def test_second_connection_sees_each_write_once_it_returns(tmp_path: Path) -> None:
     """What a method returned is committed: another connection (the terminal after a power
     cut) reads it at once."""
-    writer = SqliteJournal(tmp_path)
-    reader = SqliteJournal(tmp_path)
+    writer = SqliteJournal(tmp_path, data_key=KEY)
+    reader = SqliteJournal(tmp_path, data_key=KEY)
     e = writer.add(sale(5), CARD)
     assert reader.get(e.id) == e and reader.card_data(e.id) == CARD
     writer.answer(e.id, EntryState.APPROVED, response_code="00", rrn="000000000005")
@@ -159,13 +162,14 @@ def test_second_connection_sees_each_write_once_it_returns(tmp_path: Path) -> No
 
 CRASH = textwrap.dedent("""
     import os, signal, sys
-    from sim.terminal.journal import CardData, EntryState, NewEntry, SqliteJournal
+    from sim.terminal.journal import CardData, EntryState, NewEntry, SqliteJournal, journal_key
 
     def die(op):
         if op == sys.argv[2]:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    j = SqliteJournal(sys.argv[1], before_commit=die)
+    key = journal_key(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
+    j = SqliteJournal(sys.argv[1], before_commit=die, data_key=key)
     e = j.add(NewEntry(batch_no=1, stan=7, txn_type="sale", amount_minor=700, currency="156",
                        created="20260504131415", masked_pan="621234******1234"),
               CardData(pan="6212345678901234", expiry="3012", track2="6212345678901234D3012"))
@@ -187,11 +191,11 @@ def test_sigkill_between_writes_leaves_a_consistent_journal(
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    j = SqliteJournal(tmp_path)  # the terminal powering up again
+    j = SqliteJournal(tmp_path, data_key=KEY)  # the terminal powering up again
     found = j.entries()
     if state is None:
         assert found == []
-        assert j._db.execute("SELECT COUNT(*) FROM card_data").fetchone()[0] == 0
+        assert j._db.execute("SELECT COUNT(*) FROM card_vault").fetchone()[0] == 0
     else:
         (entry,) = found
         assert (entry.state, entry.printed) == (state, printed)
@@ -250,7 +254,7 @@ def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         PRAGMA user_version = 1;
     """)
     db.close()
-    journal = SqliteJournal(tmp_path)
+    journal = SqliteJournal(tmp_path, data_key=KEY)
     try:
         (entry,) = journal.unprinted()
         assert (entry.stan, entry.incomplete, entry.copies_printed) == (7, False, 0)
@@ -259,7 +263,52 @@ def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         journal.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'card_data'").fetchone() \
+            is None  # the clear card data table is gone
     finally:
         db.close()
-    SqliteJournal(tmp_path).close()  # a second open of the migrated file changes nothing
+    SqliteJournal(tmp_path, data_key=KEY).close()  # a second open changes nothing
+
+
+def test_card_data_is_sealed_at_rest_and_opens_only_with_the_key(tmp_path: Path) -> None:
+    j = SqliteJournal(tmp_path, data_key=KEY)
+    e = j.add(NewEntry(batch_no=1, stan=9, txn_type="sale", amount_minor=900, currency="156",
+                       created="20260504131415", masked_pan="621234******1234"),
+              CardData(pan="6212345678901234", expiry="3012", track2="6212345678901234D3012"))
+    assert j.card_data(e.id) == CardData("6212345678901234", "3012", "6212345678901234D3012")
+    j.close()
+    for name in (JOURNAL_FILE, JOURNAL_FILE + "-wal"):
+        path = tmp_path / name
+        if path.exists():
+            raw = path.read_bytes()
+            assert b"6212345678901234" not in raw and bytes.fromhex("6212345678901234") not in raw
+    other = SqliteJournal(tmp_path, data_key=journal_key(bytes(16)))
+    with pytest.raises(SimError, match=f"card data of entry {e.id} does not open with this "
+                                       "terminal's key"):
+        other.card_data(e.id)
+    other.close()
+    with pytest.raises(SimError, match="data_key must be 32 bytes"):
+        SqliteJournal(tmp_path, data_key=b"short")
+
+
+def test_clear_card_data_of_an_older_file_is_sealed_when_it_is_opened(tmp_path: Path) -> None:
+    j = SqliteJournal(tmp_path, data_key=KEY)
+    e = j.add(NewEntry(batch_no=1, stan=3, txn_type="sale", amount_minor=300, currency="156",
+                       created="20260504131415", masked_pan="621234******1234"),
+              CardData(pan="6212345678901234", expiry="3012", track2="6212345678901234D3012"))
+    j._db.executescript("""
+        DROP TABLE card_vault;
+        CREATE TABLE card_data (entry_id INTEGER PRIMARY KEY REFERENCES entries (id),
+            pan TEXT NOT NULL, expiry TEXT NOT NULL, track2 TEXT NOT NULL);
+        PRAGMA user_version = 3;
+    """)
+    j._db.execute("INSERT INTO card_data VALUES (?, '6212345678901234', '3012', "
+                  "'6212345678901234D3012')", (e.id,))
+    j.close()
+    again = SqliteJournal(tmp_path, data_key=KEY)
+    assert again.card_data(e.id) == CardData("6212345678901234", "3012",
+                                             "6212345678901234D3012")
+    assert again._db.execute("SELECT name FROM sqlite_master WHERE name = 'card_data'"
+                             ).fetchone() is None
+    again.close()

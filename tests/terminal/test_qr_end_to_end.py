@@ -24,7 +24,7 @@ from rigs.terminal import SerialTerminalLink
 from rigs.transport import serial_transport
 from sim.terminal.__main__ import build_qr_client
 from sim.terminal.firmware import QrAnswer, QrJob, TerminalFirmware
-from sim.terminal.journal import SqliteJournal
+from sim.terminal.journal import SqliteJournal, journal_key
 from sim.terminal.nvram import FileNvram
 from sim.terminal.runner import KernelServices, TerminalRunner
 from sim.terminal.slot import HarnessSlot
@@ -55,7 +55,7 @@ def till(tmp_path: Path, running: Running  # noqa: F811
     master, slave = os.openpty()
     bench_sock, term_sock = socket.socketpair()
     bench = FakeHarnessPeer(bench_sock, {})
-    journal = SqliteJournal(tmp_path)
+    journal = SqliteJournal(tmp_path, data_key=journal_key(bytes(16)))
     firmware = TerminalFirmware(profile, FileNvram(tmp_path), journal=journal, qr=True)
 
     def services(slot: HarnessSlot) -> QrServices:
