@@ -111,13 +111,14 @@ def check_captures(reports: Path) -> str:
     for result in _results(reports):
         for source in _attachments(result, PCAP_SEEN):
             pcap = results_dir / source
-            carrying = _tshark(["-r", str(pcap), "-Y", f"tcp.port == {ISO_PORT} && tcp.len > 0",
-                                "-T", "fields", "-e", "frame.number"]).split()
+            rows = _tshark(["-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-Y",
+                            f"tcp.port == {ISO_PORT} && tcp.len > 0", "-T", "fields",
+                            "-E", "separator=;", "-e", "frame.number", "-e", "posrig.mti"])
+            carrying = [r for r in rows.splitlines() if r.strip()]
             if not carrying:
                 continue
             checked += 1
-            mtis = _tshark(["-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-Y", "posrig",
-                            "-T", "fields", "-e", "posrig.mti"]).split()
+            mtis = [r.split(";", 1)[1] for r in carrying if ";" in r and r.split(";", 1)[1]]
             if mtis:
                 decoded += 1
             else:
