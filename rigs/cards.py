@@ -514,6 +514,28 @@ class PcscCardBank(Driver):
                 raise NoResponse(f"{self!r}: wait_ready(): readers {missing} have no card "
                                  f"after {timeout:.1f} s ({_pcsc_err(hr)})")
 
+    def identity(self) -> str:
+        """Each reader the bank uses and the ATR of the card in it (PC/SC, shared, the card
+        left as it was); a reader without an answering card says why."""
+        self.require_open("identity")
+        scard = _scard()
+        shown = []
+        for reader in dict.fromkeys(self.readers.values()):
+            hr, hcard, _proto = scard.SCardConnect(self._ctx, reader, scard.SCARD_SHARE_SHARED,
+                                                   scard.SCARD_PROTOCOL_T0
+                                                   | scard.SCARD_PROTOCOL_T1)
+            if hr != scard.SCARD_S_SUCCESS:
+                shown.append(f"{reader}: no card ({_pcsc_err(hr)})")
+                continue
+            try:
+                hr, _r, _state, _p, atr = scard.SCardStatus(hcard)
+                shown.append(f"{reader}: ATR {bytes(atr).hex().upper()}"
+                             if hr == scard.SCARD_S_SUCCESS else
+                             f"{reader}: no ATR ({_pcsc_err(hr)})")
+            finally:
+                scard.SCardDisconnect(hcard, scard.SCARD_LEAVE_CARD)
+        return "; ".join(shown) or "no reader configured"
+
     def is_nominal(self) -> bool:
         """Open, relay alive, no card in the slot nor in the contactless field, no card fault
         rule active."""

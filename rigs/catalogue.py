@@ -19,7 +19,6 @@ pattern's own parser accepts (tests/plugin/test_catalogue.py checks it).
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import importlib
 import inspect
@@ -40,7 +39,6 @@ from rigs.capabilities import CAPABILITY_OF_TAG, REQUIREMENT, Capability, needs_
 from rigs.errors import RigError
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFTEST = ROOT / "conftest.py"
 DEFAULT_DOC = "docs/steps.md"
 STEP_PACKAGE = "steps."
 
@@ -229,40 +227,13 @@ class StepEntry:
 
 
 # -- reading conftest.py ------------------------------------------------------------------------
-def step_modules(conftest: Path = CONFTEST) -> list[str]:
-    """The ``steps.`` entries of *conftest*'s ``pytest_plugins``, in order (read with ast)."""
-    try:
-        source = conftest.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogueError(f"{conftest}: cannot read it ({exc.strerror})") from None
-    try:
-        tree = ast.parse(source, filename=str(conftest))
-    except SyntaxError as exc:
-        raise CatalogueError(f"{conftest}:{exc.lineno}: not valid Python ({exc.msg})") from None
-    for node in tree.body:
-        targets: list[ast.expr]
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        else:
-            continue
-        if not any(isinstance(t, ast.Name) and t.id == "pytest_plugins" for t in targets):
-            continue
-        if not isinstance(value, ast.List | ast.Tuple):
-            raise CatalogueError(f"{conftest}:{node.lineno}: pytest_plugins is not a literal list of "
-                                 f"module names")
-        names = []
-        for elt in value.elts:
-            if not (isinstance(elt, ast.Constant) and isinstance(elt.value, str)):
-                raise CatalogueError(f"{conftest}:{elt.lineno}: a pytest_plugins entry is not a "
-                                     f"string literal")
-            names.append(elt.value)
-        return [n for n in names if n.startswith(STEP_PACKAGE)]
-    raise CatalogueError(f"{conftest}: no pytest_plugins list at module level")
+def step_modules() -> list[str]:
+    """The step library's modules, in the order the plugin loads them (steps.STEP_MODULES)."""
+    from steps import STEP_MODULES
+
+    return list(STEP_MODULES)
 
 
-# -- finding the step definitions in a module ---------------------------------------------------
 def _context_of(obj: object) -> StepFunctionContext | None:
     """The step context behind a ``pytestbdd_stepdef_*`` fixture (pytest ≥ 8.4 wraps the marker
     function in a FixtureFunctionDefinition; older pytest leaves the function itself)."""
@@ -767,7 +738,7 @@ a fault) say so under "provides"; a step that "uses" one must come after a step 
 
 Tags go on the line above `Feature:` (for every scenario of the file) or above `Scenario:`:
 
-- the id of each procedure the scenario proves, from `docs/procedures.md` (`@OP-05`); the report
+- the id of each procedure the scenario proves, from `rigs/procedures.md` (`@OP-05`); the report
   counts, per id, the scenarios that pass;
 - the kind of procedure: `@operating`, `@troubleshooting`, `@security`, and `@fault` when the
   scenario injects a fault, `@slow` when it takes more than a few seconds;

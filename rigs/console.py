@@ -15,6 +15,7 @@ output is not a terminal.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,9 +43,9 @@ LOG_WIDTH = 132
 
 def make_console(file: IO[str] | None = None, *, width: int | None = None) -> Console:
     """A console that writes control codes only to a terminal (a CI log gets plain text, its
-    tables LOG_WIDTH wide); long lines are not folded."""
+    tables LOG_WIDTH wide unless ``COLUMNS`` says otherwise); long lines are not folded."""
     console = Console(file=file, highlight=False, soft_wrap=True, width=width, emoji=False)
-    if width is None and not console.is_terminal:
+    if width is None and not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(file=file, highlight=False, soft_wrap=True, width=LOG_WIDTH,
                           emoji=False)
     return console

@@ -1,4 +1,4 @@
-"""Which procedures the run proved: procedure ids (docs/procedures.md) × the scenarios tagged
+"""Which procedures the run proved: procedure ids (rigs/procedures.md) × the scenarios tagged
 with them, and each scenario's result.
 
 A procedure is *proven* when at least one of its scenarios passed and none failed; *failing*
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rigs.errors import RigError
 
-PROCEDURES = Path(__file__).resolve().parent.parent / "docs" / "procedures.md"
+PROCEDURES = Path(__file__).resolve().parent / "procedures.md"
 PROCEDURE_ID = re.compile(r"^(?:OP|TS|SEC)-\d{2}$")
 _PROCEDURE_ROW = re.compile(r"^\|\s*((?:OP|TS|SEC)-\d{2})\s*\|\s*([^|]+?)\s*\|")
 

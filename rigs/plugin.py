@@ -6,7 +6,7 @@
   killed outright, the bench notices its owner is gone and tears itself down.
 - Before every scenario the bench is nominal; after it the bench is restored and checked.  A bench
   that cannot be restored is broken: every later scenario fails at once with the first reason.
-- Scenario tags are registered markers, procedure ids (``@OP-05``, from docs/procedures.md)
+- Scenario tags are registered markers, procedure ids (``@OP-05``, from rigs/procedures.md)
   included.  A scenario that needs a part the bench lacks is skipped at setup with the reason:
   by its tags (``@card``, ``@ledger``, …) and by its steps (a step marked with
   :func:`rigs.capabilities.needs`).  If a step still meets a missing part mid-scenario
@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ from rigs.coverage import PROCEDURE_ID, procedure_ids
 from rigs.errors import CapabilityMissing, RigError
 from rigs.events import Event, Source
 from rigs.failures import allure_categories
+from steps import STEP_MODULES
+
+pytest_plugins = list(STEP_MODULES)
+"""The step library comes with the plugin: a lab's repository needs no conftest of its own."""
 
 MARKERS = {
     "fault": "the scenario injects a fault",
@@ -64,6 +69,10 @@ WITHOUT = ("ledger", "network")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("posrig_features", type="bool", default=True,
+                  help="collect every .feature file as a module of its scenarios (a lab's "
+                       "repository of features needs no Python); false when test modules "
+                       "bind them with pytest-bdd's scenarios() themselves")
     group = parser.getgroup("posrig", "POS terminal test rig")
     group.addoption("--bench", metavar="PATH", default=None,
                     help="bench YAML of the bench to run on (default: bring up the virtual bench)")
@@ -94,6 +103,29 @@ def pytest_configure(config: pytest.Config) -> None:
         procedures = {}
     for pid, title in procedures.items():
         config.addinivalue_line("markers", f"{pid}: procedure {pid}, {title}")
+
+
+class FeatureFile(pytest.Module):
+    """A ``.feature`` file collected as the module of its scenarios: the module is made here,
+    with pytest-bdd's ``scenarios()`` run in it, instead of being imported from a .py file."""
+
+    def _getobj(self) -> Any:
+        module = types.ModuleType(f"posrig_feature_{_slug(str(self.path))}")
+        module.__file__ = str(self.path.with_suffix(".py"))  # where pytest-bdd sees a caller
+        code = compile("from pytest_bdd import scenarios\n"
+                       f"scenarios({str(self.path)!r}, features_base_dir="
+                       f"{str(self.path.parent)!r})\n", module.__file__, "exec")
+        try:
+            exec(code, module.__dict__)  # noqa: S102 - code built here, from a path
+        except Exception as exc:  # a broken feature file: said where, not a traceback
+            raise self.CollectError(f"{self.path}: {type(exc).__name__}: {exc}") from exc
+        return module
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix != ".feature" or not parent.config.getini("posrig_features"):
+        return None
+    return FeatureFile.from_parent(parent, path=file_path)
 
 
 def _without(config: pytest.Config) -> list[str]:

@@ -398,7 +398,11 @@ class SerialTerminalLink(Driver):
         if self.state is SessionState.OPEN:
             return
         if not self._rec.is_open:
-            self._rec.open()
+            try:
+                self._rec.open()
+            except OSError as exc:  # pyserial's SerialException is one: the port is not there
+                raise TransportError(f"{self!r}: open(): cannot open the terminal's port: "
+                                     f"{exc}") from exc
         if self._rec.timeout is None or self._rec.timeout > READ_TIMEOUT:
             self._rec.timeout = READ_TIMEOUT  # the reader must notice close() and timers
         self._rec.reset_input_buffer()
@@ -424,6 +428,12 @@ class SerialTerminalLink(Driver):
         super().close()
 
     # ------------------------------------------------------------------ requests
+    def identity(self) -> str:
+        """What the terminal says it is (STATUS): model, firmware, serial number, terminal id."""
+        st = self.status()
+        return (f"{st.model or '(model not reported)'} firmware {st.firmware or '?'} serial "
+                f"{st.serial_no or '?'} terminal id {st.terminal_id or '?'}")
+
     def status(self, timeout: float = 2.0) -> TerminalStatus:
         msg = self._request(ecr.MsgCode.STATUS, {}, timeout, "status")
         return TerminalStatus.from_message(msg)

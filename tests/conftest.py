@@ -19,3 +19,12 @@ def short_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_labgrid_plugin_in_pytester(request: pytest.FixtureRequest,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generated project (pytester) does not read this repository's pytest options: keep
+    labgrid's pytest plugin (an installed dependency, not used by the rig) out of it too."""
+    if "pytester" in request.fixturenames:
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:labgrid")

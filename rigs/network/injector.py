@@ -271,6 +271,10 @@ class ScapyBridgeInjector(Driver):
     def _parsed(self, op: str, parse: Callable[[], R]) -> R:
         return self._control.parsed(op, parse)
 
+    def identity(self) -> str:
+        return (f"bridge process {self.ping()} between {self.terminal_if} and {self.host_if}"
+                + (f" in namespace {self.netns}" if self.netns else ""))
+
     def ping(self) -> int:
         """Round trip to the bridge; returns its pid."""
         answer = self._request("ping", {"op": "ping"})

@@ -105,10 +105,14 @@ def _recover(bench: Bench, sale: Sale) -> None:
     terminal = bench.terminal
     bound = bench.config.terminal.boot_timeout
     terminal.wait_for_event("READY", timeout=bound, since=sale.mark)
-    try:
-        terminal.wait_outcome(timeout=0.5)
-    except (DeviceStateError, NoResponse):
-        pass  # nothing pending, or the reboot ended it
+    # The interrupted sale ends one way or another: the reboot ends it (DeviceStateError), or
+    # its request, resent to the rebooted terminal, is answered (BUSY while it boots, or a
+    # whole sale).  Drain it, bounded, so the next sale never starts while it is pending.
+    if terminal.pending_transaction is not None:
+        try:
+            terminal.wait_outcome(timeout=bound)
+        except DeviceStateError:
+            pass  # the reboot ended it
     if bench.cards.inserted is not None:
         bench.cards.remove()
     terminal.wait_ready(timeout=bound)

@@ -125,14 +125,14 @@ def test_markdown_has_the_intro_the_tags_and_a_contents_entry_per_module(entries
 
 
 # -- what is collected --------------------------------------------------------------------------
-def test_conftest_step_modules_are_read_in_order() -> None:
-    import ast
+def test_the_step_modules_are_the_plugins_step_library() -> None:
+    import rigs.plugin
+    from steps import STEP_MODULES
 
-    tree = ast.parse((ROOT / "conftest.py").read_text(encoding="utf-8"))
-    plugins = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                   and any(isinstance(t, ast.Name) and t.id == "pytest_plugins" for t in n.targets))
-    assert step_modules() == [p for p in plugins if p.startswith("steps.")]
-    assert step_modules(), "conftest.py loads no step module"
+    assert step_modules() == list(STEP_MODULES) == rigs.plugin.pytest_plugins
+    assert step_modules(), "the step library lists no module"
+    on_disk = sorted(f"steps.{p.stem}" for p in (ROOT / "steps").glob("*_steps.py"))
+    assert sorted(step_modules()) == on_disk, "a steps/*_steps.py module is not in STEP_MODULES"
 
 
 def test_every_registered_step_is_catalogued_once(entries: list[StepEntry]) -> None:
@@ -326,18 +326,6 @@ def test_a_pattern_without_an_example_is_a_clear_error() -> None:
     with pytest.raises(CatalogueError, match=r"steps/x\.py.*'Volts'.*TYPES"):
         make_pattern(parsers.parse("the sample is at {v:Volts}", extra_types={"Volts": float}),
                      where="steps/x.py (f)")
-
-
-def test_a_conftest_without_a_literal_plugin_list_is_a_clear_error(tmp_path: Path) -> None:
-    conftest = tmp_path / "conftest.py"
-    conftest.write_text("PLUGINS = ['steps.a']\npytest_plugins = PLUGINS\n", encoding="utf-8")
-    with pytest.raises(CatalogueError, match=r"conftest\.py:2: pytest_plugins is not a literal list"):
-        step_modules(conftest)
-    conftest.write_text("x = 1\n", encoding="utf-8")
-    with pytest.raises(CatalogueError, match="no pytest_plugins"):
-        step_modules(conftest)
-    conftest.write_text('pytest_plugins = ("rigs.plugin", "steps.b", "steps.a")\n', encoding="utf-8")
-    assert step_modules(conftest) == ["steps.b", "steps.a"]
 
 
 def test_collecting_a_missing_module_is_a_clear_error() -> None:

@@ -37,6 +37,7 @@ def needs_bench(bench):
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makeini("[pytest]\nposrig_features = false\n")  # test modules bind the features
     pytester.makefile(".feature", caps=FEATURE)
     pytester.makepyfile(test_caps=TEST_FILE)
     return pytester
@@ -128,6 +129,7 @@ def needs_nothing(bench):
 def test_steps_needing_a_missing_part_skip_at_setup_or_mid_way(pytester: pytest.Pytester
                                                                ) -> None:
     pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makeini("[pytest]\nposrig_features = false\n")  # test modules bind the features
     pytester.makefile(".feature", needs=STEPS_FEATURE)
     pytester.makepyfile(test_needs=STEPS_TEST)
     bench = _bench_file(pytester, """\
@@ -179,6 +181,7 @@ def fails():
 def test_progress_prints_a_plain_line_per_scenario_in_a_log_and_no_dots(
         pytester: pytest.Pytester) -> None:
     pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makeini("[pytest]\nposrig_features = false\n")  # test modules bind the features
     pytester.makefile(".feature", progress=PROGRESS_FEATURE)
     pytester.makepyfile(test_progress=PROGRESS_TEST)
     result = pytester.runpytest("--progress", "-p", "no:allure_pytest_bdd")
@@ -197,9 +200,29 @@ def test_progress_prints_a_plain_line_per_scenario_in_a_log_and_no_dots(
 
 def test_raw_captures_are_refused_under_reports(pytester: pytest.Pytester) -> None:
     pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    pytester.makeini("[pytest]\nposrig_features = false\n")  # test modules bind the features
     pytester.makefile(".feature", progress=PROGRESS_FEATURE)
     pytester.makepyfile(test_progress=PROGRESS_TEST)
     result = pytester.runpytest("--raw-capture", "reports/raw", "-p", "no:allure_pytest_bdd")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--raw-capture reports/raw: raw captures hold card data in "
                                  "the clear; keep them outside*"])
+
+
+def test_feature_files_are_collected_without_any_python(pytester: pytest.Pytester) -> None:
+    """A lab's repository: features only (the plugin comes from the installed rig's entry
+    point, or here from a conftest line); a broken feature file is a clear collection error."""
+    pytester.makeconftest('pytest_plugins = ["rigs.plugin"]\n')
+    (pytester.path / "features").mkdir()
+    (pytester.path / "features" / "shop.feature").write_text(
+        "Feature: Shop\n  Scenario: Pay by chip\n    Given the terminal is powered on and "
+        "idle\n\n  Scenario: Pay by tap\n    Given the terminal is powered on and idle\n",
+        encoding="utf-8")
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:allure_pytest_bdd")
+    result.stdout.fnmatch_lines(["features/shop.feature::test_pay_by_chip",
+                                 "features/shop.feature::test_pay_by_tap", "2 tests collected*"])
+    (pytester.path / "features" / "broken.feature").write_text(
+        "not gherkin at all\nFeature: x\n", encoding="utf-8")
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:allure_pytest_bdd")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*features/broken.feature*"])
