@@ -4,7 +4,7 @@ PYTHON ?= python3
 TOXVENV := .venv-tox
 TOX := $(TOXVENV)/bin/tox
 
-.PHONY: run test system bench-up bench-down power-cuts clean
+.PHONY: run test system bench-up bench-down power-cuts clean bench bench-quick
 
 ## make run: the scenario suite on the virtual bench, an HTML report and a summary
 run: $(TOX) node_modules/.installed
@@ -35,6 +35,17 @@ SEED ?= 7
 power-cuts: $(TOX)
 	@PYTHON=$(PYTHON) scripts/ensure-system.sh
 	$(TOX) -e power-cuts -- --sales $(N) --seed $(SEED)
+
+## make bench: every benchmark figure next to its baseline, measured in the same run (root):
+## reports/benchmarks.json and a table; nothing else may use the default virtual bench meanwhile
+bench: $(TOX)
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(TOX) -e perf
+
+## make bench-quick: the same with small counts and the smallest subsets (about a minute)
+bench-quick: $(TOX)
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(TOX) -e perf -- --quick
 
 bench-up: $(TOX)
 	$(TOX) -e bench -- up

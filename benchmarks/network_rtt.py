@@ -18,6 +18,11 @@ p95 / p99 / max in microseconds; no pass/fail.
    armed across a request/response exchange; a connect's SYN and RST carry no data, so it
    parses them and forwards them and never trips (checked).  That is the cost of a rule that
    has to look inside frames.
+
+:func:`side_by_side` (benchmarks/run_all.py: ``iso_rtt``, ``iso_rtt_delay_rule``) measures the
+request/response of 2. between the *same* namespaces three ways: one topology made with a kernel
+bridge, measured; the bridge deleted and the injector opened on the same veth ends, measured with
+no rule, then with a ``delay`` rule.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -247,6 +253,48 @@ def injector_figures(args: argparse.Namespace, rtt: Results, connects: Results) 
         netns.destroy(topo)
     return (f"capture: {capture.frames_seen} frames seen, {capture.frames_delivered} "
             f"delivered")
+
+
+SideBySide = dict[str, list[float]]
+"""``kernel_bridge``, ``injector``, ``injector_delay``: request/response round trips (µs)."""
+
+
+def drop_kernel_bridge(topo: Topology) -> None:
+    """Delete *topo*'s kernel bridge: its two veth ends are released, as ``netns.create`` makes
+    them without one (up, no address), ready for the injector."""
+    subprocess.run([netns.IP, "-n", topo.rig_ns, "link", "del", topo.bridge_if], check=True,
+                   capture_output=True, timeout=IO_TIMEOUT_S * 5)
+    if netns.has_kernel_bridge(topo):
+        raise RuntimeError(f"network_rtt: {topo.bridge_if} still in {topo.rig_ns} after deleting it")
+
+
+def side_by_side(count: int, warmup: int, delay_ms: float = DELAY_MS) -> SideBySide:
+    """Framed 200-byte request/response round trips, terminal namespace → host namespace, on one
+    topology: through a kernel bridge; then, the bridge deleted, through the injector with no
+    rule and with ``delay(delay_ms)`` (both ways: every frame held *delay_ms*)."""
+    if os.geteuid() != 0:
+        raise PermissionError("network_rtt: needs root (network namespaces)")
+    topo = Topology.with_prefix(f"nb{os.getpid() % 10000:04d}s")
+    netns.create(topo, kernel_bridge=True)
+    out: SideBySide = {}
+    try:
+        out["kernel_bridge"] = measure(topo.dut_ns, topo.acq_ns, topo.host_ip, count, warmup)
+        drop_kernel_bridge(topo)
+        with tempfile.TemporaryDirectory(prefix="nb") as tmp:
+            injector = ScapyBridgeInjector("bench", topo.rig_term_if, topo.rig_host_if,
+                                           topo.rig_ns, Path(tmp))
+            injector.open()
+            try:
+                out["injector"] = measure(topo.dut_ns, topo.acq_ns, topo.host_ip, count, warmup)
+                injector.apply(FaultSpec.of(FaultKind.DELAY, ms=delay_ms))
+                out["injector_delay"] = measure(topo.dut_ns, topo.acq_ns, topo.host_ip, count,
+                                                warmup)
+                injector.clear_all()
+            finally:
+                injector.close()
+    finally:
+        netns.destroy(topo)
+    return out
 
 
 def main() -> int:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from rigs.errors import RigError
+from rigs.config import BenchConfig
+from rigs.errors import ConfigError, RigError
 
 SIM_BOUND = 180.0
 
@@ -72,14 +75,21 @@ def bench_down(workdir: Path) -> None:
 
 
 # -- doctor, reset -----------------------------------------------------------------------------------
-def _load(bench_file: Path, command: str) -> object:
-    from rigs.config import load_bench
+@contextmanager
+def _bench(bench_file: Path, command: str) -> Iterator[BenchConfig]:
+    """The bench file's configuration; a labgrid place it names is held for the block (and
+    released after it, whatever happens).  A bad file: one line, exit 2."""
+    from rigs.labgrid import bench_from_file
 
     try:
-        return load_bench(bench_file)
-    except RigError as exc:
+        with bench_from_file(bench_file) as config:
+            yield config
+    except ConfigError as exc:
         click.echo(f"posrig {command}: {exc}", err=True)
         raise SystemExit(2) from None
+    except RigError as exc:  # a place that cannot be had, a coordinator that does not answer
+        click.echo(f"posrig {command}: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 @cli.command()
@@ -89,14 +99,12 @@ def _load(bench_file: Path, command: str) -> object:
               show_default=True, help="scratch directory for the drivers")
 def doctor(bench_file: Path, workdir: Path) -> None:
     """Check each instrument of a bench: reachable, identity, nominal, limits."""
-    from rigs.config import BenchConfig
     from rigs.console import make_console
     from rigs.doctor import doctor as run_doctor
     from rigs.doctor import render
 
-    config = _load(bench_file, "doctor")
-    assert isinstance(config, BenchConfig)
-    findings = run_doctor(config, workdir.resolve())
+    with _bench(bench_file, "doctor") as config:
+        findings = run_doctor(config, workdir.resolve())
     console = make_console()
     console.print(render(findings, config.bench.name))
     bad = [f for f in findings if not f.ok]
@@ -113,12 +121,10 @@ def doctor(bench_file: Path, workdir: Path) -> None:
               show_default=True, help="scratch directory for the drivers")
 def reset(bench_file: Path, workdir: Path) -> None:
     """Restore a bench to nominal, saying what was away from it."""
-    from rigs.config import BenchConfig
     from rigs.reset import reset_bench
 
-    config = _load(bench_file, "reset")
-    assert isinstance(config, BenchConfig)
-    report = reset_bench(config, workdir.resolve())
+    with _bench(bench_file, "reset") as config:
+        report = reset_bench(config, workdir.resolve())
     click.echo(report.text())
     raise SystemExit(0 if report.ok else 1)
 

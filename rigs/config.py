@@ -77,8 +77,16 @@ class Credentials(_Section):
 
 
 class TerminalConfig(_Part):
-    port: SerialUrl = Field(description=f"ECR/test port: {SERIAL_FORMS}")
+    port: SerialUrl | None = Field(None, description=(
+        f"ECR/test port: {SERIAL_FORMS}; required unless driver is concert (then optional: a "
+        f"test port kept next to the Concert port)"))
     baudrate: int = 115200
+    concert_port: SerialUrl | None = Field(None, description=(
+        f"driver concert: the terminal's Concert cash-register port (docs/ecr-concert.md): "
+        f"{SERIAL_FORMS}"))
+    concert_baudrate: int = Field(9600, gt=0, description="driver concert: its line speed")
+    concert_pos: str = Field("01", pattern=r"^[0-9]{2}$",
+                             description="driver concert: this register's POS number")
     terminal_id: TerminalId | None = None
     merchant_id: MerchantId | None = None
     nominal_volts: float = Field(7.40, gt=0, description="Supply voltage of a healthy battery.")
@@ -86,6 +94,17 @@ class TerminalConfig(_Part):
     boot_timeout: float = Field(20.0, gt=0, description="Bound on power-on to READY (s).")
     operators: dict[str, Credentials] = Field(default_factory=dict,
                                               description="Role name → credentials.")
+
+
+    @model_validator(mode="after")
+    def _ports(self) -> TerminalConfig:
+        if self.driver == "concert":
+            if self.concert_port is None:
+                raise ValueError("driver concert needs terminal.concert_port (the Concert "
+                                 "cash-register port)")
+        elif self.port is None:
+            raise ValueError("terminal.port is required (the terminal's ECR/test port)")
+        return self
 
 
 class BankCard(_Section):

@@ -31,6 +31,8 @@ from rigs.coverage import Row, Verdict, totals
 from rigs.failures import Category
 
 PROGRESS_OPTION = "--progress"
+BENCH_KEY = pytest.StashKey[Any]()
+"""The session's opened bench (set by the plugin's ``rig_bench`` fixture): its state is shown."""
 _STYLE = {"passed": "green", "failed": "bold red", "broken": "bold red", "skipped": "yellow",
           "unknown": "magenta"}
 _VERDICT_STYLE = {Verdict.PROVEN: "green", Verdict.FAILING: "bold red",
@@ -78,7 +80,7 @@ class Progress:
         self.scenario = str(getattr(scenario, "name", "") or "")
         self.step = ""
         self.started = time.monotonic()
-        bench = getattr(request.node, "funcargs", {}).get("bench")
+        bench = request.config.stash.get(BENCH_KEY, None)
         self.bench = bench_state(bench)
         if self.live:
             self._show()
@@ -93,14 +95,17 @@ class Progress:
             self._show()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not self.scenario:
-            return
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcome = report.outcome
             self.done[outcome] += 1
-            took = time.monotonic() - self.started if self.started else report.duration
             line = Text(f"{outcome.upper():8}", style=_STYLE.get(outcome, ""))
-            line.append(f" {took:6.1f} s  {self.feature}: {self.scenario}")
+            if self.scenario:
+                took = time.monotonic() - self.started if self.started else report.duration
+                line.append(f" {took:6.1f} s  {self.feature}: {self.scenario}")
+            else:  # pytest-xdist's controller: the scenario ran in a worker (on its bench)
+                worker = getattr(getattr(report, "node", None), "gateway", None)
+                on = f" [bench {worker.id}]" if worker is not None else ""
+                line.append(f" {report.duration:6.1f} s  {report.nodeid}{on}")
             self._print(line)
             self.scenario = ""
 

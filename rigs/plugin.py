@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from protocols.faults import FaultKind
 from rigs.bench import Bench, Evidence, lacks, missing_for_tags
 from rigs.capabilities import REQUIREMENT, needs_of
 from rigs.config import BenchConfig, load_bench
-from rigs.console import PROGRESS_OPTION, Progress, make_console
+from rigs.console import BENCH_KEY, PROGRESS_OPTION, Progress, make_console
 from rigs.coverage import PROCEDURE_ID, procedure_ids
 from rigs.errors import CapabilityMissing, RigError
 from rigs.events import Event, Source
@@ -85,6 +86,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(PROGRESS_OPTION, action="store_true", default=False,
                     help="live progress: feature, scenario, step and bench state (a status "
                          "line on a terminal, plain lines in a CI log)")
+    group.addoption("--bench-id", metavar="ID", default=None,
+                    help="virtual bench only: the id of this bench among several on one PC "
+                         "(its namespaces, card namespace, work folder); under pytest-xdist "
+                         "each worker takes its own (gw0, gw1, …) unless this is given")
     group.addoption("--bench-without", metavar="PARTS", default="",
                     help="virtual bench only: leave out these parts, comma separated, of "
                          f"{', '.join(WITHOUT)} (a bench that lacks them)")
@@ -155,46 +160,104 @@ def bench_config(request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
     """The bench file given with --bench, or the virtual bench, up for the whole session."""
     given = request.config.getoption("--bench")
     if given:
-        try:
-            config = load_bench(given)
+        from rigs.labgrid import PlaceLease, read_farm_bench
+
+        try:  # the whole file, a labgrid section too, before any coordinator is asked
+            farm = read_farm_bench(given)
         except RigError as exc:  # a clear message, not a traceback from inside the loader
             pytest.fail(str(exc), pytrace=False)
-        yield config
+        if farm.labgrid is None:
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                pytest.fail(f"{given}: one bench, several pytest-xdist workers: they would "
+                            f"drive the same instruments at once; run without -n, or name a "
+                            f"labgrid place by tags so each worker reserves a bench of its "
+                            f"own", pytrace=False)
+            yield farm.local_config()
+        else:
+            yield from _held_place(PlaceLease(farm), request)
         return
+    bench_id = virtual_bench_id(request.config)
     workdir = Path(request.config.getoption("--bench-workdir")).resolve()
-    bench_file = workdir.parent / "bench.yaml"
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if bench_id:
+        workdir = workdir.with_name(f"{workdir.name}-{bench_id}")
+    bench_file = workdir.with_name(f"{workdir.name}.yaml")
     without = _without(request.config)
+    ident = ["--bench-id", bench_id] if bench_id else []
     try:
         try:
             said = _run_sim(["up", "--workdir", str(workdir), "--bench-file", str(bench_file),
-                             "--watch-pid", str(os.getpid()),
+                             "--watch-pid", str(os.getpid()), *ident,
                              *(["--without", ",".join(without)] if without else [])],
                             SIM_BOUND)
             config = load_bench(bench_file)
         except RigError as exc:
             pytest.fail(f"the virtual bench could not be brought up: {exc}", pytrace=False)
-        if reporter is not None:
-            for line in said.splitlines():
-                reporter.write_line(line)
+        _say(request.config, said.splitlines())
         yield config
     finally:
-        said = _run_sim(["down", "--workdir", str(workdir)], SIM_BOUND)
-        if reporter is not None:
-            for line in said.splitlines():
-                reporter.write_line(line)
+        said = _run_sim(["down", "--workdir", str(workdir), *ident], SIM_BOUND)
+        _say(request.config, said.splitlines())
+
+
+def _say(config: pytest.Config, lines: Iterable[str]) -> None:
+    """Lines about the bench on the console as it happens (around the output capture: what a
+    session fixture prints would otherwise only show with a failure)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+        for line in lines:
+            reporter.write_line(line)
+
+
+LABGRID_PLACE = pytest.StashKey[str]()
+"""The labgrid place the session holds (a bench file with a labgrid section)."""
+
+
+def _held_place(lease: Any, request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
+    """A bench file naming a labgrid place: acquired for the session (reservation by tags or
+    name, bounded), released at its end — on a failure, Ctrl-C or SIGTERM too
+    (rigs/labgrid.py); a release that fails fails the run."""
+    request.config.add_cleanup(lease.release)  # idempotent; runs even if teardown does not
+    try:
+        config: BenchConfig = lease.acquire()
+    except RigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    request.config.stash[LABGRID_PLACE] = str(lease.place)
+    _say(request.config, lease.describe())
+    try:
+        yield config
+    finally:
+        lease.release()
+
+
+def virtual_bench_id(config: pytest.Config) -> str:
+    """``--bench-id``, else the pytest-xdist worker's id (``gw0`` …), else '' (the one bench
+    with the contract names)."""
+    given = config.getoption("--bench-id")
+    if given:
+        return str(given)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return worker if worker else ""
 
 
 @pytest.fixture(scope="session")
 def rig_bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iterator[Bench]:
     """The opened bench, nominal at the start."""
-    workdir = Path(request.config.getoption("--bench-workdir")).resolve().parent / "rig"
+    bench_id = virtual_bench_id(request.config)
+    workdir = Path(request.config.getoption("--bench-workdir")).resolve().parent / (
+        f"rig-{bench_id}" if bench_id else "rig")
     b = Bench(bench_config, workdir=workdir)
     b.raw_capture_dir = _raw_capture_dir(request.config)
     b.open()
+    request.config.stash[BENCH_KEY] = b
     try:
         b.restore_nominal()
         request.config.stash[ENVIRONMENT] = bench_environment(b)
+        place = request.config.stash.get(LABGRID_PLACE, None)
+        if place is not None:
+            request.config.stash[ENVIRONMENT]["labgrid.place"] = place
         yield b
     finally:
         b.close()
@@ -384,6 +447,9 @@ def pytest_bdd_after_scenario(request: pytest.FixtureRequest, feature: Any, scen
     labels = _allure_dynamic()
     if labels is not None:
         labels.label("bench", bench.config.bench.name)
+        place = request.config.stash.get(LABGRID_PLACE, None)
+        if place is not None:
+            labels.label("place", place)
         cards = cards_used(bench.events.events(lambda e: e.source is Source.CARDS
                                                and e.kind == "event"))
         if cards:

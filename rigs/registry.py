@@ -50,6 +50,25 @@ def serial_terminal(section: Any, ctx: BuildContext) -> Any:
         boot_timeout=section.boot_timeout)
 
 
+def concert_terminal(section: Any, ctx: BuildContext) -> Any:
+    """The terminal's Concert cash-register port (docs/ecr-concert.md); with ``port`` also set
+    (the virtual bench keeps its test port), what Concert cannot do goes through it."""
+    from rigs.concert import ConcertTerminalLink
+    from rigs.terminal import SerialTerminalLink
+    from rigs.transport import serial_transport
+
+    test_port = None
+    if section.port is not None:
+        test_port = SerialTerminalLink(
+            "terminal-test-port", serial_transport(section.port, baudrate=section.baudrate,
+                                                   where="terminal.port"),
+            boot_timeout=section.boot_timeout)
+    return ConcertTerminalLink(
+        "terminal", serial_transport(section.concert_port, baudrate=section.concert_baudrate,
+                                     where="terminal.concert_port"),
+        pos_number=section.concert_pos, test_port=test_port)
+
+
 def pcsc_cards(section: Any, ctx: BuildContext) -> Any:
     from rigs.cards import PcscCardBank, SocketCardEmulator
     from rigs.transport import serial_transport
@@ -148,6 +167,7 @@ SLOTS: Mapping[str, Slot] = MappingProxyType({
 
 BUILTIN: Mapping[tuple[str, str], Factory] = MappingProxyType({
     ("terminal", "serial"): serial_terminal,
+    ("terminal", "concert"): concert_terminal,
     ("cards", "pcsc"): pcsc_cards,
     ("power", "scpi"): scpi_power,
     ("switch", "scpi"): scpi_switch,

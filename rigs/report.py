@@ -206,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     results, html, junit = reports / "allure-results", reports / "html", reports / "junit.xml"
     history = reports / "history"
 
+    # Cleaned here, not by each pytest process: pytest-xdist workers (-n N, a bench each)
+    # would otherwise clean away each other's results.
+    if results.exists():
+        shutil.rmtree(results)
+    results.mkdir(parents=True)
     cmd = [sys.executable, "-m", "pytest", "features", "-p", "no:allure_pytest",
-           "--alluredir", str(results), "--clean-alluredir", f"--junitxml={junit}",
+           "--alluredir", str(results), f"--junitxml={junit}",
            "--progress", "-rfE", "--tb=short", f"--bench-workdir={reports / 'bench'}",
            *args.pytest_args]
     if args.bench:

@@ -56,7 +56,7 @@ from rigs.errors import (
     TransportError,
 )
 from rigs.events import Source
-from rigs.transport import ByteTransport, RecordingTransport, Transcript
+from rigs.transport import ByteTransport, ReaderLink, RecordingTransport, Transcript, read_chunk
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class _Pending:
     epoch: int | None = None
 
 
-class SerialTerminalLink(Driver):
+class SerialTerminalLink(ReaderLink, Driver):
     """ECR driver.  ``__init__`` opens nothing; :meth:`open` opens the injected transport."""
 
     def __init__(self, name: str, transport: ByteTransport, *,
@@ -397,34 +397,14 @@ class SerialTerminalLink(Driver):
     def open(self) -> None:
         if self.state is SessionState.OPEN:
             return
-        if not self._rec.is_open:
-            try:
-                self._rec.open()
-            except OSError as exc:  # pyserial's SerialException is one: the port is not there
-                raise TransportError(f"{self!r}: open(): cannot open the terminal's port: "
-                                     f"{exc}") from exc
-        if self._rec.timeout is None or self._rec.timeout > READ_TIMEOUT:
-            self._rec.timeout = READ_TIMEOUT  # the reader must notice close() and timers
-        self._rec.reset_input_buffer()
+        self._open_port(READ_TIMEOUT)
         self._link.reset()
-        self._reader_error = None
-        self._running = True
         self._t0 = time.monotonic()
-        self._reader = threading.Thread(target=self._read_loop, name=f"{self!r}-reader",
-                                        daemon=True)
-        self._reader.start()
+        self._start_reader()
         super().open()
 
     def close(self) -> None:
-        self._running = False
-        if self._reader is not None:
-            self._reader.join(timeout=1.0)
-            self._reader = None
-        if self._rec.is_open:
-            self._rec.close()
-        with self._cond:
-            self._pending = None
-            self._cond.notify_all()
+        self._stop_reader()
         super().close()
 
     # ------------------------------------------------------------------ requests
@@ -849,14 +829,9 @@ class SerialTerminalLink(Driver):
             self._rec.transcript.add("tx", _mask_keys(out))
 
     def _read_loop(self) -> None:
-        inner = self._rec.inner
         try:
             while self._running:
-                data = self._rec.read(1)
-                if data:
-                    waiting = int(getattr(inner, "in_waiting", 0) or 0)
-                    if waiting:
-                        data += self._rec.read(waiting)
+                data = read_chunk(self._rec)
                 now = time.monotonic()
                 with self._cond:
                     events = self._link.receive(data, now) if data else []

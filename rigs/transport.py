@@ -293,3 +293,59 @@ class ScriptedTransport:
                 raise AssertionError(f"{self.name}: script not finished; still expected {left}")
             if self._rx:
                 raise AssertionError(f"{self.name}: driver left unread {hexdump(bytes(self._rx))}")
+
+
+def read_chunk(rec: RecordingTransport) -> bytes:
+    """What a reader thread takes from *rec* in one go: one byte (waiting at most the port's
+    read timeout), then whatever else has already arrived."""
+    data = rec.read(1)
+    if data:
+        waiting = int(getattr(rec.inner, "in_waiting", 0) or 0)
+        if waiting:
+            data += rec.read(waiting)
+    return data
+
+
+class ReaderLink:
+    """The session plumbing of a serial link driver whose reader thread runs ``_read_loop``
+    (the test-port link, the Concert link): open the port (a port that cannot be opened is a
+    TransportError naming it), start the reader, and stop it again.  The driver keeps its own
+    state (``_pending``) under ``_cond``."""
+
+    _rec: RecordingTransport
+    _cond: threading.Condition
+    _pending: object | None
+    _running: bool
+    _reader: threading.Thread | None
+    _reader_error: BaseException | None
+
+    def _read_loop(self) -> None:
+        raise NotImplementedError
+
+    def _open_port(self, read_timeout: float) -> None:
+        if not self._rec.is_open:
+            try:
+                self._rec.open()
+            except OSError as exc:  # pyserial's SerialException is one: the port is not there
+                raise TransportError(f"{self!r}: open(): cannot open the port: {exc}") from exc
+        if self._rec.timeout is None or self._rec.timeout > read_timeout:
+            self._rec.timeout = read_timeout  # the reader must notice close() and its timers
+        self._rec.reset_input_buffer()
+
+    def _start_reader(self) -> None:
+        self._reader_error = None
+        self._running = True
+        self._reader = threading.Thread(target=self._read_loop, name=f"{self!r}-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    def _stop_reader(self) -> None:
+        self._running = False
+        if self._reader is not None:
+            self._reader.join(timeout=1.0)
+            self._reader = None
+        if self._rec.is_open:
+            self._rec.close()
+        with self._cond:
+            self._pending = None
+            self._cond.notify_all()

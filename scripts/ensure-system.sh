@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(pcscd vsmartcard-vpcd libpcsclite-dev swig gcc make iproute2 ethtool procps util-linux
-      tshark chromium fonts-noto-cjk)
+      tshark chromium fonts-noto-cjk ser2net)
 
 py=${PYTHON:-python3}
 if ! command -v "$py" >/dev/null; then

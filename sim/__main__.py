@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                        help="state, logs, ledger, NVRAM (default: %(default)s)")
+        p.add_argument("--bench-id", default="", metavar="ID",
+                       help="one of several benches side by side: its namespaces, interfaces "
+                            "and card namespace are named after ID (1-6 of a-z 0-9); give "
+                            "each its own --workdir")
         if name != "down":
             p.add_argument("--bench-file", type=Path, default=DEFAULT_BENCH_FILE,
                            help="where to write the bench YAML (default: %(default)s)")
@@ -68,14 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _need_root()
         if args.cmd == "up":
-            for line in bench.cleanup_leftovers(workdir):
+            for line in bench.cleanup_leftovers(workdir, bench_id=args.bench_id):
                 print(f"sim up: cleaned up after an earlier run: {line}")
             path = bench.start_detached(workdir, args.bench_file.resolve(),
-                                        watch_pid=args.watch_pid, without=without)
+                                        watch_pid=args.watch_pid, without=without,
+                                        bench_id=args.bench_id)
             left_out = f" (without {', '.join(without)})" if without else ""
             print(f"sim up: virtual bench ready{left_out}; bench file {path}")
         elif args.cmd == "down":
-            said = bench.cleanup_leftovers(workdir)
+            said = bench.cleanup_leftovers(workdir, bench_id=args.bench_id)
             for line in said:
                 print(f"sim down: {line}")
             print("sim down: nothing of the virtual bench is left" if said else
@@ -92,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     os.close(ready_fd)
                     ready_fd = -1
 
-            bench.VirtualBench(workdir, args.bench_file.resolve(),
-                               watch_pid=args.watch_pid, without=without).run(ready)
+            bench.VirtualBench(workdir, args.bench_file.resolve(), watch_pid=args.watch_pid,
+                               without=without, bench_id=args.bench_id).run(ready)
     except RigError as exc:
         print(f"sim {args.cmd}: {exc}", file=sys.stderr)
         return 1

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import selectors
 import signal
 import socket
@@ -91,6 +92,30 @@ PARTS = ("ledger", "network")
 #: Bench-file roles (terminal.operators) and the profile role each one takes its operator from.
 BENCH_ROLES = ("operator", "admin")
 PCSC_NS = "pcsc"
+BENCH_ID = re.compile(r"^[a-z0-9]{1,6}$")
+"""A bench id (``sim up --bench-id``): several virtual benches side by side on one PC."""
+
+
+def check_bench_id(bench_id: str) -> str:
+    if bench_id and not BENCH_ID.match(bench_id):
+        raise ConfigError(f"bench id {bench_id!r}: 1 to 6 lower-case letters or digits "
+                          f"expected (it prefixes namespace and interface names)")
+    return bench_id
+
+
+def bench_topology(bench_id: str = "") -> netns.Topology:
+    """The namespaces and interfaces of bench *bench_id*: the contract names without an id,
+    names prefixed ``pb<id>`` with one (addresses stay the contract ones: they only exist
+    inside the bench's own namespaces, so benches never collide)."""
+    check_bench_id(bench_id)
+    return netns.Topology.with_prefix(f"pb{bench_id}") if bench_id else (
+        netns.Topology.default())
+
+
+def pcsc_namespace(bench_id: str = "") -> str:
+    """The card namespace of bench *bench_id* (its pcscd, vpcd ports and card processes)."""
+    check_bench_id(bench_id)
+    return f"pb{bench_id}{PCSC_NS}" if bench_id else PCSC_NS
 STATE_NAME = "state.json"
 READY_BOUND = 30.0
 #: Relay unit wiring of the virtual bench: the terminal line each channel is wired across
@@ -179,13 +204,15 @@ class VirtualBench:
 
     def __init__(self, workdir: Path, bench_file: Path, *, watch_pid: int | None = None,
                  topology: netns.Topology | None = None, python: str = sys.executable,
-                 without: Collection[str] = ()) -> None:
+                 without: Collection[str] = (), bench_id: str = "") -> None:
+        self.bench_id = check_bench_id(bench_id)
+        self.pcsc_ns = pcsc_namespace(bench_id)
         self.paths = BenchPaths(workdir)
         self.without = check_parts(without)
         self.kernel_bridge = "network" in self.without  # no injector: a kernel path instead
         self.bench_file = bench_file
         self.watch_pid = watch_pid
-        self.topo = topology or netns.Topology.default()
+        self.topo = topology or bench_topology(bench_id)
         self.python = python
         self.records: list[ProcRecord] = []
         self.sel = selectors.DefaultSelector()
@@ -252,12 +279,12 @@ class VirtualBench:
 
         # Cards: a private pcscd (own mount and network namespace) with two vpcd readers; one
         # process hosts the fixed card on the first and the card emulator on the second.
-        self.pcscd = PcscDaemon(self.paths.workdir / "pcscd", netns_name=PCSC_NS)
+        self.pcscd = PcscDaemon(self.paths.workdir / "pcscd", netns_name=self.pcsc_ns)
         self.pcscd.start()
         self._closers.append(self.pcscd.stop)
         self._record(ProcRecord("pcscd", self.pcscd.pid, _start_time(self.pcscd.pid), ["pcscd"]))
         fixed, emulated = card_bank_names(CARDS_DIR)
-        argv = ["ip", "netns", "exec", PCSC_NS, self.python, "-m", "sim.card"]
+        argv = ["ip", "netns", "exec", self.pcsc_ns, self.python, "-m", "sim.card"]
         for slot, card in enumerate(fixed):
             argv += ["--vpcd", f"127.0.0.1:{self.pcscd.port_base + slot}",
                      "--profile", str(CARDS_DIR / f"{card}.yaml")]
@@ -275,10 +302,13 @@ class VirtualBench:
 
         # ECR pty and probe-link pty: the rig opens the slave paths.
         self.ecr_master, ecr_path = self._pty("ecr")
+        self.concert_master, concert_path = self._pty("concert")  # the cash-register port
         self.probe_master, probe_path = self._pty("probe")
         self.probe = SimProbe()
         self.sel.register(self.probe_master, selectors.EVENT_READ, self._on_probe_bytes)
         self.sel.register(self.ecr_master, selectors.EVENT_READ, self._on_ecr_while_off)
+        self.sel.register(self.concert_master, selectors.EVENT_READ,
+                          self._on_concert_while_off)
 
         # Power supply and relay unit: SCPI over TCP on loopback.
         self.psu = SimPowerSupply()
@@ -297,10 +327,11 @@ class VirtualBench:
             self.sel.register(self._watch_fd, selectors.EVENT_READ, self._on_watched_exit)
 
         return bench_document(
-            profile=profile, ecr_path=ecr_path, probe_path=probe_path,
+            profile=profile, ecr_path=ecr_path, probe_path=probe_path, concert_path=concert_path,
             pcsc_socket=self.pcscd.client_socket, readers=readers, card_emulator=card_emulator,
             psu_port=self.psu_server.port, relay_port=self.relay_server.port, topo=self.topo,
             host_addr=host_addr, ledger=self.paths.ledger, without=self.without,
+            name=f"virtual-{self.bench_id}" if self.bench_id else "virtual",
             host_control=self.paths.host_control,
             qr=qr_section(qr_addr, self.paths.qr_ledger, self.paths.qr_control))
 
@@ -327,7 +358,8 @@ class VirtualBench:
         StateFile(self.paths.state).write({
             "supervisor": {"pid": os.getpid(), "started": _start_time(os.getpid())},
             "processes": records_to_json([r for r in self.records if r.alive()]),
-            "topology": asdict(self.topo),
+            "topology": asdict(self.topo), "bench_id": self.bench_id,
+            "pcsc_ns": self.pcsc_ns,
             "without": list(self.without),
             "kernel_bridge": self.kernel_bridge,
             "bench_file": str(self.bench_file),
@@ -375,20 +407,24 @@ class VirtualBench:
     def _power_up(self, boot: Boot) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sel.unregister(self.ecr_master)  # the firmware reads the ECR line from now on
+        self.sel.unregister(self.concert_master)  # and its Concert port
         argv = ["ip", "netns", "exec", self.topo.dut_ns, self.python, "-m", "sim.terminal",
                 "--ecr-fd", str(self.ecr_master), "--harness-fd", str(theirs.fileno()),
+                "--concert-fd", str(self.concert_master),
                 "--state-dir", str(self.paths.terminal_state),
                 "--profile", str(REPO / "fixtures/terminal/profile.yaml"),
                 "--host", f"{self.topo.host_ip}:{HOST_PORT}", "--netif", self.topo.term_if,
                 "--qr-platform", f"{self.topo.host_ip}:{QR_PORT}",
                 "--qr-terminals", str(QR_TERMINALS)]
         os.set_blocking(self.ecr_master, True)
+        os.set_blocking(self.concert_master, True)
         try:
             self.firmware, self.firmware_record = spawn(
                 "terminal", argv, log_file=self.paths.log("terminal"),
-                pass_fds=(self.ecr_master, theirs.fileno()), cwd=REPO)
+                pass_fds=(self.ecr_master, self.concert_master, theirs.fileno()), cwd=REPO)
         finally:
             os.set_blocking(self.ecr_master, False)
+            os.set_blocking(self.concert_master, False)
             theirs.close()
         self._record(self.firmware_record)
         self.harness = Harness(ours)
@@ -420,6 +456,8 @@ class VirtualBench:
             self.harness.sock.close()
             self.harness = None
         self.sel.register(self.ecr_master, selectors.EVENT_READ, self._on_ecr_while_off)
+        self.sel.register(self.concert_master, selectors.EVENT_READ,
+                          self._on_concert_while_off)
         self._set_load(None)
         self._write_probe(self.probe.harness_disconnected(time.monotonic()).link_out)
         self._save_state()
@@ -491,8 +529,15 @@ class VirtualBench:
                 log.warning("probe link write of %d bytes failed: %s", len(data), exc)
 
     def _on_ecr_while_off(self) -> None:
+        self._drop_while_off(self.ecr_master)
+
+    def _on_concert_while_off(self) -> None:
+        self._drop_while_off(self.concert_master)
+
+    @staticmethod
+    def _drop_while_off(master: int) -> None:
         try:  # an unpowered terminal's UART loses what the rig sends
-            os.read(self.ecr_master, 4096)
+            os.read(master, 4096)
         except (BlockingIOError, OSError):
             pass
 
@@ -606,10 +651,11 @@ class VirtualBench:
 
 
 def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
+                   concert_path: str | None = None,
                    pcsc_socket: str | None, readers: dict[str, str], psu_port: int,
                    relay_port: int, topo: netns.Topology, host_addr: str, ledger: Path,
                    without: Collection[str] = (), host_control: Path | None = None,
-                   qr: Mapping[str, str] | None = None,
+                   qr: Mapping[str, str] | None = None, name: str = "virtual",
                    card_emulator: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The bench YAML document of a running virtual bench (what the rig loads).
 
@@ -623,9 +669,11 @@ def bench_document(*, profile: Profile, ecr_path: str, probe_path: str,
     ``{emulator: <profile>, pin}`` per card."""
     parts = check_parts(without)
     doc: dict[str, Any] = {
-        "bench": {"name": "virtual", "kind": "virtual"},
+        "bench": {"name": name, "kind": "virtual"},
         "terminal": {
             "port": ecr_path, "baudrate": 115200,
+            **({"concert_port": concert_path, "concert_baudrate": 9600} if concert_path
+               else {}),
             **_terminal_facts(profile),
             "boot_timeout": 15.0,
             "operators": _bench_operators(profile),
@@ -729,15 +777,20 @@ def _start_time(pid: int) -> int | None:
 
 
 # -- used by `python -m sim up/down` ------------------------------------------------------------
-def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> list[str]:
+def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None, *,
+                      bench_id: str = "") -> list[str]:
     """End what an earlier bench left behind (by recorded PID) and remove its namespaces (the
     topology recorded in state.json, kernel bridge included when the bench ran without its
-    network injector)."""
+    network injector; without a record, bench *bench_id*'s own names — never another
+    bench's)."""
     said: list[str] = []
     state = StateFile(workdir / STATE_NAME).read()
     recorded: netns.Topology | None = None
+    pcsc_ns = pcsc_namespace(bench_id)
     if state:
         recorded = _recorded_topology(state.get("topology"))
+        if isinstance(state.get("pcsc_ns"), str) and state["pcsc_ns"]:
+            pcsc_ns = str(state["pcsc_ns"])
         if state.get("kernel_bridge"):
             log.info("the earlier bench ran without %s (a kernel bridge in the rig namespace)",
                      state.get("without"))
@@ -750,10 +803,10 @@ def cleanup_leftovers(workdir: Path, topology: netns.Topology | None = None) -> 
             if kill(rec):
                 said.append(f"killed leftover {rec.name} pid {rec.pid}")
         StateFile(workdir / STATE_NAME).remove()
-    topo = topology or recorded or netns.Topology.default()
+    topo = topology or recorded or bench_topology(bench_id)
     for item in netns.destroy(topo):
         said.append(item)
-    said.extend(_destroy_pcsc_namespace())
+    said.extend(_destroy_pcsc_namespace(pcsc_ns))
     return said
 
 
@@ -768,25 +821,25 @@ def _recorded_topology(raw: object) -> netns.Topology | None:
         return None
 
 
-def _destroy_pcsc_namespace() -> list[str]:
+def _destroy_pcsc_namespace(name: str = PCSC_NS) -> list[str]:
     """The card namespace is pcscd's own (sim.pcsc); remove it if a killed run left it."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
-    if PCSC_NS not in listed.stdout.split():
+    if name not in listed.stdout.split():
         return []
-    pids = subprocess.run(["ip", "netns", "pids", PCSC_NS], capture_output=True, text=True,
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
                           timeout=10).stdout.split()
     said = []
     for pid in pids:
-        rec = ProcRecord(f"process in netns {PCSC_NS}", int(pid), _start_time(int(pid)), [])
+        rec = ProcRecord(f"process in netns {name}", int(pid), _start_time(int(pid)), [])
         if kill(rec):
-            said.append(f"killed pid {pid} in netns {PCSC_NS}")
-    subprocess.run(["ip", "netns", "del", PCSC_NS], capture_output=True, timeout=10)
-    return [*said, f"deleted netns {PCSC_NS}"]
+            said.append(f"killed pid {pid} in netns {name}")
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+    return [*said, f"deleted netns {name}"]
 
 
 def start_detached(workdir: Path, bench_file: Path, *, watch_pid: int | None,
                    bound: float = READY_BOUND, python: str = sys.executable,
-                   without: Collection[str] = ()) -> str:
+                   without: Collection[str] = (), bench_id: str = "") -> str:
     """Start the supervisor in its own session and wait (bounded) until it says it is ready."""
     parts = check_parts(without)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -797,6 +850,8 @@ def start_detached(workdir: Path, bench_file: Path, *, watch_pid: int | None,
         argv += ["--watch-pid", str(watch_pid)]
     if parts:
         argv += ["--without", ",".join(parts)]
+    if check_bench_id(bench_id):
+        argv += ["--bench-id", bench_id]
     with open(workdir / "supervisor.log", "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 pass_fds=(w,), cwd=REPO, start_new_session=True)

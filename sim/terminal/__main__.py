@@ -1,6 +1,6 @@
 """``python -m sim.terminal --ecr-fd N --harness-fd M --state-dir DIR --profile PATH
 [--host 198.18.0.20:8583] [--terminal-id ID] [--merchant-id ID] [--netif term0]
-[--qr-platform 198.18.0.20:8600 --qr-terminals fixtures/qr/terminals.yaml]``
+[--qr-platform 198.18.0.20:8600 --qr-terminals fixtures/qr/terminals.yaml] [--concert-fd K]``
 
 Started by the bench supervisor when the PSU output comes on; SIGTERM ends it cleanly, SIGKILL
 is a power loss.  It also ends by itself (exit 0) after it switched itself off (battery
@@ -10,7 +10,9 @@ interface's carrier before each dial and fails at once without a link (cable out
 stderr (masked).  The state dir holds the NVRAM (``terminal-nvram.json``) and the journal
 (``terminal-journal.sqlite``, WAL).  With ``--qr-platform`` the terminal takes QR payments
 through that platform, signing with its key from ``--qr-terminals`` (the platform's own
-terminals file, read once at start: the key is written in one place).
+terminals file, read once at start: the key is written in one place).  With ``--concert-fd``
+the terminal has a second serial port speaking Concert (docs/ecr-concert.md) on that pty master
+fd, inherited like the ECR one: a cash register starts transactions there, the test port stays.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "payments)")
     p.add_argument("--qr-terminals", help="the QR platform's terminals file "
                                           "(fixtures/qr/terminals.yaml): this terminal's key")
+    p.add_argument("--concert-fd", type=int, help="Concert pty master fd (inherited): a second "
+                                                   "serial port for a cash register speaking "
+                                                   "Concert (default: none)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                               qr_client=qr_client)
 
     runner = TerminalRunner(ecr_fd=args.ecr_fd, harness=harness, firmware=firmware,
-                            make_services=services)
+                            make_services=services, concert_fd=args.concert_fd)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         runner.stop()

@@ -13,7 +13,11 @@
   the process lives on until the bench cuts the power;
 * :class:`~sim.terminal.firmware.PowerOff`: the frames already queued on the ECR link go out
   (bounded by :data:`POWER_OFF_FRAMES` × the link's bound), then the notice goes on the harness
-  and the loop ends.
+  and the loop ends;
+* optionally a second serial port, the Concert pty master fd (docs/ecr-concert.md): bytes →
+  :class:`~sim.terminal.concert.ConcertPort` → the ECR request it makes → firmware; every ECR
+  message the firmware sends still goes to the test port and is also shown to the port (its
+  request's final response becomes the Concert answer).  Frozen: its bytes are dropped too.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from protocols import ecr
 from protocols.errors import DecodeError
 from protocols.jsonlines import JsonLineBuffer, encode_line
 from protocols.masking import scrub
+from sim.terminal.concert import ConcertPort
 from sim.terminal.firmware import (
     POS_ENTRY_CHIP,
     Action,
@@ -225,8 +230,13 @@ class TerminalRunner:
     def __init__(self, *, ecr_fd: int, harness: socket.socket, firmware: TerminalFirmware,
                  make_services: Callable[[HarnessSlot], Services],
                  clock: Callable[[], float] = time.monotonic,
-                 link: ecr.EcrLink | None = None) -> None:
+                 link: ecr.EcrLink | None = None, concert_fd: int | None = None,
+                 concert: ConcertPort | None = None) -> None:
         self.ecr_fd = ecr_fd
+        self.concert_fd = concert_fd
+        """The Concert pty master fd (None: the terminal has no Concert port)."""
+        self.concert = (concert or ConcertPort(transactions=firmware.transactions)
+                        if concert_fd is not None else None)
         self.harness = harness
         self.firmware = firmware
         self.clock = clock
@@ -245,6 +255,7 @@ class TerminalRunner:
         self._frozen = False
         self._power_off: tuple[Mapping[str, Any], float] | None = None  # notice, deadline
         self._ecr_paused_until: float | None = None
+        self._concert_paused_until: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terminal-job")
         self._sel = selectors.DefaultSelector()
         self._do: Mapping[type, Callable[[Any], None]] = {
@@ -274,6 +285,14 @@ class TerminalRunner:
             log.warning("terminal: ECR fd %d is not a tty (%s); using it as is", self.ecr_fd, exc)
         os.set_blocking(self.ecr_fd, False)
         self._sel.register(self.ecr_fd, selectors.EVENT_READ, self._on_ecr_readable)
+        if self.concert_fd is not None:
+            try:
+                tty.setraw(self.concert_fd)
+            except termios.error as exc:
+                log.warning("terminal: Concert fd %d is not a tty (%s); using it as is",
+                            self.concert_fd, exc)
+            os.set_blocking(self.concert_fd, False)
+            self._sel.register(self.concert_fd, selectors.EVENT_READ, self._on_concert_readable)
         self._sel.register(self.harness, selectors.EVENT_READ, self._on_harness_readable)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         try:
@@ -294,10 +313,12 @@ class TerminalRunner:
 
     def _select_timeout(self) -> float:
         now = self.clock()
-        times = [t for t in (self._ecr_paused_until,) if t is not None]
+        times = [t for t in (self._ecr_paused_until, self._concert_paused_until)
+                 if t is not None]
         if not self._frozen:
             times += [t for t in (self.link.next_deadline(), self.firmware.next_deadline(),
-                                  self._power_off[1] if self._power_off else None)
+                                  self._power_off[1] if self._power_off else None,
+                                  self.concert.next_deadline() if self.concert else None)
                       if t is not None]
         if not times:
             return IDLE_WAIT_S
@@ -308,10 +329,17 @@ class TerminalRunner:
         if self._ecr_paused_until is not None and now >= self._ecr_paused_until:
             self._ecr_paused_until = None
             self._sel.register(self.ecr_fd, selectors.EVENT_READ, self._on_ecr_readable)
+        if (self._concert_paused_until is not None and now >= self._concert_paused_until
+                and self.concert_fd is not None):
+            self._concert_paused_until = None
+            self._sel.register(self.concert_fd, selectors.EVENT_READ, self._on_concert_readable)
         if self._frozen:
             self._drop_results()
             return
         self._link_events(self.link.poll(now))
+        if self.concert is not None:
+            self.concert.poll(now)
+            self._flush_concert()
         while True:
             try:
                 result = self._results.get_nowait()
@@ -361,6 +389,30 @@ class TerminalRunner:
             return  # a UART nobody services: the bytes are lost, nothing is ACKed
         self._link_events(self.link.receive(data, self.clock()))
 
+    def _on_concert_readable(self) -> None:
+        assert self.concert is not None and self.concert_fd is not None
+        try:
+            data = os.read(self.concert_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:  # nobody has the slave open; look again a little later
+            self._sel.unregister(self.concert_fd)
+            self._concert_paused_until = self.clock() + ECR_RETRY_S
+            return
+        if self._frozen:
+            return  # a UART nobody services
+        for request in self.concert.receive(data, self.clock()):
+            log.info("terminal: Concert rx → %s", request.describe("rig", self._specs))
+            actions = self.firmware.on_ecr(request, self.clock())
+            self.concert.after_request([a.msg for a in actions if isinstance(a, SendEcr)],
+                                       self.clock())
+            self._execute(actions, observed=True)
+        self._flush_concert()
+
     def _on_harness_readable(self) -> None:
         data = self.harness.recv(65536)
         if not data:
@@ -396,7 +448,7 @@ class TerminalRunner:
                     self._execute(self.firmware.on_bad_request(str(exc)))
                     continue
                 log.info("terminal: ECR rx %s", msg.describe("rig", self._specs))
-                self._execute(self.firmware.on_ecr(msg, self.clock()))
+                self._execute(self.firmware.on_ecr(msg, self.clock()), answering=msg.code)
             elif isinstance(ev, ecr.Failed):
                 log.warning("terminal: ECR frame dropped: %s", ev.error)
             elif isinstance(ev, ecr.Rejected):
@@ -404,10 +456,17 @@ class TerminalRunner:
         self._flush_link()
 
     # ---- actions
-    def _execute(self, actions: list[Action]) -> None:
+    def _execute(self, actions: list[Action], *, answering: str | None = None,
+                 observed: bool = False) -> None:
+        """Carry out *actions*; the Concert port sees their ECR messages first (unless
+        *observed*: it has), *answering* naming the test-port request they answer."""
+        if self.concert is not None and not observed:
+            self.concert.observe([a.msg for a in actions if isinstance(a, SendEcr)],
+                                 self.clock(), answering=answering)
         for action in actions:
             self._do[type(action)](action)
         self._flush_link()
+        self._flush_concert()
 
     def _do_send_ecr(self, action: SendEcr) -> None:
         log.info("terminal: ECR tx %s", action.msg.describe("terminal", self._specs))
@@ -428,6 +487,14 @@ class TerminalRunner:
             except OSError:  # EAGAIN (empty) or EIO (no slave): nothing buffered
                 break
         self.link.reset()
+        if self.concert is not None and self.concert_fd is not None:
+            while True:
+                try:
+                    if not os.read(self.concert_fd, 4096):
+                        break
+                except OSError:
+                    break
+            self.concert.reset()
 
     def _do_start_job(self, action: StartJob) -> None:
         log.info("terminal: job %s #%d", type(action.job).__name__, action.job.job_id)
@@ -448,6 +515,8 @@ class TerminalRunner:
                   "is cycled")
         self._frozen = True
         self.link.reset()
+        if self.concert is not None:
+            self.concert.reset()
 
     def _do_power_off(self, action: PowerOff) -> None:
         bound = POWER_OFF_FRAMES * self.link.bound
@@ -455,19 +524,33 @@ class TerminalRunner:
                  bound)
         self._power_off = (action.notice, self.clock() + bound)
 
+    def _flush_concert(self) -> None:
+        if self.concert is None or self.concert_fd is None:
+            return
+        out = self.concert.take_output()
+        if self._frozen:
+            return
+        _write_out(self.concert_fd, out, "Concert")
+
     def _flush_link(self) -> None:
         if self._frozen:
             self.link.take_output()
             return
-        out = self.link.take_output()
-        while out:
-            try:
-                n = os.write(self.ecr_fd, out)
-            except BlockingIOError:
-                log.warning("terminal: ECR output full, %d bytes dropped", len(out))
-                return
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
-                return  # no slave open: the bytes go nowhere, as on an unplugged cable
-            out = out[n:]
+        _write_out(self.ecr_fd, self.link.take_output(), "ECR")
+
+
+def _write_out(fd: int, out: bytes, port: str) -> None:
+    """Write *out* to a pty master: all of it, or drop the rest when the line is full (said),
+    or nothing when no one has the slave open (the bytes go nowhere, as on an unplugged
+    cable)."""
+    while out:
+        try:
+            n = os.write(fd, out)
+        except BlockingIOError:
+            log.warning("terminal: %s output full, %d bytes dropped", port, len(out))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            return
+        out = out[n:]
