@@ -236,7 +236,12 @@ def has_paid(bench: Bench, amount: int, card: str) -> Outcome:
 
 
 def _original_by_reference(bench: Bench, purchase: Outcome) -> OriginalRef:
-    """The original sale by RRN and date (MMDD), as the merchant reads them off the receipt."""
+    """The original sale by RRN and date (MMDD), as the merchant reads them off the receipt;
+    by its trace number when the terminal link reports no RRN (a cash-register protocol such
+    as Concert names the original by trace)."""
+    if not purchase.rrn:
+        assert purchase.stan, "the purchase's answer names neither an RRN nor a trace number"
+        return OriginalRef.by_trace(purchase.stan)
     record = bench.terminal.query(purchase.stan)
     when = record.fields.get("time", "")
     assert len(when) >= 8, f"the terminal's record of STAN {purchase.stan} has no date: {when!r}"
