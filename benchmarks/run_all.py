@@ -513,11 +513,12 @@ def run_index(name: str) -> int | None:
 def pytest_command(targets: Sequence[str], *, junit: Path, bench_workdir: Path,
                    extra: Sequence[str] = ()) -> list[str]:
     """pytest on the virtual bench, JUnit XML with call durations only (bench up/down and the
-    restore between scenarios are setup/teardown), no Allure."""
+    restore between scenarios are setup/teardown), no Allure; supply plots deferred, as
+    ``python -m rigs.report`` runs the suite (they are drawn after it)."""
     return [sys.executable, "-m", "pytest", *targets, "-p", "no:allure_pytest_bdd", "-p",
             "no:allure_pytest", "-p", "no:cacheprovider", "-p", "benchmarks.pytest_bench",
             f"--junitxml={junit}", "-o", "junit_duration_report=call", "--bench-workdir",
-            str(bench_workdir), "-q", "-rfE", "--tb=short", *extra]
+            str(bench_workdir), "--defer-plots", "-q", "-rfE", "--tb=short", *extra]
 
 
 def _junit_cases(junit: Path, fin: Finished, what: str, bound_s: float) -> list[Case]:

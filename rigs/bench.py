@@ -82,7 +82,7 @@ class FaultAction:
 @dataclass(frozen=True)
 class Evidence:
     name: str
-    kind: str  # "text", "csv", "pcap", "png"
+    kind: str  # "text", "csv", "pcap", "png", "json"
     content: bytes | str | None = None
     path: Path | None = None
 
@@ -174,6 +174,9 @@ class Bench:
         self._scenario = ""
         self.raw_capture_dir: Path | None = None
         """Where raw captures are also kept (``--raw-capture``); None: never."""
+        self.defer_plots = False
+        """Attach each supply plot's data and leave the drawing to the report step
+        (``--defer-plots``, set by ``python -m rigs.report``): no scenario waits for it."""
 
     @property
     def sample_period_s(self) -> float:
@@ -611,19 +614,24 @@ class Bench:
         terminal showed or its scanner was shown (a customer's payment code masked).  A picture
         that cannot be drawn is said so in its place; it never costs the other evidence."""
         from rigs.cards import SCANNED
-        from rigs.plots import power_png
+        from rigs.plotdata import PLOT_DATA_NAME, PLOT_NAME, plot_data, png_from_data
         from rigs.qrimage import payment_code_png, qr_png
 
         out: list[Evidence] = []
         try:
             if self._power is not None:
                 t = self.config.terminal
-                png = power_png(self.events.events(), title=f"supply during {self._scenario}",
-                                thresholds={f"low battery {t.low_battery_volts:.2f} V":
-                                            t.low_battery_volts,
-                                            f"nominal {t.nominal_volts:.2f} V": t.nominal_volts})
-                if png is not None:
-                    out.append(Evidence("supply voltage and current, faults shaded", "png", png))
+                data = plot_data(self.events.events(), title=f"supply during {self._scenario}",
+                                 thresholds={f"low battery {t.low_battery_volts:.2f} V":
+                                             t.low_battery_volts,
+                                             f"nominal {t.nominal_volts:.2f} V":
+                                             t.nominal_volts})
+                if data is not None and self.defer_plots:
+                    out.append(Evidence(PLOT_DATA_NAME, "json", data))
+                elif data is not None:
+                    png = png_from_data(data)
+                    if png is not None:
+                        out.append(Evidence(PLOT_NAME, "png", png))
             shown = [e.qr_code for e in self.terminal.events if e.qr_code]
             for n, code in enumerate(dict.fromkeys(shown), 1):
                 out.append(Evidence(f"QR code shown by the terminal ({n})", "png",

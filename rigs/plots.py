@@ -487,3 +487,4 @@ def power_png(events: Sequence[Event], *, title: str,
         return out.getvalue()
     finally:
         fig.clear()
+

@@ -83,6 +83,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also keep each scenario's raw network capture (card data in the "
                          "clear!) in DIR, which must be outside reports/; the report's "
                          "captures are always masked")
+    group.addoption("--defer-plots", action="store_true", default=False,
+                    help="attach each supply plot's data and draw the plots after the run "
+                         "(python -m rigs.report does; plain pytest draws them inline)")
     group.addoption(PROGRESS_OPTION, action="store_true", default=False,
                     help="live progress: feature, scenario, step and bench state (a status "
                          "line on a terminal, plain lines in a CI log)")
@@ -250,6 +253,7 @@ def rig_bench(bench_config: BenchConfig, request: pytest.FixtureRequest) -> Iter
         f"rig-{bench_id}" if bench_id else "rig")
     b = Bench(bench_config, workdir=workdir)
     b.raw_capture_dir = _raw_capture_dir(request.config)
+    b.defer_plots = bool(request.config.getoption("--defer-plots"))
     b.open()
     request.config.stash[BENCH_KEY] = b
     try:
@@ -498,7 +502,8 @@ def _attach(item: Evidence) -> None:
     except ImportError:  # the report plugin is optional
         return
     kinds = {"text": allure.attachment_type.TEXT, "csv": allure.attachment_type.CSV,
-             "pcap": allure.attachment_type.PCAP, "png": allure.attachment_type.PNG}
+             "pcap": allure.attachment_type.PCAP, "png": allure.attachment_type.PNG,
+             "json": allure.attachment_type.JSON}
     if item.path is not None:
         if item.path.exists():
             allure.attach.file(str(item.path), name=item.name, attachment_type=kinds[item.kind])

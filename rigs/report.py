@@ -125,6 +125,69 @@ def write_coverage_result(results_dir: Path, rows: list[Row]) -> Path:
     return path
 
 
+def _draw(data_path: str) -> bytes | str:
+    """In a worker process: the PNG of one plot's data file, or why it could not be drawn."""
+    from rigs.plotdata import png_from_data
+
+    try:
+        png = png_from_data(Path(data_path).read_text(encoding="utf-8"), where=data_path)
+    except (OSError, RigError) as exc:
+        return f"the supply plot could not be drawn: {exc}"
+    return png if png is not None else "the supply was never sampled: no plot"
+
+
+def _plot_entries(node: object, found: list[dict[str, object]]) -> None:
+    from rigs.plotdata import PLOT_DATA_NAME
+
+    if isinstance(node, dict):
+        for att in node.get("attachments", []) or []:
+            if isinstance(att, dict) and att.get("name") == PLOT_DATA_NAME:
+                found.append(att)
+        for step in node.get("steps", []) or []:
+            _plot_entries(step, found)
+
+
+def draw_deferred_plots(results_dir: Path, workers: int | None = None) -> int:
+    """Draw every supply plot whose data a scenario attached (``--defer-plots``), several at a
+    time, and put each PNG in its result in place of the data; returns how many were drawn.
+    A plot that cannot be drawn leaves a text attachment saying why."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rigs.plotdata import PLOT_NAME
+
+    jobs: list[tuple[Path, dict[str, object], dict[str, object]]] = []
+    for path in sorted(results_dir.glob("*-result.json")):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RigError(f"{path}: unreadable Allure result ({exc})") from None
+        entries: list[dict[str, object]] = []
+        _plot_entries(result, entries)
+        jobs += [(path, result, att) for att in entries]
+    if not jobs:
+        return 0
+    sources = [str(results_dir / str(att["source"])) for _, _, att in jobs]
+    with ProcessPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
+        drawn = list(pool.map(_draw, sources, timeout=REPORT_BOUND))
+    changed: dict[Path, dict[str, object]] = {}
+    count = 0
+    for (path, result, att), out, source in zip(jobs, drawn, sources, strict=True):
+        name = f"{uuid.uuid4()}-attachment"
+        if isinstance(out, bytes):
+            (results_dir / f"{name}.png").write_bytes(out)
+            att.update({"name": PLOT_NAME, "source": f"{name}.png", "type": "image/png"})
+            count += 1
+        else:
+            (results_dir / f"{name}.txt").write_text(out, encoding="utf-8")
+            att.update({"name": "supply plot not drawn", "source": f"{name}.txt",
+                        "type": "text/plain"})
+        Path(source).unlink(missing_ok=True)
+        changed[path] = result
+    for path, result in changed.items():
+        path.write_text(json.dumps(result), encoding="utf-8")
+    return count
+
+
 def generate_html(results_dir: Path, out_dir: Path, *, history_out: Path | None = None) -> Path:
     """Build the offline single-file HTML report with the Allure commandline (node_modules).
     With *history_out*, also keep the history Allure computes for the next run (it writes it
@@ -213,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True)
     cmd = [sys.executable, "-m", "pytest", "features", "-p", "no:allure_pytest",
            "--alluredir", str(results), f"--junitxml={junit}",
-           "--progress", "-rfE", "--tb=short", f"--bench-workdir={reports / 'bench'}",
+           "--progress", "--defer-plots", "-rfE", "--tb=short",
+           f"--bench-workdir={reports / 'bench'}",
            *args.pytest_args]
     if args.bench:
         cmd += ["--bench", args.bench]
@@ -227,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = coverage_rows(found)
     report = None
     if results.is_dir():
+        try:
+            drawn = draw_deferred_plots(results)
+            print(f"report: {drawn} supply plot(s) drawn", file=sys.stderr)
+        except (RigError, OSError, TimeoutError) as exc:
+            print(f"report: drawing the plots: {exc}", file=sys.stderr)
+            code = code or 1
         (reports / "coverage.json").write_text(json.dumps(to_json(rows), indent=1,
                                                           ensure_ascii=False), encoding="utf-8")
         write_coverage_result(results, rows)

@@ -112,3 +112,36 @@ def test_the_html_report_keeps_history_between_runs(results: Path, tmp_path: Pat
     report.generate_html(results, tmp_path / "html", history_out=history / "allure")
     again = json.loads((history / "allure" / "history-trend.json").read_text(encoding="utf-8"))
     assert len(again) == 2  # two runs in the trend
+
+
+def test_plots_drawn_after_the_run_replace_their_data_in_each_result(tmp_path: Path) -> None:
+    from rigs.events import EventStream, Source
+    from rigs.plotdata import PLOT_DATA_NAME, PLOT_NAME, plot_data
+
+    stream = EventStream()
+    for i in range(5):
+        stream.publish(Source.POWER, "sample", "supply", "7.40 V 0.250 A", t=1000.0 + i / 10,
+                       data={"volts": 7.4, "amps": 0.25})
+    stream.publish(Source.FAULT, "fired", "supply_sag", "#1 supply_sag", t=1000.2,
+                   data={"fault_id": 1})
+    data = plot_data(stream.events(), title="supply during x", thresholds={"nominal": 7.4})
+    assert data is not None and plot_data([], title="none") is None
+    results = tmp_path / "allure-results"
+    results.mkdir()
+    (results / "d-attachment.json").write_text(data, encoding="utf-8")
+    (results / "bad-attachment.json").write_text("{not json", encoding="utf-8")
+    for name, source in (("one", "d-attachment.json"), ("two", "bad-attachment.json")):
+        (results / f"{name}-result.json").write_text(json.dumps({
+            "uuid": name, "name": name, "status": "passed", "labels": [],
+            "attachments": [{"name": PLOT_DATA_NAME, "source": source,
+                             "type": "application/json"}]}), encoding="utf-8")
+    assert report.draw_deferred_plots(results, workers=1) == 1
+    one = json.loads((results / "one-result.json").read_text(encoding="utf-8"))
+    (att,) = one["attachments"]
+    assert att["name"] == PLOT_NAME and att["type"] == "image/png"
+    assert (results / att["source"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    two = json.loads((results / "two-result.json").read_text(encoding="utf-8"))
+    assert two["attachments"][0]["name"] == "supply plot not drawn"
+    assert "not a supply plot document" in (results / two["attachments"][0]["source"]).read_text()
+    assert not list(results.glob("*-attachment.json")), "plot data left behind"
+    assert report.draw_deferred_plots(results) == 0  # nothing left to draw
