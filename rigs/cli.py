@@ -58,20 +58,46 @@ def _sim(args: list[str]) -> int:
               show_default=True, help="where the bench file of the virtual bench is written")
 @click.option("--without", multiple=True, metavar="PART",
               help="leave a part out (ledger, network); repeatable")
-def bench_up(workdir: Path, bench_file: Path, without: tuple[str, ...]) -> None:
+@click.option("--bench-id", default="", metavar="ID",
+              help="one of several benches side by side (give each its own --workdir)")
+@click.option("--nominal/--as-is", default=True, show_default=True,
+              help="restore the new bench to nominal (supply on, terminal booted and idle, "
+                   "network passing), as a lab bench stands ready; --as-is leaves it cold")
+def bench_up(workdir: Path, bench_file: Path, without: tuple[str, ...], bench_id: str,
+             nominal: bool) -> None:
     """Bring the virtual bench up and write its bench file."""
     args = ["up", "--workdir", str(workdir), "--bench-file", str(bench_file)]
     for part in without:
         args += ["--without", part]
-    raise SystemExit(_sim(args))
+    if bench_id:
+        args += ["--bench-id", bench_id]
+    code = _sim(args)
+    if code != 0 or not nominal:
+        raise SystemExit(code)
+    from rigs.bench import Bench
+
+    with _bench(bench_file, "bench up") as config:
+        bench_ = Bench(config, workdir=workdir.with_name(f"{workdir.name}-rig"))
+        try:
+            bench_.open()
+            bench_.restore_nominal()
+        except RigError as exc:
+            click.echo(f"posrig bench up: the bench is up but not nominal: {exc}", err=True)
+            raise SystemExit(1) from None
+        finally:
+            bench_.close()
+    click.echo(f"posrig bench up: {config.bench.name} is nominal")
+    raise SystemExit(0)
 
 
 @bench.command("down")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("reports/bench"),
               show_default=True)
-def bench_down(workdir: Path) -> None:
+@click.option("--bench-id", default="", metavar="ID")
+def bench_down(workdir: Path, bench_id: str) -> None:
     """Take the virtual bench down (whatever is left of it)."""
-    raise SystemExit(_sim(["down", "--workdir", str(workdir)]))
+    raise SystemExit(_sim(["down", "--workdir", str(workdir),
+                           *(["--bench-id", bench_id] if bench_id else [])]))
 
 
 # -- doctor, reset -----------------------------------------------------------------------------------

@@ -54,18 +54,33 @@ def lab(tmp_path: Path) -> Iterator[Path]:
     (repo / "features").mkdir(parents=True)
     (repo / "features" / "morning.feature").write_text(FEATURE, encoding="utf-8")
     workdir = tmp_path / "bench"
-    up = _run([sys.executable, "-m", "sim", "up", "--workdir", str(workdir), "--bench-file",
-               str(repo / "bench.yaml")], REPO)
+    up = _run([sys.executable, "-m", "rigs", "bench", "up", "--workdir", str(workdir),
+               "--bench-file", str(repo / "bench.yaml")], REPO)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        assert "virtual is nominal" in up.stdout, up.stdout + up.stderr
         yield repo
     finally:
-        down = _run([sys.executable, "-m", "sim", "down", "--workdir", str(workdir)], REPO)
+        down = _run([sys.executable, "-m", "rigs", "bench", "down", "--workdir", str(workdir)],
+                    REPO)
         assert down.returncode == 0, down.stdout + down.stderr
+
+
+def _doctor_ok(lab: Path) -> str:
+    doctor = _run([sys.executable, "-m", "rigs", "doctor", "--bench", "bench.yaml",
+                   "--workdir", str(lab / "doctor")], lab, bound=120)
+    text = textwrap.dedent(doctor.stdout)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "Traceback" not in doctor.stdout + doctor.stderr
+    for part in ("terminal", "cards", "power", "switch", "network"):
+        assert any(part in line and "OK" in line for line in text.splitlines()), \
+            f"{part} not OK:\n{text}"
+    return text
 
 
 def test_a_lab_repository_runs_its_features_and_the_doctor_finds_the_bench_ok(lab: Path) -> None:
     assert not list(lab.rglob("*.py")) and not (lab / "conftest.py").exists()
+    _doctor_ok(lab)  # posrig bench up left the bench nominal: every instrument OK
     junit = lab / "junit.xml"
     done = _run([sys.executable, "-m", "pytest", "--bench", "bench.yaml", "-p",
                  "no:allure_pytest_bdd", "-p", "no:cacheprovider", f"--junitxml={junit}",
@@ -77,12 +92,5 @@ def test_a_lab_repository_runs_its_features_and_the_doctor_finds_the_bench_ok(la
     assert cases == {"test_a_chip_purchase": [], "test_a_stripe_purchase_signed_on_the_pad": []}
     assert "features/morning.feature::" in done.stdout or "2 passed" in out
 
-    doctor = _run([sys.executable, "-m", "rigs", "doctor", "--bench", "bench.yaml",
-                   "--workdir", str(lab / "doctor")], lab, bound=120)
-    text = textwrap.dedent(doctor.stdout)
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "Traceback" not in doctor.stdout + doctor.stderr
-    for part in ("terminal", "cards", "power", "switch", "network"):
-        assert any(part in line and "OK" in line for line in text.splitlines()), \
-            f"{part} not OK:\n{text}"
+    text = _doctor_ok(lab)  # and again after the run restored it
     assert "POSRIG-SIM T1" in text and "ATR 3B" in text and "instruments OK" in text
