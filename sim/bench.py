@@ -617,6 +617,14 @@ class VirtualBench:
     def _stop(self) -> None:
         self.stopping = True
 
+    def _registered(self, key: selectors.SelectorKey) -> bool:
+        """Whether *key* is still what the selector holds for its file."""
+        try:
+            current = self.sel.get_key(key.fileobj)
+        except (KeyError, ValueError):  # unregistered, or its file closed meanwhile
+            return False
+        return current.data is key.data
+
     def _loop(self) -> None:
         while not self.stopping:
             deadlines = [t for t in (self.probe.next_deadline(), self._power().next_deadline())
@@ -624,7 +632,10 @@ class VirtualBench:
             timeout = 0.5 if not deadlines else min(0.5, max(0.0, min(deadlines)
                                                              - time.monotonic()))
             for key, _ in self.sel.select(timeout=timeout):
-                key.data()
+                # A handler earlier in this batch may have unregistered this one's file (the
+                # terminal lost power: its harness socket closed): a stale event is dropped.
+                if self._registered(key):
+                    key.data()
             self._do_power(self._power().tick(time.monotonic()))  # the power-on reset ended
             if self.firmware is not None and self.firmware.poll() is not None:
                 self._on_firmware_exit()
