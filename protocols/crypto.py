@@ -60,6 +60,7 @@ from pyemv import kd as _pyemv_kd
 from pyemv import mac as _pyemv_mac
 from pyemv import tools as _pyemv_tools
 
+from protocols.digits import ascii_digits
 from protocols.errors import ProtocolError, RigError
 
 __all__ = [
@@ -182,7 +183,7 @@ def kcv(key: bytes, length: int = 3) -> bytes:
 
 def _pan_field(pan: str) -> bytes:
     digits = pan.strip().rstrip("Ff")
-    if not digits.isdigit() or len(digits) < 13:
+    if not ascii_digits(digits) or len(digits) < 13:
         raise CryptoError(f"pin block: PAN must be 13..19 digits; got {len(digits)} characters")
     return bytes.fromhex("0000" + digits[-13:-1])
 
@@ -190,7 +191,7 @@ def _pan_field(pan: str) -> bytes:
 def pin_block_clear(pin: str, pan: str) -> bytes:
     """The clear format-0 block: (0 | len | PIN | F…) XOR (0000 | 12 rightmost PAN digits
     excluding the check digit)."""
-    if not pin.isdigit() or not 4 <= len(pin) <= 12:
+    if not ascii_digits(pin) or not 4 <= len(pin) <= 12:
         raise CryptoError(f"pin_block(): PIN must be 4..12 digits; got {len(pin)} characters")
     pin_field = bytes.fromhex(f"0{len(pin):X}{pin}".ljust(16, "F"))
     return bytes(a ^ b for a, b in zip(pin_field, _pan_field(pan), strict=True))
@@ -212,7 +213,7 @@ def _pin_from_block(block: bytes, pan: str, pik: bytes) -> str | None:
     if not 4 <= n <= 12:
         return None
     pin, fill = pin_field[2:2 + n], pin_field[2 + n:]
-    if not pin.isdigit() or fill != "F" * len(fill):
+    if not ascii_digits(pin) or fill != "F" * len(fill):
         return None
     return pin
 
@@ -308,7 +309,7 @@ def derive_icc_master_key(imk: bytes, pan: str, pan_seq: int | None) -> bytes:
     number (00 when the card has none); parity adjusted, 16 bytes."""
     _double_key(imk, "derive_icc_master_key()", "the issuer master key")
     digits = pan.strip().rstrip("Ff")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+    if not ascii_digits(digits) or not 12 <= len(digits) <= 19:
         raise CryptoError(f"derive_icc_master_key(): PAN must be 12..19 digits; got "
                           f"{len(digits)} characters")
     if pan_seq is not None and not 0 <= pan_seq <= 99:

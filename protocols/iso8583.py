@@ -27,6 +27,7 @@ from iso8583.decoder import DecodeError as _PyDecodeError
 from iso8583.encoder import EncodeError as _PyEncodeError
 
 from protocols.crypto import mac_x919, verify_mac
+from protocols.digits import ascii_digits
 from protocols.errors import DecodeError, FramingError, hexdump
 from protocols.masking import mask_pan, render_tlv
 
@@ -358,7 +359,7 @@ class LengthFramer:
 def _check_numeric(doc: Mapping[str, str], dialect: Dialect) -> None:
     for key in dialect.numeric:
         value = doc.get(key)
-        if value is not None and not value.isdigit():
+        if value is not None and not ascii_digits(value):
             shown = "(sensitive, not shown)" if key in SENSITIVE_FIELDS else repr(value)
             raise DecodeError(f"encode_message(): field {key} must be decimal digits; got {shown}")
 

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from protocols import tlv
+from protocols.digits import ascii_digits
 
 _PAN_RE = re.compile(r"(?<!\d)(\d{6})(\d{3,9})(\d{4})(?!\d)")
 # Track 2 / track-2-equivalent: PAN, separator ('=' or 'D'), YYMM, service code, discretionary.
@@ -31,7 +32,7 @@ _MASKED_BCD = re.compile(r"(\d{6})[Ff]{3,9}(\d{4})")
 def mask_pan(pan: str) -> str:
     """``'6212345678901234'`` → ``'621234******1234'``.  Short or non-digit input is fully masked."""
     digits = pan.strip().rstrip("Ff")
-    if not digits.isdigit() or len(digits) < 13:
+    if not ascii_digits(digits) or len(digits) < 13:
         masked = _MASKED_BCD.fullmatch(pan.strip())  # already masked in a capture: 621483FF…
         if masked is not None:
             return masked.group(1) + "*" * (len(pan.strip()) - 10) + masked.group(2)

@@ -60,6 +60,7 @@ from protocols.apdu import (
     sw_text,
 )
 from protocols.atr import atr_problem
+from protocols.digits import ascii_digits
 from protocols.ecr import Cvm, Reason
 from protocols.errors import DecodeError, SimError
 from protocols.masking import mask_pan
@@ -548,7 +549,7 @@ def _pin_tries(k: _Kernel) -> int | None:
 def plaintext_pin_block(pin: str) -> bytes:
     """ICC plaintext PIN block (EMV Book 3, 6.5.12): control 2, PIN length, the digits, F
     filler; 8 bytes."""
-    if not (pin.isdigit() and 4 <= len(pin) <= 12):
+    if not (ascii_digits(pin) and 4 <= len(pin) <= 12):
         raise CardError("unsupported", f"a PIN is 4 to 12 digits ({len(pin)} given)")
     return bytes.fromhex(f"2{len(pin):X}{pin}".ljust(16, "F"))
 

@@ -48,6 +48,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from protocols import tlv
+from protocols.digits import ascii_digits
 from protocols.ecr import (
     CLOCK_FORMAT,
     FAULT_TEXTS,
@@ -1218,7 +1219,7 @@ class TerminalFirmware:
     def _pm_limit(self, name: str, value: str) -> _Pm:
         if value == "":
             return _Pm(self.nv.with_limit(name, None), str(self.profile.limit(name)))
-        if not value.isdigit() or int(value) <= 0 or len(value) > 12:
+        if not ascii_digits(value) or int(value) <= 0 or len(value) > 12:
             raise DecodeError(f"PARAMETER {name}: value must be minor units 1..999999999999 "
                               f"(or empty: the profile's {self.profile.limit(name)}), got "
                               f"{value!r}")
@@ -1263,7 +1264,7 @@ class TerminalFirmware:
         amount = msg.get("amt")
         currency = msg.get("cur") or self.profile.currency_code
         if not (amount == "" and row.amount_from_original) and (
-                not amount.isdigit() or int(amount) <= 0 or len(amount) > 12):
+                not ascii_digits(amount) or int(amount) <= 0 or len(amount) > 12):
             return [self._respond(code, Result.BAD_REQUEST, text=f"bad amount {amount!r}")]
         original: OriginalRef | None = None
         if row.needs_original:
@@ -1461,8 +1462,8 @@ class TerminalFirmware:
         if refused is not None:
             return [refused]
         stan, batch = msg.get("stan"), msg.get("batch")
-        if not (stan.isdigit() and len(stan) <= 6) or (batch and not (
-                batch.isdigit() and len(batch) <= 6)):
+        if not (ascii_digits(stan) and len(stan) <= 6) or (batch and not (
+                ascii_digits(batch) and len(batch) <= 6)):
             return [self._respond(MsgCode.QUERY, Result.BAD_REQUEST, text=(
                 f"QUERY: stan and batch must be up to 6 digits, got stan={stan!r} "
                 f"batch={batch!r}"))]

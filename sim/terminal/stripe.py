@@ -20,6 +20,7 @@ Nothing here logs or shows track data; the PAN only masked.
 
 from __future__ import annotations
 
+from protocols.digits import ascii_digits
 from protocols.ecr import Cvm, EntryMode
 from protocols.errors import DecodeError
 from protocols.magstripe import TRACKS, decode_track
@@ -45,10 +46,10 @@ def read_swipe(track1: str, track2: str) -> CardRead:
         raise DecodeError("track 2: nothing read" + (" (track 1 only)" if track1 else ""))
     data = decode_track(2, track2)
     pan, sep, rest = data.partition(TRACKS[2].separator)
-    if not sep or not (pan.isdigit() and 12 <= len(pan) <= 19):
+    if not sep or not (ascii_digits(pan) and 12 <= len(pan) <= 19):
         raise DecodeError(f"track 2: a PAN of 12 to 19 digits and the separator expected, got "
                           f"{len(pan)} character(s) {'with' if sep else 'without'} separator")
-    if len(rest) < 7 or not rest[:7].isdigit():
+    if len(rest) < 7 or not ascii_digits(rest[:7]):
         raise DecodeError(f"track 2: expiry and service code (7 digits) expected at character "
                           f"{len(pan) + 2}")
     service_code = rest[4:7]

@@ -300,6 +300,8 @@ def test_cancel_and_short_pin(bench: Bench) -> None:
 def test_bad_requests(bench: Bench) -> None:
     bench.sign_in()
     assert codes(bench.req(PU, amt="12a", cur="156")) == ["PU:BAD_REQUEST"]
+    for not_ascii in ("²", "１２", "١٢"):  # superscript, fullwidth, Arabic-Indic: isdigit() says yes
+        assert codes(bench.req(PU, amt=not_ascii, cur="156")) == ["PU:BAD_REQUEST"], not_ascii
     assert codes(bench.req("ZZ")) == ["ER:BAD_REQUEST"]
     assert codes(bench.fw.on_bad_request("ECR message: unknown code")) == ["ER:BAD_REQUEST"]
 
