@@ -267,7 +267,10 @@ def check(page: Path, *, expect: str = "", browser: str | None = None,
 
 def _visit(cdp: CdpPipe, page: Path, blocked: list[str], bound: float) -> str:
     deadline = time.monotonic() + bound
-    target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+    # The first call waits for the browser to start as well (a cold start on a busy machine
+    # takes seconds): it gets what is left of the whole bound.
+    target = cdp.call("Target.createTarget", {"url": "about:blank"},
+                      bound=max(10.0, deadline - time.monotonic()))["targetId"]
     session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
         "sessionId"]
     cdp.call("Fetch.enable", {"patterns": [{"urlPattern": "*"}]}, session)
