@@ -614,22 +614,25 @@ class Bench:
         terminal showed or its scanner was shown (a customer's payment code masked).  A picture
         that cannot be drawn is said so in its place; it never costs the other evidence."""
         from rigs.cards import SCANNED
-        from rigs.plotdata import PLOT_DATA_NAME, PLOT_NAME, plot_data, png_from_data
+        from rigs.plotdata import PLOT_DATA_NAME, PLOT_NAME, plot_data
         from rigs.qrimage import payment_code_png, qr_png
 
         out: list[Evidence] = []
         try:
             if self._power is not None:
                 t = self.config.terminal
-                data = plot_data(self.events.events(), title=f"supply during {self._scenario}",
-                                 thresholds={f"low battery {t.low_battery_volts:.2f} V":
-                                             t.low_battery_volts,
-                                             f"nominal {t.nominal_volts:.2f} V":
-                                             t.nominal_volts})
-                if data is not None and self.defer_plots:
-                    out.append(Evidence(PLOT_DATA_NAME, "json", data))
-                elif data is not None:
-                    png = png_from_data(data)
+                events = self.events.events()
+                title = f"supply during {self._scenario}"
+                thresholds = {f"low battery {t.low_battery_volts:.2f} V": t.low_battery_volts,
+                              f"nominal {t.nominal_volts:.2f} V": t.nominal_volts}
+                if self.defer_plots:  # drawn after the run (rigs.report)
+                    data = plot_data(events, title=title, thresholds=thresholds)
+                    if data is not None:
+                        out.append(Evidence(PLOT_DATA_NAME, "json", data))
+                else:  # drawn now, from the events themselves (no JSON round trip)
+                    from rigs.plots import power_png
+
+                    png = power_png(events, title=title, thresholds=thresholds)
                     if png is not None:
                         out.append(Evidence(PLOT_NAME, "png", png))
             shown = [e.qr_code for e in self.terminal.events if e.qr_code]
