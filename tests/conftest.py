@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 
 @pytest.fixture
@@ -28,3 +30,12 @@ def _no_labgrid_plugin_in_pytester(request: pytest.FixtureRequest,
     labgrid's pytest plugin (an installed dependency, not used by the rig) out of it too."""
     if "pytester" in request.fixturenames:
         monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:labgrid")
+
+
+# Property-based tests: a few hundred examples each in `make test` (profile "ci", the default,
+# derandomized so a CI run is repeatable), many more with HYPOTHESIS_PROFILE=long; the long,
+# coverage-guided search is `make fuzz`.
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
