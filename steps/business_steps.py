@@ -23,10 +23,10 @@ from protocols.faults import FaultKind, FaultSpec
 from protocols.transactions import OriginalRef, TxnType, transaction_type
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
+from rigs.cardholder import pay_by_chip
 from rigs.errors import DeviceStateError, NoResponse, RigError
 from rigs.host import LedgerEntry
 from rigs.terminal import Outcome, Settlement
-from steps.cardholder import pay_by_chip
 from steps.parsers import format_amount, step
 
 log = logging.getLogger(__name__)

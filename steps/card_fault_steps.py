@@ -20,10 +20,10 @@ from protocols.faults import FaultKind, FaultSpec, Target
 from protocols.transactions import SALE
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
+from rigs.cardholder import pay_by_chip
 from rigs.events import Event, Source, matching
 from rigs.faults import FaultRecord
 from rigs.terminal import Outcome
-from steps.cardholder import pay_by_chip
 from steps.parsers import step
 
 CHIP_FAILURES: Mapping[str, FaultSpec] = MappingProxyType({

@@ -1,7 +1,7 @@
 """Steps about every way to pay: chip, stripe, tap; online PIN, offline PIN, signature, no
 verification; fallback to the stripe; two cards in the contactless field.
 
-The cardholder robot (:mod:`steps.cardholder`) presents the card and answers the terminal.  The
+The cardholder robot (:mod:`rigs.cardholder`) presents the card and answers the terminal.  The
 Thens prove how the card was read and the cardholder verified from outside the terminal's word:
 the entry mode and the PIN block in the request that crossed the wire (field 22, field 52), and
 the card's own trace (VERIFY for an offline PIN, the contactless channel for a tap).
@@ -19,10 +19,10 @@ from protocols.iso8583 import PosEntry
 from rigs.acquirer import WireMessage
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
+from rigs.cardholder import Cardholder, pay
 from rigs.events import Source, matching
 from rigs.terminal import Outcome
 from steps.card_fault_steps import wrong_pin
-from steps.cardholder import Cardholder, pay
 from steps.parsers import step
 
 ENTRY_WORDS: Mapping[str, EntryMode] = MappingProxyType({

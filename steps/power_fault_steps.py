@@ -20,12 +20,12 @@ from protocols.ecr import EventCode, FaultCode, PrintStatus, Prompt, ShutdownRea
 from protocols.faults import FaultKind, FaultSpec
 from rigs.bench import PAPER_NEAR_END, PRINTER_PRESENCE, Bench
 from rigs.capabilities import Capability, needs
+from rigs.cardholder import PROMPTS
 from rigs.errors import NoResponse, RigError
 from rigs.events import Event, Source, matching
 from rigs.faults import FaultRecord
 from rigs.terminal import Outcome, TerminalEvent
 from rigs.triggers import on_apdu, on_mti, on_terminal
-from steps.cardholder import PROMPTS
 from steps.parsers import step
 from steps.terminal_steps import operator_logged_in, terminal_signed_in
 

@@ -10,9 +10,9 @@ from protocols.ecr import Reason, Result
 from protocols.transactions import TxnType, transaction_type
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
+from rigs.cardholder import pay_by_chip
 from rigs.errors import CapabilityMissing
 from rigs.terminal import Outcome
-from steps.cardholder import pay_by_chip
 from steps.parsers import MASKED_PAN_RE, format_amount, step
 
 

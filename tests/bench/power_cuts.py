@@ -130,7 +130,7 @@ def _login_and_sign_in(bench: Bench) -> None:
 
 
 def drive(bench: Bench, sales: list[Sale], report: Report, progress: bool) -> None:
-    from steps.cardholder import pay_by_chip
+    from rigs.cardholder import pay_by_chip
 
     pin = bench.card_pin("good")
     for sale in sales:

@@ -1,4 +1,4 @@
-"""The cardholder robot (steps.cardholder.pay) against a scripted terminal and card bank: it
+"""The cardholder robot (rigs.cardholder.pay) against a scripted terminal and card bank: it
 answers what the terminal shows and is bounded (a stripe that never reads cannot keep it
 swiping)."""
 
@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from protocols.ecr import EntryMode, Prompt, Result
+from rigs.cardholder import Cardholder, pay
 from rigs.errors import NoResponse
 from rigs.terminal import Outcome, TerminalEvent
-from steps.cardholder import Cardholder, pay
 
 CANCELLED = Outcome(result=Result.CANCELLED, ok=False)
 APPROVED = Outcome(result=Result.APPROVED, ok=True)
