@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +39,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from rigs.errors import ConfigError, LimitError, NoResponse, RampError, RigError, TransportError
+from protocols.scpi import parse_number
+from rigs.errors import (
+    ConfigError,
+    DecodeError,
+    LimitError,
+    NoResponse,
+    RampError,
+    RigError,
+    TransportError,
+)
 from rigs.events import Source
 from rigs.scpi import ScpiInstrument, ScpiTransport, read_error_queue, scpi_property
 
@@ -57,8 +67,15 @@ def _flag_1(answer: str, channel: int) -> bool:
 
 
 def _siglent_status(answer: str, channel: int) -> bool:
-    """SPD3303X ``SYST:STAT?`` is a hex word; bit 4 is CH1's output, bit 5 CH2's."""
-    return bool((int(answer.strip(), 16) >> (3 + channel)) & 1)
+    """SPD3303X ``SYST:STAT?`` is a hex word (``0x`` optional, at most 8 hex digits); bit 4 is
+    CH1's output, bit 5 CH2's.  Anything else is a ValueError (the caller names the answer)."""
+    m = _HEX_WORD_RE.match(answer.strip(" \t\r\n"))
+    if m is None:
+        raise ValueError(f"{answer[:40]!r} is not a hex word of 1-8 digits")
+    return bool((int(m.group(1), 16) >> (3 + channel)) & 1)
+
+
+_HEX_WORD_RE = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]{1,8})$")
 
 
 @dataclass(frozen=True)
@@ -597,6 +614,7 @@ class ScpiPowerSupply(ScpiInstrument):
         cmd = self._cmd(template)
         answer = self.transport.query(cmd)
         try:
-            return float(answer)
-        except ValueError as exc:
-            raise TransportError(f"{self!r}: {cmd!r} answered {answer!r}, not a number") from exc
+            return parse_number(answer, f"{cmd!r} answer")
+        except DecodeError as exc:
+            raise TransportError(f"{self!r}: {cmd!r} answered {answer[:80]!r}, not a number "
+                                 f"({exc})") from exc

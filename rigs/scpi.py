@@ -24,8 +24,16 @@ import pyvisa.constants
 import pyvisa.errors
 import pyvisa.rname
 
+from protocols.scpi import parse_number
 from rigs.driver import Driver, SessionState
-from rigs.errors import ConfigError, InstrumentError, LimitError, NoResponse, TransportError
+from rigs.errors import (
+    ConfigError,
+    DecodeError,
+    InstrumentError,
+    LimitError,
+    NoResponse,
+    TransportError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +267,12 @@ class FakeScpiTransport:
 # scpi_property
 # ----------------------------------------------------------------------------------------------
 
+def scpi_float(answer: str) -> float:
+    """A response number by the one grammar (:func:`protocols.scpi.parse_number`); the
+    default parser of :func:`scpi_property`."""
+    return parse_number(answer, "answer")
+
+
 class ScpiOwner(Protocol):
     """What a class using :func:`scpi_property` provides (a :class:`rigs.driver.Driver` with a
     ``transport``).  Optional: ``scpi_fields`` (a mapping of template fields such as
@@ -315,7 +329,7 @@ class ScpiProperty(Generic[T]):
         answer = owner_.transport.query(cmd)
         try:
             value = self.parse(answer)
-        except ValueError as exc:
+        except (ValueError, DecodeError) as exc:
             raise TransportError(f"{instance!r}: {self.name}: {cmd!r} answered {answer!r}, "
                                  f"not a {getattr(self.parse, '__name__', 'value')}") from exc
         observe = getattr(instance, "scpi_observe", None)
@@ -343,7 +357,7 @@ class ScpiProperty(Generic[T]):
 
 
 def scpi_property(get: Template | None, set: Template | None = None, *,
-                  limits: Limits | None = None, parse: Callable[[str], Any] = float,
+                  limits: Limits | None = None, parse: Callable[[str], Any] = scpi_float,
                   doc: str = "", limit_key: str | None = None) -> Any:
     """Declare a plain SCPI setting: ``get`` is the query, ``set`` the command template
     (``str.format``: the value is the positional field, ``{ch}`` etc. come from the owner's
@@ -357,7 +371,26 @@ def scpi_property(get: Template | None, set: Template | None = None, *,
 # Error queue
 # ----------------------------------------------------------------------------------------------
 
-_ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*[, ]\s*"?(.*?)"?\s*$')
+_ERROR_RE = re.compile(r'^[ \t]*([+-]?[0-9]+)[ \t]*[, ][ \t]*"?(.*?)"?[ \t]*$', re.DOTALL)
+MAX_ERROR_CODE_DIGITS = 5  # SCPI-99 error codes are -32768..32767; device-specific ones too
+
+
+def parse_error_entry(answer: str, owner: str, command: str = "SYST:ERR?") -> tuple[int, str]:
+    """One ``SYSTem:ERRor?`` answer → ``(code, text)``: ``'-113,"Undefined header"'`` →
+    ``(-113, 'Undefined header')``.  Anything else is a :class:`TransportError` naming the
+    answer and the byte position (a code is at most :data:`MAX_ERROR_CODE_DIGITS` ASCII
+    digits, so a reply of 4301 digits is refused, not read)."""
+    shown = repr(answer[:80] + ("…" if len(answer) > 80 else ""))
+    m = _ERROR_RE.match(answer)
+    if m is None:
+        raise TransportError(f"{owner}: {command} answered {shown}; expected "
+                             f"'<code>,\"<text>\"' (an integer code at byte 0)")
+    digits = m.group(1).lstrip("+-")
+    if len(digits.lstrip("0")) > MAX_ERROR_CODE_DIGITS:
+        raise TransportError(f"{owner}: {command} answered {shown}: the code at byte "
+                             f"{m.start(1)} has {len(digits)} digits, at most "
+                             f"{MAX_ERROR_CODE_DIGITS}")
+    return int(m.group(1)), m.group(2)
 
 
 def read_error_queue(transport: ScpiTransport, owner: str, max_entries: int = 32,
@@ -369,14 +402,10 @@ def read_error_queue(transport: ScpiTransport, owner: str, max_entries: int = 32
     """
     errors: list[str] = []
     for _ in range(max_entries):
-        answer = transport.query(command)
-        m = _ERROR_RE.match(answer)
-        if m is None:
-            raise TransportError(f"{owner}: {command} answered {answer!r}; expected "
-                                 f"'<code>,\"<text>\"'")
-        if int(m.group(1)) == 0:
+        code, text = parse_error_entry(transport.query(command), owner, command)
+        if code == 0:
             return errors
-        errors.append(f"{int(m.group(1)):+d} {m.group(2)}")
+        errors.append(f"{code:+d} {text}")
     raise TransportError(f"{owner}: {command} still reporting errors after {max_entries} reads: "
                          f"{errors[:5]}…")
 

@@ -41,12 +41,18 @@ TERMINAL_LOAD_AMPS: Mapping[str, float] = MappingProxyType({
     "printing": 1.20,
 })
 
+#: Units the setpoints take (``VOLT 500 mV``, ``CURR 1.2A``), SCPI suffixes upper-cased.
+VOLT_UNITS: Mapping[str, float] = MappingProxyType({"V": 1.0, "MV": 1e-3})
+AMP_UNITS: Mapping[str, float] = MappingProxyType({"A": 1.0, "MA": 1e-3})
+
 DEFAULT_IDN = "posrig,SimPowerSupply E36xx,SIM-PSU-0001,1.0"
 
 
 class SimPowerSupply(SimScpiDevice):
     """One output, ``0..max_volts`` V and ``0..max_amps`` A, Keysight-like number format."""
 
+    STATE: ClassVar[tuple[str, ...]] = ("output", "volts", "amps_limit", "_load_state",
+                                        "last_change")
     COMMANDS: ClassVar[tuple[Command, ...]] = (
         Command("[SOURce]:VOLTage[:LEVel][:IMMediate][:AMPLitude]", "_set_volts"),
         Command("[SOURce]:VOLTage[:LEVel][:IMMediate][:AMPLitude]?", "_get_volts"),
@@ -124,27 +130,27 @@ class SimPowerSupply(SimScpiDevice):
     def _set_volts(self, params: list[str], now: float) -> None:
         expect_params(params, 1, 1, "VOLT")
         self.volts = parse_number(params[0], minimum=0.0, maximum=self.max_volts, default=0.0,
-                                  what="VOLT")
+                                  what="VOLT", units=VOLT_UNITS)
         self.last_change = now
 
     def _get_volts(self, params: list[str], now: float) -> str:
         expect_params(params, 0, 1, "VOLT?")
         if params:
             return format_number(parse_number(params[0], minimum=0.0, maximum=self.max_volts,
-                                              default=0.0, what="VOLT?"))
+                                              default=0.0, what="VOLT?", units=VOLT_UNITS))
         return format_number(self.volts)
 
     def _set_amps(self, params: list[str], now: float) -> None:
         expect_params(params, 1, 1, "CURR")
         self.amps_limit = parse_number(params[0], minimum=0.0, maximum=self.max_amps,
-                                       default=self.max_amps, what="CURR")
+                                       default=self.max_amps, what="CURR", units=AMP_UNITS)
         self.last_change = now
 
     def _get_amps(self, params: list[str], now: float) -> str:
         expect_params(params, 0, 1, "CURR?")
         if params:
             return format_number(parse_number(params[0], minimum=0.0, maximum=self.max_amps,
-                                              default=self.max_amps, what="CURR?"))
+                                              default=self.max_amps, what="CURR?", units=AMP_UNITS))
         return format_number(self.amps_limit)
 
     def _set_output(self, params: list[str], now: float) -> None:

@@ -25,33 +25,42 @@ from sim.scpi import (
 
 DEFAULT_IDN = "posrig,SimRelayUnit 8ch,SIM-RLY-0001,1.0"
 
-_CHANNEL_LIST_RE = re.compile(r"^\(@\s*(.*?)\s*\)$")
-_ITEM_RE = re.compile(r"^(\d+)(?:\s*:\s*(\d+))?$")
+_CHANNEL_LIST_RE = re.compile(r"^\(@[ \t]*(.*?)[ \t]*\)$", re.DOTALL)
+_ITEM_RE = re.compile(r"^([0-9]+)(?:[ \t]*:[ \t]*([0-9]+))?$")
+MAX_CHANNEL_DIGITS = 6  # a longer channel number is out of range without reading it as an int
+
+
+def _channel(digits: str, channels: int) -> int:
+    """A channel number in 1..*channels* (-222 otherwise, however many digits it has)."""
+    if len(digits.lstrip("0")) > MAX_CHANNEL_DIGITS:
+        raise data_out_of_range(f"channel number of {len(digits)} digits outside 1..{channels}")
+    ch = int(digits)
+    if not 1 <= ch <= channels:
+        raise data_out_of_range(f"channel {ch} outside 1..{channels}")
+    return ch
 
 
 def parse_channel_list(param: str, channels: int) -> list[int]:
     """``'(@1,3)'`` → ``[1, 3]``; ``'(@1:4)'`` → ``[1, 2, 3, 4]`` (-102 malformed, -222 range)."""
-    m = _CHANNEL_LIST_RE.match(param.strip())
+    m = _CHANNEL_LIST_RE.match(param.strip(" \t"))
     if m is None:
-        raise syntax_error(f"{param!r} is not a channel list like (@1) (@1,3) (@1:4)")
+        raise syntax_error(f"{param[:40]!r} is not a channel list like (@1) (@1,3) (@1:4)")
     result: list[int] = []
     for item in m.group(1).split(","):
-        im = _ITEM_RE.match(item.strip())
+        im = _ITEM_RE.match(item.strip(" \t"))
         if im is None:
-            raise syntax_error(f"channel list item {item!r} in {param!r}")
-        first = int(im.group(1))
-        last = int(im.group(2)) if im.group(2) is not None else first
+            raise syntax_error(f"channel list item {item[:40]!r} in {param[:40]!r}")
+        first = _channel(im.group(1), channels)
+        last = _channel(im.group(2), channels) if im.group(2) is not None else first
         step = 1 if last >= first else -1
-        for ch in range(first, last + step, step):
-            if not 1 <= ch <= channels:
-                raise data_out_of_range(f"channel {ch} outside 1..{channels}")
-            result.append(ch)
+        result.extend(range(first, last + step, step))
     return result
 
 
 class SimRelayUnit(SimScpiDevice):
     """*channels* independent relays, all OPEN after power-up and ``*RST``."""
 
+    STATE: ClassVar[tuple[str, ...]] = ("_closed",)
     COMMANDS: ClassVar[tuple[Command, ...]] = (
         Command("ROUTe:CLOSe", "_close"),
         Command("ROUTe:CLOSe?", "_query_closed"),

@@ -17,6 +17,7 @@ pure state machines: ``handle(line, now) -> response | None``.  What they share 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -32,10 +33,12 @@ from types import MappingProxyType
 from typing import ClassVar, Protocol
 
 from protocols.errors import ProtocolError, SimError
+from protocols.scpi import NumberError, split_number
 
 logger = logging.getLogger(__name__)
 
 ERROR_QUEUE_DEPTH = 20
+MAX_LINE = 64 * 1024  # characters of one program line (the server drops a longer one)
 
 
 class ScpiError(ProtocolError):
@@ -75,6 +78,22 @@ def data_out_of_range(detail: str = "") -> ScpiError:
 
 def illegal_parameter(detail: str = "") -> ScpiError:
     return ScpiError(-224, "Illegal parameter value", detail)
+
+
+def invalid_character(detail: str = "") -> ScpiError:
+    return ScpiError(-101, "Invalid character", detail)
+
+
+def invalid_suffix(detail: str = "") -> ScpiError:
+    return ScpiError(-131, "Invalid suffix", detail)
+
+
+def suffix_not_allowed(detail: str = "") -> ScpiError:
+    return ScpiError(-138, "Suffix not allowed", detail)
+
+
+def input_overrun(detail: str = "") -> ScpiError:
+    return ScpiError(-363, "Input buffer overrun", detail)
 
 
 QUEUE_OVERFLOW = ScpiError(-350, "Queue overflow")
@@ -143,6 +162,8 @@ def _split_outside(text: str, sep: str) -> list[str]:
         elif ch == "(":
             depth += 1
         elif ch == ")":
+            if not depth:
+                raise syntax_error(f"')' without '(' in {_shown(text)}")
             depth -= 1
         elif ch == sep and depth == 0:
             parts.append("".join(current))
@@ -150,24 +171,48 @@ def _split_outside(text: str, sep: str) -> list[str]:
             continue
         current.append(ch)
     if quote or depth:
-        raise syntax_error(f"unbalanced quotes or parentheses in {text!r}")
+        raise syntax_error(f"unbalanced quotes or parentheses in {_shown(text)}")
     parts.append("".join(current))
     return parts
 
 
 def split_program_line(line: str) -> list[str]:
-    """``'VOLT 5;OUTP ON'`` → ``['VOLT 5', 'OUTP ON']`` (each unit starts at the root)."""
-    return [unit.strip() for unit in _split_outside(line, ";") if unit.strip()]
+    """``'VOLT 5;OUTP ON'`` → ``['VOLT 5', 'OUTP ON']`` (each unit starts at the root).
+
+    One ``;`` may end the line; an empty unit anywhere else (``';VOLT 5'``, ``'VOLT 5;;OUTP
+    ON'``) is a syntax error (-102)."""
+    units = [unit.strip(" \t") for unit in _split_outside(line, ";")]
+    if len(units) > 1 and not units[-1]:
+        units.pop()  # 'VOLT 5;' : a terminating semicolon
+    for index, unit in enumerate(units):
+        if not unit:
+            raise syntax_error(f"empty program unit #{index + 1} in {_shown(line)}")
+    return units
+
+
+_HEADER_RE = re.compile(r"^:?(\*?[A-Za-z][A-Za-z0-9]*)(:[A-Za-z][A-Za-z0-9]*)*\??$")
+_UNIT_RE = re.compile(r"^(\S+)(?:[ \t]+(.*))?$", re.DOTALL)
 
 
 def split_unit(unit: str) -> tuple[str, list[str]]:
-    """``'ROUT:CLOS (@1,3)'`` → ``('ROUT:CLOS', ['(@1,3)'])``."""
-    header, _, rest = unit.strip().partition(" ")
-    rest = rest.strip()
-    params = [p.strip() for p in _split_outside(rest, ",")] if rest else []
+    """``'ROUT:CLOS (@1,3)'`` → ``('ROUT:CLOS', ['(@1,3)'])``.  The header must be program
+    mnemonics (letters, then letters or digits) joined by ``:`` (-102 otherwise); a space or a
+    tab separates it from the parameters."""
+    m = _UNIT_RE.match(unit.strip(" \t"))
+    if m is None:
+        raise syntax_error(f"no header in {_shown(unit)}")
+    header, rest = m.group(1), (m.group(2) or "").strip(" \t")
+    if not _HEADER_RE.match(header):
+        raise syntax_error(f"header {_shown(header)} is not mnemonics joined by ':'")
+    params = [p.strip(" \t") for p in _split_outside(rest, ",")] if rest else []
     if any(not p for p in params):
-        raise syntax_error(f"empty parameter in {unit!r}")
+        raise syntax_error(f"empty parameter in {_shown(unit)}")
     return header, params
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """*text* for an error detail: quoted, at most *limit* characters."""
+    return repr(text[:limit] + ("…" if len(text) > limit else ""))
 
 
 def expect_params(params: list[str], minimum: int, maximum: int, what: str) -> None:
@@ -187,29 +232,55 @@ _NUMERIC_KEYWORDS = {"MIN": "min", "MINIMUM": "min", "MAX": "max", "MAXIMUM": "m
 
 
 def parse_number(param: str, *, minimum: float, maximum: float, default: float,
-                 what: str) -> float:
-    """A numeric parameter (``7.4``, ``740E-2``, ``MIN``, ``MAX``, ``DEF``) checked against the
-    instrument's range (-222 outside it, -102 if not a number)."""
-    keyword = _NUMERIC_KEYWORDS.get(param.upper())
+                 what: str, units: Mapping[str, float] | None = None) -> float:
+    """A numeric parameter (``7.4``, ``740E-2``, ``MIN``, ``MAX``, ``DEF``; with *units*, a
+    suffix such as ``500 mV`` → 0.5) checked against the instrument's range.
+
+    The number is read by the one grammar of :mod:`protocols.scpi` (not ``float()``: no
+    ``1_0``, ``nan``, ``inf``).  Errors: -104 not a number, -121/-123/-124 a malformed one,
+    -131 an unknown unit, -138 a unit where none is taken, -222 outside the range."""
+    keyword = _NUMERIC_KEYWORDS.get(param.upper()) if param.isascii() else None
     if keyword is not None:
         return {"min": minimum, "max": maximum, "def": default}[keyword]
     try:
-        value = float(param)
-    except ValueError:
-        raise syntax_error(f"{what}: {param!r} is not a number") from None
-    if not math.isfinite(value):
-        raise syntax_error(f"{what}: {param!r} is not a finite number")
-    if not minimum <= value <= maximum:
-        raise data_out_of_range(f"{what}: {value} outside {minimum}..{maximum}")
+        value, suffix = split_number(param, what)
+    except NumberError as exc:
+        raise ScpiError(exc.code, exc.scpi_text, str(exc)) from None
+    if suffix:
+        if not units:
+            raise suffix_not_allowed(f"{what}: {_shown(param)} has unit {suffix!r}; "
+                                     f"{what} takes a plain number")
+        scale = units.get(suffix.upper())
+        if scale is None:
+            raise invalid_suffix(f"{what}: unit {suffix!r} in {_shown(param)}; expected one of "
+                                 f"{', '.join(units)}")
+        value *= scale
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise data_out_of_range(f"{what}: {_shown(param)} outside {minimum}..{maximum}")
     return value
 
 
 def parse_bool(param: str, what: str) -> bool:
     """``ON``/``OFF``/``1``/``0`` (-224 otherwise)."""
-    value = {"ON": True, "1": True, "OFF": False, "0": False}.get(param.upper())
+    value = {"ON": True, "1": True, "OFF": False, "0": False}.get(
+        param.upper() if param.isascii() else "")
     if value is None:
         raise illegal_parameter(f"{what}: {param!r} is not ON|OFF|1|0")
     return value
+
+
+def check_line(line: str) -> None:
+    """A program line the parser may read: at most :data:`MAX_LINE` characters (-363), only
+    printable ASCII and tab (-101 names the first other character and its position)."""
+    if len(line) > MAX_LINE:
+        raise input_overrun(f"line of {len(line)} characters; at most {MAX_LINE}")
+    bad = _BAD_CHAR_RE.search(line)
+    if bad is not None:
+        raise invalid_character(f"character {bad.group(0)!r} (U+{ord(bad.group(0)):04X}) at "
+                                f"position {bad.start()}; SCPI is printable ASCII")
+
+
+_BAD_CHAR_RE = re.compile(r"[^\t\x20-\x7e]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,6 +307,8 @@ class SimScpiDevice:
     Subclasses declare ``COMMANDS`` (a tuple of :class:`Command`); handler methods take
     ``(params, now)`` and return the response string of a query or ``None``.  The table is
     compiled once per class (:meth:`__init_subclass__`) into an immutable mapping.
+    ``STATE`` names the attributes that make up the instrument's state: a line that fails
+    leaves them as they were before the line (:meth:`handle`), and :meth:`state` shows them.
     """
 
     COMMON: ClassVar[tuple[Command, ...]] = (
@@ -247,6 +320,7 @@ class SimScpiDevice:
         Command("SYSTem:ERRor[:NEXT]?", "_next_error"),
     )
     COMMANDS: ClassVar[tuple[Command, ...]] = ()
+    STATE: ClassVar[tuple[str, ...]] = ()
     _table: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -265,25 +339,41 @@ class SimScpiDevice:
         self.idn = idn
         self.errors: deque[ScpiError] = deque()
 
+    def state(self) -> tuple[tuple[str, object], ...]:
+        """The instrument's state (the ``STATE`` attributes, copied), to compare or restore."""
+        return tuple((name, copy.copy(getattr(self, name))) for name in self.STATE)
+
+    def _restore(self, state: tuple[tuple[str, object], ...]) -> None:
+        for name, value in state:
+            setattr(self, name, value)
+
     # -- the one place where errors become queue entries ------------------------------------
     def handle(self, line: str, now: float) -> str | None:
         """Execute one program line; return the response line (queries) or ``None``.
 
-        Units separated by ``;`` run in order; the first error stops the line (the rest is
-        discarded, as IEEE 488.2 does after a parser error) and lands in the error queue.
+        Units separated by ``;`` run in order; the first error stops the line, lands in the
+        error queue and puts the instrument's state back to what it was before the line (a
+        line is all or nothing, so a refused line never leaves half a setting behind).  An
+        empty line is no message (IEEE 488.2) and does nothing.  A line longer than
+        :data:`MAX_LINE` is -363; a byte outside printable ASCII (tab allowed) -101.
         """
         responses: list[str] = []
+        before = self.state()
         try:
+            check_line(line)
+            if not line.strip(" \t"):
+                return None
             for unit in split_program_line(line):
                 header, params = split_unit(unit)
                 method = self._table.get(normalize_header(header))
                 if method is None:
-                    raise undefined_header(f"{header!r}")
+                    raise undefined_header(_shown(header))
                 response = getattr(self, method)(params, now)
                 if response is not None:
                     responses.append(response)
         except ScpiError as err:
-            logger.debug("%s: %r → %s", type(self).__name__, line, err)
+            logger.debug("%s: %s → %s", type(self).__name__, _shown(line), err)
+            self._restore(before)
             self.push_error(err)
             return None
         return ";".join(responses) if responses else None
@@ -325,9 +415,6 @@ class SimScpiDevice:
 # ----------------------------------------------------------------------------------------------
 # The TCP server (no logic: lines in, device.handle(), lines out)
 # ----------------------------------------------------------------------------------------------
-
-MAX_LINE = 64 * 1024
-
 
 class ScpiTcpServer:
     """Hosts a :class:`ScpiDevice` on ``127.0.0.1:port`` (port 0 = ephemeral; read ``.port``).

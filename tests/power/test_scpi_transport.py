@@ -6,7 +6,13 @@ import pytest
 
 from rigs.driver import Driver
 from rigs.errors import ConfigError, DeviceStateError, LimitError, TransportError
-from rigs.scpi import FakeScpiTransport, VisaScpiTransport, scpi_property
+from rigs.scpi import (
+    FakeScpiTransport,
+    VisaScpiTransport,
+    parse_error_entry,
+    read_error_queue,
+    scpi_property,
+)
 
 
 @pytest.mark.parametrize("resource", [
@@ -84,3 +90,49 @@ def test_scpi_property() -> None:
     fake.assert_done()
     assert load.seen == [("level", "set", 1.5), ("level", "get", 1.5), ("mode", "get", "CC")]
     assert _Load.level.__doc__ == "Load current (A)."
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    ("1_0", r"'1_0', not a scpi_float"),        # float() would read 10
+    ("nan", r"'nan', not a scpi_float"),
+    ("\uff11", r"not a scpi_float"),            # a fullwidth 1
+    ("1" * 4301, r"not a scpi_float"),
+])
+def test_scpi_property_reads_numbers_by_the_scpi_grammar(answer: str, why: str) -> None:
+    fake = FakeScpiTransport([("CURR2?", answer)])
+    load = _Load(fake)
+    fake.open()
+    load.open()
+    with pytest.raises(TransportError, match=why):
+        _ = load.level
+    fake.assert_done()
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ('-113,"Undefined header"', [(-113, "Undefined header")]),
+    ('+0,"No error"', []),
+    ("0, No error", []),
+])
+def test_error_queue_entries(answer: str, expected: list[tuple[int, str]]) -> None:
+    script = [("SYST:ERR?", answer)] + ([("SYST:ERR?", '+0,"No error"')] if expected else [])
+    fake = FakeScpiTransport(script)
+    fake.open()
+    assert read_error_queue(fake, "psu") == [f"{c:+d} {t}" for c, t in expected]
+    fake.assert_done()
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    # a 4301-digit code: int() raised ValueError out of the error-queue reader
+    ("1" * 4301 + ',"x"', r"the code at byte 0 has 4301 digits, at most 5"),
+    ("-" + "9" * 6 + ',"x"', r"the code at byte 0 has 6 digits"),
+    ('\u0661\u0661,"x"', r"expected '<code>,\"<text>\"'"),   # Arabic-Indic digits
+    ("", r"expected '<code>"),
+    ('1_0,"x"', r"expected '<code>"),
+])
+def test_error_queue_reader_refuses_with_project_errors(answer: str, why: str) -> None:
+    fake = FakeScpiTransport([("SYST:ERR?", answer)])
+    fake.open()
+    with pytest.raises(TransportError, match=why):
+        read_error_queue(fake, "psu")
+    with pytest.raises(TransportError, match=why):
+        parse_error_entry(answer, "psu")

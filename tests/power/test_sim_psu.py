@@ -48,7 +48,22 @@ def test_session_table() -> None:
     ("VOLT 31", '-222,"Data out of range"'),
     ("CURR 3.5", '-222,"Data out of range"'),
     ("VOLT -1", '-222,"Data out of range"'),
-    ("VOLT seven", '-102,"Syntax error"'),
+    ("VOLT seven", '-104,"Data type error"'),
+    ("VOLT 1_0", '-121,"Invalid character in number"'),   # float() would take it as 10 V
+    ("VOLT nan", '-104,"Data type error"'),
+    ("VOLT inf", '-104,"Data type error"'),
+    ("VOLT -inf", '-121,"Invalid character in number"'),
+    ("VOLT 1e", '-121,"Invalid character in number"'),
+    ("VOLT 1e99999", '-123,"Exponent too large"'),
+    ("VOLT 1e300", '-222,"Data out of range"'),
+    ("VOLT " + "1" * 4301, '-124,"Too many digits"'),
+    ("VOLT 5 A", '-131,"Invalid suffix"'),
+    ("VOLT \uff15", '-101,"Invalid character"'),             # fullwidth 5
+    ("o\ufb00", '-101,"Invalid character"'),                # 'oﬀ'.upper() == 'OFF'
+    ("VOLT 6;;OUTP ON", '-102,"Syntax error"'),
+    ("VOLT 6;FOO", '-113,"Undefined header"'),              # the VOLT 6 is undone
+    ("VOLT: 6", '-102,"Syntax error"'),
+    ("VOLT " + "1" * 70000, '-363,"Input buffer overrun"'),
     ("VOLT", '-109,"Missing parameter"'),
     ("OUTP", '-109,"Missing parameter"'),
     ("OUTP MAYBE", '-224,"Illegal parameter value"'),
@@ -62,6 +77,17 @@ def test_errors_go_to_the_queue(line: str, entry: str) -> None:
     assert psu.handle("SYST:ERR?", 0.0) == entry
     assert psu.handle("SYSTem:ERRor:NEXT?", 0.0) == '+0,"No error"'
     assert psu.volts == 5.0  # a refused setpoint changes nothing
+
+
+def test_units_and_blank_lines() -> None:
+    psu = SimPowerSupply()
+    assert psu.handle("VOLT 500 mV;VOLT?", 0.0) == "+5.00000000E-01"
+    assert psu.handle("VOLT\t7.4V;CURR 250MA;CURR?", 0.0) == "+2.50000000E-01"
+    assert psu.handle("VOLT?", 0.0) == "+7.40000000E+00"
+    before = psu.state()
+    assert psu.handle("", 0.0) is None and psu.handle(" \t ", 0.0) is None
+    assert psu.handle("SYST:ERR?", 0.0) == '+0,"No error"'  # an empty message is no error
+    assert psu.state() == before
 
 
 def test_error_queue_order_cls_and_overflow() -> None:

@@ -49,6 +49,11 @@ def test_channel_lists(param: str, channels: list[int]) -> None:
     ("ROUT:CLOS (@0:2)", '-222,"Data out of range"'),
     ("ROUT:CLOS 1", '-102,"Syntax error"'),
     ("ROUT:CLOS (@a)", '-102,"Syntax error"'),
+    # 4301 digits: int() refuses more than 4300 (ValueError escaped the error queue)
+    ("ROUT:CLOS (@" + "1" * 4301 + ")", '-222,"Data out of range"'),
+    ("ROUT:CLOS (@1:" + "9" * 5000 + ")", '-222,"Data out of range"'),
+    ("ROUT:CLOS (@\u0661)", '-101,"Invalid character"'),  # Arabic-Indic 1 is no channel
+    ("ROUT:CLOS (@1);ROUT:CLOS (@9)", '-222,"Data out of range"'),  # channel 1 stays open
     ("ROUT:CLOS", '-109,"Missing parameter"'),
     ("ROUT:OPEN:ALL (@1)", '-108,"Parameter not allowed"'),
     ("ROUT:SCAN (@1)", '-113,"Undefined header"'),
@@ -62,6 +67,9 @@ def test_errors(line: str, entry: str) -> None:
 
 
 def test_channel_list_error_codes() -> None:
+    with pytest.raises(ScpiError) as err:
+        parse_channel_list("(@\u0661)", 8)   # int() would read it as 1
+    assert err.value.code == -102
     with pytest.raises(ScpiError) as err:
         parse_channel_list("(@1:9)", 8)
     assert err.value.code == -222

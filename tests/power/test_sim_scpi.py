@@ -59,7 +59,9 @@ def test_parse_number(param: str, expected: float) -> None:
 
 
 @pytest.mark.parametrize(("param", "code"), [
-    ("abc", -102), ("nan", -102), ("inf", -102), ("30.01", -222), ("-0.1", -222)])
+    ("abc", -104), ("nan", -104), ("inf", -104), ("Infinity", -104), ("30.01", -222),
+    ("-0.1", -222), ("1_0", -121), ("+", -121), ("1e+", -121), ("0x10", -121),
+    ("1e32001", -123), ("1" * 256, -124), ("5V", -138), ("\u0665", -104)])
 def test_parse_number_errors(param: str, code: int) -> None:
     with pytest.raises(ScpiError) as err:
         parse_number(param, minimum=0.0, maximum=30.0, default=1.0, what="VOLT")
