@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from protocols.crypto import encode_working_keys, verify_pin_block
+from protocols.digits import ascii_digits
 from protocols.errors import ConfigError, DecodeError
 from protocols.iso8583 import (
     UNIONPAY,
@@ -51,6 +52,7 @@ from protocols.iso8583 import (
     frame,
     mac_ok,
     response_mti,
+    validate_message,
 )
 from protocols.ledger import (
     KIND_REVERSAL,
@@ -66,6 +68,7 @@ from protocols.ledger import (
     refunded_amount,
 )
 from protocols.masking import mask_pan
+from protocols.tlv import TlvError
 from protocols.transactions import (
     RECONCILE_BALANCED,
     RECONCILE_UNBALANCED,
@@ -263,11 +266,15 @@ class AcquirerEngine:
         ctx = _Context(now=now, request=doc, mac_data=mac_data)
         ctx.response = {"t": response_mti(mti)}
         ctx.kind = self._kind_of(doc)
-        ctx.rule = self.rules.take(RequestFacts.of(doc))
+        problem = self._format_problem(doc)
+        # a malformed request takes no rule: it changes nothing (see _malformed)
+        ctx.rule = None if problem is not None else self.rules.take(RequestFacts.of(doc))
         forced = ctx.rule.rule.answer.response_code if ctx.rule is not None else None
         handler = self._mti_handlers.get(mti, AcquirerEngine._unsupported)
         try:
-            if forced is not None:
+            if problem is not None:
+                self._malformed(ctx, problem)
+            elif forced is not None:
                 self._forced(ctx, forced)
             else:
                 handler(self, ctx)
@@ -407,7 +414,7 @@ class AcquirerEngine:
         req, resp = ctx.request, ctx.response
         for key in ("3", "4", "11", "25", "41", "42", "49", "60"):
             if key in req and key not in resp:
-                if key in self.dialect.numeric and not str(req[key]).isdigit():
+                if key in self.dialect.numeric and not ascii_digits(str(req[key])):
                     # a request damaged on the way (its MAC already failed): the answer must
                     # still encode, so the damaged value is not echoed
                     logger.info("%s from %s: field %s is not digits; not echoed", req.get("t"),
@@ -456,7 +463,7 @@ class AcquirerEngine:
             batch_no=field60[2:8] if len(field60) >= 8 else None,
             rrn=resp.get("37"),
             auth_code=resp.get("38"),
-            amount_minor=int(amount) if amount and amount.isdigit() else None,
+            amount_minor=int(amount) if amount and ascii_digits(amount) else None,
             currency=req.get("49"),
             pan_masked=mask_pan(pan) if pan else (card.pan_masked if card else None),
             pan_hash=self._pan_hash(pan) if pan else (card.pan_hash if card else None),
@@ -602,18 +609,59 @@ class AcquirerEngine:
     def _unsupported(self, ctx: _Context) -> None:
         raise Reject("12", f"MTI {ctx.request.get('t')} not supported by this host", mac=False)
 
-    def _forced(self, ctx: _Context, code: str) -> None:
-        """A rule's response code: the terminal, sign-in, MAC and PIN block are checked as
-        usual, then the code is answered and nothing is booked."""
-        assert ctx.rule is not None
-        why = f"rule #{ctx.rule.id} answers {code}"
+    def _preconditions(self, ctx: _Context) -> Session | None:
+        """The checks that come before any decision on a request, in the handlers' order: MTI
+        supported (12), terminal registered and its merchant (97, 03), and but for a sign-in
+        the session and the MAC (22, A0).  Returns the session (None for a sign-in).  Changes
+        nothing but *ctx*."""
         mti = ctx.request.get("t", "")
         if mti not in self._mti_handlers:
             self._unsupported(ctx)
         if mti == SIGN_IN_MTI:
             self._terminal(ctx)
+            return None
+        return self._authenticate(ctx)
+
+    def _format_problem(self, doc: Mapping[str, str]) -> str | None:
+        """What makes a decoded request unfit to act on, or None: a field that does not hold
+        what the dialect says (a non-decimal nibble in a numeric field: field, nibble and byte
+        named by :func:`protocols.iso8583.validate_message`), field 55 that is not BER-TLV,
+        field 61 that is not batch + STAN [+ date].  Checked before anything is decided, so
+        that no handler meets such a value after it has changed state (a trace number taken,
+        a balance moved)."""
+        try:
+            validate_message(doc, self.dialect)
+            if doc.get("61"):
+                parse_field61(doc["61"])
+        except DecodeError as exc:
+            return str(exc)
+        if doc.get("55"):
+            try:
+                icc_tags(doc["55"])
+            except TlvError as exc:  # its problem, not its data: field 55 is card data
+                return f"field 55 (ICC data) is not BER-TLV: {exc.problem}"
+            except DecodeError as exc:
+                return str(exc)
+        return None
+
+    def _malformed(self, ctx: _Context, problem: str) -> None:
+        """A request that decoded but is malformed (:meth:`_format_problem`): the usual checks
+        first (:meth:`_preconditions`: a request damaged on its way fails its MAC, A0), then
+        30 (format error).  No rule is taken and nothing changes: no trace number recorded, no
+        session, balance, PIN try count or original touched, so the corrected request (same
+        STAN) is answered as if this one had never come.  The ledger gets its row, as every
+        request does, with code 30 and nothing booked."""
+        session = self._preconditions(ctx)
+        raise Reject("30", problem, mac=session is not None)
+
+    def _forced(self, ctx: _Context, code: str) -> None:
+        """A rule's response code: the terminal, sign-in, MAC and PIN block are checked as
+        usual, then the code is answered and nothing is booked."""
+        assert ctx.rule is not None
+        why = f"rule #{ctx.rule.id} answers {code}"
+        session = self._preconditions(ctx)
+        if session is None:
             raise Reject(code, why, mac=False)
-        session = self._authenticate(ctx)
         pan = self._request_pan(ctx)
         ctx.pan = pan
         acct = self.accounts.get(pan) if pan else None
@@ -685,10 +733,7 @@ class AcquirerEngine:
         is not checked."""
         if not ctx.request.get("55"):
             return
-        try:
-            icc = icc_tags(ctx.request["55"])
-        except DecodeError as exc:
-            raise Reject("30", f"field 55: {exc}") from None
+        icc = icc_tags(ctx.request["55"])  # it decodes: checked by _format_problem
         if not has_cryptogram(icc):
             return
         ctx.arqc = check_arqc(acct, icc)
@@ -822,7 +867,7 @@ class AcquirerEngine:
         """0320 …207: field 48 = how many were uploaded; the host adopts the detail."""
         self._need(ctx, "48")
         count = ctx.request["48"]
-        if len(count) != 4 or not count.isdigit():
+        if len(count) != 4 or not ascii_digits(count):
             raise Reject("30", f"batch upload end field 48 {count!r}: expected a count of 4 "
                                f"digits")
         ctx.status = Status.ADOPTED

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
+from protocols.digits import ascii_digits
 from protocols.yamlmodel import TerminalId
 from sim import rules
 from sim.rules import BaseRule, BaseRuleAnswer, BaseRuleMatch, RuleReader, matches
@@ -134,7 +135,7 @@ class RequestFacts:
         amount = doc.get("4")
         return cls(terminal_id=doc.get("41"), pan_last4=pan[-4:] if pan else None,
                    mti=doc.get("t"), proc_code=doc.get("3"),
-                   amount=int(amount) if amount and amount.isdigit() else None)
+                   amount=int(amount) if amount and ascii_digits(amount) else None)
 
 
 __all__ = [
