@@ -852,6 +852,36 @@ def decode_message(payload: bytes, sender: Sender | None = None,
     return msg
 
 
+#: Longest value of a request field the terminal reads (characters).  The longest real one is an
+#: operator's password or a QR payment code; anything longer is BAD_REQUEST, so no answer that
+#: names a request's value can outgrow a frame.
+MAX_REQUEST_VALUE = 128
+
+
+def request_problem(msg: Message, specs: SpecTable = MESSAGE_SPECS) -> str | None:
+    """Why request *msg* is malformed before any of its values is looked at (None: it is not):
+    an unknown code, a missing required field, a field name that is not ASCII, a value longer
+    than :data:`MAX_REQUEST_VALUE` or holding a control character.  The text names the code
+    and the field, and shows no value (a password may be in it)."""
+    spec = specs.get(("rig", msg.code))
+    if spec is None or spec.kind is not Kind.REQUEST:
+        return f"unknown request {msg.code[:2]!r}"
+    missing = [k for k in spec.required if k not in msg.fields]
+    if missing:
+        return f"{msg.code}({spec.name}): missing field(s) {', '.join(missing)}"
+    for key, value in msg.fields.items():
+        if not key.isascii() or not key.isprintable() or len(key) > 16:
+            return f"{msg.code}({spec.name}): field name {key[:16]!r} is not 1-16 ASCII characters"
+        if len(value) > MAX_REQUEST_VALUE:
+            return (f"{msg.code}({spec.name}): field {key} of {len(value)} characters, at most "
+                    f"{MAX_REQUEST_VALUE}")
+        if not value.isprintable():
+            bad = next(i for i, ch in enumerate(value) if not ch.isprintable())
+            return (f"{msg.code}({spec.name}): field {key} holds a control character at "
+                    f"position {bad}")
+    return None
+
+
 def describe_stream(data: bytes, sender: Sender, specs: SpecTable = MESSAGE_SPECS) -> list[str]:
     """Decode a whole captured byte stream into masked lines (frames that fail shown as hex)."""
     lines: list[str] = []

@@ -66,8 +66,11 @@ from protocols.ecr import (
     Reason,
     Result,
     ShutdownReason,
+    SpecTable,
     TerminalState,
     TxnStatus,
+    message_specs,
+    request_problem,
 )
 from protocols.errors import DecodeError
 from protocols.iso8583 import PosEntry
@@ -75,6 +78,7 @@ from protocols.masking import mask_pan
 from protocols.qr import Operation, OrderStatus, QrOrder, mask_code
 from protocols.qrclient import OrderPoller
 from protocols.transactions import (
+    ORIGINAL_FIELDS,
     RECONCILE_BALANCED,
     RECONCILE_UNBALANCED,
     TRANSACTIONS,
@@ -116,6 +120,7 @@ log = logging.getLogger(__name__)
 
 FIRMWARE_VERSION = "SIM-1.1"
 MAX_FAULTS = 8
+MAX_TEXT = 200  # characters of an answer's display text (a request's value never makes it longer)
 PIN_MIN, PIN_MAX = 4, 12
 STAN_MAX = 999_999
 NO_PIN_CVMS = frozenset({"no_cvm", "signature"})
@@ -720,6 +725,7 @@ class TerminalFirmware:
         for row in transactions:
             requests[row.ecr_code] = self._txn_handler(row)
         self._requests: Mapping[str, RequestHandler] = MappingProxyType(requests)
+        self._specs: SpecTable = message_specs(transactions)
         self._harness: Mapping[str, Callable[[Mapping[str, Any], float], list[Action]]] = {
             "rail": self._hw_rail, "card": self._hw_card, "swipe": self._hw_swipe,
             "field": self._hw_field, "scan": self._hw_scan,
@@ -841,7 +847,7 @@ class TerminalFirmware:
         """A request frame arrived intact but its payload did not decode."""
         if self.halted is not None:
             return []
-        return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST, text=error[:200])]
+        return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST, text=error)]
 
     def on_harness(self, obj: Mapping[str, Any], now: float) -> list[Action]:
         return self._input(now, lambda: self._on_harness(obj, now))
@@ -863,9 +869,11 @@ class TerminalFirmware:
 
     def _on_ecr(self, msg: Message, now: float) -> list[Action]:
         handler = self._requests.get(msg.code)
-        if handler is None:
-            return [self._respond(MsgCode.ERROR, Result.BAD_REQUEST,
-                                  text=f"unknown request {msg.code}")]
+        problem = request_problem(msg, self._specs)
+        if handler is None or problem is not None:
+            code = msg.code if handler is not None else MsgCode.ERROR
+            return [self._respond(code, Result.BAD_REQUEST,
+                                  text=problem or f"unknown request {msg.code[:2]!r}")]
         if self.state is State.BOOTING and msg.code not in (MsgCode.STATUS, MsgCode.KEY):
             return [self._respond(msg.code, Result.BUSY)]
         return handler(msg, now)
@@ -895,7 +903,10 @@ class TerminalFirmware:
         return [SendHarness({"t": "load", "state": load})]
 
     def _respond(self, code: str, rc: Result, **fields: str) -> SendEcr:
-        fields.setdefault("text", DISPLAY.get(rc, rc.value))
+        """Final response *rc* to request *code*; the display text at most :data:`MAX_TEXT`
+        characters (cut with ``…``), whatever a refusal quotes."""
+        text = fields.get("text", DISPLAY.get(rc, rc.value))
+        fields["text"] = text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
         return SendEcr(Message(str(code), {"rc": rc.value, **fields}))
 
     @staticmethod
@@ -1219,7 +1230,7 @@ class TerminalFirmware:
     def _pm_limit(self, name: str, value: str) -> _Pm:
         if value == "":
             return _Pm(self.nv.with_limit(name, None), str(self.profile.limit(name)))
-        if not ascii_digits(value) or int(value) <= 0 or len(value) > 12:
+        if not _minor_units(value):
             raise DecodeError(f"PARAMETER {name}: value must be minor units 1..999999999999 "
                               f"(or empty: the profile's {self.profile.limit(name)}), got "
                               f"{value!r}")
@@ -1263,11 +1274,18 @@ class TerminalFirmware:
         code = row.ecr_code
         amount = msg.get("amt")
         currency = msg.get("cur") or self.profile.currency_code
-        if not (amount == "" and row.amount_from_original) and (
-                not ascii_digits(amount) or int(amount) <= 0 or len(amount) > 12):
-            return [self._respond(code, Result.BAD_REQUEST, text=f"bad amount {amount!r}")]
+        if not (amount == "" and row.amount_from_original) and not _minor_units(amount):
+            return [self._respond(code, Result.BAD_REQUEST, text=(
+                f"bad amount {amount[:16]!r}: minor units 1..{'9' * AMOUNT_DIGITS}"))]
+        if not (ascii_digits(currency) and len(currency) == 3):
+            return [self._respond(code, Result.BAD_REQUEST, text=(
+                f"bad currency {currency[:8]!r}: ISO 4217 numeric, 3 digits"))]
         original: OriginalRef | None = None
         if row.needs_original:
+            not_ascii = [k for k in ORIGINAL_FIELDS if not msg.get(k).isascii()]
+            if not_ascii:  # str.isdigit() takes other scripts' digits; int() some not
+                return [self._respond(code, Result.BAD_REQUEST, text=(
+                    f"{row.ecr_name}: {', '.join(not_ascii)} must be ASCII letters/digits"))]
             try:
                 original = OriginalRef.from_ecr_fields(msg.fields)
             except DecodeError as exc:
@@ -1407,7 +1425,7 @@ class TerminalFirmware:
             return []  # a key press nobody waits for does nothing
         txn = self._txn
         assert txn is not None
-        if key.isdigit() and len(key) == 1:
+        if len(key) == 1 and ascii_digits(key):
             if len(txn.pin) < PIN_MAX:
                 txn.pin.append(key)
         elif key == Key.CLEAR:
@@ -2540,6 +2558,15 @@ def _tag(tlv_data: bytes, tag: int) -> bytes:
     except DecodeError:
         log.warning("terminal: field 55 of the answer is not BER-TLV; no tag %X", tag)
         return b""
+
+
+AMOUNT_DIGITS = 12  # an amount (or a limit) in minor units: 1..999999999999
+
+
+def _minor_units(text: str) -> bool:
+    """*text* is an amount in minor units: 1-12 ASCII digits, not zero (length checked before
+    ``int()``, which refuses more than 4300 digits with a ValueError)."""
+    return 0 < len(text) <= AMOUNT_DIGITS and ascii_digits(text) and int(text) > 0
 
 
 def _money(amount_minor: int) -> str:

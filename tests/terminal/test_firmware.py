@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from protocols.ecr import EventCode, Key, MsgCode, Prompt
+from protocols.ecr import MAX_PAYLOAD, EventCode, Key, MsgCode, Prompt, encode_message
 from protocols.transactions import SALE, TRANSACTIONS, OriginalRef, TransactionTable
 from sim.terminal.acquirer import NO_LINK_TEXT
 from sim.terminal.firmware import (
@@ -304,6 +304,71 @@ def test_bad_requests(bench: Bench) -> None:
         assert codes(bench.req(PU, amt=not_ascii, cur="156")) == ["PU:BAD_REQUEST"], not_ascii
     assert codes(bench.req("ZZ")) == ["ER:BAD_REQUEST"]
     assert codes(bench.fw.on_bad_request("ECR message: unknown code")) == ["ER:BAD_REQUEST"]
+
+
+def _frames_fit(actions: list[Action]) -> None:
+    for msg in ecr_out(actions):
+        assert len(encode_message(msg)) <= MAX_PAYLOAD, msg.code
+
+
+def test_an_over_long_request_is_bad_request_without_echoing_it(bench: Bench) -> None:
+    """An answer that quoted the request (NOT_FOUND "no operator '…'", "bad amount '…'") grew
+    past the ECR frame limit with it, and the runner's send() failed."""
+    bench.login()
+    bench.req(MsgCode.LOGOUT)
+    assert codes(bench.req(MsgCode.LOGIN, op="00", pw="123456")) == ["LI:OK"]  # the admin
+    nv = bench.fw.nv
+    for code, fields in (
+            (MsgCode.UNLOCK, {"op": "x" * 5000}),
+            (MsgCode.PARAMETER, {"name": "n" * MAX_PAYLOAD, "value": "1"}),
+            (MsgCode.QUERY, {"stan": "1" * 5000}),
+            (PU, {"amt": "1" * 5000, "cur": "156"}),
+            (PU, {"amt": "100", "cur": "9" * 5000}),
+            (PU, {"amt": "100", "cur": "156", "entry": "qr", "qr": "m" * 5000})):
+        out = bench.req(code, **fields)
+        _frames_fit(out)
+        (msg,) = ecr_out(out)
+        assert (msg.code, msg.get("rc")) == (code, "BAD_REQUEST"), fields
+        assert "at most 128" in msg.get("text")
+    assert bench.fw.nv == nv and bench.fw.state is State.IDLE
+
+
+@pytest.mark.parametrize(("fields", "why"), [
+    # int() of more than 4300 digits raised ValueError out of the handler
+    ({"amt": "1" * 120, "cur": "156"}, "bad amount '1111111111111111': minor units"),
+    ({"amt": "0", "cur": "156"}, "bad amount '0'"),
+    ({"amt": "-5", "cur": "156"}, "bad amount '-5'"),
+    ({"amt": "100", "cur": "15"}, "bad currency '15'"),
+    ({"amt": "100", "cur": "１５６"}, "bad currency"),
+    ({"amt": "100"}, "missing field(s) cur"),
+    ({"amt": "10\x00", "cur": "156"}, "field amt holds a control character at position 2"),
+    ({"amt": "100", "cur": "156", "\u00e9": "1"}, "field name 'é' is not 1-16 ASCII"),
+])
+def test_malformed_purchase_is_bad_request_and_changes_nothing(
+        bench: Bench, fields: dict[str, str], why: str) -> None:
+    bench.sign_in()
+    nv, journal = bench.fw.nv, len(bench.fw.journal.entries(bench.fw.nv.batch_no))
+    (msg,) = ecr_out(bench.req(PU, **fields))
+    assert msg.get("rc") == "BAD_REQUEST" and why in msg.get("text"), msg.get("text")
+    assert bench.fw.nv == nv and bench.fw.state is State.IDLE
+    assert len(bench.fw.journal.entries(bench.fw.nv.batch_no)) == journal
+
+
+def test_original_fields_in_other_scripts_are_bad_request(txn_bench: Bench) -> None:
+    """'²'.isdigit() is True but int('²') raises: OriginalRef's odate check crashed."""
+    for fields in ({"orrn": "000000001234", "odate": "0²01"}, {"ostan": "١٢٣٤٥٦"}):
+        (msg,) = ecr_out(txn_bench.req(REFUND.ecr_code, amt="500", cur="156", **fields))
+        assert msg.get("rc") == "BAD_REQUEST" and "must be ASCII" in msg.get("text"), fields
+    assert txn_bench.fw.state is State.IDLE
+
+
+def test_a_pin_key_in_another_script_is_no_digit(bench: Bench) -> None:
+    bench.sign_in()
+    bench.req(PU, amt="100", cur="156")
+    bench.fw.state = State.PIN_ENTRY  # what a card asking for an online PIN leads to
+    bench.fw._txn = bench.fw._txn or pytest.fail("no transaction")
+    assert bench.req(MsgCode.KEY, k="\u0663") == []      # Arabic-Indic 3
+    assert bench.fw._txn.pin == []
 
 
 def test_perform_classifies_failures() -> None:
