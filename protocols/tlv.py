@@ -5,6 +5,12 @@ Decoding errors are :class:`TlvError` (a :class:`DecodeError`) naming the tag an
 offset; its ``problem`` is the same text without the data, for renderings that must not show it.
 :func:`iter_decode` is the one walker: :func:`decode`, :func:`flatten`, :func:`find` and the masked
 renderer (:func:`protocols.masking.render_tlv`) all go through it.
+
+Bounds (what this module reads, refusing the rest with a :class:`TlvError` naming the offset):
+a tag is at most :data:`MAX_TAG_BYTES` bytes (ISO/IEC 7816-4 5.2.2.1 defines tag fields of one
+to three bytes; EMV's own tags have one or two), a length at most 3 bytes after ``8x``, and
+constructed data objects nest at most :data:`MAX_DEPTH` deep (EMV's deepest templates, an FCI
+with its issuer discretionary data, nest 4), so no walker ever recurses without bound.
 """
 
 from __future__ import annotations
@@ -14,13 +20,20 @@ from dataclasses import dataclass, field
 
 from protocols.errors import DecodeError, hexdump
 
+#: The longest tag read or written: ISO/IEC 7816-4 tag fields have 1 to 3 bytes.
+MAX_TAG_BYTES = 3
+#: How deep constructed data objects may nest (a top-level object is at depth 1).
+MAX_DEPTH = 8
+
 
 class TlvError(DecodeError):
     """BER-TLV that cannot be decoded.  ``problem`` says what and where (tag, absolute offsets)
     without showing the data; ``offset`` is where the offending data object starts."""
 
-    def __init__(self, problem: str, offset: int, data: bytes | None = None) -> None:
-        super().__init__(f"TLV: {problem}" + (f"; data {hexdump(data)}" if data is not None else ""))
+    def __init__(self, problem: str, offset: int, data: bytes | None = None, *,
+                 what: str = "TLV") -> None:
+        super().__init__(f"{what}: {problem}" + (f"; data {hexdump(data)}" if data is not None
+                                                 else ""))
         self.problem = problem
         self.offset = offset
 
@@ -34,6 +47,8 @@ def tag_bytes(tag: int) -> bytes:
     if tag < 0:
         raise ValueError(f"tag {tag} is negative")
     n = max(1, (tag.bit_length() + 7) // 8)
+    if n > MAX_TAG_BYTES:
+        raise ValueError(f"tag {tag:X} is {n} bytes; at most {MAX_TAG_BYTES}")
     return tag.to_bytes(n, "big")
 
 
@@ -63,11 +78,13 @@ def encode_many(items: list[tuple[int, bytes]]) -> bytes:
     return b"".join(encode(t, v) for t, v in items)
 
 
-def _read_tag(data: bytes, pos: int, base: int = 0) -> tuple[int, int]:
-    """Return (tag, position after tag); *base* makes offsets in errors absolute."""
+def _read_tag(data: bytes, pos: int, base: int = 0, what: str = "TLV") -> tuple[int, int]:
+    """Return (tag, position after tag); *base* makes offsets in errors absolute, *what* names
+    the structure in them."""
     start = pos
     if pos >= len(data):
-        raise TlvError(f"tag expected at offset {base + pos}, data ends", base + pos, data)
+        raise TlvError(f"tag expected at offset {base + pos}, data ends", base + pos, data,
+                       what=what)
     first = data[pos]
     tag = first
     pos += 1
@@ -76,16 +93,18 @@ def _read_tag(data: bytes, pos: int, base: int = 0) -> tuple[int, int]:
             if pos >= len(data):
                 raise TlvError(
                     f"tag {_tag_hex(tag)}… at offset {base + start} is truncated "
-                    f"(subsequent tag byte missing at offset {base + pos})", base + start, data)
+                    f"(subsequent tag byte missing at offset {base + pos})", base + start, data,
+                    what=what)
             b = data[pos]
             tag = (tag << 8) | b
             pos += 1
             if not b & 0x80:
                 break
-            if pos - start > 4:
+            if pos - start >= MAX_TAG_BYTES:
                 raise TlvError(
-                    f"tag {_tag_hex(tag)} at offset {base + start} is longer than 4 bytes",
-                    base + start)
+                    f"tag {_tag_hex(tag)}… at offset {base + start} is longer than "
+                    f"{MAX_TAG_BYTES} bytes (byte {base + pos - 1} announces another)",
+                    base + start, what=what)
     return tag, pos
 
 
@@ -136,13 +155,14 @@ class Tlv:
         return None
 
 
-def iter_decode(data: bytes, *, base: int = 0) -> Iterator[Tlv]:
+def iter_decode(data: bytes, *, base: int = 0, depth: int = 1) -> Iterator[Tlv]:
     """Yield the data objects of *data* one by one (constructed values decoded recursively);
     a :class:`TlvError` is raised where the data stops being BER-TLV, after every object
     before it was yielded.
 
     Padding bytes ``00`` and ``FF`` between objects are skipped (EMV Book 3, B.1).
-    *base* is added to offsets (used for nested objects).
+    *base* is added to offsets and *depth* is the nesting level of *data*'s objects (both
+    used for nested objects); a constructed object deeper than :data:`MAX_DEPTH` is refused.
     """
     pos = 0
     while pos < len(data):
@@ -160,7 +180,12 @@ def iter_decode(data: bytes, *, base: int = 0) -> Iterator[Tlv]:
         value = bytes(data[pos:pos + length])
         children: tuple[Tlv, ...] = ()
         if is_constructed(tag):
-            children = tuple(iter_decode(value, base=base + pos))
+            if depth >= MAX_DEPTH:
+                raise TlvError(
+                    f"constructed tag {_tag_hex(tag)} at offset {base + tag_at} is at depth "
+                    f"{depth}; its value would nest deeper than {MAX_DEPTH} levels",
+                    base + tag_at)
+            children = tuple(iter_decode(value, base=base + pos, depth=depth + 1))
         yield Tlv(tag, value, base + tag_at, children, base + pos + length)
         pos += length
 
@@ -207,11 +232,10 @@ def parse_dol(data: bytes) -> list[DolEntry]:
     pos = 0
     while pos < len(data):
         tag_at = pos
-        tag, pos = _read_tag(data, pos)
+        tag, pos = _read_tag(data, pos, what="DOL")
         if pos >= len(data):
-            raise DecodeError(
-                f"DOL: tag {_tag_hex(tag)} at offset {tag_at}: length expected at offset {pos}, "
-                f"data ends; DOL {hexdump(data)}")
+            raise TlvError(f"tag {_tag_hex(tag)} at offset {tag_at}: length expected at offset "
+                           f"{pos}, data ends", tag_at, data, what="DOL")
         out.append(DolEntry(tag, data[pos]))
         pos += 1
     return out
@@ -240,9 +264,8 @@ def split_dol(dol: list[DolEntry], data: bytes) -> dict[int, bytes]:
     """The inverse of :func:`build_dol`: cut *data* into values by the DOL's lengths."""
     need = sum(e.length for e in dol)
     if len(data) != need:
-        raise DecodeError(
-            f"DOL data: expected {need} bytes for {len(dol)} entries, got {len(data)}: "
-            f"{hexdump(data)}")
+        raise TlvError(f"expected {need} bytes for {len(dol)} entries, got {len(data)}",
+                       min(need, len(data)), data, what="DOL data")
     result: dict[int, bytes] = {}
     pos = 0
     for e in dol:

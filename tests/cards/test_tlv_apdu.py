@@ -5,6 +5,7 @@ import pytest
 from protocols import tlv
 from protocols.apdu import CommandApdu, ResponseApdu, StatusWordError, sw_text
 from protocols.errors import DecodeError
+from protocols.masking import render_tlv
 
 
 def test_encode_multibyte_tag_and_long_lengths() -> None:
@@ -92,3 +93,59 @@ def test_response_apdu_and_sw() -> None:
     assert sw_text(0x6110) == "6110 (16 more bytes available)"
     with pytest.raises(DecodeError, match="R-APDU: needs at least SW1 SW2"):
         ResponseApdu.from_bytes(b"\x90")
+
+
+def _nested(levels: int, inner: bytes = tlv.encode(0x5A, b"\x01")) -> bytes:
+    """*levels* constructed templates (70) around *inner*."""
+    for _ in range(levels):
+        inner = tlv.encode(0x70, inner)
+    return inner
+
+
+def test_nesting_is_bounded_by_max_depth() -> None:
+    ok = _nested(tlv.MAX_DEPTH - 1)  # the primitive 5A is at depth MAX_DEPTH
+    assert tlv.flatten(ok) == {0x5A: b"\x01"} and tlv.find(ok, 0x5A) == b"\x01"
+    too_deep = _nested(tlv.MAX_DEPTH)
+    deepest = 2 * (tlv.MAX_DEPTH - 1)  # each 70 with its length takes 2 bytes here
+    with pytest.raises(tlv.TlvError, match=rf"^TLV: constructed tag 70 at offset {deepest} is "
+                                           rf"at depth {tlv.MAX_DEPTH}; its value would nest "
+                                           rf"deeper than {tlv.MAX_DEPTH} levels$") as err:
+        tlv.decode(too_deep)
+    assert err.value.offset == deepest
+
+
+def test_thousands_of_nested_templates_are_a_tlv_error_not_a_recursion_error() -> None:
+    """Every walker (decode, flatten, find, the masked renderer) used to end in RecursionError
+    on a few thousand nested constructed tags (2 bytes each: E0 or 70 with a short length)."""
+    raw = _nested(3000)
+    for walk in (tlv.decode, tlv.flatten, lambda d: tlv.find(d, 0x5A)):
+        with pytest.raises(tlv.TlvError, match="would nest deeper than"):
+            walk(raw)
+    assert "would nest deeper than" in render_tlv(raw)
+
+
+@pytest.mark.parametrize(("raw", "offset"), [
+    ("9F818101", 0),            # 9F 81 81 01 announces a 4th tag byte
+    ("5A01009F8181818101", 3),  # a 5-byte tag after a good object
+])
+def test_tags_longer_than_three_bytes_are_refused_with_their_offset(raw: str,
+                                                                    offset: int) -> None:
+    with pytest.raises(tlv.TlvError, match=rf"^TLV: tag 9F8181… at offset {offset} is longer "
+                                           rf"than 3 bytes \(byte {offset + 2} announces "
+                                           rf"another\)") as err:
+        tlv.decode(bytes.fromhex(raw))
+    assert err.value.offset == offset
+    (three,) = tlv.decode(bytes.fromhex("9F810101AA"))
+    assert (three.tag, three.value) == (0x9F8101, b"\xaa")
+    with pytest.raises(ValueError, match="tag 9F818101 is 4 bytes; at most 3"):
+        tlv.encode(0x9F818101, b"")
+
+
+def test_dol_errors_are_tlv_errors_naming_the_dol() -> None:
+    with pytest.raises(tlv.TlvError, match=r"^DOL: tag 9F8181… at offset 3 is longer than 3 "
+                                           r"bytes"):
+        tlv.parse_dol(bytes.fromhex("9F0206" "9F81818101" "04"))
+    with pytest.raises(tlv.TlvError, match=r"^DOL: tag 9F… at offset 0 is truncated"):
+        tlv.parse_dol(b"\x9f")
+    with pytest.raises(tlv.TlvError, match=r"^DOL data: expected 6 bytes for 1 entries, got 7"):
+        tlv.split_dol([tlv.DolEntry(0x9F02, 6)], bytes(7))
