@@ -37,8 +37,9 @@ Where each piece comes from:
 - Hand-written, because pyemv has no equivalent:
   * ISO 9564-1 format 0 PIN block encode/decode: pyemv only has format 2 and the VIS PIN-change
     block (``pyemv.sm``);
-  * 3DES ECB/CBC encrypt *and decrypt* (pyemv has encryption only): pycryptodome, which also
-    treats degenerate 3DES keys (K1 == K2 [== K3]) as single DES;
+  * 3DES ECB/CBC encrypt *and decrypt* (pyemv has encryption only): pycryptodome; a
+    degenerate 3DES key (K1 == K2 or K2 == K3, parity bits left out), which pycryptodome
+    refuses, is run as the single DES it amounts to;
   * the UnionPay field 62 working-key layout (key under TMK ‖ 4-byte KCV, PIK then MAK) and
     its length/KCV checks: dialect framing that no library covers.
 The published vectors in tests/host/test_crypto.py and tests/host/test_issuer_crypto.py pin
@@ -109,12 +110,39 @@ def _check_blocks(data: bytes, op: str) -> None:
         raise CryptoError(f"{op}: data must be a multiple of {BLOCK} bytes; got {len(data)}")
 
 
+def _check_iv(iv: bytes, op: str) -> None:
+    if len(iv) != BLOCK:
+        raise CryptoError(f"{op}: the IV must be {BLOCK} bytes; got {len(iv)}")
+
+
+def _same_des_key(a: bytes, b: bytes) -> bool:
+    """Whether two 8-byte DES keys are the same key: DES ignores the parity bit (the lowest)
+    of every byte, so keys that differ only there encrypt alike."""
+    return all((x ^ y) & 0xFE == 0 for x, y in zip(a, b, strict=True))
+
+
+def _single_des_key(key: bytes) -> bytes | None:
+    """The single DES key a key amounts to, or None when it is a true 3DES key.
+
+    A single-length key is one; EDE with K1 == K2 is E(K3) and with K2 == K3 is E(K1) (for a
+    double-length key K3 is K1), parity bits left out.  pycryptodome refuses such 3DES keys
+    (ValueError "degenerates to single DES"), so they are run as the DES they are."""
+    if len(key) == 8:
+        return key
+    k1, k2, k3 = key[:8], key[8:16], key[16:24] or key[:8]
+    if _same_des_key(k1, k2):
+        return k3
+    if _same_des_key(k2, k3):
+        return k1
+    return None
+
+
 def _cipher(key: bytes, mode: int, iv: bytes | None = None) -> object:
-    """DES for single-length keys and degenerate 3DES keys (K1 == K2 [== K3]), else 3DES."""
-    k1 = key[:8]
-    degenerate = len(key) == 8 or (key[8:16] == k1 and (len(key) == 16 or key[16:24] == k1))
-    if degenerate:
-        return DES.new(k1, mode) if iv is None else DES.new(k1, mode, iv=iv)
+    """DES for single-length keys and degenerate 3DES keys (:func:`_single_des_key`), else
+    3DES.  The caller checked the key length (:func:`_check_key`) and the IV's."""
+    single = _single_des_key(key)
+    if single is not None:
+        return DES.new(single, mode) if iv is None else DES.new(single, mode, iv=iv)
     return DES3.new(key, mode) if iv is None else DES3.new(key, mode, iv=iv)
 
 
@@ -133,12 +161,14 @@ def tdes_ecb_decrypt(key: bytes, data: bytes) -> bytes:
 def tdes_cbc_encrypt(key: bytes, data: bytes, iv: bytes = ZERO_IV) -> bytes:
     _check_key(key, "tdes_cbc_encrypt()")
     _check_blocks(data, "tdes_cbc_encrypt()")
+    _check_iv(iv, "tdes_cbc_encrypt()")
     return _cipher(key, DES.MODE_CBC, iv).encrypt(data)  # type: ignore[attr-defined,no-any-return]
 
 
 def tdes_cbc_decrypt(key: bytes, data: bytes, iv: bytes = ZERO_IV) -> bytes:
     _check_key(key, "tdes_cbc_decrypt()")
     _check_blocks(data, "tdes_cbc_decrypt()")
+    _check_iv(iv, "tdes_cbc_decrypt()")
     return _cipher(key, DES.MODE_CBC, iv).decrypt(data)  # type: ignore[attr-defined,no-any-return]
 
 

@@ -194,3 +194,40 @@ def test_pyemv_boundary_is_quiet_and_wraps_errors(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(CryptoError, match=r"mac_x919\(\): pyemv rejected the input") as err:
         mac_x919(K2, b"abc")
     assert K2.hex() not in str(err.value)
+
+
+#: A double-length key whose halves differ only in their parity bits: single DES with K1.
+K1 = bytes.fromhex("0123456789ABCDEF")
+PARITY_TWIN = K1 + bytes(b ^ 0x01 for b in K1)
+K3 = bytes.fromhex("FEDCBA9876543210")
+
+
+@pytest.mark.parametrize(("key", "single"), [
+    (PARITY_TWIN, K1),                      # K1 ~ K2: E(K1)
+    (PARITY_TWIN + K3, K3),                 # K1 ~ K2: E(K3)
+    (K3 + PARITY_TWIN, K3),                 # K2 ~ K3: E(K1) with K1 = K3 here
+])
+def test_a_3des_key_that_degenerates_only_by_parity_is_the_single_des_it_is(
+        key: bytes, single: bytes) -> None:
+    """pycryptodome refuses such keys (ValueError "degenerates to single DES"); they used to
+    escape from every 3DES call, field 62 under such a master key included."""
+    data = bytes(range(16))
+    assert tdes_ecb_encrypt(key, data) == tdes_ecb_encrypt(single, data)
+    assert tdes_ecb_decrypt(key, data) == tdes_ecb_decrypt(single, data)
+    assert tdes_cbc_decrypt(key, tdes_cbc_encrypt(key, data)) == data
+    assert kcv(key) == kcv(single)
+
+
+def test_field_62_under_a_parity_twin_master_key_decodes() -> None:
+    pik, mak = K3 + K1, PARITY_TWIN
+    field62 = encode_working_keys(pik, mak, PARITY_TWIN)
+    assert decode_working_keys(field62, PARITY_TWIN) == (pik, mak)
+    assert mac_x919(mak, b"x" * 8) == mac_x919(K1, b"x" * 8)
+    with pytest.raises(KeyCheckError, match=r"PIK check value mismatch"):
+        decode_working_keys(field62, K2)
+
+
+def test_a_cbc_iv_of_the_wrong_length_is_a_crypto_error() -> None:
+    for op in (tdes_cbc_encrypt, tdes_cbc_decrypt):
+        with pytest.raises(CryptoError, match=r"\(\): the IV must be 8 bytes; got 7$"):
+            op(K2, bytes(8), bytes(7))
