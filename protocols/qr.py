@@ -307,7 +307,7 @@ def sign(body: Mapping[str, Any], key: bytes) -> str:
 def verify(body: Mapping[str, Any], key: bytes) -> bool:
     """Whether ``body["sign"]`` is the signature of *body* under *key* (constant time)."""
     given = body.get(SIGN_KEY)
-    if not isinstance(given, str):
+    if not isinstance(given, str) or not given.isascii():  # compare_digest: ASCII text only
         return False
     try:
         want = sign(body, key)
@@ -328,16 +328,58 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+MAX_DEPTH = 8  # nesting of a body's JSON: a request is one flat object
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key[:32]!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _check_json(value: object, where: str) -> None:
+    """No text that UTF-8 cannot carry (a lone surrogate from ``\\ud800``: signing or answering
+    it would raise UnicodeEncodeError) and at most :data:`MAX_DEPTH` levels (iterative)."""
+    stack: list[tuple[object, str, int]] = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, str):
+            bad = next((i for i, ch in enumerate(item) if "\ud800" <= ch <= "\udfff"), None)
+            if bad is not None:
+                raise DecodeError(f"{path}: lone surrogate U+{ord(item[bad]):04X} at character "
+                                  f"{bad}; not text")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                stack.append((key, f"{path} key", depth + 1))
+                stack.append((sub, f"{path}[{key[:32]!r}]", depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
+
+
 def decode_body(raw: bytes, where: str) -> dict[str, Any]:
     """Wire bytes → a JSON object; anything else is a DecodeError naming *where* and showing
-    the start of the bytes."""
+    the start of the bytes.  Strict JSON: no ``NaN``/``Infinity``, no key twice, no lone
+    surrogate, at most :data:`MAX_DEPTH` levels, no integer of more than 4300 digits."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
+                         object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise DecodeError(f"{where}: body is not JSON ({exc}): {raw[:60]!r}") from None
+        raise DecodeError(f"{where}: body is not JSON ({str(exc)[:120]}): {raw[:60]!r}") from None
+    except RecursionError:
+        raise DecodeError(f"{where}: body nested too deeply to read: {raw[:60]!r}") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"{where}: body is JSON {type(obj).__name__}, expected an object: "
                           f"{raw[:60]!r}")
+    _check_json(obj, where)
     return obj
 
 

@@ -343,10 +343,16 @@ class SimProbe:
             raise ProtocolError(
                 f"SimProbe: rig answered {head.frame.type.name} seq {frame.seq} with "
                 f"{frame.type.name}, expected {expected.name}")
+        if head.answer_kind is not None:
+            try:
+                status, data = parse_answer(frame)
+            except DecodeError as exc:  # an intact frame whose payload is malformed: NAK it,
+                self.link_errors += 1  # the request stays at the head for the rig's retry
+                log.warning("SimProbe: %s", exc)
+                return ProbeOutput(link_out=encode_frame(ProbeFrame(0, MsgType.NAK)))
         self._queue.popleft()
         out = ProbeOutput()
         if head.answer_kind is not None:
-            status, data = parse_answer(frame)
             if status is AnswerStatus.OK:
                 key = "atr" if frame.type is MsgType.ATR else "data"
                 out.harness_out.append({"t": head.answer_kind, key: data.hex()})

@@ -52,6 +52,7 @@ from protocols.apdu import (
     INS_SELECT,
     INS_VERIFY,
     SW_AUTH_METHOD_BLOCKED,
+    SW_CLA_NOT_SUPPORTED,
     SW_CONDITIONS_NOT_SATISFIED,
     SW_FILE_NOT_FOUND,
     SW_FUNC_NOT_SUPPORTED,
@@ -224,8 +225,14 @@ class SimEmvCard:
                               f"pull_at)")
         handler = self.HANDLERS.get(cmd.ins)
         try:
+            if cmd.cla not in CLASSES:
+                raise StatusWordError(SW_CLA_NOT_SUPPORTED, f"CLA {cmd.cla:02X}")
             if handler is None:
                 raise StatusWordError(SW_INS_NOT_SUPPORTED, f"INS {cmd.ins:02X}")
+            if cmd.cla != CLASS_OF_INS[cmd.ins]:
+                raise StatusWordError(SW_CLA_NOT_SUPPORTED, f"{ins_name(cmd.ins)} with CLA "
+                                                            f"{cmd.cla:02X}, expected "
+                                                            f"{CLASS_OF_INS[cmd.ins]:02X}")
             reply = handler(self, cmd)
         except StatusWordError as exc:
             log.debug("%r: %s -> %s", self, ins_name(cmd.ins), exc)
@@ -466,6 +473,17 @@ SimEmvCard.HANDLERS = MappingProxyType({
     INS_VERIFY: SimEmvCard._verify,
     INS_GENERATE_AC: SimEmvCard._generate_ac,
 })
+
+#: The class byte of each instruction (EMV Book 3, 6.5): 00 interindustry, 80 proprietary.
+CLASS_OF_INS: Mapping[int, int] = MappingProxyType({
+    INS_SELECT: 0x00,
+    INS_READ_RECORD: 0x00,
+    INS_VERIFY: 0x00,
+    INS_GET_PROCESSING_OPTIONS: 0x80,
+    INS_GET_DATA: 0x80,
+    INS_GENERATE_AC: 0x80,
+})
+CLASSES = frozenset(CLASS_OF_INS.values())
 
 __all__ = [
     "AIP",

@@ -291,7 +291,7 @@ class QrPlatformEngine:
             self.tick(now)
             op = PATHS.get(path)
             if op is None:
-                raise Refusal(ErrorCode.NOT_FOUND, f"no operation at {path!r}; expected one of "
+                raise Refusal(ErrorCode.NOT_FOUND, f"no operation at {path[:64]!r}; expected one of "
                                                    f"{', '.join(sorted(PATHS))}")
             ctx.op = op
             try:

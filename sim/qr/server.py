@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from protocols.digits import ascii_digits
 from protocols.qr import CONTENT_TYPE, MAX_BODY, ErrorCode
 from sim.qr.control import ControlServer
 from sim.qr.engine import PlatformAnswer, QrPlatformEngine
@@ -100,14 +101,16 @@ class _Handler(BaseHTTPRequestHandler):
                                                 "Content-Length")
             return
         text = self.headers.get("Content-Length")
-        if text is None or not text.strip().isdigit():
-            self._refuse(ErrorCode.BAD_REQUEST, f"Content-Length required (a number), got "
-                                                f"{text!r}")
+        digits = (text or "").strip(" \t")
+        if not ascii_digits(digits):  # str.isdigit() took '²', which int() refuses
+            self._refuse(ErrorCode.BAD_REQUEST, f"Content-Length required (ASCII digits), got "
+                                                f"{text if text is None else text[:20]!r}")
             return
-        length = int(text)
-        if length > MAX_BODY:
-            self._refuse(ErrorCode.BODY_TOO_LARGE, f"body of {length} bytes; at most {MAX_BODY}")
+        if len(digits.lstrip("0")) > len(str(MAX_BODY)) or int(digits) > MAX_BODY:
+            self._refuse(ErrorCode.BODY_TOO_LARGE, f"body of {digits[:20]} bytes; at most "
+                                                   f"{MAX_BODY}")
             return
+        length = int(digits)
         try:
             body = self.rfile.read(length)
         except OSError as exc:  # TimeoutError included: the bound is idle_timeout

@@ -326,3 +326,23 @@ def test_every_chip_profile_answers_the_kernel() -> None:
         wanted = "AAC" if profile.decline_at == "first_generate_ac" else "ARQC"
         assert read.cryptogram_type == wanted, profile.name
         assert read.pan == profile.pan
+
+
+@pytest.mark.parametrize(("capdu", "sw"), [
+    ("FFA404000E315041592E5359532E4444463031", "6E00"),  # CLA FF: no such class
+    ("84A404000E315041592E5359532E4444463031", "6E00"),  # secure messaging: not spoken
+    ("80A404000E315041592E5359532E4444463031", "6E00"),  # SELECT is CLA 00
+    ("00CA9F1700", "6E00"),                              # GET DATA is CLA 80
+    ("0084000008", "6D00"),                              # GET CHALLENGE: not an instruction
+    ("00A4", "6700"),                                    # short header
+    ("00A40400FF0102", "6700"),                          # Lc 255, 2 bytes follow
+    ("00A4040000", "6A82"),                              # Le only: no name to select
+    ("00A40400" + "FF" + "00" * 255 + "00", "6A82"),     # the largest short C-APDU
+    ("00A4040000" + "00" * 300, "6700"),                 # extended length: refused
+    ("00200001", "6A86"),                                # VERIFY P2 01: no such PIN kind
+])
+def test_malformed_or_foreign_apdus_get_a_status_word(capdu: str, sw: str) -> None:
+    card = _card("good")
+    atc, tries = card.atc, card.pin_try_counter
+    assert card.apdu(H(capdu))[-2:] == H(sw)
+    assert (card.atc, card.pin_try_counter) == (atc, tries)

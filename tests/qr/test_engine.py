@@ -12,6 +12,7 @@ import pytest
 from protocols.errors import SimError
 from protocols.qr import (
     CODE_URL_PREFIX,
+    PATHS,
     ErrorCode,
     Operation,
     OrderStatus,
@@ -530,3 +531,40 @@ def test_a_restarted_engine_continues_the_change_counter(terminals: dict[str, ob
     call(first, Operation.CREATE, {"out_trade_no": "T1", "amount": 1})
     again = QrPlatformEngine(terminals, ledger=mem)  # type: ignore[arg-type]
     assert again.seq == first.seq == 1
+
+
+def _raw(**fields: object) -> bytes:
+    body = {"terminal_id": TID, "merchant_id": MID, "nonce": nonce(), "timestamp": int(T0),
+            "out_trade_no": "T9", "amount": 100, **fields}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(("raw", "error", "why"), [
+    # a lone surrogate: verify() → canonical() raised UnicodeEncodeError out of the engine
+    (_raw(description="\ud800", sign="00"), "BAD_REQUEST", "lone surrogate U+D800"),
+    # a non-ASCII signature: hmac.compare_digest raised TypeError
+    (_raw(sign="\u00e9" * 64), "SIGN_ERROR", "does not verify"),
+    # 100000 levels: json.loads raised RecursionError
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "BAD_REQUEST", "nested too deeply"),
+    (_raw(sign="00", extra=[[[[[[[[[[1]]]]]]]]]]), "BAD_REQUEST", "deeper than 8 levels"),
+    (_raw(sign="00").replace(b'"amount": 100', b'"amount": NaN'), "BAD_REQUEST", "NaN is not"),
+    (_raw(sign="00").replace(b'"amount": 100', b'"amount": ' + b"9" * 5000), "BAD_REQUEST",
+     "not JSON"),
+    (_raw(sign="00").replace(b'"amount": 100', b'"amount": 100, "amount": 1'), "BAD_REQUEST",
+     "'amount' appears twice"),
+    (b"\xff\xfe", "BAD_REQUEST", "not JSON"),
+])
+def test_hostile_bodies_get_the_platforms_error_and_change_nothing(
+        engine: QrPlatformEngine, raw: bytes, error: str, why: str) -> None:
+    path = "/v1/create"
+    assert path in PATHS
+    ans = engine.answer(path, raw, T0)
+    body = json.loads(ans.body)
+    assert (body["ok"], body["error"]) == (False, error) and why in body["message"], body
+    assert engine.orders == {}
+
+
+def test_an_unknown_path_is_quoted_short(engine: QrPlatformEngine) -> None:
+    ans = engine.answer("/" + "x" * 70000, b"{}", T0)
+    body = json.loads(ans.body)
+    assert body["error"] == "NOT_FOUND" and len(body["message"]) < 200

@@ -85,6 +85,12 @@ def test_a_signed_request_gets_a_signed_answer(platform: QrPlatformServer) -> No
      400, "BAD_REQUEST"),
     (f"POST /v1/create HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode(),
      413, "BODY_TOO_LARGE"),
+    # '²'.isdigit() is True, int('²') raises ValueError: the handler thread died unanswered
+    (b"POST /v1/create HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n", 400,
+     "BAD_REQUEST"),
+    # int() of more than 4300 digits raises ValueError too
+    (b"POST /v1/create HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"1" * 4301 + b"\r\n\r\n",
+     413, "BODY_TOO_LARGE"),
     (b"garbage\r\n\r\n", 400, "BAD_REQUEST"),
     (b"POST /v1/create HTTP/9.9\r\n\r\n", 400, "BAD_REQUEST"),
 ])
