@@ -47,6 +47,15 @@ bench-quick: $(TOX)
 	@PYTHON=$(PYTHON) scripts/ensure-system.sh
 	$(TOX) -e perf -- --quick
 
+## make fuzz SECONDS=60: coverage-guided fuzzing (atheris) of every parser and simulator message
+## handler, SECONDS per target, seeds from fixtures/fuzz/; a table and reports/fuzz.json, each
+## crashing input under reports/fuzz/<target>/ (exit 1 on a crash)
+.PHONY: fuzz
+SECONDS ?= 60
+fuzz: $(TOX)
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(TOX) -e fuzz -- --seconds $(SECONDS)
+
 bench-up: $(TOX)
 	$(TOX) -e bench -- up
 bench-down: $(TOX)
