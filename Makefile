@@ -4,7 +4,7 @@ PYTHON ?= python3
 TOXVENV := .venv-tox
 TOX := $(TOXVENV)/bin/tox
 
-.PHONY: run test system bench-up bench-down power-cuts clean bench bench-quick
+.PHONY: run test system bench-up bench-down power-cuts soak clean bench bench-quick
 
 ## make run: the scenario suite on the virtual bench, an HTML report and a summary
 run: $(TOX) node_modules/.installed
@@ -35,6 +35,16 @@ SEED ?= 7
 power-cuts: $(TOX)
 	@PYTHON=$(PYTHON) scripts/ensure-system.sh
 	$(TOX) -e power-cuts -- --sales $(N) --seed $(SEED)
+
+## make soak N=300 SEED=7: N transactions of mixed types on the virtual bench with faults at
+## seeded random protocol moments, restored between them as an operator would; then the
+## invariants as a table, reports/soak.json, and a last line `soak: N transactions, F faults
+## injected, V invariant violations` (exit 1 on any violation).  SOAK_ARGS for more options
+## (posrig soak --help), e.g. SOAK_ARGS="--settle-every 50 --fault-ratio 0.3"
+soak: N = 300
+soak: $(TOX)
+	@PYTHON=$(PYTHON) scripts/ensure-system.sh
+	$(TOX) -e soak -- --count $(N) --seed $(SEED) $(SOAK_ARGS)
 
 ## make bench: every benchmark figure next to its baseline, measured in the same run (root):
 ## reports/benchmarks.json and a table; nothing else may use the default virtual bench meanwhile

@@ -5,6 +5,7 @@
     posrig reset --bench FILE   restore a bench after a crashed run, saying what was active
     posrig steps                the step catalogue (English and zh-CN patterns, examples)
     posrig run                  the scenario suite with its report and summary
+    posrig soak                 N mixed transactions with seeded faults, then the invariants
 
 Every command exits non-zero on a problem with one clear line per problem, never a traceback.
 ``make run`` and ``make test`` stay the README's two commands; they use the same code.
@@ -18,11 +19,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rigs.config import BenchConfig
 from rigs.errors import ConfigError, RigError
+
+if TYPE_CHECKING:
+    from rigs.soak import SoakReport
 
 SIM_BOUND = 180.0
 
@@ -191,6 +196,71 @@ def run(bench_file: str | None, reports: Path, pytest_args: tuple[str, ...]) -> 
     if bench_file:
         args += ["--bench", bench_file]
     raise SystemExit(report_main([*args, "--", *pytest_args] if pytest_args else args))
+
+
+# -- soak -------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("-n", "--count", type=click.IntRange(min=1), default=300, show_default=True,
+              help="transactions")
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="the plan's seed (the same seed, the same plan)")
+@click.option("--settle-every", type=click.IntRange(min=1), default=20, show_default=True,
+              help="a settlement (and the batch's checks) after this many transactions")
+@click.option("--fault-ratio", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True,
+              help="share of transactions with a fault")
+@click.option("--fault", "faults", multiple=True, metavar="NAME",
+              help="only these faults of the catalogue (repeatable): "
+                   "power cut, brown-out, cable pull, response drop, corrupt byte, card pulled, "
+                   "paper out")
+@click.option("--bench", "bench_file", type=click.Path(path_type=Path), default=None,
+              metavar="FILE", help="bench YAML (default: bring the virtual bench up)")
+@click.option("--bench-id", default="", metavar="ID",
+              help="the virtual bench's id, to soak beside other benches")
+@click.option("--reports", type=click.Path(path_type=Path), default=Path("reports"),
+              show_default=True, help="soak.json and soak/ (work folders, evidence) go here")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def soak(count: int, seed: int, settle_every: int, fault_ratio: float, faults: tuple[str, ...],
+         bench_file: Path | None, bench_id: str, reports: Path, quiet: bool) -> None:
+    """Soak with chaos: mixed transactions with faults at seeded protocol moments, restored
+    as an operator would, then the invariants as a table (exit 1 on any violation)."""
+    from rigs.bench import Bench
+    from rigs.soak import CHAOS_BY_NAME, run_soak
+    from rigs.virtualbench import virtual_bench
+
+    unknown = [f for f in faults if f not in CHAOS_BY_NAME]
+    if unknown:
+        click.echo(f"posrig soak: --fault {', '.join(unknown)}: not in the catalogue "
+                   f"({', '.join(CHAOS_BY_NAME)})", err=True)
+        raise SystemExit(2)
+    reports = reports.resolve()
+    work = reports / "soak"
+
+    def progress(line: str) -> None:
+        click.echo(line)
+
+    def soak_on(path: Path) -> SoakReport:
+        with _bench(path, "soak") as config:
+            return run_soak(Bench(config, workdir=work / "rig"), seed=seed, count=count,
+                            settle_every=settle_every, fault_ratio=fault_ratio,
+                            evidence_dir=work / "evidence", chaos_names=faults or None,
+                            progress=None if quiet else progress)
+
+    click.echo(f"posrig soak: {count} transactions, seed {seed}, a settlement every "
+               f"{settle_every}, faults in {fault_ratio:.0%}")
+    try:
+        if bench_file is not None:
+            report = soak_on(bench_file)
+        else:
+            with virtual_bench(work / "bench", bench_id=bench_id) as path:
+                report = soak_on(path)
+    except RigError as exc:
+        click.echo(f"posrig soak: {exc}", err=True)
+        raise SystemExit(1) from None
+    out = reports / "soak.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.to_json(), encoding="utf-8")
+    click.echo(report.table())
+    raise SystemExit(1 if report.violations or report.stopped else 0)
 
 
 def main() -> None:

@@ -304,6 +304,9 @@ class ConcertTerminalLink(ReaderLink, Driver):
     def wait_ready(self, timeout: float) -> TerminalStatus:
         return self._port("wait_ready").wait_ready(timeout)
 
+    def wait_idle(self, timeout: float) -> TerminalStatus:
+        return self._port("wait_idle").wait_idle(timeout)
+
     def login(self, operator: str, password: str, timeout: float = 5.0) -> Outcome:
         return self._port("login").login(operator, password, timeout)
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from protocols.faults import Direction, FaultSpec
     from protocols.qr import QrOrder, QrRefund, Wallet
     from protocols.qrledger import QrPayment, QrRequestRecord
-    from protocols.transactions import OriginalRef, TxnType
+    from protocols.transactions import OriginalRef, TransactionType, TxnType
     from rigs.cardfaults import CardFaultRecord
     from rigs.host import LedgerEntry
     from rigs.hostctl import HostTotals
@@ -68,6 +68,8 @@ class TerminalLink(Instrument, Protocol):
 
     def wait_ready(self, timeout: float) -> TerminalStatus: ...
 
+    def wait_idle(self, timeout: float) -> TerminalStatus: ...
+
     def login(self, operator: str, password: str, timeout: float = 5.0) -> Outcome: ...
 
     def logout(self, timeout: float = 5.0) -> Outcome: ...
@@ -82,6 +84,11 @@ class TerminalLink(Instrument, Protocol):
                           qr: str | None = None) -> None: ...
 
     def wait_outcome(self, timeout: float) -> Outcome: ...
+
+    @property
+    def pending_transaction(self) -> TransactionType | None:
+        """The row of the transaction waiting for its outcome, or None."""
+        ...
 
     def enter_pin(self, pin: str) -> None: ...
 

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import types
 from collections.abc import Iterable, Iterator
@@ -43,6 +42,7 @@ from rigs.coverage import PROCEDURE_ID, procedure_ids
 from rigs.errors import CapabilityMissing, RigError
 from rigs.events import Event, Source
 from rigs.failures import allure_categories
+from rigs.virtualbench import run_sim
 from steps import STEP_MODULES
 
 pytest_plugins = list(STEP_MODULES)
@@ -145,19 +145,6 @@ def _without(config: pytest.Config) -> list[str]:
     return parts
 
 
-def _run_sim(args: list[str], bound: float) -> str:
-    cmd = [sys.executable, "-m", "sim", *args]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=bound,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RigError(f"`{' '.join(cmd[1:])}` did not finish within {bound:.0f} s") from None
-    if done.returncode != 0:
-        raise RigError(f"`{' '.join(cmd[1:])}` failed ({done.returncode}):\n"
-                       f"{done.stdout}{done.stderr}".rstrip())
-    return done.stdout
-
-
 @pytest.fixture(scope="session")
 def bench_config(request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
     """The bench file given with --bench, or the virtual bench, up for the whole session."""
@@ -188,7 +175,7 @@ def bench_config(request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
     ident = ["--bench-id", bench_id] if bench_id else []
     try:
         try:
-            said = _run_sim(["up", "--workdir", str(workdir), "--bench-file", str(bench_file),
+            said = run_sim(["up", "--workdir", str(workdir), "--bench-file", str(bench_file),
                              "--watch-pid", str(os.getpid()), *ident,
                              *(["--without", ",".join(without)] if without else [])],
                             SIM_BOUND)
@@ -198,7 +185,7 @@ def bench_config(request: pytest.FixtureRequest) -> Iterator[BenchConfig]:
         _say(request.config, said.splitlines())
         yield config
     finally:
-        said = _run_sim(["down", "--workdir", str(workdir), *ident], SIM_BOUND)
+        said = run_sim(["down", "--workdir", str(workdir), *ident], SIM_BOUND)
         _say(request.config, said.splitlines())
 
 

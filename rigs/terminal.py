@@ -357,6 +357,10 @@ class _Pending:
     epoch: int | None = None
 
 
+IDLE_POLL_S = 0.1
+"""wait_idle(): the longest pause between two STATUS requests when the terminal says nothing."""
+
+
 class SerialTerminalLink(ReaderLink, Driver):
     """ECR driver.  ``__init__`` opens nothing; :meth:`open` opens the injected transport."""
 
@@ -438,6 +442,26 @@ class SerialTerminalLink(ReaderLink, Driver):
             except (NoResponse, DeviceStateError) as exc:
                 last = str(exc)
             self._wait_boot(ready_mark, max(0.0, min(0.1, deadline - time.monotonic())))
+
+    def wait_idle(self, timeout: float) -> TerminalStatus:
+        """Until STATUS says IDLE: a terminal may still be printing a receipt it held for paper,
+        or ending a transaction the rig stopped waiting for.  Asks again whenever the terminal
+        says something (an event, a printed copy), and at least every :data:`IDLE_POLL_S`."""
+        self.require_open("wait_idle")
+        deadline = time.monotonic() + timeout
+        while True:
+            mark = len(self._events)
+            remaining = deadline - time.monotonic()
+            st = self.status(timeout=max(0.1, min(remaining, 2.0)))
+            if st.state == ecr.TerminalState.IDLE:
+                return st
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoResponse(f"{self!r}: wait_idle(): terminal still {st.state} after "
+                                 f"{timeout:.1f} s")
+            with self._cond:
+                self._cond.wait_for(lambda seen=mark: len(self._events) != seen  # type: ignore[misc]
+                                    or not self._running, timeout=min(remaining, IDLE_POLL_S))
 
     def login(self, operator: str, password: str, timeout: float = 5.0) -> Outcome:
         return Outcome.from_message(

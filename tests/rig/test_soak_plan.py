@@ -1,0 +1,156 @@
+"""The soak's pure parts: its plan from a seed, the catalogue's parameters, where a violation
+is placed, the flatness check and the report's last line (the run itself: tests/bench)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from protocols.faults import FAULT_KINDS, FaultKind, FaultSpec
+from rigs.events import Source
+from rigs.soak import (
+    CHAOS,
+    CHAOS_BY_NAME,
+    Check,
+    Done,
+    Moment,
+    Op,
+    Planned,
+    Sample,
+    SoakReport,
+    Violation,
+    answer_mti,
+    fault_before,
+    flat,
+    plan,
+    trigger_for,
+)
+
+
+def test_the_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
+    a = plan(7, 500, fault_ratio=0.2)
+    assert a == plan(7, 500, fault_ratio=0.2)
+    assert a != plan(8, 500, fault_ratio=0.2)
+    assert [p.n for p in a] == list(range(1, 501))
+
+
+def test_the_plan_mixes_every_operation_and_every_fault_at_about_the_ratio() -> None:
+    planned = plan(11, 2000, fault_ratio=0.2)
+    assert {p.op for p in planned} == set(Op)
+    faulted = [p for p in planned if p.chaos]
+    assert 0.15 < len(faulted) / len(planned) < 0.25
+    assert {p.chaos for p in faulted} == set(CHAOS_BY_NAME)
+    assert {p.moment for p in faulted} == set(Moment)
+
+
+def test_no_fault_without_chaos_and_none_with_ratio_zero() -> None:
+    assert not any(p.chaos for p in plan(3, 300, fault_ratio=0.0))
+    assert not any(p.chaos for p in plan(3, 300, fault_ratio=1.0, chaos=()))
+
+
+def test_card_faults_and_the_cryptogram_moment_only_in_a_chip_sale() -> None:
+    for p in plan(5, 3000, fault_ratio=0.5):
+        if p.chaos and CHAOS_BY_NAME[p.chaos].card_only or p.moment is Moment.GENERATE_AC:
+            assert p.op is Op.CHIP, p
+
+
+def test_every_planned_fault_is_a_valid_spec_of_its_kind() -> None:
+    """What the plan asks for passes the fault catalogue's own parameter checks (the bench
+    would refuse it at run time otherwise)."""
+    for p in plan(9, 3000, fault_ratio=0.5):
+        if p.chaos:
+            spec = FaultSpec.of(CHAOS_BY_NAME[p.chaos].kind, **dict(p.params))
+            assert spec.kind in FAULT_KINDS
+
+
+def test_a_brown_out_dips_below_the_terminals_brown_out() -> None:
+    dips = [p.params for p in plan(2, 3000, fault_ratio=0.5) if p.chaos == "brown-out"]
+    assert dips and all(d["volts"] < 6.0 and d["ms"] > 0 for d in dips)
+
+
+def test_answer_mti() -> None:
+    assert answer_mti("0200") == "0210"
+    assert answer_mti("0220") == "0230"
+    assert answer_mti("0400") == "0410"
+
+
+def test_triggers_of_each_moment() -> None:
+    base = Planned(1, Op.CHIP, 10, "power cut", params={"off_ms": 200}, delay_ms=120.0)
+    assert trigger_for(base) is None
+    request = trigger_for(Planned(1, Op.REFUND, 10, "power cut", Moment.REQUEST,
+                                  delay_ms=40.0))
+    assert request is not None and request.source is Source.NETWORK
+    assert request.name == frozenset({"0220"}) and request.delay_ms == 40.0
+    gac = trigger_for(Planned(1, Op.CHIP, 10, "power cut", Moment.GENERATE_AC, nth=2))
+    assert gac is not None and gac.source is Source.CARDS and gac.nth == 2
+    instant = trigger_for(Planned(1, Op.CHIP, 10, "cable pull", Moment.INSTANT, delay_ms=300))
+    assert instant is not None and instant.kind == "request" and instant.delay_ms == 300
+    printing = trigger_for(Planned(1, Op.VOID, 10, "paper out", Moment.PRINT))
+    assert printing is not None and printing.name == frozenset({"PRINT"})
+
+
+def test_a_power_cut_is_a_power_cycle_so_the_operator_switches_it_on_again() -> None:
+    """A cut armed on a moment must end by itself: the transaction it interrupts waits for
+    the terminal's reboot, not for the soak's recovery after it."""
+    assert CHAOS_BY_NAME["power cut"].kind is FaultKind.POWER_CYCLE
+    assert all(c.kind is not FaultKind.POWER_CUT for c in CHAOS)
+
+
+def _done(n: int, stan: str, chaos: str = "") -> Done:
+    return Done(n, Op.CHIP.value, 10, "000001", stan=stan, chaos=chaos,
+                moment=Moment.BEFORE.value if chaos else "", fired=bool(chaos))
+
+
+def test_a_violation_names_the_last_fault_up_to_its_transaction() -> None:
+    batch = [_done(1, "000010"), _done(2, "", "power cut"), _done(3, "000013"),
+             _done(4, "000014", "paper out"), _done(5, "000015")]
+    assert fault_before(batch, "000010") == "no fault in the batch"
+    assert fault_before(batch, "000012").startswith("#2 sale by chip: power cut")
+    assert fault_before(batch, "000014").startswith("#4 sale by chip: paper out")
+    assert fault_before(batch, "000015").startswith("#4")
+    assert fault_before(batch, "").startswith("#4")
+
+
+def _samples(rss: list[int], fds: list[int] | None = None) -> list[Sample]:
+    fds = fds or [30] * len(rss)
+    return [Sample(i * 20, r, f, 5) for i, (r, f) in enumerate(zip(rss, fds))]
+
+
+def test_flat_allows_the_warm_up_and_the_slack() -> None:
+    mib = 1024
+    assert flat(_samples([70 * mib, 130 * mib, 131 * mib, 133 * mib, 132 * mib])) == []
+
+
+def test_flat_names_memory_that_keeps_growing() -> None:
+    mib = 1024
+    grown = flat(_samples([70 * mib, 130 * mib, 140 * mib, 160 * mib, 180 * mib]))
+    assert len(grown) == 1 and grown[0].startswith("resident memory grew from 133120 KiB")
+
+
+def test_flat_names_leaking_file_descriptors() -> None:
+    grown = flat(_samples([100] * 6, fds=[30, 32, 32, 40, 50, 60]))
+    assert grown == ["open file descriptors grew from 32 (after transaction 20) to 60 (after "
+                     "transaction 100), more than 4"]
+
+
+def test_the_report_ends_with_the_line_a_night_log_is_grepped_for() -> None:
+    report = SoakReport(seed=7, count=3, settle_every=2, fault_ratio=0.5, done=3)
+    report.faults_fired = {"power cut": 1, "paper out": 1}
+    report.checks[Check.BOOKED_ONCE].checked = 3
+    report.add(Violation(Check.BOOKED_ONCE, "000001", "000012", "20261201120000",
+                         "#2 sale by chip: power cut", "sale approved, booked 0 times", 7))
+    text = report.table()
+    assert text.splitlines()[-1] == "soak: 3 transactions, 2 faults injected, 1 invariant " \
+                                    "violations"
+    assert "VIOLATED" in text and "NOT CHECKED" in text  # the other checks never ran
+    assert "replay: seed 7" in text
+    doc = json.loads(report.to_json())
+    assert doc["faults_injected"] == 2 and doc["violations"][0]["stan"] == "000012"
+    assert doc["checks"][Check.BOOKED_ONCE.value] == {"checked": 3, "violations": 1,
+                                                      "note": ""}
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.15, 1.0])
+def test_counts_of_the_plan(ratio: float) -> None:
+    assert len(plan(1, 37, fault_ratio=ratio)) == 37
