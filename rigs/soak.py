@@ -40,6 +40,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -704,68 +705,11 @@ class Soak:
         report.host_rows += len(rows)
         journal = self._journal(rows, batch_done)
         report.journal_entries += len(journal)
-        table = TRANSACTIONS.by_iso
-        financial = [e for e in rows if e.mti and e.proc_code
-                     and (e.mti, e.proc_code) in table and e.kind not in (KIND_REVERSAL,
-                                                                          KIND_SETTLEMENT)]
-        standing: dict[tuple[str, str], list[LedgerEntry]] = {}
-        for e in financial:
-            if e.approved and e.status in (Status.BOOKED, Status.VOIDED):
-                key = (table[(e.mti, e.proc_code or "")].type.value, f"{int(e.stan or 0):06d}")
-                standing.setdefault(key, []).append(e)
-        approved_states = {TxnStatus.APPROVED, TxnStatus.VOIDED, TxnStatus.REFUNDED}
-        journal_keys: dict[tuple[str, str], Outcome] = {}
-        j: Outcome | None
-        for j in journal:
-            kind, stan, status = j.fields.get("type", ""), j.fields.get("stan", ""), \
-                j.fields.get("status", "")
-            when = j.fields.get("time", "")
-            journal_keys[(kind, stan)] = j
-            booked = standing.get((kind, stan), [])
-            report.checks[Check.BOOKED_ONCE].checked += 1
-            if status in approved_states:
-                if len(booked) != 1:
-                    self._violation(Check.BOOKED_ONCE, stan, when,
-                                    f"{kind} {status} in the journal, booked {len(booked)} "
-                                    f"times by the acquirer", batch_done)
-                elif j.amount_minor is not None and booked[0].amount_minor != j.amount_minor:
-                    self._violation(Check.BOOKED_ONCE, stan, when,
-                                    f"{kind} of {j.amount_minor} in the journal, booked as "
-                                    f"{booked[0].amount_minor}", batch_done)
-            elif status == TxnStatus.PENDING:
-                self._violation(Check.BOOKED_ONCE, stan, when, f"{kind} still pending (or "
-                                f"owing its reversal) after the settlement", batch_done)
-            elif booked:
-                self._violation(Check.NO_DOUBLE_CHARGE, stan, when,
-                                f"{kind} {status} in the journal but booked by the acquirer "
-                                f"(charged without the terminal knowing)", batch_done)
-        for key, entries in standing.items():
-            report.checks[Check.NO_DOUBLE_CHARGE].checked += 1
-            j = journal_keys.get(key)
-            if len(entries) > 1:
-                self._violation(Check.NO_DOUBLE_CHARGE, key[1], entries[0].received_at,
-                                f"{key[0]} booked {len(entries)} times", batch_done)
-            if j is None:
-                self._violation(Check.NO_DOUBLE_CHARGE, key[1], entries[0].received_at,
-                                f"{key[0]} booked by the acquirer, not in the terminal's "
-                                f"journal", batch_done)
-        for e in rows:
-            if e.kind != KIND_REVERSAL:
-                continue
-            report.checks[Check.REVERSAL_ORIGINAL].checked += 1
-            ostan = f"{int(e.original_stan or 0):06d}"
-            originals = [j for (kind, stan), j in journal_keys.items() if stan == ostan]
-            if e.status == Status.NETTED and e.original_id is None:
-                self._violation(Check.REVERSAL_ORIGINAL, ostan, e.received_at,
-                                "a reversal netted against no original row", batch_done)
-            elif not originals:
-                self._violation(Check.REVERSAL_ORIGINAL, ostan, e.received_at,
-                                "a reversal of a trace number the terminal's journal does not "
-                                "hold", batch_done)
-            elif all(j.fields.get("status") != TxnStatus.REVERSED for j in originals):
-                self._violation(Check.REVERSAL_ORIGINAL, ostan, e.received_at,
-                                f"a reversal of a transaction the journal holds as "
-                                f"{originals[0].fields.get('status')}", batch_done)
+        findings, checked = check_batch(rows, [JournalRecord.of(j) for j in journal])
+        for check, n in checked.items():
+            report.checks[check].checked += n
+        for f in findings:
+            self._violation(f.check, f.stan, f.when, f.text, batch_done)
 
     def _check_nominal(self, batch_done: Sequence[Done]) -> None:
         tally = self.report.checks[Check.NO_FAULT_LEFT]
@@ -791,6 +735,100 @@ class Soak:
                 name = "".join(c if c.isalnum() else "-" for c in ev.name)[:60]
                 (folder / f"{n:02d}-{name}.{'csv' if ev.kind == 'csv' else 'txt'}").write_text(
                     ev.content, encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One entry of the terminal's journal as QUERY reports it."""
+
+    type: str
+    stan: str
+    status: str
+    amount: int | None
+    time: str
+
+    @classmethod
+    def of(cls, answer: Outcome) -> JournalRecord:
+        f = answer.fields
+        return cls(f.get("type", ""), f.get("stan", ""), f.get("status", ""),
+                   answer.amount_minor, f.get("time", ""))
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: Check
+    stan: str
+    when: str
+    text: str
+
+
+APPROVED_STATES = frozenset({TxnStatus.APPROVED, TxnStatus.VOIDED, TxnStatus.REFUNDED})
+STANDING = frozenset({Status.BOOKED, Status.VOIDED})
+"""Host statuses of an approved row the money moved for (a voided sale was booked first)."""
+
+
+def check_batch(rows: Sequence[LedgerEntry], journal: Sequence[JournalRecord]
+                ) -> tuple[list[Finding], Counter[Check]]:
+    """The ledger invariants of one settled batch: the acquirer's rows of the terminal against
+    the terminal's journal.  Returns what is violated and how many items each check saw."""
+    table = TRANSACTIONS.by_iso
+    findings: list[Finding] = []
+    checked: Counter[Check] = Counter()
+    standing: dict[tuple[str, str], list[LedgerEntry]] = {}
+    for e in rows:
+        row = table.get((e.mti or "", e.proc_code or ""))
+        if row is None or e.kind in (KIND_REVERSAL, KIND_SETTLEMENT):
+            continue
+        if e.approved and e.status in STANDING:
+            standing.setdefault((row.type.value, f"{int(e.stan or 0):06d}"), []).append(e)
+    by_key = {(j.type, j.stan): j for j in journal}
+    for j in journal:
+        booked = standing.get((j.type, j.stan), [])
+        checked[Check.BOOKED_ONCE] += 1
+        if j.status in APPROVED_STATES:
+            if len(booked) != 1:
+                findings.append(Finding(Check.BOOKED_ONCE, j.stan, j.time,
+                                        f"{j.type} {j.status} in the journal, booked "
+                                        f"{len(booked)} times by the acquirer"))
+            elif j.amount is not None and booked[0].amount_minor != j.amount:
+                findings.append(Finding(Check.BOOKED_ONCE, j.stan, j.time,
+                                        f"{j.type} of {j.amount} in the journal, booked as "
+                                        f"{booked[0].amount_minor}"))
+        elif j.status == TxnStatus.PENDING:
+            findings.append(Finding(Check.BOOKED_ONCE, j.stan, j.time,
+                                    f"{j.type} still pending (or owing its reversal) after "
+                                    f"the settlement"))
+        elif booked:
+            findings.append(Finding(Check.NO_DOUBLE_CHARGE, j.stan, j.time,
+                                    f"{j.type} {j.status} in the journal but booked by the "
+                                    f"acquirer (charged without the terminal knowing)"))
+    for (kind, stan), entries in standing.items():
+        checked[Check.NO_DOUBLE_CHARGE] += 1
+        if len(entries) > 1:
+            findings.append(Finding(Check.NO_DOUBLE_CHARGE, stan, entries[0].received_at,
+                                    f"{kind} booked {len(entries)} times"))
+        if (kind, stan) not in by_key:
+            findings.append(Finding(Check.NO_DOUBLE_CHARGE, stan, entries[0].received_at,
+                                    f"{kind} booked by the acquirer, not in the terminal's "
+                                    f"journal"))
+    for e in rows:
+        if e.kind != KIND_REVERSAL:
+            continue
+        checked[Check.REVERSAL_ORIGINAL] += 1
+        ostan = f"{int(e.original_stan or 0):06d}"
+        originals = [j for j in journal if j.stan == ostan]
+        if e.status == Status.NETTED and e.original_id is None:
+            findings.append(Finding(Check.REVERSAL_ORIGINAL, ostan, e.received_at,
+                                    "a reversal netted against no original row"))
+        elif not originals:
+            findings.append(Finding(Check.REVERSAL_ORIGINAL, ostan, e.received_at,
+                                    "a reversal of a trace number the terminal's journal does "
+                                    "not hold"))
+        elif all(j.status != TxnStatus.REVERSED for j in originals):
+            findings.append(Finding(Check.REVERSAL_ORIGINAL, ostan, e.received_at,
+                                    f"a reversal of a transaction the journal holds as "
+                                    f"{originals[0].status}"))
+    return findings, checked
 
 
 def fault_before(batch_done: Sequence[Done], stan: str) -> str:

@@ -9,11 +9,13 @@ import pytest
 
 from protocols.faults import FAULT_KINDS, FaultKind, FaultSpec
 from rigs.events import Source
+from rigs.host import LEDGER_COLUMNS, LedgerEntry
 from rigs.soak import (
     CHAOS,
     CHAOS_BY_NAME,
     Check,
     Done,
+    JournalRecord,
     Moment,
     Op,
     Planned,
@@ -21,6 +23,7 @@ from rigs.soak import (
     SoakReport,
     Violation,
     answer_mti,
+    check_batch,
     fault_before,
     flat,
     plan,
@@ -114,7 +117,7 @@ def test_a_violation_names_the_last_fault_up_to_its_transaction() -> None:
 
 def _samples(rss: list[int], fds: list[int] | None = None) -> list[Sample]:
     fds = fds or [30] * len(rss)
-    return [Sample(i * 20, r, f, 5) for i, (r, f) in enumerate(zip(rss, fds))]
+    return [Sample(i * 20, r, f, 5) for i, (r, f) in enumerate(zip(rss, fds, strict=True))]
 
 
 def test_flat_allows_the_warm_up_and_the_slack() -> None:
@@ -154,3 +157,77 @@ def test_the_report_ends_with_the_line_a_night_log_is_grepped_for() -> None:
 @pytest.mark.parametrize("ratio", [0.0, 0.15, 1.0])
 def test_counts_of_the_plan(ratio: float) -> None:
     assert len(plan(1, 37, fault_ratio=ratio)) == 37
+
+
+# -- the ledger invariants of one batch ------------------------------------------------------------
+def _row(stan: str, *, mti: str = "0200", proc: str = "000000", rc: str = "00",
+         status: str = "booked", amount: int = 100, kind: str | None = None,
+         original_stan: str | None = None, original_id: int | None = None) -> LedgerEntry:
+    fields = dict.fromkeys(LEDGER_COLUMNS)
+    fields.update(received_at="2026-12-01T12:00:00", received_ts=0.0, mti=mti,
+                  proc_code=proc, terminal_id="10000001", stan=stan, batch_no="000001",
+                  amount_minor=amount, response_code=rc, status=status, kind=kind,
+                  original_stan=original_stan, original_id=original_id)
+    return LedgerEntry(**fields)
+
+
+def _journal(stan: str, status: str, *, kind: str = "sale", amount: int = 100) -> JournalRecord:
+    return JournalRecord(kind, stan, status, amount, "20261201120000")
+
+
+def _checks(rows: list[LedgerEntry], journal: list[JournalRecord]) -> list[tuple[Check, str]]:
+    findings, _ = check_batch(rows, journal)
+    return [(f.check, f.stan) for f in findings]
+
+
+def test_a_clean_batch_holds_every_ledger_invariant() -> None:
+    rows = [_row("000011"), _row("000012", status="voided"),
+            _row("000013", mti="0200", proc="200000", amount=100),  # the void
+            _row("000014", rc="51", status="declined"),
+            _row("000015", status="reversed"),
+            _row("000016", mti="0400", kind="reversal", status="netted",
+                 original_stan="000015", original_id=5)]
+    journal = [_journal("000011", "approved"), _journal("000012", "voided"),
+               _journal("000013", "approved", kind="void"),
+               _journal("000014", "declined"), _journal("000015", "reversed")]
+    findings, checked = check_batch(rows, journal)
+    assert findings == []
+    assert checked[Check.BOOKED_ONCE] == 5 and checked[Check.REVERSAL_ORIGINAL] == 1
+    assert checked[Check.NO_DOUBLE_CHARGE] == 3
+
+
+def test_an_approval_the_acquirer_never_booked_is_lost() -> None:
+    assert _checks([], [_journal("000011", "approved")]) == [(Check.BOOKED_ONCE, "000011")]
+
+
+def test_an_approval_booked_for_another_amount() -> None:
+    findings, _ = check_batch([_row("000011", amount=99)], [_journal("000011", "approved")])
+    assert [f.text for f in findings] == ["sale of 100 in the journal, booked as 99"]
+
+
+def test_a_sale_booked_twice_is_a_double_charge() -> None:
+    got = _checks([_row("000011"), _row("000011")], [_journal("000011", "approved")])
+    assert (Check.NO_DOUBLE_CHARGE, "000011") in got and (Check.BOOKED_ONCE, "000011") in got
+
+
+def test_a_charge_the_terminal_does_not_know() -> None:
+    assert _checks([_row("000011")], []) == [(Check.NO_DOUBLE_CHARGE, "000011")]
+    assert _checks([_row("000011")], [_journal("000011", "reversed")]) == [
+        (Check.NO_DOUBLE_CHARGE, "000011")]
+
+
+def test_a_transaction_left_pending_after_the_settlement() -> None:
+    assert _checks([], [_journal("000011", "pending")]) == [(Check.BOOKED_ONCE, "000011")]
+
+
+def test_a_reversal_without_its_original() -> None:
+    rev = _row("000012", mti="0400", kind="reversal", status="nothing_to_net",
+               original_stan="000011")
+    assert _checks([rev], []) == [(Check.REVERSAL_ORIGINAL, "000011")]
+    assert _checks([rev], [_journal("000011", "approved")]) == [
+        (Check.BOOKED_ONCE, "000011"), (Check.REVERSAL_ORIGINAL, "000011")]
+    assert _checks([rev], [_journal("000011", "reversed")]) == []
+    netted = _row("000012", mti="0400", kind="reversal", status="netted",
+                  original_stan="000011")
+    assert _checks([netted], [_journal("000011", "reversed")]) == [
+        (Check.REVERSAL_ORIGINAL, "000011")]
