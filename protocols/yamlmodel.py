@@ -22,6 +22,8 @@ a file (a command-line option), so a value means the same wherever it is written
 
 from __future__ import annotations
 
+import codecs
+import math
 import os
 import re
 import typing
@@ -31,7 +33,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 
 from protocols.errors import ConfigError
@@ -57,6 +66,16 @@ class Problem:
     path: str
     kind: ProblemKind
     message: str
+
+
+class ProblemAt(ValueError):
+    """Raised by a check across keys to name the key that is wrong, relative to the model the
+    check sits on: ``raise ProblemAt(("terminal", "nominal_volts"), "9.00 V is above …")`` in
+    the bench's model reads ``terminal.nominal_volts: 9.00 V is above …``."""
+
+    def __init__(self, keys: str | tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.keys: tuple[str | int, ...] = (keys,) if isinstance(keys, str) else keys
 
 
 def render_problems(source: str, what: str, problems: Sequence[Problem]) -> str:
@@ -125,7 +144,12 @@ def _message(err: ErrorDetails) -> str:
             text += " (quote it: YAML reads unquoted digits as a number)"
         return text
     if kind in _BOUNDS:
-        return _BOUNDS[kind].format(**ctx)
+        got = err.get("input")
+        shown = f", got {got}" if isinstance(got, int | float) and not isinstance(got, bool) else ""
+        return _BOUNDS[kind].format(**ctx) + shown
+    if kind == "finite_number":
+        got = err.get("input")
+        return f"expected a finite number, got {got if isinstance(got, float) else repr(got)}"
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '?')}"
     msg = str(err["msg"])
@@ -179,6 +203,9 @@ def problems_of(exc: ValidationError, sensitive: Iterable[str] = SENSITIVE_KEYS)
     out: list[Problem] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        at = (err.get("ctx") or {}).get("error")
+        if isinstance(at, ProblemAt):
+            loc += at.keys
         kind: ProblemKind = ("missing" if err["type"] == "missing" else
                              "unknown" if err["type"] == "extra_forbidden" else "invalid")
         message = _message(err)
@@ -192,22 +219,208 @@ def problems_of(exc: ValidationError, sensitive: Iterable[str] = SENSITIVE_KEYS)
 
 # -- reading -----------------------------------------------------------------------------------
 
-def read_yaml(path: str | os.PathLike[str], *, what: str) -> Any:
-    """Parse a YAML file; unreadable or malformed is a ConfigError naming the file and line."""
-    p = Path(path)
+#: Bounds of a file a person edits (a bench file, a profile, a rules file are a few KiB): its size,
+#: how deep its mappings and lists nest, and how many values it holds once its aliases (``*name``)
+#: are expanded, so a "billion laughs" file is refused instead of eating the memory.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+_OTHER_ENCODINGS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_TAB_HINT = "a tab: YAML indents and separates with spaces only; replace it with spaces"
+_TAG_WORDS = {"int": "an integer", "float": "a number", "timestamp": "a date", "bool": "true or "
+              "false", "binary": "base64 bytes"}
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML the project refuses (a key given twice, too deep, too many values)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None, header: str = "is not valid") -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.header = header
+
+
+def _line_column(text: str | bytes, index: int) -> str:
+    before = text[:index]
+    if isinstance(before, bytes):
+        line, start = before.count(b"\n") + 1, before.rfind(b"\n") + 1
+    else:
+        line, start = before.count("\n") + 1, before.rfind("\n") + 1
+    return f"line {line}, column {index - start + 1}"
+
+
+def _at(mark: yaml.Mark | None) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _children(node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
+    """A node's children with their key paths (a merged mapping's keys belong to its parent)."""
+    if isinstance(node, yaml.SequenceNode):
+        return [(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode):
+        out: list[tuple[yaml.Node, str]] = []
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                out += [(key, path), (value, path)]
+            else:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                out += [(key, path), (value, f"{path}.{name}" if path else str(name))]
+        return out
+    return []
+
+
+def _check_tree(root: yaml.Node) -> dict[int, str]:
+    """Walk a composed document (without recursion): no alias contains itself, and with its
+    aliases expanded it nests at most :data:`MAX_DEPTH` deep and holds at most
+    :data:`MAX_NODES` values.  Returns the key path of every node, by ``id``."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    paths: dict[int, str] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, str, bool]] = [(root, "", False)]
+    while stack:
+        node, path, finished = stack.pop()
+        nid = id(node)
+        if finished:
+            kids = [id(child) for child, _ in _children(node, path)]
+            size[nid] = 1 + sum(size[k] for k in kids)
+            depth[nid] = 1 + max((depth[k] for k in kids), default=0)
+            open_nodes.discard(nid)
+            if size[nid] > MAX_NODES:
+                raise _Refused(f"more than {MAX_NODES} values once its aliases (*name) are "
+                               f"expanded (at {paths[nid] or TOP_LEVEL})", node.start_mark,
+                               "is too large")
+            if depth[nid] > MAX_DEPTH:
+                raise _Refused(f"mappings and lists nest deeper than {MAX_DEPTH} levels once "
+                               f"its aliases (*name) are expanded (at {paths[nid] or TOP_LEVEL})",
+                               node.start_mark)
+            continue
+        if nid in size:
+            continue
+        if nid in open_nodes:
+            raise _Refused(f"an alias (*name) refers to a node that contains it "
+                           f"({path or TOP_LEVEL} repeats itself without end)", node.start_mark)
+        open_nodes.add(nid)
+        paths.setdefault(nid, path)
+        stack.append((node, path, True))
+        stack.extend((child, child_path, False) for child, child_path in _children(node, path))
+    return paths
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded (nesting depth, values) and strict (a key given twice in
+    one mapping is refused: PyYAML would keep the last silently)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self.paths: dict[int, str] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"mappings and lists nest deeper than {MAX_DEPTH} levels",
+                               self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as exc:
+            # a scalar PyYAML resolves (a date, !!int …) but cannot build: 2024-13-45
+            tag = node.tag.rsplit(":", 1)[-1]
+            shown = repr(node.value) if len(str(node.value)) <= 40 else f"{str(node.value)[:37]!r}…"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {_TAG_WORDS.get(tag, tag)} "
+                f"({str(exc).split(';')[0]})", node.start_mark) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable: the constructor says so with its line
+                break
+            if first is not None:
+                parent = self.paths.get(id(node), "")
+                where = f"{parent}.{key}" if parent else str(key)
+                raise _Refused(f"{where} is given twice (first at line {first.start_mark.line + 1}"
+                               f"); YAML would silently keep the last one, so delete one",
+                               key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _decode(raw: bytes, source: str, what: str) -> str:
+    for bom, name in _OTHER_ENCODINGS:
+        if raw.startswith(bom):
+            raise ConfigError(f"{source}: cannot read {what}: it is {name} text (byte order mark "
+                              f"{bom.hex(' ').upper()}); save it as UTF-8")
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
+        return raw.decode("utf-8-sig")  # a UTF-8 byte order mark (some editors write one) is fine
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: cannot read {what}: not UTF-8 text (byte {exc.start})") from None
+        bad = raw[exc.start:exc.start + 1].hex().upper()
+        raise ConfigError(f"{source}: cannot read {what}: not UTF-8 text at "
+                          f"{_line_column(raw, exc.start)} (byte {exc.start}: {bad}); save it as "
+                          f"UTF-8") from None
+
+
+def parse_yaml(text: str, source: str, *, what: str) -> Any:
+    """Parse one YAML document a person wrote (see :func:`read_yaml`); whatever is wrong is a
+    ConfigError naming *source* and the line."""
+    loader: _Loader | None = None
     try:
-        return yaml.safe_load(text)
+        loader = _Loader(text)  # the reader refuses control characters here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        loader.paths = _check_tree(node)
+        return loader.construct_document(node)
+    except yaml.reader.ReaderError as exc:
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError(f"{source}: {what} is not valid YAML at "
+                          f"{_line_column(text, exc.position)}: character {char} is not allowed "
+                          f"(control characters cannot appear in YAML)") from None
+    except _Refused as exc:
+        raise ConfigError(f"{source}: {what} {exc.header} at {_at(exc.problem_mark)}: "
+                          f"{exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f" at {_at(mark)}" if mark else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{p}: {what} is not valid YAML{where}: {problem}") from None
+        if "'\\t'" in problem or "tab character" in problem:
+            problem = f"{problem} ({_TAB_HINT})"
+        raise ConfigError(f"{source}: {what} is not valid YAML{where}: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def read_yaml(path: str | os.PathLike[str], *, what: str) -> Any:
+    """Parse a YAML file a person edits; anything wrong with it is a ConfigError naming the file
+    (and the line, where there is one): unreadable, larger than :data:`MAX_FILE_BYTES`, not UTF-8
+    (a UTF-8 byte order mark is fine), not YAML, a tab where YAML wants spaces, a key given twice
+    in one mapping, nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_NODES` values
+    with aliases expanded, an alias that contains itself."""
+    p = Path(path)
+    try:
+        with p.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{p}: {what} is too large: more than {MAX_FILE_BYTES // 1024} KiB "
+                          f"(is it the right file?)")
+    return parse_yaml(_decode(raw, str(p), what), str(p), what=what)
 
 
 def validate_model(model: type[M], data: Any, source: str, *, what: str,
@@ -271,9 +484,11 @@ def parse_hostport(value: object) -> tuple[str, int]:
     """``'198.18.0.20:8583'`` → ``('198.18.0.20', 8583)``; anything else is a ValueError."""
     if isinstance(value, str):
         host, sep, port = value.rpartition(":")
-        if (sep and _HOST_RE.match(host) and port.isdigit() and len(port) <= 5
-                and 0 < int(port) < 65536):
-            return host, int(port)
+        if sep and _HOST_RE.match(host) and port.isascii() and port.isdigit():
+            if len(port) <= 5 and PORT_MIN <= int(port) <= PORT_MAX:
+                return host, int(port)
+            raise ValueError(f"{value!r} is not host:port: port {port} outside "
+                             f"{PORT_MIN}..{PORT_MAX}")
     raise ValueError(f"{value!r} is not host:port (e.g. 198.18.0.20:8583)")
 
 
@@ -308,8 +523,56 @@ def _fixed_text(length: int, what: str) -> Callable[[object], str]:
     return check
 
 
+def _number(value: object) -> object:
+    """YAML reads ``yes``/``true`` as a boolean, which pydantic would take as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+def _finite(value: object) -> object:
+    """``.inf`` and ``.nan`` are YAML numbers; no duration, voltage or current is one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return _number(value)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"must not be empty, got {value!r}")
+    return value
+
+
+#: TCP ports a file may name (host:port, a socket:// URL, a VISA TCPIP resource).
+PORT_MIN, PORT_MAX = 1, 65535
+
+#: The longest duration a file may give (s): a day.  Every wait has a bound, and a bound of
+#: ``1e300`` is none.
+MAX_SECONDS = 86_400.0
+
+Seconds = Annotated[float, BeforeValidator(_finite),
+                    Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+"""A duration in seconds (a time-out, a debounce, a window): a finite number above 0, at most
+:data:`MAX_SECONDS`; a field may add a tighter bound (``Field(5.0, le=60)``)."""
+Volts = Annotated[float, BeforeValidator(_finite), Field(gt=0, allow_inf_nan=False)]
+"""A voltage (a threshold, a supply limit): a finite number above 0."""
+Amps = Annotated[float, BeforeValidator(_finite), Field(gt=0, allow_inf_nan=False)]
+"""A current (a supply limit, a setpoint): a finite number above 0."""
+BaudRate = Annotated[int, BeforeValidator(_number), Field(ge=50, le=4_000_000)]
+"""A serial line speed, within what pyserial's standard rates span (50 .. 4000000)."""
+TcpPort = Annotated[int, BeforeValidator(_number), Field(ge=PORT_MIN, le=PORT_MAX)]
+"""A TCP port, 1..65535."""
+Integer = Annotated[int, BeforeValidator(_number)]
+"""A whole number (never true/false); a field gives its bounds (``Field(1, ge=1)``)."""
+Count = Annotated[Integer, Field(ge=0)]
+"""A number of things (tries, items): 0 or more (where none makes no sense: ``Integer`` with
+``ge=1``, so the message says the bound that matters)."""
+Text = Annotated[str, AfterValidator(_not_blank)]
+"""A name, a path or a resource a file gives as text: not empty (nor only blanks)."""
+
 HostPort = Annotated[str, BeforeValidator(_host_port)]
-"""``host:port`` of a TCP endpoint (an acquirer host): name or IPv4 address, port 1..65535."""
+"""``host:port`` of a TCP endpoint (an acquirer host): name or IPv4 address, port
+:data:`PORT_MIN`..:data:`PORT_MAX`."""
 HexKey = Annotated[bytes, BeforeValidator(_hex_key)]
 """A double- or triple-length 3DES key written as hex (a TMK); declare it ``repr=False``."""
 TerminalId = Annotated[str, BeforeValidator(_fixed_text(8, "a terminal ID (ISO 8583 field 41)"))]
@@ -319,21 +582,37 @@ MerchantId = Annotated[str, BeforeValidator(_fixed_text(15, "a merchant ID (ISO 
 
 
 __all__ = [
-    "HIDDEN",
-    "HexKey",
-    "HostPort",
-    "MerchantId",
-    "TerminalId",
-    "Problem",
-    "SENSITIVE_KEYS",
-    "TOP_LEVEL",
+    "Amps",
+    "BaudRate",
     "check_value",
+    "Count",
+    "HexKey",
+    "HIDDEN",
+    "HostPort",
+    "Integer",
     "key_path",
     "load_model",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "MAX_SECONDS",
+    "MerchantId",
     "parse_hostport",
+    "parse_yaml",
+    "PORT_MAX",
+    "PORT_MIN",
+    "Problem",
+    "ProblemAt",
     "problems_of",
     "read_yaml",
     "render_problems",
+    "Seconds",
+    "SENSITIVE_KEYS",
     "sensitive_names",
+    "TcpPort",
+    "TerminalId",
+    "Text",
+    "TOP_LEVEL",
     "validate_model",
+    "Volts",
 ]

@@ -22,12 +22,26 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FiniteFloat,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from protocols.yamlmodel import HostPort, MerchantId, TerminalId, load_model, validate_model
+from protocols.yamlmodel import (
+    Amps,
+    BaudRate,
+    HostPort,
+    Integer,
+    MerchantId,
+    ProblemAt,
+    Seconds,
+    TerminalId,
+    Text,
+    Volts,
+    load_model,
+    validate_model,
+)
 from rigs.power import DIALECTS
 from rigs.scpi import RESOURCE_FORMS, resource_error
 from rigs.transport import URL_FORMS, serial_url_error
@@ -68,33 +82,42 @@ DRIVER_DOC = ("Implementation of this part: one of the rig's own (rigs.registry.
 class _Part(_Section):
     """A section the bench builds an instrument from (it may name its implementation)."""
 
-    driver: str | None = Field(None, description=DRIVER_DOC)
+    driver: Text | None = Field(None, description=DRIVER_DOC)
 
 
 class Credentials(_Section):
-    id: str = Field(description="Operator number as typed on the terminal, e.g. '01'.")
-    password: str = Field(repr=False)
+    id: Text = Field(description="Operator number as typed on the terminal, e.g. '01'.")
+    password: Text = Field(repr=False)
 
 
 class TerminalConfig(_Part):
     port: SerialUrl | None = Field(None, description=(
         f"ECR/test port: {SERIAL_FORMS}; required unless driver is concert (then optional: a "
         f"test port kept next to the Concert port)"))
-    baudrate: int = 115200
+    baudrate: BaudRate = 115200
     concert_port: SerialUrl | None = Field(None, description=(
         f"driver concert: the terminal's Concert cash-register port (docs/ecr-concert.md): "
         f"{SERIAL_FORMS}"))
-    concert_baudrate: int = Field(9600, gt=0, description="driver concert: its line speed")
+    concert_baudrate: BaudRate = Field(9600, description="driver concert: its line speed")
     concert_pos: str = Field("01", pattern=r"^[0-9]{2}$",
                              description="driver concert: this register's POS number")
     terminal_id: TerminalId | None = None
     merchant_id: MerchantId | None = None
-    nominal_volts: float = Field(7.40, gt=0, description="Supply voltage of a healthy battery.")
-    low_battery_volts: float = Field(6.80, gt=0, description="At or below: low-battery warning.")
-    boot_timeout: float = Field(20.0, gt=0, description="Bound on power-on to READY (s).")
-    operators: dict[str, Credentials] = Field(default_factory=dict,
+    nominal_volts: Volts = Field(7.40, description="Supply voltage of a healthy battery.")
+    low_battery_volts: Volts = Field(6.80, description=(
+        "At or below: low-battery warning; below nominal_volts."))
+    boot_timeout: Seconds = Field(20.0, description="Bound on power-on to READY (s).")
+    operators: dict[Text, Credentials] = Field(default_factory=dict,
                                               description="Role name → credentials.")
 
+    @field_validator("low_battery_volts")
+    @classmethod
+    def _below_nominal(cls, value: float, info: ValidationInfo) -> float:
+        nominal = info.data.get("nominal_volts")
+        if nominal is not None and value >= nominal:
+            raise ValueError(f"must be below nominal_volts ({nominal:.2f} V), got {value:.2f} V: "
+                             f"a healthy battery would warn")
+        return value
 
     @model_validator(mode="after")
     def _ports(self) -> TerminalConfig:
@@ -108,7 +131,7 @@ class TerminalConfig(_Part):
 
 
 class BankCard(_Section):
-    reader: str | None = Field(None, description="PC/SC reader name holding this test card.")
+    reader: Text | None = Field(None, description="PC/SC reader name holding this test card.")
     emulator: str | None = Field(None, description=(
         "Instead of a reader: the profile the card emulator (cards.emulator) loads for this "
         "card, by name."))
@@ -141,18 +164,18 @@ class CardEmulatorConfig(_Section):
     """A programmable card emulator on one reader (a lab's card simulator instrument): it loads
     a profile on request, and pcscd sees the card leave and come back."""
 
-    control: str = Field(description="Path of the emulator's control socket (unix socket, "
-                                     "JSON lines).")
-    reader: str = Field(description="PC/SC reader name of the emulator's reader.")
-    load_timeout: float = Field(5.0, gt=0, le=60, description=(
+    control: Text = Field(description="Path of the emulator's control socket (unix socket, "
+                                      "JSON lines).")
+    reader: Text = Field(description="PC/SC reader name of the emulator's reader.")
+    load_timeout: Seconds = Field(5.0, le=60, description=(
         "Bound of loading a card (s): until pcscd reports the new card in the reader."))
 
 
 class CardsConfig(_Part):
     probe: SerialUrl = Field(description=f"Serial URL of the slot probe: {SERIAL_FORMS}")
-    bank: dict[str, BankCard] = Field(description="Card name → its reader (or emulator "
+    bank: dict[Text, BankCard] = Field(description="Card name → its reader (or emulator "
                                                   "profile) in the card bank.")
-    pcsc_socket: str | None = Field(None, description="PCSCLITE_CSOCK_NAME of a private pcscd.")
+    pcsc_socket: Text | None = Field(None, description="PCSCLITE_CSOCK_NAME of a private pcscd.")
     emulator: CardEmulatorConfig | None = Field(None, description=(
         "The card emulator that bank cards with 'emulator:' are loaded into."))
 
@@ -180,17 +203,18 @@ class CardsConfig(_Part):
 
 
 class PowerLimits(_Section):
-    max_volts: float = Field(gt=0)
-    max_amps: float = Field(gt=0)
+    max_volts: Volts = Field(description="The pack's rated voltage; no setpoint above it.")
+    max_amps: Amps = Field(description="The pack's rated current; no current limit above it.")
 
 
 class PowerConfig(_Part):
     resource: VisaResource = Field(description=f"VISA resource string: {VISA_FORMS}")
     dialect: str = Field("keysight-e36xx", description="Row of rigs.power.DIALECTS.")
-    channel: int = Field(1, ge=1, description="Output channel, within the dialect's outputs.")
+    channel: Integer = Field(1, ge=1, description="Output channel, within the dialect's outputs.")
     limits: PowerLimits
-    current_limit: float | None = Field(None, gt=0, description="CURR setpoint (A); default max_amps.")
-    sample_period_ms: float = Field(100.0, ge=10.0, le=10_000.0, description=(
+    current_limit: Amps | None = Field(None, description=(
+        "CURR setpoint (A), at most limits.max_amps; default max_amps."))
+    sample_period_ms: FiniteFloat = Field(100.0, ge=10.0, le=10_000.0, description=(
         "How often voltage and current are measured into the scenario's supply trace (ms)."))
 
     @field_validator("dialect")
@@ -209,16 +233,42 @@ class PowerConfig(_Part):
                              f"{info.data['dialect']!r} ({dialect.family})")
         return value
 
+    @field_validator("current_limit")
+    @classmethod
+    def _within_max_amps(cls, value: float | None, info: ValidationInfo) -> float | None:
+        limits = info.data.get("limits")
+        if value is not None and isinstance(limits, PowerLimits) and value > limits.max_amps:
+            raise ValueError(f"must be at most limits.max_amps ({limits.max_amps:.2f} A), got "
+                             f"{value:.2f} A")
+        return value
+
+
+RelayChannel = Annotated[Integer, Field(ge=1, description="A relay unit's channel number, from 1.")]
+
 
 class SwitchConfig(_Part):
     resource: VisaResource = Field(description=f"VISA resource string: {VISA_FORMS}")
-    channels: dict[str, int] = Field(description="Wiring: signal name → relay channel.")
+    channels: dict[Text, RelayChannel] = Field(description="Wiring: signal name → relay channel.")
+
+    @field_validator("channels")
+    @classmethod
+    def _wired_once(cls, value: dict[str, int]) -> dict[str, int]:
+        if not value:
+            raise ValueError("expected at least one wired channel: signal name → channel")
+        seen: dict[int, str] = {}
+        for name, channel in value.items():
+            if channel in seen:
+                raise ValueError(f"{seen[channel]} and {name} are both on channel {channel}; one "
+                                 f"relay switches one line")
+            seen[channel] = name
+        return value
 
 
 class NetworkConfig(_Part):
     terminal_if: str = Field(description="Rig NIC facing the terminal.")
     host_if: str = Field(description="Rig NIC facing the acquirer host.")
-    netns: str | None = Field(None, description="Network namespace the NICs live in (virtual bench).")
+    netns: Text | None = Field(None, description="Network namespace the NICs live in (virtual "
+                                                 "bench).")
 
     @field_validator("terminal_if", "host_if")
     @classmethod
@@ -237,9 +287,9 @@ class NetworkConfig(_Part):
 
 class HostConfig(_Part):
     address: HostPort = Field(description="host:port of the acquirer, to find its traffic in captures.")
-    ledger: str | None = Field(None, description="Path of the host simulator's SQLite ledger.")
-    control: str | None = Field(None, description="Path of the host simulator's control socket "
-                                                  "(unix socket, JSON lines; virtual bench).")
+    ledger: Text | None = Field(None, description="Path of the host simulator's SQLite ledger.")
+    control: Text | None = Field(None, description="Path of the host simulator's control socket "
+                                                   "(unix socket, JSON lines; virtual bench).")
 
     @property
     def port(self) -> int:
@@ -253,14 +303,14 @@ class QrConfig(_Section):
 
     address: HostPort = Field(description="host:port of the QR platform, to find its traffic "
                                           "in captures.")
-    ledger: str | None = Field(None, description="Path of the platform simulator's SQLite "
-                                                 "ledger.")
-    control: str | None = Field(None, description="Path of the platform simulator's control "
-                                                  "socket (unix socket, JSON lines): the "
-                                                  "customer's wallet and the platform's rules.")
-    ledger_driver: str | None = Field(None, description=DRIVER_DOC)
-    wallet_driver: str | None = Field(None, description=DRIVER_DOC)
-    control_driver: str | None = Field(None, description=DRIVER_DOC)
+    ledger: Text | None = Field(None, description="Path of the platform simulator's SQLite "
+                                                  "ledger.")
+    control: Text | None = Field(None, description="Path of the platform simulator's control "
+                                                   "socket (unix socket, JSON lines): the "
+                                                   "customer's wallet and the platform's rules.")
+    ledger_driver: Text | None = Field(None, description=DRIVER_DOC)
+    wallet_driver: Text | None = Field(None, description=DRIVER_DOC)
+    control_driver: Text | None = Field(None, description=DRIVER_DOC)
 
     @property
     def port(self) -> int:
@@ -269,7 +319,7 @@ class QrConfig(_Section):
 
 
 class BenchInfo(_Section):
-    name: str
+    name: Text
     kind: Literal["virtual", "lab"] = "lab"
 
 
@@ -282,6 +332,14 @@ class BenchConfig(_Section):
     network: NetworkConfig | None = None
     host: HostConfig | None = None
     qr: QrConfig | None = None
+
+    @model_validator(mode="after")
+    def _supply_gives_nominal(self) -> BenchConfig:
+        if self.power is not None and self.terminal.nominal_volts > self.power.limits.max_volts:
+            raise ProblemAt(("terminal", "nominal_volts"), (
+                f"{self.terminal.nominal_volts:.2f} V is above power.limits.max_volts "
+                f"({self.power.limits.max_volts:.2f} V): the supply may never give it"))
+        return self
 
 
 def parse_bench(data: Any, source: str = "<bench>") -> BenchConfig:

@@ -19,16 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import serial
 import serial.urlhandler
 
+from protocols.yamlmodel import PORT_MAX, PORT_MIN
 from rigs.errors import ConfigError, NoResponse, TransportError, hexdump
 
 Direction = Literal["tx", "rx"]
 
 _HANDLER_PREFIX = "protocol_"
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Schemes whose URL is ``host:port`` (a TCP port, checked like every port of a file).
+_NETWORK_SCHEMES = frozenset({"rfc2217", "socket"})
 
 
 def url_schemes() -> tuple[str, ...]:
@@ -63,6 +67,15 @@ def serial_url_error(url: object) -> str | None:
     if not _SCHEME_RE.match(name) or importlib.util.find_spec(
             f"serial.urlhandler.{_HANDLER_PREFIX}{name}") is None:
         return f"{url!r}: pyserial has no handler for {scheme}://; expected {URL_FORMS}"
+    if name in _NETWORK_SCHEMES:
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or outside 0..65535
+            port = None
+        if not parts.hostname or port is None or not PORT_MIN <= port <= PORT_MAX:
+            return (f"{url!r}: {scheme}:// needs host:port with a port {PORT_MIN}..{PORT_MAX}; "
+                    f"expected {URL_FORMS}")
     return None
 
 

@@ -21,10 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from protocols.errors import ConfigError
 from protocols.yamlmodel import (
+    Count,
     HexKey,
     HostPort,
+    Integer,
     MerchantId,
+    Seconds,
     TerminalId,
+    Volts,
     check_value,
     load_model,
     validate_model,
@@ -49,18 +53,18 @@ class OperatorSpec(_Section):
 class Timeouts(_Section):
     """Seconds."""
 
-    boot: float = Field(0.4, gt=0, description="power-on self-test")
-    card_wait: float = Field(30.0, gt=0, description="waiting for a card after INSERT_CARD")
-    pin_entry: float = Field(30.0, gt=0, description="waiting for PIN digits + ENTER")
-    print_copy: float = Field(0.3, gt=0, description="printing one receipt copy")
-    connect: float = Field(3.0, gt=0, description="acquirer TCP connect")
-    response: float = Field(5.0, gt=0, description="acquirer response")
-    card_apdu: float = Field(2.0, gt=0, description="one APDU exchange with the card")
-    chip_retry: float = Field(5.0, gt=0, description=(
+    boot: Seconds = Field(0.4, description="power-on self-test")
+    card_wait: Seconds = Field(30.0, description="waiting for a card after INSERT_CARD")
+    pin_entry: Seconds = Field(30.0, description="waiting for PIN digits + ENTER")
+    print_copy: Seconds = Field(0.3, description="printing one receipt copy")
+    connect: Seconds = Field(3.0, description="acquirer TCP connect")
+    response: Seconds = Field(5.0, description="acquirer response")
+    card_apdu: Seconds = Field(2.0, description="one APDU exchange with the card")
+    chip_retry: Seconds = Field(5.0, description=(
         "after a chip that could not be read, while the card stays in the slot: how long the "
         "terminal waits for it to be taken out and tried again (or swiped, fallback) before "
         "it gives up with CARD_ERROR"))
-    signature: float = Field(60.0, gt=0, description=(
+    signature: Seconds = Field(60.0, description=(
         "waiting for the cardholder's signature on the pad (then: not signed, the merchant "
         "copy keeps a signature line)"))
 
@@ -92,17 +96,17 @@ class Thresholds(_Section):
     """Supply rail (volts), lowest first (:data:`THRESHOLD_ORDER`; docs/terminal-behaviour.md,
     "Power")."""
 
-    min_operating_volts: float = Field(6.20, gt=0, description=(
+    min_operating_volts: Volts = Field(6.20, description=(
         "below it (and above brown-out) for power.hang_after: the MCU hangs until a power "
         "cycle"))
-    cutoff_volts: float = Field(6.40, gt=0, description=(
+    cutoff_volts: Volts = Field(6.40, description=(
         "at or below for power.cutoff_debounce: battery empty, the terminal shuts down"))
-    critical_volts: float = Field(6.45, gt=0, description=(
+    critical_volts: Volts = Field(6.45, description=(
         "at or below at power-on: E12 battery critical, the terminal does not start"))
-    low_battery_volts: float = Field(6.80, gt=0, description="at or below: LOW_BATTERY")
-    restart_volts: float = Field(7.00, gt=0, description=(
+    low_battery_volts: Volts = Field(6.80, description="at or below: LOW_BATTERY")
+    restart_volts: Volts = Field(7.00, description=(
         "a terminal that shut itself down starts again above it (charger connected)"))
-    nominal_volts: float = Field(7.40, gt=0, description="a healthy battery")
+    nominal_volts: Volts = Field(7.40, description="a healthy battery")
 
     @field_validator("min_operating_volts")
     @classmethod
@@ -142,11 +146,11 @@ class Power(_Section):
     """Seconds: how the terminal's power circuits react to the rail (docs/terminal-behaviour.md,
     "Power")."""
 
-    cutoff_debounce: float = Field(0.3, gt=0, description=(
+    cutoff_debounce: Seconds = Field(0.3, description=(
         "the rail stays at or below thresholds.cutoff_volts this long: battery empty"))
-    hang_after: float = Field(0.05, gt=0, description=(
+    hang_after: Seconds = Field(0.05, description=(
         "the rail stays below thresholds.min_operating_volts this long: the MCU hangs"))
-    power_on_reset: float = Field(0.5, gt=0, description=(
+    power_on_reset: Seconds = Field(0.5, description=(
         "after a brown-out the rail must be above brown-out this long before the terminal "
         "starts (power-on reset hold-off; the bench supervisor applies it)"))
 
@@ -154,36 +158,36 @@ class Power(_Section):
 class Limits(_Section):
     """Minor units (fen).  Checked before going online; PARAMETER (admin) overrides them."""
 
-    txn_limit: int = Field(5_000_000, gt=0, description="one sale at most (LIMIT_EXCEEDED)")
-    daily_limit: int = Field(20_000_000, gt=0, description="approved sales of the business day "
+    txn_limit: Integer = Field(5_000_000, gt=0, description="one sale at most (LIMIT_EXCEEDED)")
+    daily_limit: Integer = Field(20_000_000, gt=0, description="approved sales of the business day "
                                                            "(DAILY_LIMIT_EXCEEDED)")
-    refund_limit: int = Field(100_000, gt=0, description="a refund above needs an admin "
+    refund_limit: Integer = Field(100_000, gt=0, description="a refund above needs an admin "
                                                          "(NOT_AUTHORISED)")
 
 
 class Security(_Section):
-    lock_after: int = Field(3, ge=1, description="wrong passwords in a row that lock an operator "
+    lock_after: Integer = Field(3, ge=1, description="wrong passwords in a row that lock an operator "
                                                  "(role operator; admins are never locked)")
 
 
 class Anomalies(_Section):
     """What the TOTALS report flags."""
 
-    declines_per_card: int = Field(3, ge=1, description="declines of one card (masked PAN)")
-    refund_burst: int = Field(3, ge=1, description="approved refunds within refund_window")
-    refund_window: float = Field(600.0, gt=0, description="seconds (terminal clock)")
+    declines_per_card: Integer = Field(3, ge=1, description="declines of one card (masked PAN)")
+    refund_burst: Integer = Field(3, ge=1, description="approved refunds within refund_window")
+    refund_window: Seconds = Field(600.0, description="seconds (terminal clock)")
 
 
 class Cards(_Section):
     """How the terminal takes cards besides the chip (docs/terminal-behaviour.md, "Entry
     modes")."""
 
-    fallback_after: int = Field(3, ge=0, description=(
+    fallback_after: Count = Field(3, description=(
         "failed chip reads in one transaction after which a swiped chip card is accepted "
         "(fallback, field 22 801); 0: no fallback, a chip read failure ends the transaction"))
-    contactless_cvm_limit: int = Field(100_000, ge=0, description=(
+    contactless_cvm_limit: Count = Field(100_000, description=(
         "minor units: a tap above it asks for the online PIN, at or below it no CVM"))
-    swipe_tries: int = Field(3, ge=0, description=(
+    swipe_tries: Count = Field(3, description=(
         "swipes that read badly in one transaction before the terminal gives up (CARD_ERROR, "
         "reason unreadable); 0: it asks again until the card wait runs out"))
 
@@ -194,21 +198,21 @@ class Qr(_Section):
     the address is a firmware argument (``--qr-platform``), the key is read at start from the
     platform's terminals file (``--qr-terminals``, fixtures/qr/terminals.yaml): one source."""
 
-    wait: float = Field(90.0, gt=0, description=(
+    wait: Seconds = Field(90.0, description=(
         "merchant-presented: how long the code is shown and the order polled before the "
         "terminal closes it (TIMEOUT)"))
-    scan: float = Field(30.0, gt=0, description=(
+    scan: Seconds = Field(30.0, description=(
         "customer-presented: waiting for a payment code at the scanner (TIMEOUT)"))
-    password: float = Field(60.0, gt=0, description=(
+    password: Seconds = Field(60.0, description=(
         "USERPAYING: how long the order is polled for the customer's wallet password before "
         "the terminal cancels it (TIMEOUT)"))
-    poll: float = Field(1.0, gt=0, description="between two order queries")
-    request: float = Field(5.0, gt=0, description="one request to the platform (connect + "
+    poll: Seconds = Field(1.0, description="between two order queries")
+    request: Seconds = Field(5.0, description="one request to the platform (connect + "
                                                   "answer)")
 
 
 class Reversal(_Section):
-    tries: int = Field(2, ge=1, description="0400 tries per occasion (before the next financial "
+    tries: Integer = Field(2, ge=1, description="0400 tries per occasion (before the next financial "
                                             "or settlement message); each bounded by "
                                             "timeouts.connect + timeouts.response")
 
