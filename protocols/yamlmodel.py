@@ -485,10 +485,10 @@ def parse_hostport(value: object) -> tuple[str, int]:
     if isinstance(value, str):
         host, sep, port = value.rpartition(":")
         if sep and _HOST_RE.match(host) and port.isascii() and port.isdigit():
-            if len(port) <= 5 and PORT_MIN <= int(port) <= PORT_MAX:
+            why = port_problem(int(port))
+            if why is None:
                 return host, int(port)
-            raise ValueError(f"{value!r} is not host:port: port {port} outside "
-                             f"{PORT_MIN}..{PORT_MAX}")
+            raise ValueError(f"{value!r} is not host:port: {why}")
     raise ValueError(f"{value!r} is not host:port (e.g. 198.18.0.20:8583)")
 
 
@@ -570,6 +570,19 @@ Count = Annotated[Integer, Field(ge=0)]
 Text = Annotated[str, AfterValidator(_not_blank)]
 """A name, a path or a resource a file gives as text: not empty (nor only blanks)."""
 
+_TCP_PORT: TypeAdapter[int] = TypeAdapter(TcpPort)
+
+
+def port_problem(port: object) -> str | None:
+    """Why *port* is not a TCP port (the rule of :data:`TcpPort`), or None: for ports written
+    inside a string (``host:port``, ``socket://host:port``)."""
+    try:
+        _TCP_PORT.validate_python(port)
+    except ValidationError:
+        return f"port {port} outside {PORT_MIN}..{PORT_MAX}"
+    return None
+
+
 HostPort = Annotated[str, BeforeValidator(_host_port)]
 """``host:port`` of a TCP endpoint (an acquirer host): name or IPv4 address, port
 :data:`PORT_MIN`..:data:`PORT_MAX`."""
@@ -599,6 +612,7 @@ __all__ = [
     "MerchantId",
     "parse_hostport",
     "parse_yaml",
+    "port_problem",
     "PORT_MAX",
     "PORT_MIN",
     "Problem",

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import serial
 import serial.urlhandler
 
-from protocols.yamlmodel import PORT_MAX, PORT_MIN
+from protocols.yamlmodel import PORT_MAX, PORT_MIN, port_problem
 from rigs.errors import ConfigError, NoResponse, TransportError, hexdump
 
 Direction = Literal["tx", "rx"]
@@ -73,7 +73,7 @@ def serial_url_error(url: object) -> str | None:
             port = parts.port
         except ValueError:  # not a number, or outside 0..65535
             port = None
-        if not parts.hostname or port is None or not PORT_MIN <= port <= PORT_MAX:
+        if not parts.hostname or port is None or port_problem(port) is not None:
             return (f"{url!r}: {scheme}:// needs host:port with a port {PORT_MIN}..{PORT_MAX}; "
                     f"expected {URL_FORMS}")
     return None
