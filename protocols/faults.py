@@ -11,6 +11,7 @@ kind, the parameter and what was expected, before anything is touched.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -403,6 +404,9 @@ def parse_spec(raw: object, where: str = "fault") -> FaultSpec:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {kind.value}.{name} must be a {p.type.__name__}, got "
                               f"{given[name]!r} ({exc})") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {kind.value}.{name} must be a finite number, got "
+                              f"{given[name]!r} ({p.doc})")
         if p.choices and value not in p.choices:
             raise ConfigError(f"{where}: {kind.value}.{name} is {value!r}; expected one of "
                               f"{', '.join(p.choices)}")

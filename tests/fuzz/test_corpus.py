@@ -25,9 +25,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("card_emv", "select-le-ignored"):
         "sim/card/emv.py: SimEmvCard answers 30 data bytes to SELECT PSE with Le=04 (ISO 7816-4: "
         "at most Ne bytes; a T=0 card answers 6Cxx): Le is ignored",
-    ("faults", "nan-delay"):
-        "protocols/faults.py: parse_spec() accepts delay.ms = 'nan' (float('nan') passes the "
-        "'> 0' check because NaN compares false); 'inf' likewise",
 }
 
 

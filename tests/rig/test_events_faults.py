@@ -78,6 +78,9 @@ def test_timeline_folds_repeated_samples() -> None:
     ({"kind": "supply_sag", "params": {"volts": True}}, r"supply_sag.volts must be a float"),
     ({"kind": "paper_out", "extra": 1}, r"unknown key\(s\) \['extra'\]"),
     (["paper_out"], r"a fault is an object"),
+    ({"kind": "delay", "params": {"ms": "nan"}}, r"delay.ms must be a finite number, got 'nan'"),
+    ({"kind": "supply_sag", "params": {"volts": float("inf")}},
+     r"supply_sag.volts must be a finite number, got inf"),
 ])
 def test_bad_fault_spec_names_kind_and_parameter(raw: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
