@@ -419,6 +419,9 @@ def validate_message(doc: Mapping[str, str], dialect: Dialect = UNIONPAY) -> Non
         return
     key, index = bad
     value = work[key]
+    if not value:
+        raise DecodeError(f"validate_message(): {_field_label(key, dialect)}: empty; a numeric "
+                          f"field holds one digit at least (MTI {mti})")
     spec = dialect.spec[key]
     pad = len(value) % 2 if "left_pad" in spec else 0  # a left pad nibble comes first
     at = _field_offsets(encoded).get(key, 0) + (index + pad) // 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from protocols.digits import ascii_digits
 from protocols.errors import DecodeError
 
 TrackNo = Literal[1, 2]
@@ -52,7 +53,7 @@ DEFAULT_DISCRETIONARY = "0000000000"
 def _fmt(track: int) -> TrackFormat:
     fmt = TRACKS.get(track)
     if fmt is None:
-        raise ValueError(f"track {track}: expected 1 or 2")
+        raise DecodeError(f"track {track!r}: there is no such track; expected 1 or 2")
     return fmt
 
 
@@ -114,7 +115,7 @@ def track2_data(pan: str, expiry: str, service_code: str,
     """``PAN=YYMMSSS`` + discretionary data (digits only)."""
     for name, value in (("PAN", pan), ("expiry", expiry), ("service code", service_code),
                         ("discretionary data", discretionary)):
-        if not value.isdigit() and not (name == "discretionary data" and value == ""):
+        if not ascii_digits(value) and not (name == "discretionary data" and value == ""):
             raise DecodeError(f"track 2: {name} must be digits")
     return f"{pan}={expiry}{service_code}{discretionary}"
 

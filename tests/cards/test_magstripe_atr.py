@@ -75,3 +75,12 @@ def test_stripe_of_derives_both_tracks_and_hides_them() -> None:
     assert decode_track(2, stripe.encoded(2)) == "6214830000000017=30122200000000000"
     assert decode_track(1, stripe.encoded(1)).startswith("B6214830000000017^UNIONPAY/TEST CARD^")
     assert "6214830000000017" not in repr(stripe)
+
+
+def test_no_such_track_and_other_digits_are_decode_errors() -> None:
+    """``decode_track(3, …)`` used to raise ValueError; a PAN of superscript digits passed
+    ``isdigit()``."""
+    with pytest.raises(DecodeError, match=r"^track 3: there is no such track; expected 1 or 2$"):
+        decode_track(3, ";12=3?9")
+    with pytest.raises(DecodeError, match=r"^track 2: PAN must be digits$"):
+        stripe_of("621483000000001²", "A B", "3012", "220")

@@ -158,3 +158,9 @@ def test_damaged_on_its_way_is_still_a0_not_30(engine: AcquirerEngine,
     assert resp["39"] == "A0" and "4" not in resp and "64" not in resp
     assert ledger.records[-1].response_code == "A0"
     assert frame(payload, Tpdu(), Header())  # it frames: only its content is wrong
+
+
+def test_an_empty_numeric_field_is_named() -> None:
+    with pytest.raises(DecodeError, match=r"^validate_message\(\): field 2 \(PAN\): empty; a "
+                                          r"numeric field holds one digit at least \(MTI 0200\)$"):
+        validate_message(decode_message(encode_message({"t": "0200", "2": ""}, LAX)))
