@@ -645,7 +645,8 @@ class Bench:
             for n, masked in enumerate(dict.fromkeys(scanned), 1):
                 out.append(Evidence(f"payment code shown to the scanner ({n}, masked)", "png",
                                     payment_code_png(masked)))
-        except RigError as exc:
+        except (RigError, OSError) as exc:  # OSError: e.g. a font matplotlib cached is gone
+            log.warning("bench: the scenario's pictures were not drawn: %s", exc)
             out.append(Evidence("pictures not drawn", "text", str(exc)))
         return out
 

@@ -524,7 +524,8 @@ class Soak:
         if op in SALE_ENTRY:
             entry = SALE_ENTRY[op]
             card = self.swipe_card if op is Op.SWIPE else self.card
-            return pay(bench, amount, Cardholder(card, entry, bench.card_pin(card)), TXN_BOUND)
+            who = Cardholder(card, entry, bench.card_pin(card), chip_retries=1)  # reinserts once
+            return pay(bench, amount, who, TXN_BOUND)
         if op is Op.REFUND:
             sale = self.rng.choice([s for s in self.sales if s.amount > s.refunded
                                     and not s.voided])

@@ -193,3 +193,22 @@ def half_relay(section: Any, ctx: BuildContext) -> HalfRelay:
 def test_lab_relay_satisfies_the_interface_statically() -> None:
     relay: SwitchUnit = LabRelay()
     check_conforms(relay, SwitchUnit, "switch.driver")
+
+
+def test_a_plot_that_cannot_be_drawn_costs_only_the_picture(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A font matplotlib had cached and that is gone (FileNotFoundError from inside it) once
+    failed every scenario of a run: the picture is said not drawn, the rest of the evidence
+    stays."""
+    import rigs.plots
+
+    def gone(*args: object, **kwargs: object) -> bytes:
+        raise FileNotFoundError(2, "No such file or directory", "/tmp/x/LastResortHE-Regular.ttf")
+
+    monkeypatch.setattr(rigs.plots, "power_png", gone)
+    bench, _, made = fake_bench(FULL, tmp_path)
+    bench.open()
+    made["terminal"].events = []
+    pictures = bench._pictures()
+    assert [(e.name, e.kind) for e in pictures] == [("pictures not drawn", "text")]
+    assert "LastResortHE-Regular.ttf" in str(pictures[0].content)
