@@ -797,14 +797,33 @@ class Message:
         return scrub(" ".join(parts))
 
 
+#: Longest field name (characters); a field name is printable ASCII (20-7E) without ``=``
+#: (docs/ecr-protocol.md section 4).
+MAX_FIELD_NAME = 16
+
+
+def field_name_problem(key: str, where: str = "") -> str | None:
+    """Why *key* cannot be an ECR field name (None: it can): the one rule of
+    :func:`encode_message`, :func:`decode_message` and :func:`request_problem` — 1 to
+    :data:`MAX_FIELD_NAME` printable ASCII characters, no ``=`` (so no separator either).
+    The text shows at most the first :data:`MAX_FIELD_NAME` characters of *key*, then
+    *where* (``" at byte 3"``)."""
+    if (not key or len(key) > MAX_FIELD_NAME or not key.isascii() or not key.isprintable()
+            or "=" in key):
+        return (f"field name {key[:MAX_FIELD_NAME]!r}{where} is not 1-{MAX_FIELD_NAME} printable "
+                f"ASCII characters without '='")
+    return None
+
+
 def encode_message(msg: Message) -> bytes:
     """``CODE (FS key=value)*`` in UTF-8."""
     if len(msg.code) != 2 or not msg.code.isascii() or not msg.code.isalpha():
         raise DecodeError(f"ECR message: encode() code must be 2 ASCII letters, got {msg.code!r}")
     parts = [msg.code]
     for key, value in msg.fields.items():
-        if not key or not key.isascii() or "=" in key or FS in key:
-            raise DecodeError(f"ECR message {msg.code}: encode() bad field name {key!r}")
+        problem = field_name_problem(key)
+        if problem is not None:
+            raise DecodeError(f"ECR message {msg.code}: encode() {problem}")
         if FS in value:
             raise DecodeError(
                 f"ECR message {msg.code}: encode() field {key!r} contains the separator 1c")
@@ -835,6 +854,9 @@ def decode_message(payload: bytes, sender: Sender | None = None,
         if not eq or not key:
             raise DecodeError(
                 f"ECR message {code}: field at byte {pos} is not key=value: {part[:40]!r}")
+        problem = field_name_problem(key, f" at byte {pos}")
+        if problem is not None:
+            raise DecodeError(f"ECR message {code}: {problem}")
         if key in fields:
             raise DecodeError(f"ECR message {code}: field {key!r} repeated at byte {pos}")
         fields[key] = value
@@ -860,7 +882,7 @@ MAX_REQUEST_VALUE = 128
 
 def request_problem(msg: Message, specs: SpecTable = MESSAGE_SPECS) -> str | None:
     """Why request *msg* is malformed before any of its values is looked at (None: it is not):
-    an unknown code, a missing required field, a field name that is not ASCII, a value longer
+    an unknown code, a missing required field, a field name :func:`field_name_problem` refuses, a value longer
     than :data:`MAX_REQUEST_VALUE` or holding a control character.  The text names the code
     and the field, and shows no value (a password may be in it)."""
     spec = specs.get(("rig", msg.code))
@@ -870,8 +892,9 @@ def request_problem(msg: Message, specs: SpecTable = MESSAGE_SPECS) -> str | Non
     if missing:
         return f"{msg.code}({spec.name}): missing field(s) {', '.join(missing)}"
     for key, value in msg.fields.items():
-        if not key.isascii() or not key.isprintable() or len(key) > 16:
-            return f"{msg.code}({spec.name}): field name {key[:16]!r} is not 1-16 ASCII characters"
+        name_problem = field_name_problem(key)
+        if name_problem is not None:
+            return f"{msg.code}({spec.name}): {name_problem}"
         if len(value) > MAX_REQUEST_VALUE:
             return (f"{msg.code}({spec.name}): field {key} of {len(value)} characters, at most "
                     f"{MAX_REQUEST_VALUE}")

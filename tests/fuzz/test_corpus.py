@@ -15,9 +15,6 @@ from tests.fuzz.targets import CORPUS, FIXTURES, TARGETS
 
 #: (target, regression file name) → the finding it reproduces (still open).
 KNOWN: dict[tuple[str, str], str] = {
-    ("ecr_message", "non-ascii-field-name"):
-        "protocols/ecr.py: decode_message() accepts a non-ASCII field name ('ST' FS 'é=1') that "
-        "encode_message() refuses (DecodeError 'bad field name'): the two validators disagree",
     ("terminal_firmware", "key-control-character"):
         "sim/terminal/firmware.py: a KEY request whose k holds a control character is answered "
         "'KY rc=BAD_REQUEST', a terminal message the ECR spec table does not define (KEY has no "

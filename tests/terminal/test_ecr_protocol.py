@@ -172,12 +172,32 @@ def test_decode_message_utf8_chinese() -> None:
     (b"ST\x1cnoequals", None, "ECR message ST: field at byte 3 is not key=value: 'noequals'"),
     (b"ST\x1ca=1\x1ca=2", None, "field 'a' repeated at byte 7"),
     (b"EV\x1ctext=\xe6\x89", None, "invalid UTF-8 at byte 8"),
+    ("ST\x1cé=1".encode(), None, "ECR message ST: field name 'é' at byte 3 is not 1-16 "
+                                  "printable ASCII characters without '='"),
+    (b"ST\x1ca=1\x1c" + b"k" * 17 + b"=2", None, f"field name {'k' * 16!r} at byte 7 is not"),
+    (b"ST\x1ca\tb=1", None, "field name 'a\\tb' at byte 3 is not 1-16 printable ASCII"),
 ])
 def test_decode_errors_name_position(payload: bytes, sender: ecr.Sender | None,
                                      error: str) -> None:
     with pytest.raises(DecodeError) as info:
         ecr.decode_message(payload, sender)
     assert error in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["é", "", "a=b", "a\x1cb", "a\tb", "k" * 17])
+def test_encoder_decoder_and_request_check_share_one_field_name_rule(key: str) -> None:
+    """decode_message() took a non-ASCII field name ('ST' FS 'é=1', found by the fuzzer) that
+    encode_message() refused: what one side refuses, the other refuses too."""
+    assert ecr.field_name_problem(key) is not None
+    with pytest.raises(DecodeError, match=r"encode\(\) field name .* is not 1-16 printable"):
+        ecr.encode_message(ecr.Message("ST", {key: "1"}))
+    if "=" not in key:  # 'a=b=1' is field a (value 'b=1') on the wire
+        with pytest.raises(DecodeError, match="at byte 3"):
+            ecr.decode_message(b"ST\x1c" + key.encode() + b"=1")
+    assert "field name" in (ecr.request_problem(ecr.Message("ST", {key: "1"})) or "")
+    good = ecr.Message("ST", {"k" * 16: "1", "a b": "2"})
+    assert ecr.decode_message(ecr.encode_message(good)) == good
+    assert ecr.request_problem(good) is None
 
 
 def test_encode_rejects_separator_in_value() -> None:
