@@ -905,6 +905,19 @@ def request_problem(msg: Message, specs: SpecTable = MESSAGE_SPECS) -> str | Non
     return None
 
 
+def response_code(request: str, specs: SpecTable = MESSAGE_SPECS) -> str:
+    """The code of the terminal's answer to request code *request*: the request's own code when
+    the spec table has both the request and a terminal response of that code, else
+    :attr:`MsgCode.ERROR` (a request without a response, such as KEY, or an unknown code).
+    A refusal of such a request is still an answer the rig's decoder takes."""
+    request_spec = specs.get(("rig", request))
+    answer = specs.get(("terminal", request))
+    if (request_spec is not None and request_spec.kind is Kind.REQUEST
+            and answer is not None and answer.kind is Kind.RESPONSE):
+        return request
+    return MsgCode.ERROR.value
+
+
 def describe_stream(data: bytes, sender: Sender, specs: SpecTable = MESSAGE_SPECS) -> list[str]:
     """Decode a whole captured byte stream into masked lines (frames that fail shown as hex)."""
     lines: list[str] = []

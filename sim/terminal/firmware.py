@@ -71,6 +71,7 @@ from protocols.ecr import (
     TxnStatus,
     message_specs,
     request_problem,
+    response_code,
 )
 from protocols.errors import DecodeError
 from protocols.iso8583 import PosEntry
@@ -871,8 +872,7 @@ class TerminalFirmware:
         handler = self._requests.get(msg.code)
         problem = request_problem(msg, self._specs)
         if handler is None or problem is not None:
-            code = msg.code if handler is not None else MsgCode.ERROR
-            return [self._respond(code, Result.BAD_REQUEST,
+            return [self._respond(msg.code, Result.BAD_REQUEST,
                                   text=problem or f"unknown request {msg.code[:2]!r}")]
         if self.state is State.BOOTING and msg.code not in (MsgCode.STATUS, MsgCode.KEY):
             return [self._respond(msg.code, Result.BUSY)]
@@ -903,11 +903,13 @@ class TerminalFirmware:
         return [SendHarness({"t": "load", "state": load})]
 
     def _respond(self, code: str, rc: Result, **fields: str) -> SendEcr:
-        """Final response *rc* to request *code*; the display text at most :data:`MAX_TEXT`
-        characters (cut with ``…``), whatever a refusal quotes."""
+        """Final response *rc* to request *code*, under the code the spec table gives its answer
+        (:func:`response_code`: ER for a request without a response, such as KEY, or an unknown
+        one); the display text at most :data:`MAX_TEXT` characters (cut with ``…``), whatever a
+        refusal quotes."""
         text = fields.get("text", DISPLAY.get(rc, rc.value))
         fields["text"] = text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
-        return SendEcr(Message(str(code), {"rc": rc.value, **fields}))
+        return SendEcr(Message(response_code(str(code), self._specs), {"rc": rc.value, **fields}))
 
     @staticmethod
     def _event(code: EventCode | Prompt, fault: FaultCode | None = None,

@@ -15,10 +15,6 @@ from tests.fuzz.targets import CORPUS, FIXTURES, TARGETS
 
 #: (target, regression file name) → the finding it reproduces (still open).
 KNOWN: dict[tuple[str, str], str] = {
-    ("terminal_firmware", "key-control-character"):
-        "sim/terminal/firmware.py: a KEY request whose k holds a control character is answered "
-        "'KY rc=BAD_REQUEST', a terminal message the ECR spec table does not define (KEY has no "
-        "response; a bad request is answered ER): the rig's decoder refuses it as unknown code KY",
     ("card_emv", "select-le-ignored"):
         "sim/card/emv.py: SimEmvCard answers 30 data bytes to SELECT PSE with Le=04 (ISO 7816-4: "
         "at most Ne bytes; a T=0 card answers 6Cxx): Le is ignored",

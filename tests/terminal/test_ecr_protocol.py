@@ -200,6 +200,16 @@ def test_encoder_decoder_and_request_check_share_one_field_name_rule(key: str) -
     assert ecr.request_problem(good) is None
 
 
+def test_response_code_is_er_for_a_request_without_a_response() -> None:
+    assert ecr.response_code("ST") == "ST" and ecr.response_code("PU") == "PU"
+    for code in ("KY", "ZZ", "RD", "PR", "ER"):  # no response, unknown, terminal events
+        assert ecr.response_code(code) == "ER", code
+    for sender, code in ecr.MESSAGE_SPECS:
+        if sender == "rig":
+            answer = ecr.MESSAGE_SPECS[("terminal", ecr.response_code(code))]
+            assert answer.kind is ecr.Kind.RESPONSE, code
+
+
 def test_encode_rejects_separator_in_value() -> None:
     with pytest.raises(DecodeError, match="contains the separator 1c"):
         ecr.encode_message(ecr.Message("EV", {"text": "a\x1cb"}))

@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
-from protocols.ecr import MAX_PAYLOAD, EventCode, Key, MsgCode, Prompt, encode_message
+from protocols.ecr import (
+    MAX_PAYLOAD,
+    MESSAGE_SPECS,
+    EventCode,
+    Key,
+    Kind,
+    MsgCode,
+    Prompt,
+    decode_message,
+    encode_message,
+)
 from protocols.transactions import SALE, TRANSACTIONS, OriginalRef, TransactionTable
 from sim.terminal.acquirer import NO_LINK_TEXT
 from sim.terminal.firmware import (
@@ -304,6 +314,27 @@ def test_bad_requests(bench: Bench) -> None:
         assert codes(bench.req(PU, amt=not_ascii, cur="156")) == ["PU:BAD_REQUEST"], not_ascii
     assert codes(bench.req("ZZ")) == ["ER:BAD_REQUEST"]
     assert codes(bench.fw.on_bad_request("ECR message: unknown code")) == ["ER:BAD_REQUEST"]
+
+
+def test_a_bad_request_without_a_response_is_answered_er(bench: Bench) -> None:
+    """'KY' FS 'k=<NUL>' was answered 'KY rc=BAD_REQUEST', a message the spec table has not
+    (KEY has no response) and the rig's decoder refused as unknown (fuzz finding
+    terminal_firmware/key-control-character).  Every request code without a terminal response
+    in the table is refused with ER, the answer decodes, and nothing changes."""
+    bench.sign_in()
+    silent = [code for (sender, code), spec in MESSAGE_SPECS.items()
+              if sender == "rig" and spec.kind is Kind.REQUEST
+              and ("terminal", code) not in MESSAGE_SPECS]
+    assert silent == [MsgCode.KEY]
+    nv, state = bench.fw.nv, bench.fw.state
+    for code in silent:
+        fields = {name: "\x00" for name in MESSAGE_SPECS[("rig", code)].required}
+        (msg,) = ecr_out(bench.req(code, **fields))
+        assert (msg.code, msg.get("rc")) == (MsgCode.ERROR, "BAD_REQUEST"), code
+        assert msg.get("text") == f"{code}(KEY): field k holds a control character at position 0"
+        assert decode_message(encode_message(msg), "terminal") == msg
+    assert codes(bench.req(MsgCode.KEY)) == ["ER:BAD_REQUEST"]  # k missing
+    assert bench.fw.nv == nv and bench.fw.state is state
 
 
 def _frames_fit(actions: list[Action]) -> None:
