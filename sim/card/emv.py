@@ -9,7 +9,8 @@ Instructions are dispatched through :attr:`SimEmvCard.HANDLERS` (INS → handler
 returns the response data (SW 9000) or a :class:`~protocols.apdu.ResponseApdu` (a warning with
 data, such as 6283 with the FCI of a blocked application, or 63Cx) and raises
 :class:`StatusWordError` for an error; :meth:`SimEmvCard.apdu` turns both into the R-APDU in
-one place.
+one place, and there applies Le for every instruction: data longer than a non-zero Le (Le=00:
+up to 256) is answered ``6Cxx`` (xx the exact length), no data, the card's state as before.
 
 What the card does (docs/cards.md has the bytes):
 
@@ -64,6 +65,7 @@ from protocols.apdu import (
     SW_SELECTED_FILE_INVALIDATED,
     SW_VERIFY_FAILED,
     SW_WRONG_DATA,
+    SW_WRONG_LE,
     SW_WRONG_LENGTH,
     SW_WRONG_P1P2,
     CommandApdu,
@@ -224,6 +226,7 @@ class SimEmvCard:
             raise CardRemoved(f"{self!r}: pulled out of the reader at {pull_at} (profile "
                               f"pull_at)")
         handler = self.HANDLERS.get(cmd.ins)
+        before = dict(vars(self))  # handlers replace attributes, never change one in place
         try:
             if cmd.cla not in CLASSES:
                 raise StatusWordError(SW_CLA_NOT_SUPPORTED, f"CLA {cmd.cla:02X}")
@@ -237,9 +240,16 @@ class SimEmvCard:
         except StatusWordError as exc:
             log.debug("%r: %s -> %s", self, ins_name(cmd.ins), exc)
             return exc.sw.to_bytes(2, "big")
-        if isinstance(reply, ResponseApdu):
-            return reply.to_bytes()
-        return reply + SW_OK.to_bytes(2, "big")
+        resp = reply if isinstance(reply, ResponseApdu) else ResponseApdu(reply, SW_OK)
+        if cmd.le is not None and len(resp.data) > cmd.le:
+            # T=0 (ISO 7816-4 / EMV Book 1): Le shorter than the data → 6Cxx, xx the exact
+            # length, no data and the command undone, so its re-send with Le=xx answers alike.
+            vars(self).clear()
+            vars(self).update(before)
+            log.debug("%r: %s with Le=%d, %d bytes available -> 6C%02X", self,
+                      ins_name(cmd.ins), cmd.le, len(resp.data), len(resp.data) & 0xFF)
+            return (SW_WRONG_LE | len(resp.data) & 0xFF).to_bytes(2, "big")
+        return resp.to_bytes()
 
     # -- data ----------------------------------------------------------------------------
     def _build_records(self) -> dict[int, bytes]:

@@ -61,6 +61,28 @@ def test_pse_lists_the_application_for_generic_tools() -> None:
     assert card.apdu(H("00B2011400")).hex().upper() == "6A82"    # SFI 2: no such file
 
 
+def test_le_shorter_than_the_data_is_6cxx_with_nothing_changed() -> None:
+    """SELECT PSE with Le=04 was answered with the whole 30-byte FCI (fuzz finding
+    card_emv/select-le-ignored).  T=0: 6Cxx, xx the exact length, no data, no state change —
+    for every instruction, in the card's one dispatch."""
+    card = _card("good")
+    assert card.apdu(SELECT_PSE[:-1] + b"\x04").hex().upper() == "6C1E"
+    assert card.apdu(H("00B2010C00")).hex().upper() == "6985"    # the PSE was not selected
+    assert card.apdu(SELECT_PSE[:-1] + b"\x1E")[-2:] == H("9000")  # Le = the exact length
+    assert card.apdu(SELECT_AID)[-2:] == H("9000")
+    atc = card.atc
+    assert card.apdu(GPO[:-1] + b"\x05").hex().upper() == "6C0C"  # 77 0A 82 02 … 94 04 …
+    assert card.atc == atc                                        # the ATC did not count
+    assert card.apdu(GPO[:-1] + b"\x0C")[-2:] == H("9000") and card.atc == atc + 1
+    assert card.apdu(GET_PTC[:-1] + b"\x01").hex().upper() == "6C04"
+    assert card.apdu(GET_PTC[:-1] + b"\x04").hex().upper() == "9F170103" "9000"
+    assert card.apdu(GET_PTC[:-1] + b"\xFF")[-2:] == H("9000")       # longer Le: the data
+    first = card.apdu(GEN_AC_ARQC[:-1] + b"\x10")
+    assert first[:1] == b"\x6C" and len(first) == 2
+    again = card.apdu(GEN_AC_ARQC[:-1] + first[1:])                # the first GENERATE AC
+    assert len(again) == first[1] + 2 and tlv.find(again[:-2], 0x9F27) == b"\x80"
+
+
 def test_ppse_of_a_contactless_card_lists_its_contactless_aids() -> None:
     card = _card("contactless")
     assert card.apdu(SELECT_PPSE).hex().upper() == (

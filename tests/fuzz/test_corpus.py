@@ -14,11 +14,7 @@ from tests.fuzz.seeds import GENERATORS
 from tests.fuzz.targets import CORPUS, FIXTURES, TARGETS
 
 #: (target, regression file name) → the finding it reproduces (still open).
-KNOWN: dict[tuple[str, str], str] = {
-    ("card_emv", "select-le-ignored"):
-        "sim/card/emv.py: SimEmvCard answers 30 data bytes to SELECT PSE with Le=04 (ISO 7816-4: "
-        "at most Ne bytes; a T=0 card answers 6Cxx): Le is ignored",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list[object]:
