@@ -184,6 +184,9 @@ def plan(seed: int, count: int, *, fault_ratio: float, chaos: Sequence[Chaos] = 
             out.append(Planned(n, op, amount))
             continue
         fitting = [c for c in chaos if not c.card_only or op is Op.CHIP]
+        if not fitting:  # only card faults asked for, and this is no chip sale
+            out.append(Planned(n, op, amount))
+            continue
         c = rng.choice(fitting)
         moments = [m for m in c.moments if m is not Moment.GENERATE_AC or op is Op.CHIP]
         moment = rng.choice(moments)
@@ -295,6 +298,8 @@ class SoakReport:
     violations: list[Violation] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     transactions: list[Done] = field(default_factory=list)
+    power_cycles: list[str] = field(default_factory=list)
+    """Terminals the operator had to switch off and on again because they stayed silent."""
     seconds: float = 0.0
     stopped: str = ""
 
@@ -326,6 +331,7 @@ class SoakReport:
             ("faults armed, never fired", str(sum(self.faults_planned.values())
                                               - self.faults_injected)),
             ("settlements", str(self.settlements)),
+            ("silent terminal power-cycled", str(len(self.power_cycles))),
             ("journal entries read back", str(self.journal_entries)),
             ("acquirer ledger rows", str(self.host_rows)),
             ("rate", f"{self.done / self.seconds:.2f} transactions/s" if self.seconds else "-"),
@@ -347,6 +353,8 @@ class SoakReport:
                          + (f" ({tally.note})" if tally.note else ""))
         if self.stopped:
             lines.append(f"  STOPPED: {self.stopped}")
+        for line in self.power_cycles[:20]:
+            lines.append(f"  POWER-CYCLED {line}")
         for v in self.violations[:50]:
             lines.append(f"  VIOLATION {v.line()}")
         if len(self.violations) > 50:
@@ -451,8 +459,8 @@ class Soak:
                     self.progress(self._progress_line(p.n))
         finally:
             self.report.seconds = time.monotonic() - self.started
-            if self.batch_open:
-                bench.end_scenario()
+            if self.batch_open:  # stopped inside a batch: its evidence says what happened
+                self._keep_evidence(bench.end_scenario())
         flat_problems = flat(self.report.samples)
         tally = self.report.checks[Check.FLAT]
         tally.checked = len(self.report.samples)
@@ -559,24 +567,28 @@ class Soak:
                 self.report.faults_fired[p.chaos] = self.report.faults_fired.get(p.chaos, 0) + 1
             bench.clear_fault(rec, by=f"operator {CHAOS_BY_NAME[p.chaos].operator}")
         terminal = bench.terminal
+        silent: NoResponse | None = None
         if terminal.pending_transaction is not None:  # interrupted: the reboot ends it
             try:
-                terminal.wait_outcome(timeout=TXN_BOUND)
+                terminal.wait_outcome(timeout=RESPONSIVE_BOUND)
             except DeviceStateError:
                 pass
+            except NoResponse as exc:
+                silent = exc
         if bench.cards.inserted is not None:
             try:
                 take_card_back(bench)
             except NoResponse:  # a terminal rebooting does not report the card leaving
                 if bench.cards.inserted is not None:
                     bench.cards.remove()
-        try:
-            terminal.wait_ready(timeout=RESPONSIVE_BOUND)
-        except NoResponse as exc:
-            log.warning("soak #%d: the terminal is silent after %s (%s); power-cycling it",
-                        p.n, done.fault_text(), exc)
-            bench.power.power_cycle(RECOVERY_OFF_MS)
-            terminal.wait_ready(timeout=bench.config.terminal.boot_timeout)
+        if silent is None:
+            try:
+                terminal.wait_ready(timeout=RESPONSIVE_BOUND)
+            except NoResponse as exc:
+                silent = exc
+        if silent is not None:
+            self._power_cycle(p, done, silent)
+        self._until_idle(p, done)
         self._until_idle(p, done)
         self._log_in_and_sign_in()
         left = bench.faults.active()
@@ -587,6 +599,22 @@ class Soak:
                                       done.fault_text(), f"fault {r.kind.value} #{r.id} still "
                                       f"active after the operator's recovery", self.report.seed))
             bench.clear_fault(r, by="soak: left active")
+
+    def _power_cycle(self, p: Planned, done: Done, why: NoResponse) -> None:
+        """The operator switches a terminal that stays silent off and on again (TS-18); the
+        report counts each one with the transaction and the fault before it."""
+        bench = self.bench
+        log.warning("soak #%d: the terminal is silent after %s (%s); power-cycling it", p.n,
+                    done.fault_text(), why)
+        self.report.power_cycles.append(f"#{p.n} {done.op} after {done.fault_text()}: {why}")
+        terminal = bench.terminal
+        bench.power.power_cycle(RECOVERY_OFF_MS)
+        if terminal.pending_transaction is not None:
+            try:
+                terminal.wait_outcome(timeout=bench.config.terminal.boot_timeout)
+            except DeviceStateError:
+                pass  # the reboot ended it
+        terminal.wait_ready(timeout=bench.config.terminal.boot_timeout)
 
     def _until_idle(self, p: Planned, done: Done) -> None:
         """Wait (bounded) until the terminal is idle: it may still be printing a receipt it held

@@ -58,6 +58,13 @@ def test_card_faults_and_the_cryptogram_moment_only_in_a_chip_sale() -> None:
             assert p.op is Op.CHIP, p
 
 
+def test_only_card_faults_asked_for_fall_on_chip_sales_only() -> None:
+    planned = plan(4, 400, fault_ratio=0.5, chaos=[CHAOS_BY_NAME["card pulled"]])
+    faulted = [p for p in planned if p.chaos]
+    assert faulted and all(p.op is Op.CHIP for p in faulted)
+    assert any(p.op is not Op.CHIP for p in planned)
+
+
 def test_every_planned_fault_is_a_valid_spec_of_its_kind() -> None:
     """What the plan asks for passes the fault catalogue's own parameter checks (the bench
     would refuse it at run time otherwise)."""
