@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
+from protocols.digits import ascii_digits
 from protocols.errors import ConfigError, DecodeError
 
 _K = TypeVar("_K", str, tuple[str, str])
@@ -67,13 +68,13 @@ class TransactionType:
         checks = (
             ("ecr_code", self.ecr_code, len(self.ecr_code) == 2 and self.ecr_code.isascii()
              and self.ecr_code.isalpha() and self.ecr_code.isupper(), "2 upper-case letters"),
-            ("mti", self.mti, len(self.mti) == 4 and self.mti.isdigit(), "4 digits"),
-            ("proc_code", self.proc_code, len(self.proc_code) == 6 and self.proc_code.isdigit(),
+            ("mti", self.mti, len(self.mti) == 4 and ascii_digits(self.mti), "4 digits"),
+            ("proc_code", self.proc_code, len(self.proc_code) == 6 and ascii_digits(self.proc_code),
              "6 digits"),
             ("condition_code", self.condition_code,
-             len(self.condition_code) == 2 and self.condition_code.isdigit(), "2 digits"),
+             len(self.condition_code) == 2 and ascii_digits(self.condition_code), "2 digits"),
             ("message_type_code", self.message_type_code,
-             len(self.message_type_code) == 2 and self.message_type_code.isdigit(), "2 digits"),
+             len(self.message_type_code) == 2 and ascii_digits(self.message_type_code), "2 digits"),
         )
         for name, value, ok, expected in checks:
             if not ok:
@@ -217,12 +218,12 @@ class OriginalRef:
         problems = []
         if self.rrn and not (len(self.rrn) == 12 and self.rrn.isascii() and self.rrn.isalnum()):
             problems.append(f"orrn must be 12 letters/digits, got {self.rrn!r}")
-        if self.date and not (len(self.date) == 4 and self.date.isdigit()
+        if self.date and not (len(self.date) == 4 and ascii_digits(self.date)
                               and 1 <= int(self.date[:2]) <= 12 and 1 <= int(self.date[2:]) <= 31):
             problems.append(f"odate must be MMDD, got {self.date!r}")
-        if self.stan and not (len(self.stan) == 6 and self.stan.isdigit()):
+        if self.stan and not (len(self.stan) == 6 and ascii_digits(self.stan)):
             problems.append(f"ostan must be 6 digits, got {self.stan!r}")
-        if self.batch_no and not (len(self.batch_no) == 6 and self.batch_no.isdigit()):
+        if self.batch_no and not (len(self.batch_no) == 6 and ascii_digits(self.batch_no)):
             problems.append(f"obatch must be 6 digits, got {self.batch_no!r}")
         if self.rrn and not self.date:
             problems.append("orrn needs odate (the original's MMDD)")
@@ -276,7 +277,7 @@ class OriginalRef:
 def parse_field61(value: str) -> tuple[str, str, str]:
     """ISO 8583 field 61 → ``(batch, stan, date)`` with zeros read as '' (unknown); a
     DecodeError says what is wrong."""
-    if len(value) < 12 or not value.isdigit():
+    if len(value) < 12 or not ascii_digits(value):
         raise DecodeError(f"field 61 original data {value!r}: expected batch (6) + STAN (6) "
                           f"[+ date MMDD (4)] digits")
     batch, stan, date = value[:6], value[6:12], value[12:16]
@@ -311,7 +312,7 @@ class SettlementTotals:
         for name, value, top in limits:
             if not 0 <= value <= top:
                 raise DecodeError(f"settlement totals: {name} must be 0..{top}, got {value}")
-        if len(self.code) != 1 or not self.code.isdigit():
+        if len(self.code) != 1 or not ascii_digits(self.code):
             raise DecodeError(f"settlement totals: reconciliation code must be 1 digit, "
                               f"got {self.code!r}")
 
@@ -330,7 +331,7 @@ class SettlementTotals:
     @classmethod
     def parse(cls, value: str) -> SettlementTotals:
         """Field 48 → totals; a DecodeError says what is wrong."""
-        if len(value) != FIELD48_LEN or not value.isdigit():
+        if len(value) != FIELD48_LEN or not ascii_digits(value):
             raise DecodeError(f"field 48 settlement totals {value!r}: expected {FIELD48_LEN} "
                               f"digits: debit count (3) + amount (12) + credit count (3) + "
                               f"amount (12) + reconciliation code (1)")

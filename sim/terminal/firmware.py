@@ -79,7 +79,6 @@ from protocols.masking import mask_pan
 from protocols.qr import Operation, OrderStatus, QrOrder, mask_code
 from protocols.qrclient import OrderPoller
 from protocols.transactions import (
-    ORIGINAL_FIELDS,
     RECONCILE_BALANCED,
     RECONCILE_UNBALANCED,
     TRANSACTIONS,
@@ -1284,10 +1283,6 @@ class TerminalFirmware:
                 f"bad currency {currency[:8]!r}: ISO 4217 numeric, 3 digits"))]
         original: OriginalRef | None = None
         if row.needs_original:
-            not_ascii = [k for k in ORIGINAL_FIELDS if not msg.get(k).isascii()]
-            if not_ascii:  # str.isdigit() takes other scripts' digits; int() some not
-                return [self._respond(code, Result.BAD_REQUEST, text=(
-                    f"{row.ecr_name}: {', '.join(not_ascii)} must be ASCII letters/digits"))]
             try:
                 original = OriginalRef.from_ecr_fields(msg.fields)
             except DecodeError as exc:

@@ -175,9 +175,24 @@ def test_original_ref_by_trace_and_by_rrn() -> None:
     ({"orrn": "000000001234", "odate": "1399"}, "odate must be MMDD, got '1399'"),
     ({"ostan": "12"}, "ostan must be 6 digits, got '12'"),
     ({"obatch": "000001"}, "obatch needs ostan"),
+    # str.isdigit() says yes to these; int('²') raised ValueError, '١٢٣٤٥٦' was accepted
+    ({"orrn": "000000001234", "odate": "0²01"}, "odate must be MMDD, got '0²01'"),
+    ({"ostan": "١٢٣٤٥٦"}, "ostan must be 6 digits, got '١٢٣٤٥٦'"),
+    ({"ostan": "000001", "obatch": "０００００１"}, "obatch must be 6 digits, got '０００００１'"),
 ])
 def test_original_ref_errors_name_the_field(fields: dict[str, str], error: str) -> None:
     with pytest.raises(DecodeError, match=error):
         OriginalRef.from_ecr_fields(fields)
     with pytest.raises(DecodeError, match="expected batch"):
         parse_field61("12ab")
+
+
+def test_wire_digits_of_the_table_module_are_ascii_digits() -> None:
+    """Field 61 and field 48 from a host, the reconciliation code: '²' passed isdigit() and
+    then int() raised ValueError."""
+    with pytest.raises(DecodeError, match=r"field 61 original data '00000300001²': expected batch"):
+        parse_field61("00000300001²")
+    with pytest.raises(DecodeError, match="field 48 settlement totals .* expected 31 digits"):
+        SettlementTotals.parse("0" * 30 + "¹")
+    with pytest.raises(DecodeError, match="reconciliation code must be 1 digit, got '١'"):
+        SettlementTotals(code="١")
