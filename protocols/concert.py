@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from protocols.digits import ascii_digits
 from protocols.errors import ConfigError, DecodeError, FramingError, hexdump
 from protocols.masking import scrub
 from protocols.transactions import TxnType
@@ -249,7 +250,7 @@ def _check(spec: FieldSpec, value: str, where: str, start: int) -> None:
     end = start + spec.width - 1
     ok = len(value) == spec.size and all(_printable(ord(c)) for c in value)
     if ok and spec.kind == "digits":
-        ok = value.isascii() and value.isdigit()
+        ok = ascii_digits(value)
     elif ok and spec.kind == "code":
         ok = value in spec.codes
     if not ok:
@@ -458,7 +459,7 @@ def trace_private(stan: str) -> str:
     """The private field naming a transaction by trace: its 6-digit STAN, blank-padded.  The
     simulated terminal returns the trace of what it ran there, and reads the original of a
     credit or a cancellation from it (docs/ecr-concert.md, "Private data")."""
-    if not (len(stan) == 6 and stan.isascii() and stan.isdigit()):
+    if not (len(stan) == 6 and ascii_digits(stan)):
         raise DecodeError(f"Concert private data: a trace is 6 digits, got {stan!r}")
     return stan.ljust(PRIVATE.size)
 
@@ -466,7 +467,7 @@ def trace_private(stan: str) -> str:
 def private_trace(private: str) -> str | None:
     """The STAN a private field names (:func:`trace_private`), or None."""
     stan, rest = private[:6], private[6:]
-    if len(private) == PRIVATE.size and stan.isascii() and stan.isdigit() and not rest.strip():
+    if len(private) == PRIVATE.size and ascii_digits(stan) and not rest.strip():
         return stan
     return None
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from protocols.digits import ascii_digits
 from protocols.errors import DecodeError, ProtocolError
 from protocols.masking import mask_pan
 
@@ -209,7 +210,7 @@ class CodeShape:
     prefixes: frozenset[str]
 
     def fits(self, code: str) -> bool:
-        return len(code) == self.length and code.isdigit() and code[:2] in self.prefixes
+        return len(code) == self.length and ascii_digits(code) and code[:2] in self.prefixes
 
 
 def _prefixes(lo: int, hi: int) -> frozenset[str]:

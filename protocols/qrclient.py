@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from protocols.digits import ascii_digits
 from protocols.errors import NoResponse, ProtocolError, RigError, TransportError
 from protocols.qr import (
     CONTENT_TYPE,
@@ -94,7 +95,7 @@ class HttpTransport:
                                                            "Connection": "close"})
             resp = conn.getresponse()
             length = resp.getheader("Content-Length")
-            if length is not None and length.isdigit() and int(length) > MAX_ANSWER:
+            if length is not None and ascii_digits(length) and int(length) > MAX_ANSWER:
                 raise ProtocolError(f"{self!r}: POST {path}: an answer of {length} bytes; at "
                                     f"most {MAX_ANSWER}")
             data = resp.read(MAX_ANSWER + 1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from protocols.digits import ascii_digits
 from protocols.errors import DecodeError
 
 #: IEEE 488.2 7.7.2.4.1: an instrument may refuse a mantissa of more than 255 digits (leading
@@ -53,7 +54,7 @@ def split_number(text: str, where: str) -> tuple[float, str]:
     exponent takes it beyond a float (the caller's range check refuses it); never NaN."""
     m = _MANTISSA_RE.match(text)
     if m is None:
-        if not text or not (text[0] in "+-." or text[0].isascii() and text[0].isdigit()):
+        if not text or not (text[0] in "+-." or ascii_digits(text[0])):
             raise NumberError(-104, "Data type error",
                               f"{where}: {_shown(text)} is not a number (byte 0 is "
                               f"{text[:1]!r}; expected a digit, a sign or '.')", 0)

@@ -43,6 +43,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from protocols.digits import ascii_digits
 from protocols.errors import ConfigError
 from protocols.masking import scrub
 
@@ -484,7 +485,7 @@ def parse_hostport(value: object) -> tuple[str, int]:
     """``'198.18.0.20:8583'`` → ``('198.18.0.20', 8583)``; anything else is a ValueError."""
     if isinstance(value, str):
         host, sep, port = value.rpartition(":")
-        if sep and _HOST_RE.match(host) and port.isascii() and port.isdigit():
+        if sep and _HOST_RE.match(host) and ascii_digits(port):
             why = port_problem(int(port))
             if why is None:
                 return host, int(port)

@@ -60,6 +60,7 @@ from typing import Any, Protocol
 
 from protocols import tlv
 from protocols.apdu import ins_name, sw_text
+from protocols.digits import ascii_digits
 from protocols.errors import DecodeError, FramingError
 from protocols.faults import FaultKind, FaultSpec
 from protocols.magstripe import TRACKS, encode_track, lrc, stripe_of
@@ -1397,7 +1398,7 @@ def _stripe_image(tags: Mapping[int, bytes], who: str) -> tuple[str, str]:
     """(track 1, track 2) as a head reads them, from the chip's 57 and 5F20."""
     equivalent = tags.get(0x57, b"").hex().upper().rstrip("F")
     pan, sep, rest = equivalent.partition("D")
-    if not sep or len(rest) < 7 or not rest.isdigit():
+    if not sep or len(rest) < 7 or not ascii_digits(rest):
         raise InstrumentError(f"{who}: the chip's track 2 equivalent (57) is missing or not "
                               f"PAN D YYMM service code ({len(equivalent)} characters)")
     name = tags.get(0x5F20, b"").decode("ascii", "replace").strip().upper()

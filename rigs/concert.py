@@ -44,6 +44,7 @@ from protocols.concert import (
     PaymentMode,
     Status,
 )
+from protocols.digits import ascii_digits
 from protocols.masking import scrub
 from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable, TransactionType
 from protocols.transactions import TxnType as TxnType  # start_transaction()'s type names
@@ -114,7 +115,7 @@ class ConcertTerminalLink(ReaderLink, Driver):
                  restore_bound: float = RESTORE_BOUND) -> None:
         self._test_port = test_port
         super().__init__(name)
-        if not (len(pos_number) == 2 and pos_number.isascii() and pos_number.isdigit()):
+        if not (len(pos_number) == 2 and ascii_digits(pos_number)):
             raise ConfigError(f"{self!r}: pos_number must be 2 digits, got {pos_number!r}")
         if restore_bound <= 0:
             raise ConfigError(f"{self!r}: restore_bound must be > 0, got {restore_bound}")
@@ -197,7 +198,7 @@ class ConcertTerminalLink(ReaderLink, Driver):
         if amount_minor is not None and not 0 < amount_minor <= concert.AMOUNT_MAX:
             raise ConfigError(f"{self!r}: {op}({row.type}) amount must be 1.."
                               f"{concert.AMOUNT_MAX} minor units, got {amount_minor}")
-        if not (len(currency) == 3 and currency.isascii() and currency.isdigit()):
+        if not (len(currency) == 3 and ascii_digits(currency)):
             raise ConfigError(f"{self!r}: {op}() currency must be an ISO 4217 numeric code "
                               f"(3 digits), got {currency!r}")
         request = ConcertRequest(

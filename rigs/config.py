@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from protocols.digits import ascii_digits
 from protocols.yamlmodel import (
     Amps,
     BaudRate,
@@ -140,7 +141,7 @@ class BankCard(_Section):
     @field_validator("pin")
     @classmethod
     def _pin_digits(cls, value: str | None) -> str | None:
-        if value is not None and not (value.isdigit() and 4 <= len(value) <= 12):
+        if value is not None and not (ascii_digits(value) and 4 <= len(value) <= 12):
             raise ValueError("a PIN is 4 to 12 digits")
         return value
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocols.digits import ascii_digits
 from protocols.ledger import Totals
 from rigs.answers import as_bool, as_int, as_object, as_str, bad, required
 from rigs.errors import ConfigError
@@ -150,7 +151,7 @@ class SocketAcquirerControl(SocketRuleControl[ControlStatus]):
             raise ConfigError(f"{self!r}: totals() takes a terminal id of 8 characters, got "
                               f"{terminal_id!r}")
         text = str(batch_no)
-        if isinstance(batch_no, bool) or not text.isdigit() or len(text) > 6:
+        if isinstance(batch_no, bool) or not ascii_digits(text) or len(text) > 6:
             raise ConfigError(f"{self!r}: totals() takes a batch number of up to 6 digits, got "
                               f"{batch_no!r}")
         reply = self._request("totals", {"op": "totals", "terminal_id": terminal_id,

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from protocols import ecr
+from protocols.digits import ascii_digits
 from protocols.masking import scrub
 from protocols.qr import ErrorCode, OrderStatus, Wallet
 from protocols.transactions import TRANSACTIONS, OriginalRef, TransactionTable, TransactionType
@@ -111,7 +112,7 @@ class TerminalEvent:
     def tries_left(self) -> int | None:
         """PG WRONG_PIN: the PIN tries the card has left (None: not said)."""
         value = self.fields.get("tries", "")
-        return int(value) if value.isdigit() else None
+        return int(value) if ascii_digits(value) else None
 
 
 #: ``qrc`` of a final response: the QR platform's refusal code, or PAYERROR (the order failed).
@@ -174,7 +175,7 @@ class Outcome:
         return cls(result=rc, ok=rc in SUCCESS, response_code=msg.get("hrc"),
                    display=msg.get("text"), stan=msg.get("stan"), rrn=msg.get("rrn"),
                    auth_code=msg.get("auth"), masked_pan=msg.get("pan"),
-                   amount_minor=int(amt) if amt.isdigit() else None, fields=dict(msg.fields),
+                   amount_minor=int(amt) if ascii_digits(amt) else None, fields=dict(msg.fields),
                    entry_mode=entry, fallback=_flag(msg, "fallback"), cvm=cvm,
                    signature_captured=_flag(msg, "sig") if sig else None,
                    reason=msg.get("reason"), qr_mode=msg.get("qr"),
@@ -188,7 +189,7 @@ def _digits(msg: ecr.Message, key: str, *, default: int | None = None) -> int | 
     value = msg.get(key)
     if value == "":
         return default
-    if not value.isdigit():
+    if not ascii_digits(value):
         raise DecodeError(f"ECR message {msg.code}: field {key} must be digits, got {value!r}")
     return int(value)
 
@@ -586,7 +587,7 @@ class SerialTerminalLink(ReaderLink, Driver):
 
     def _six_digits(self, op: str, name: str, value: str | int) -> str:
         text = str(value)
-        if not (text.isdigit() and len(text) <= 6):
+        if not (ascii_digits(text) and len(text) <= 6):
             raise ConfigError(f"{self!r}: {op}() {name} must be up to 6 digits, got {value!r}")
         return text.zfill(6)
 
@@ -599,7 +600,7 @@ class SerialTerminalLink(ReaderLink, Driver):
     def enter_pin(self, pin: str) -> None:
         """The rig's finger: one KEY per digit, then ENTER (digits recorded as '*')."""
         self.require_open("enter_pin")
-        if not pin.isdigit():
+        if not ascii_digits(pin):
             raise ConfigError(f"{self!r}: enter_pin() wants digits only ({len(pin)} characters "
                               "given, not shown)")
         for key in [*pin, ecr.Key.ENTER]:
@@ -614,7 +615,7 @@ class SerialTerminalLink(ReaderLink, Driver):
     def press_key(self, key: str) -> None:
         """One keypad press: '0'..'9', 'ENTER', 'CANCEL' or 'CLEAR'."""
         self.require_open("press_key")
-        if not ((len(key) == 1 and key.isdigit()) or key in KEY_NAMES):
+        if not ((len(key) == 1 and ascii_digits(key)) or key in KEY_NAMES):
             raise ConfigError(f"{self!r}: press_key() key must be a digit or one of "
                               f"{sorted(KEY_NAMES)}, got {key!r}")
         self._send(ecr.Message(ecr.MsgCode.KEY, {"k": key}), self._frame_bound(), "press_key")

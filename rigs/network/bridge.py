@@ -84,6 +84,7 @@ from typing import IO, Any, Protocol
 
 from protocols import controlserver
 from protocols.controlserver import ControlClients, answer_request, listen_unix
+from protocols.digits import ascii_digits
 from protocols.errors import ConfigError, hexdump
 from protocols.faults import (
     FAULT_KINDS,
@@ -342,7 +343,7 @@ def _iso_frame_start(frame: bytes, start: int, size: int) -> bool:
 
 
 def _parse_mti(mti: str) -> bytes:
-    if len(mti) != 4 or not mti.isdigit():
+    if len(mti) != 4 or not ascii_digits(mti):
         raise ConfigError(f"an MTI is 4 digits, got {mti!r}")
     return bytes.fromhex(mti)
 
@@ -354,7 +355,7 @@ def iso_mti(frame: bytes) -> str | None:
     if where is None or not _iso_frame_start(frame, where[2], where[3]):
         return None
     text = frame[where[2] + ISO_MTI_AT:where[2] + ISO_MTI_AT + 2].hex()
-    return text if text.isdigit() else None
+    return text if ascii_digits(text) else None
 
 
 def _carries_mti(frame: bytes, mti: bytes) -> tuple[int, int, int, int] | None:

@@ -104,6 +104,7 @@ import iso8583
 from iso8583.decoder import DecodeError as _PyDecodeError
 
 from protocols import tlv
+from protocols.digits import ascii_digits
 from protocols.iso8583 import (
     HEADER_LEN,
     LENGTH_PREFIX,
@@ -649,7 +650,7 @@ def _http_message(buf: bytes, o: int, requests: bool) -> tuple[int, int, bool]:
             raise _NotUnderstood("a Transfer-Encoding body (the platform takes Content-Length only)")
         if name == "content-length":
             lengths.add(h.group(2))
-    if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
+    if len(lengths) > 1 or (lengths and not ascii_digits(next(iter(lengths)))):
         raise _NotUnderstood("Content-Length is not one number")
     body_at = m.end()
     if lengths:

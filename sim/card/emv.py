@@ -74,6 +74,7 @@ from protocols.apdu import (
     ins_name,
 )
 from protocols.crypto import application_cryptogram, arpc_method1, derive_session_key
+from protocols.digits import ascii_digits
 from protocols.emvcard import (
     APPROVED_ARCS,
     CDOL1,
@@ -141,7 +142,7 @@ def plaintext_pin(block: bytes) -> str | None:
     if not 4 <= n <= 12:
         return None
     pin, fill = text[2:2 + n], text[2 + n:]
-    if not pin.isdigit() or fill != "F" * len(fill):
+    if not ascii_digits(pin) or fill != "F" * len(fill):
         return None
     return pin
 

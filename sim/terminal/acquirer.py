@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from protocols.crypto import KeyCheckError, decode_working_keys, pin_block
+from protocols.digits import ascii_digits
 from protocols.errors import ProtocolError, SimError
 from protocols.iso8583 import (
     Header,
@@ -230,7 +231,7 @@ class AcquirerClient:
                 raise CommsError("response", f"{self!r}: sign-in keys unusable: {exc}") from None
             keys = WorkingKeys(pik, mak)
         f60 = resp.get("60", "")
-        host_batch = int(f60[2:8]) if len(f60) >= 8 and f60[2:8].isdigit() else batch_no
+        host_batch = int(f60[2:8]) if len(f60) >= 8 and ascii_digits(f60[2:8]) else batch_no
         when = resp.get("13", "") + resp.get("12", "")
         logger.info("%r sign-in: %s %s, batch %06d", self, code, response_text(code), host_batch)
         return SignInResult(code, keys, host_batch, when if len(when) == 10 else None)

@@ -47,6 +47,7 @@ from protocols.concert import (
     private_trace,
     trace_private,
 )
+from protocols.digits import ascii_digits
 from protocols.ecr import Message, Result
 from protocols.masking import mask_pan
 from protocols.transactions import TRANSACTIONS, TransactionTable
@@ -84,9 +85,9 @@ def answer_of(request: ConcertRequest, final: Message) -> ConcertAnswer:
     the register asked for it) the masked card number."""
     status = Status.ACCEPTED if final.get("rc") == Result.APPROVED else Status.REFUSED
     amt, cur, stan = final.get("amt"), final.get("cur"), final.get("stan")
-    amount = int(amt) if amt.isdigit() and int(amt) <= AMOUNT_MAX else request.amount_minor
-    currency = cur if len(cur) == 3 and cur.isdigit() else request.currency
-    private = trace_private(stan) if len(stan) == 6 and stan.isdigit() else request.private
+    amount = int(amt) if ascii_digits(amt) and int(amt) <= AMOUNT_MAX else request.amount_minor
+    currency = cur if len(cur) == 3 and ascii_digits(cur) else request.currency
+    private = trace_private(stan) if len(stan) == 6 and ascii_digits(stan) else request.private
     rep = None if request.answer_flag is AnswerFlag.SHORT else card_data(final.get("pan"))
     return ConcertAnswer(request.pos_number, status, amount, request.payment_mode, currency,
                          private, rep)

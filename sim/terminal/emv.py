@@ -470,7 +470,7 @@ def _card_read(state: KernelState, sel: _Selected, *, atr: bytes, choice: CvmCho
     track2 = card[0x57].hex().upper().rstrip("F")
     psn = card.get(0x5F34)
     return CardRead(
-        pan=pan, pan_seq=int(psn.hex()) if psn and psn.hex().isdigit() else None,
+        pan=pan, pan_seq=int(psn.hex()) if psn and ascii_digits(psn.hex()) else None,
         expiry=card[0x5F24].hex()[:4], track2_equivalent=track2, aid=sel.aid.hex().upper(),
         app_label=sel.label, icc_data=icc, cvm=str(choice.cvm), cryptogram_type=cid, atr=atr,
         entry=entry, cvm_results=choice.results, signature_too=choice.signature_too,

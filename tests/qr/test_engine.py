@@ -355,6 +355,13 @@ def test_issued_codes_have_the_wallets_shape(engine: QrPlatformEngine) -> None:
     assert engine.open_codes(T0) == 0
 
 
+def test_a_payment_code_in_other_digits_has_no_wallet() -> None:
+    """str.isdigit() took fullwidth and Arabic-Indic digits as a payment code's digits."""
+    assert wallet_of("134567890123456789") is Wallet.WECHAT
+    assert wallet_of("１３４５６７８９０１２３４５６７８９") is None
+    assert wallet_of("13" + "٤" * 16) is None
+
+
 # -- who asks ----------------------------------------------------------------------------------
 
 def test_signature_failures_answer_unsigned(engine: QrPlatformEngine) -> None:

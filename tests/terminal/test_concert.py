@@ -573,6 +573,16 @@ def test_card_data_is_the_masked_card_number(register: Register) -> None:
                      Message("PU", {"rc": "APPROVED", "pan": PAN})).card_data == MASKED.ljust(55)
 
 
+def test_an_answer_takes_only_ascii_digits_from_the_final_response() -> None:
+    """int('²') raised ValueError out of answer_of ('²'.isdigit() is True): a final whose
+    amt, cur or stan is not ASCII digits keeps the request's values."""
+    request = ConcertRequest(1000, "156")
+    answer = answer_of(request, Message("PU", {"rc": "APPROVED", "amt": "²", "cur": "１５６",
+                                               "stan": "١٢٣٤٥٦"}))
+    assert (answer.amount_minor, answer.currency, answer.private) == (
+        request.amount_minor, request.currency, request.private)
+
+
 def test_the_register_naks_the_answer_and_gets_it_again(register: Register) -> None:
     register.ask(ConcertRequest(1000, "156"))
     register.pay_with_chip()
