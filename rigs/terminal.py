@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -258,10 +259,10 @@ class TerminalStatus:
     @classmethod
     def from_message(cls, msg: ecr.Message) -> TerminalStatus:
         volts = msg.get("volts")
-        try:
-            supply = float(volts) if volts else None
-        except ValueError as exc:
-            raise DecodeError(f"ECR message ST: field volts is not a number: {volts!r}") from exc
+        if volts and not VOLTS.fullmatch(volts):
+            raise DecodeError(f"ECR message ST: field volts must be a decimal such as 7.40, got "
+                              f"{volts!r}")
+        supply = float(volts) if volts else None
         faults = msg.get("faults")
         return cls(state=msg.get("state"), signed_in=msg.get("signed_in") == "1",
                    operator=msg.get("operator") or None, paper_present=msg.get("paper") == "1",
@@ -358,6 +359,8 @@ class _Pending:
     epoch: int | None = None
 
 
+VOLTS = re.compile(r"[0-9]{1,3}(\.[0-9]{1,4})?", re.ASCII)
+"""STATUS ``volts``: what float() would take too (``1_0``, ``nan``, ``７``) is refused."""
 IDLE_POLL_S = 0.1
 """wait_idle(): the longest pause between two STATUS requests when the terminal says nothing."""
 
