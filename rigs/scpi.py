@@ -24,7 +24,9 @@ import pyvisa.constants
 import pyvisa.errors
 import pyvisa.rname
 
+from protocols.digits import ascii_digits
 from protocols.scpi import parse_number
+from protocols.yamlmodel import port_problem
 from rigs.driver import Driver, SessionState
 from rigs.errors import (
     ConfigError,
@@ -95,8 +97,10 @@ def resource_error(resource: object) -> str | None:
         return bad
     if type(parsed).__name__ != kind:
         return bad
-    if isinstance(parsed, pyvisa.rname.TCPIPSocket) and not 0 < int(parsed.port) < 65536:
-        return f"{resource!r}: port {parsed.port} outside 1..65535; expected one of {RESOURCE_FORMS}"
+    if isinstance(parsed, pyvisa.rname.TCPIPSocket):
+        why = port_problem(int(parsed.port)) if ascii_digits(parsed.port) else bad
+        if why is not None:
+            return f"{resource!r}: {why}; expected one of {RESOURCE_FORMS}"
     return None
 
 

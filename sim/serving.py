@@ -36,8 +36,10 @@ from protocols.controlserver import (
     check_unix_path,
     listen_unix,
 )
+from protocols.digits import ascii_digits
 from protocols.errors import NoResponse, RigError, SimError, TransportError
 from protocols.jsonlines import encode_line
+from protocols.yamlmodel import PORT_MAX, PORT_MIN, port_problem
 
 logger = logging.getLogger(__name__)
 
@@ -315,13 +317,18 @@ def locked_answers(lock: threading.Lock, answer: Callable[[object], dict[str, An
 
 
 def listen_address(example: str) -> Callable[[str], tuple[str, int]]:
-    """An argparse type: ``HOST:PORT`` to listen on, port 0 for an ephemeral one (*example*
-    shows one in the error)."""
+    """An argparse type: ``HOST:PORT`` to listen on, a TCP port (:func:`port_problem`) or 0
+    for an ephemeral one, which only a listener can ask for (*example* shows one in the
+    error)."""
     def parse(text: str) -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. {example}")
-        return host, int(port)
+        number = int(port) if ascii_digits(port) else None
+        if (not sep or not host or number is None
+                or (number != 0 and port_problem(number) is not None)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected HOST:PORT, e.g. {example} (port 0 or "
+                f"{PORT_MIN}..{PORT_MAX})")
+        return host, number
     return parse
 
 

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from protocols.errors import RigError
+from protocols.yamlmodel import parse_hostport
 from sim.card.emulator import CardEmulator
 from sim.card.emv import SimEmvCard
 from sim.card.profile import load_profile
@@ -22,10 +23,11 @@ from sim.card.vpcd import EmulatorBinding, VpcdHost, VpcdSlot
 
 
 def _endpoint(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:35963)")
-    return host, int(port)
+    """``HOST:PORT`` of a vpcd reader port (the bench files' host:port rule)."""
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

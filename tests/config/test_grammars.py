@@ -3,15 +3,19 @@ the same in the bench file (rigs.config) as in the transports that open them."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 import pyvisa.rname
 
 from protocols.errors import ConfigError
+from protocols.yamlmodel import port_problem
 from rigs.config import parse_bench
-from rigs.scpi import VisaScpiTransport, check_resource, resource_error
+from rigs.scpi import RESOURCE_FORMS, VisaScpiTransport, check_resource, resource_error
 from rigs.transport import URL_FORMS, serial_transport, serial_url_error, url_schemes
+from sim.card.__main__ import _endpoint as vpcd_endpoint
+from sim.serving import listen_address
 
 TCPIP_INSTR = ["TCPIP0::192.0.2.5::INSTR", "TCPIP::psu.lab::INSTR",
                "TCPIP0::192.0.2.5::inst0::INSTR", "TCPIP0::psu.lab::hislip0::INSTR",
@@ -106,3 +110,26 @@ def test_power_sample_period_has_a_default_and_bounds_named_by_key() -> None:
     fast = {**_power(resource), "sample_period_ms": 5}
     with pytest.raises(ConfigError, match=r"power.sample_period_ms: must be >= 10.0"):
         parse_bench(_bench(power=fast), "b.yaml")
+
+
+@pytest.mark.parametrize("port", [0, 65536, 70000])
+def test_one_port_rule_for_bench_files_visa_and_the_simulators_command_lines(port: int) -> None:
+    """The TCP port range was written in rigs/scpi.py, sim/card/__main__.py and sim/serving.py
+    apart; all of them now ask protocols.yamlmodel.port_problem (a listener may ask for 0)."""
+    why = port_problem(port)
+    assert why == f"port {port} outside 1..65535"
+    assert resource_error(f"TCPIP0::h::{port}::SOCKET") == (
+        f"'TCPIP0::h::{port}::SOCKET': {why}; expected one of {RESOURCE_FORMS}")
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        vpcd_endpoint(f"127.0.0.1:{port}")
+    assert str(err.value) == f"'127.0.0.1:{port}' is not host:port: {why}"
+    listen = listen_address("198.18.0.20:8600")
+    if port == 0:
+        assert listen("127.0.0.1:0") == ("127.0.0.1", 0)  # ephemeral: only a listener
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\(port 0 or 1\.\.65535\)"):
+            listen(f"127.0.0.1:{port}")
+    for edge in (1, 65535):
+        assert port_problem(edge) is None and vpcd_endpoint(f"h:{edge}") == ("h", edge)
+        assert listen(f"h:{edge}") == ("h", edge)
+        assert resource_error(f"TCPIP0::h::{edge}::SOCKET") is None
