@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocols.digits import ascii_digits
 from protocols.errors import NoResponse, SimError
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def _pids_in(ns: str) -> list[int]:
     done = _run([IP, "netns", "pids", ns], check=False)
     if done.returncode != 0:
         return []
-    return [int(tok) for tok in done.stdout.split() if tok.isdigit()]
+    return [int(tok) for tok in done.stdout.split() if ascii_digits(tok)]
 
 
 def _wait_gone(pids: list[int], bound_s: float) -> list[int]:
