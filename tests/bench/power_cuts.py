@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -41,6 +38,7 @@ from protocols.transactions import TxnType, transaction_type
 from rigs.bench import Bench
 from rigs.config import load_bench
 from rigs.errors import DeviceStateError, NoResponse, RigError, TransportError
+from rigs.virtualbench import virtual_bench
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_BOUND = 120.0
@@ -71,14 +69,6 @@ class Report:
     host_reversed: int = 0
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def sim(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "sim", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=SIM_BOUND, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise RigError(f"sim {' '.join(args)} failed: {done.stdout}{done.stderr}")
-    return done.stdout
 
 
 OFF_S = 0.3
@@ -230,6 +220,34 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _run(bench_file: Path, workdir: Path, sales: list[Sale], report: Report,
+         args: argparse.Namespace) -> None:
+    bench = Bench(load_bench(bench_file), workdir=workdir / "rig")
+    bench.open()
+    try:
+        bench.restore_nominal()
+        bench.begin_scenario("power-cuts")
+        journal = workdir / "bench" / "terminal" / JOURNAL_FILE
+        first = _last_entry(journal)
+        _login_and_sign_in(bench)
+        if args.host_delay_s > 0:
+            sale = transaction_type(TxnType.SALE)
+            bench.acquirer.control.add_rule(
+                {"terminal_id": bench.config.terminal.terminal_id, "mti": sale.mti,
+                 "proc_code": sale.proc_code}, {"delay_s": args.host_delay_s})
+        drive(bench, sales, report, progress=not args.quiet)
+        cut_before: dict[tuple[int, int], float | None] = {}
+        batch = int(bench.terminal.status().batch_no or 0)
+        for s in sales:
+            if s.stan:
+                cut_before[(batch, int(s.stan))] = s.cut_after_s if s.cut_done else None
+        check(bench, journal, first, report, cut_before)
+        bench.end_scenario()
+        bench.restore_nominal()
+    finally:
+        bench.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.power_cuts",
                                      description=__doc__.splitlines()[0])
@@ -253,37 +271,11 @@ def main(argv: list[str] | None = None) -> int:
              for n in range(args.sales)]
     report = Report(args.seed, args.sales)
     workdir = args.workdir.resolve()
-    bench_file = workdir / "bench.yaml"
     started = time.monotonic()
-    sim("up", "--workdir", str(workdir / "bench"), "--bench-file", str(bench_file),
-        "--watch-pid", str(os.getpid()))  # the bench goes down if this process is killed
     try:
-        bench = Bench(load_bench(bench_file), workdir=workdir / "rig")
-        bench.open()
-        try:
-            bench.restore_nominal()
-            bench.begin_scenario("power-cuts")
-            journal = workdir / "bench" / "terminal" / JOURNAL_FILE
-            first = _last_entry(journal)
-            _login_and_sign_in(bench)
-            if args.host_delay_s > 0:
-                sale = transaction_type(TxnType.SALE)
-                bench.acquirer.control.add_rule(
-                    {"terminal_id": bench.config.terminal.terminal_id, "mti": sale.mti,
-                     "proc_code": sale.proc_code}, {"delay_s": args.host_delay_s})
-            drive(bench, sales, report, progress=not args.quiet)
-            cut_before: dict[tuple[int, int], float | None] = {}
-            batch = int(bench.terminal.status().batch_no or 0)
-            for s in sales:
-                if s.stan:
-                    cut_before[(batch, int(s.stan))] = s.cut_after_s if s.cut_done else None
-            check(bench, journal, first, report, cut_before)
-            bench.end_scenario()
-            bench.restore_nominal()
-        finally:
-            bench.close()
+        with virtual_bench(workdir / "bench") as bench_file:  # down even if this is killed
+            _run(bench_file, workdir, sales, report, args)
     finally:
-        sim("down", "--workdir", str(workdir / "bench"))
         report.seconds = time.monotonic() - started
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
