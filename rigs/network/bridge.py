@@ -60,6 +60,7 @@ RULE, TRIP and CAPTURE are the JSON forms of :class:`~rigs.network.records.RuleR
 from __future__ import annotations
 
 import argparse
+import ctypes
 import enum
 import errno
 import heapq
@@ -1687,8 +1688,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--control", required=True, type=Path, help="unix socket path")
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="write 'ready PID' (or 'error ...') on this fd, then close it")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="die with this process (the rig): SIGTERM when it exits")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask the kernel for SIGTERM when the process that started this one exits
+    (``PR_SET_PDEATHSIG``), here after the exec rather than in a ``preexec_fn`` of the rig: the
+    rig has threads (grpc's among them, with a labgrid place), and Python code run between
+    fork and exec in a threaded process can deadlock or abort.  False when that parent is
+    already gone (it died before the request took effect): the caller exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("bridge: prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    return os.getppid() == parent_pid
 
 
 def _report(fd: int | None, text: str) -> None:
@@ -1715,6 +1733,10 @@ def main(argv: list[str] | None = None, *,
     held the link down) is set up first.
     """
     args = _parse_args(argv)
+    if args.parent_pid is not None and not die_with_parent(args.parent_pid):
+        _report(args.ready_fd, f"error the rig (pid {args.parent_pid}) exited before the "
+                               f"bridge started")
+        return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger()

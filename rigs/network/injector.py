@@ -3,8 +3,9 @@
 The driver starts ``python -m rigs.network.bridge`` (inside ``ip netns exec NS`` when the bench
 YAML gives a namespace), waits — bounded — for the bridge to report ready on an inherited pipe,
 then talks to it over its unix control socket (JSON lines, :mod:`protocols.jsonlines`).  The
-bridge dies with the driver's process (``PR_SET_PDEATHSIG``, which survives the exec of
-``ip netns exec``).
+bridge dies with the driver's process: it asks for ``PR_SET_PDEATHSIG`` itself once started
+(``--parent-pid``; ``ip netns exec`` execs, so the rig stays its parent).  No ``preexec_fn``:
+Python code between fork and exec in the rig, which has threads, can deadlock or abort.
 
 Faults are rules built from :class:`~protocols.faults.FaultSpec` (:meth:`apply` returns the
 rule's id; several may be active at once).  Everything the driver returns is a typed record of
@@ -17,7 +18,6 @@ the injector from a thread that lives as long as the bench (the main thread, nor
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -54,15 +54,9 @@ from rigs.network.records import (
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-PR_SET_PDEATHSIG = 1
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANSWER_MAX = 16 * 1024 * 1024
 """Longest control answer accepted (the whole ledger: 200 rules x 50 trips fits)."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ScapyBridgeInjector(Driver):
@@ -121,12 +115,12 @@ class ScapyBridgeInjector(Driver):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        argv = self.command() + ["--ready-fd", str(ready_w)]
+        argv = self.command() + ["--ready-fd", str(ready_w), "--parent-pid", str(os.getpid())]
         try:
             with open(self.log_path, "ab") as log_file:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
-                    pass_fds=(ready_w,), preexec_fn=_die_with_parent, env=env)
+                    pass_fds=(ready_w,), env=env)
         except OSError as exc:
             os.close(ready_r)
             raise TransportError(f"{self!r}: open() cannot start `{' '.join(argv)}`: "
