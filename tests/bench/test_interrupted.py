@@ -42,12 +42,17 @@ Feature: Interrupted with faults active
 """
 
 CONFTEST = f"""\
+import signal
 import sys
 import threading
 from pathlib import Path
 
 sys.path.insert(0, {str(REPO)!r})
 from pytest_bdd import then  # noqa: E402
+
+# Ctrl-C as at a terminal: a job a non-interactive shell started in the background (with &)
+# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["rigs.plugin", "steps.terminal_steps", "steps.fault_steps",
                   "steps.card_fault_steps"]
