@@ -39,3 +39,19 @@ settings.register_profile("ci", max_examples=200, deadline=None, derandomize=Tru
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The soak of tests/bench/test_soak.py starts now, beside the rest of the suite (it waits
+    on the terminal for minutes, on a bench of its own); the test judges it when it ends."""
+    from tests.bench import test_soak
+
+    if (os.geteuid() == 0 and not session.config.option.collectonly
+            and any(item.nodeid.startswith(test_soak.NODE) for item in session.items)):
+        test_soak.start_early(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.bench import test_soak
+
+    test_soak.stop_unused(session.config)
