@@ -505,6 +505,9 @@ def decode_frame(frame: bytes) -> bytes:
         raise FramingError(f"Concert frame: expected ETX (03) at byte {len(frame) - 2}, got "
                            f"{frame[-2]:02x}; frame {shown_frame(frame)}")
     payload = frame[1:-2]
+    if len(payload) > MAX_PAYLOAD:  # the limit encode_frame() keeps: one rule both ways
+        raise FramingError(f"Concert frame: payload of {len(payload)} bytes from byte 1, "
+                           f"limit is {MAX_PAYLOAD}; frame {shown_frame(frame)}")
     for pos, b in enumerate(payload, 1):
         if not _printable(b):
             raise FramingError(f"Concert frame: byte {pos} is {b:02x}, not printable ASCII; "

@@ -223,6 +223,16 @@ def test_frame_errors_name_the_byte() -> None:
         encode_frame(b"01\x03")
 
 
+def test_a_frame_over_the_payload_limit_is_refused_on_decode_as_on_encode() -> None:
+    """Fuzz finding concert_stream/payload-over-limit: an 82-byte payload decoded, and the
+    encoder then refused it (limit 80)."""
+    body = b"0" * 82 + b"\x03"
+    with pytest.raises(FramingError, match=r"payload of 82 bytes from byte 1, limit is 80"):
+        decode_frame(b"\x02" + body + bytes([lrc(body)]))
+    with pytest.raises(FramingError, match=r"encode\(\) payload is 82 bytes, limit is 80"):
+        encode_frame(b"0" * 82)
+
+
 def test_frame_error_dump_blanks_the_card_data() -> None:
     payload = ConcertAnswer("01", Status.ACCEPTED, 1, PaymentMode.CARD, "978",
                             card_data=PAN.ljust(55)).encode()
