@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocols.digits import ascii_digits
 from protocols.ecr import EntryMode, TxnStatus
 from protocols.faults import FaultKind, FaultSpec
 from protocols.ledger import KIND_REVERSAL, KIND_SETTLEMENT, Status
@@ -709,8 +710,8 @@ class Soak:
     def _journal(self, host: Sequence[LedgerEntry], batch_done: Sequence[Done]) -> list[Outcome]:
         """The terminal's journal of the batch just settled, read back through QUERY for every
         trace number from the last one checked to the highest the batch used."""
-        known = [int(d.stan) for d in batch_done if d.stan.isdigit()]
-        known += [int(e.stan) for e in host if e.stan and e.stan.isdigit()]
+        known = [int(d.stan) for d in batch_done if ascii_digits(d.stan)]
+        known += [int(e.stan) for e in host if e.stan and ascii_digits(e.stan)]
         if not known:
             return []
         low = self.last_stan_checked + 1 if self.last_stan_checked else max(1, min(known) - 5)
@@ -863,14 +864,14 @@ def check_batch(rows: Sequence[LedgerEntry], journal: Sequence[JournalRecord]
 def fault_before(batch_done: Sequence[Done], stan: str) -> str:
     """The last fault the rig armed up to the transaction that used *stan* (the transactions
     whose own trace number the rig never learnt are placed by those around them)."""
-    target = int(stan) if stan.isdigit() else None
+    target = int(stan) if ascii_digits(stan) else None
     last = "no fault in the batch"
     for d in batch_done:
-        if target is not None and d.stan.isdigit() and int(d.stan) > target:
+        if target is not None and ascii_digits(d.stan) and int(d.stan) > target:
             break
         if d.chaos:
             last = f"#{d.n} {d.op}: {d.fault_text()}"
-        if target is not None and d.stan.isdigit() and int(d.stan) == target:
+        if target is not None and ascii_digits(d.stan) and int(d.stan) == target:
             break
     return last
 
