@@ -20,7 +20,8 @@ from protocols.faults import FaultKind, FaultSpec, Target
 from protocols.transactions import SALE
 from rigs.bench import Bench
 from rigs.capabilities import Capability, needs
-from rigs.cardholder import pay_by_chip
+from rigs.cardholder import CARD_REMOVED_BOUND, pay_by_chip
+from rigs.errors import NoResponse
 from rigs.events import Event, Source, matching
 from rigs.faults import FaultRecord
 from rigs.terminal import Outcome
@@ -101,9 +102,14 @@ def trace_shows_failure(bench: Bench, chip_fault: FaultRecord) -> None:
                  if e.seq > first.seq]
         assert not later, (f"the terminal sent {len(later)} command(s) to a card that had left: "
                            f"{', '.join(e.name for e in later)}")
-        gone = bench.events.find(matching(source=Source.TERMINAL, name=EventCode.CARD_REMOVED),
-                                 since=first.seq)
-        assert gone is not None, "the terminal never said the card was removed"
+        # The bank opens card-detect from its own thread, after the command was answered
+        # absent: the terminal's CARD_REMOVED may follow its card-error outcome.
+        try:
+            bench.events.wait_for(matching(source=Source.TERMINAL, name=EventCode.CARD_REMOVED),
+                                  CARD_REMOVED_BOUND, since=first.seq,
+                                  what="CARD_REMOVED from the terminal")
+        except NoResponse as exc:
+            raise AssertionError(f"the terminal never said the card was removed: {exc}") from None
     elif chip_fault.kind is FaultKind.CARD_MUTE:
         answered = bench.events.events(matching(source=Source.CARDS, kind="atr", name="ATR"))
         assert not answered, "the card gave an ATR although it was mute"
