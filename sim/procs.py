@@ -7,12 +7,12 @@ Every process the bench starts is written to the state file with its PID, its st
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
 import select
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -26,12 +26,20 @@ from protocols.errors import NoResponse, SimError
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+DEATH_SIGNAL = ("setpriv", "--pdeathsig", "KILL", "--")
+"""The prefix that gives a child its death signal (``PR_SET_PDEATHSIG``): util-linux's setpriv
+(Essential in Debian) asks for it and execs the command, so the PID is the command's and no
+Python runs between fork and exec (a ``preexec_fn`` is unsafe in a process with threads)."""
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _command(name: str, argv: Sequence[str], die_with_parent: bool) -> list[str]:
+    """*argv* as started, with the death-signal prefix; a program that is not there is named."""
+    if not argv:
+        raise SimError(f"cannot start {name}: empty command")
+    for exe in (argv[0], DEATH_SIGNAL[0]) if die_with_parent else (argv[0],):
+        if shutil.which(exe) is None:
+            raise SimError(f"cannot start {name} ({exe}): no such program on PATH")
+    return [*DEATH_SIGNAL, *argv] if die_with_parent else list(argv)
 
 
 def start_time(pid: int) -> int | None:
@@ -69,9 +77,9 @@ def spawn(name: str, argv: Sequence[str], *, log_file: Path, pass_fds: Sequence[
     bench (the death signal fires when the *thread* that forked the child ends)."""
     out: IO[bytes] = open(log_file, "ab")
     try:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                pass_fds=tuple(pass_fds), cwd=cwd, env=env,
-                                preexec_fn=_die_with_parent if die_with_parent else None)
+        proc = subprocess.Popen(_command(name, argv, die_with_parent), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, pass_fds=tuple(pass_fds), cwd=cwd,
+                                env=env)
     except OSError as exc:
         raise SimError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
     finally:
@@ -84,10 +92,11 @@ def spawn_until_ready(name: str, argv: Sequence[str], *, log_file: Path, marker:
                       ) -> tuple[subprocess.Popen[bytes], ProcRecord, str]:
     """Start *argv* and wait (bounded) for a stdout line starting with *marker*; the rest of its
     stdout and all its stderr go to *log_file*.  Returns the line after the marker."""
+    command = _command(name, argv, True)
     out = open(log_file, "ab")
     try:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=out, cwd=cwd, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=out, cwd=cwd)
     except OSError as exc:
         out.close()
         raise SimError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from None
