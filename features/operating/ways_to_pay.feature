@@ -10,30 +10,44 @@ Feature: Every way to pay by card
     And the operator is logged in
     And the terminal is signed in with the acquirer
 
-  @wire
-  Scenario Outline: <card> card by <entry>, verified by <cvm>
+  @OP-05 @wire
+  Scenario Outline: A chip card verified by an online PIN: the <card> card
     When the cardholder pays <amount> by <entry> with the <card> card
     Then the purchase is approved, read by <entry> and verified by <cvm>
     And the acquirer received it as read by <entry> with <cvm>
 
-    @OP-05
     Examples: chip, online PIN
       | card          | entry | amount | cvm        |
       | good          | chip  | 10.10  | online PIN |
       | credit        | chip  | 10.20  | online PIN |
       | international | chip  | 10.30  | online PIN |
 
-    @OP-05 @OP-11
+  @OP-05 @OP-11 @wire
+  Scenario Outline: A chip card that checks the PIN itself: the <card> card
+    When the cardholder pays <amount> by <entry> with the <card> card
+    Then the purchase is approved, read by <entry> and verified by <cvm>
+    And the acquirer received it as read by <entry> with <cvm>
+
     Examples: chip, the PIN checked by the card
       | card        | entry | amount | cvm         |
       | offline_pin | chip  | 10.40  | offline PIN |
 
-    @OP-06 @OP-11
+  @OP-06 @OP-11 @wire
+  Scenario Outline: A swiped card signed for on the pad: the <card> card
+    When the cardholder pays <amount> by <entry> with the <card> card
+    Then the purchase is approved, read by <entry> and verified by <cvm>
+    And the acquirer received it as read by <entry> with <cvm>
+
     Examples: stripe, signed on the pad
       | card      | entry  | amount | cvm       |
       | magstripe | stripe | 10.90  | signature |
 
-    @OP-07
+  @OP-07 @wire
+  Scenario Outline: A tap of <amount>, verified by <cvm>
+    When the cardholder pays <amount> by <entry> with the <card> card
+    Then the purchase is approved, read by <entry> and verified by <cvm>
+    And the acquirer received it as read by <entry> with <cvm>
+
     Examples: tap, under and over the contactless CVM limit
       | card        | entry | amount  | cvm             |
       | contactless | tap   | 10.50   | no verification |
