@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                              "while a request is in flight too (default %(default)s)")
     parser.add_argument("--workdir", type=Path, default=REPO / "reports" / "power-cuts")
     parser.add_argument("--json", type=Path, default=REPO / "reports" / "power-cuts.json")
+    parser.add_argument("--bench-id", default="",
+                        help="run on a virtual bench of this id, beside others (default: the "
+                             "bench with the contract names)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -273,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     started = time.monotonic()
     try:
-        with virtual_bench(workdir / "bench") as bench_file:  # down even if this is killed
+        # down even if this is killed
+        with virtual_bench(workdir / "bench", bench_id=args.bench_id) as bench_file:
             _run(bench_file, workdir, sales, report, args)
     finally:
         report.seconds = time.monotonic() - started

@@ -2,9 +2,10 @@
 `make test` runs (POSRIG_SOAK_N transactions, 200 by default; docs/soak.md).
 
 It takes about three minutes, spent mostly waiting on the terminal, so it runs beside the rest
-of the suite: tests/conftest.py starts it as soon as collection is done (its bench has its own
-id, namespaces and ports, as parallel benches do), and this test waits for it, bounded, and
-judges what it wrote.  Run alone, the test starts it itself."""
+of the suite on a bench of its own (its own id, namespaces and ports, as parallel benches do):
+under pytest-xdist (`make test`) this test has a worker to itself and starts it; without xdist,
+tests/conftest.py starts it as soon as collection is done and this test waits for it, bounded,
+and judges what it wrote."""
 
 from __future__ import annotations
 

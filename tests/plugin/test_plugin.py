@@ -184,7 +184,9 @@ def test_progress_prints_a_plain_line_per_scenario_in_a_log_and_no_dots(
     pytester.makeini("[pytest]\nposrig_features = false\n")  # test modules bind the features
     pytester.makefile(".feature", progress=PROGRESS_FEATURE)
     pytester.makepyfile(test_progress=PROGRESS_TEST)
-    result = pytester.runpytest("--progress", "-p", "no:allure_pytest_bdd")
+    # a bench id of its own: the plugin says `sim down` for its virtual bench at the end, and
+    # the default bench may be up beside this test (pytest-xdist)
+    result = pytester.runpytest("--progress", "--bench-id", "plg", "-p", "no:allure_pytest_bdd")
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
     assert "\x1b[" not in out  # not a terminal: no control codes
