@@ -411,6 +411,17 @@ class Sale:
     amount: int
     refunded: int = 0
     voided: bool = False
+    #: A refund or void of it started and ended without an approval the rig saw (a fault may
+    #: have cut the answer off after the acquirer booked it): the operator names it no more.
+    unsure: bool = False
+
+    @property
+    def refundable(self) -> bool:
+        return self.amount > self.refunded and not self.voided and not self.unsure
+
+    @property
+    def voidable(self) -> bool:
+        return not self.voided and not self.refunded and not self.unsure
 
 
 class Soak:
@@ -513,9 +524,9 @@ class Soak:
     def _feasible(self, op: Op) -> Op:
         """A refund or void needs an approved sale of the open batch to name: else a chip
         sale takes its place."""
-        if op is Op.REFUND and not any(s.amount > s.refunded and not s.voided for s in self.sales):
+        if op is Op.REFUND and not any(s.refundable for s in self.sales):
             return Op.CHIP
-        if op is Op.VOID and not any(not s.voided and not s.refunded for s in self.sales):
+        if op is Op.VOID and not any(s.voidable for s in self.sales):
             return Op.CHIP
         return op
 
@@ -536,23 +547,25 @@ class Soak:
             who = Cardholder(card, entry, bench.card_pin(card), chip_retries=1)  # reinserts once
             return pay(bench, amount, who, TXN_BOUND)
         if op is Op.REFUND:
-            sale = self.rng.choice([s for s in self.sales if s.amount > s.refunded
-                                    and not s.voided])
+            sale = self.rng.choice([s for s in self.sales if s.refundable])
             amount = self.rng.randint(1, sale.amount - sale.refunded)
             record = terminal.query(sale.stan)
             when = record.fields.get("time", "")
             ref = (OriginalRef.by_rrn(sale.rrn, when[4:8]) if sale.rrn and len(when) >= 8
                    else OriginalRef.by_trace(sale.stan))
+            sale.unsure = True  # until approved: an answer cut off may have been booked
             terminal.start_transaction(TxnType.REFUND, amount, original=ref)
             outcome = terminal.wait_outcome(timeout=TXN_BOUND)
             if outcome.ok:
                 sale.refunded += amount
+                sale.unsure = False
             return outcome
-        sale = [s for s in self.sales if not s.voided and not s.refunded][-1]
+        sale = [s for s in self.sales if s.voidable][-1]
+        sale.unsure = True
         terminal.start_transaction(TxnType.VOID, None, original=OriginalRef.by_trace(sale.stan))
         outcome = terminal.wait_outcome(timeout=TXN_BOUND)
         if outcome.ok:
-            sale.voided = True
+            sale.voided, sale.unsure = True, False
         return outcome
 
     # -- the operator ------------------------------------------------------------------------

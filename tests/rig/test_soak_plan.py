@@ -19,6 +19,7 @@ from rigs.soak import (
     Moment,
     Op,
     Planned,
+    Sale,
     Sample,
     SoakReport,
     Violation,
@@ -238,3 +239,16 @@ def test_a_reversal_without_its_original() -> None:
                   original_stan="000011")
     assert _checks([netted], [_journal("000011", "reversed")]) == [
         (Check.REVERSAL_ORIGINAL, "000011")]
+
+
+def test_a_sale_whose_refund_or_void_ended_unseen_is_named_no_more() -> None:
+    sale = Sale("000012", "123456789012", 500)
+    assert sale.refundable and sale.voidable
+    sale.refunded = 200
+    assert sale.refundable and not sale.voidable  # a partly refunded sale is not voided
+    sale.unsure = True  # a refund cut off by a fault: the acquirer may have booked it
+    assert not sale.refundable and not sale.voidable
+    whole = Sale("000013", "", 300, refunded=300)
+    assert not whole.refundable
+    voided = Sale("000014", "", 300, voided=True)
+    assert not voided.refundable and not voided.voidable
