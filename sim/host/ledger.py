@@ -23,7 +23,6 @@ Records returned carry their row id (``LedgerRecord.id``).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -38,6 +37,7 @@ from protocols.ledger import (
     TABLE,
     LedgerRecord,
 )
+from sim.ledgerdb import open_ledger
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +70,7 @@ class SqliteLedger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), timeout=busy_timeout,
-                                       check_same_thread=False, isolation_level=None)
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
-            # WAL + NORMAL, as the QR platform's ledger: a commit survives the host process
-            # dying (not the machine losing power) without a sync per request under the
-            # engine's lock, and the rig reading the ledger never holds a write up (with the
-            # default journal, a loaded machine once held a sign-in's answer 7 s, past the
-            # terminal's response time-out).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(SCHEMA)
-        except sqlite3.Error as exc:
-            raise SimError(f"SqliteLedger({self.path}): cannot open the ledger ({exc})") from exc
-        if not mode or str(mode[0]).lower() != "wal":
-            logger.warning("%r: journal mode is %s, not WAL", self, mode)
+        self._db = open_ledger("SqliteLedger", self.path, (SCHEMA,), busy_timeout)
         self._migrate()
 
     def _migrate(self) -> None:

@@ -10,12 +10,10 @@ writes.  :class:`MemoryQrLedger` has the same surface (tests).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-from protocols.errors import SimError
 from protocols.qr import QrOrder, QrRefund
 from protocols.qrledger import (
     COLUMNS,
@@ -32,6 +30,7 @@ from protocols.qrledger import (
     refund_row,
     request_row,
 )
+from sim.ledgerdb import open_ledger
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +42,7 @@ class SqliteQrLedger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), timeout=busy_timeout,
-                                       check_same_thread=False, isolation_level=None)
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
-            # WAL + NORMAL: a commit survives the platform process dying (not the machine
-            # losing power), without a sync per request under the engine's lock
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            for schema in SCHEMAS:
-                self._db.execute(schema)
-        except sqlite3.Error as exc:
-            raise SimError(f"SqliteQrLedger({self.path}): cannot open the ledger ({exc})") from exc
-        if not mode or str(mode[0]).lower() != "wal":
-            logger.warning("%r: journal mode is %s, not WAL", self, mode)
+        self._db = open_ledger("SqliteQrLedger", self.path, SCHEMAS, busy_timeout)
         self._migrate()
 
     def _migrate(self) -> None:
