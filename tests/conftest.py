@@ -42,25 +42,20 @@ settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-# pytest-xdist (`make test` runs `pytest tests -n 3`): the tests that bring up a virtual bench
-# run one after another on one worker (a second bench beside the scenario runs they drive starves
-# these two cores: time-outs expire), except the soak, which waits on a bench of its own for
-# minutes on another worker; everything else (it builds its own namespaces, readers and ports
-# under unique names) spreads over the workers one test at a time.
+# pytest-xdist (`make test` runs `pytest tests -n 2`): the tests that bring up a virtual bench
+# with the contract names run one after another on one worker; the soak, which waits on a bench
+# of its own for minutes, is a group of its own; everything else (it builds its own namespaces,
+# readers and ports under unique names) spreads over the workers one test at a time.
 BENCH_GROUP = "bench"
-OWN_BENCH_GROUPS = {"tests/bench/test_soak.py::": "soak"}
+SOAK_GROUP = "soak"
 _XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-
-
-def _xdist_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """In an xdist worker, the worker's id leaves the environment: a pytest this suite starts
     (a lab repository, the plugin's runs, the parallel-bench test) would take it for its own
     worker id and bring up bench gw<N> instead of the bench it asked for."""
-    if _xdist_worker(config):
+    if hasattr(config, "workerinput"):  # an xdist worker
         for name in _XDIST_ENV:
             os.environ.pop(name, None)
 
@@ -82,26 +77,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def xdist_group(nodeid: str) -> str | None:
     """The group a test runs in under xdist (None: any worker, one test at a time)."""
-    for prefix, group in OWN_BENCH_GROUPS.items():  # test_soak.NODE is the soak's prefix
-        if nodeid.startswith(prefix):
-            return group
+    from tests.bench import test_soak
+
+    if nodeid.startswith(test_soak.NODE):
+        return SOAK_GROUP
     return BENCH_GROUP if nodeid.startswith("tests/bench/") else None
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Without xdist, the soak of tests/bench/test_soak.py starts now, beside the rest of the
-    suite (it waits on the terminal for minutes, on a bench of its own); the test judges it when
-    it ends.  Under xdist its test starts it on a worker of its own."""
-    from tests.bench import test_soak
-
-    if (os.geteuid() == 0 and not session.config.option.collectonly
-            and not _xdist_worker(session.config)
-            and any(item.nodeid.startswith(test_soak.NODE) for item in session.items)):
-        test_soak.start_early(session.config)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    from tests.bench import test_soak
-
-    test_soak.stop_unused(session.config)
-
