@@ -34,6 +34,8 @@ def test_a_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     assert starter.stdin is not None and starter.stdout is not None
     child: ProcRecord | None = None
     try:
+        ready, _, _ = select.select([starter.stdout], [], [], BOUND_S)
+        assert ready, f"the starter named no child within {BOUND_S:.0f} s"
         pid_text, started_text = starter.stdout.readline().split()
         child = ProcRecord("sleeper", int(pid_text), int(started_text), ["sleep", "300"])
         pidfd = os.pidfd_open(child.pid)
